@@ -1,0 +1,103 @@
+"""Wrapping sequence numbers (RFC 9293 section 3.4; RFC 1982 serial arithmetic).
+
+`Seq` is the only way the engine compares or moves a 32-bit sequence number:
+`a < b` means "a comes before b" modulo 2**32, `a + n` advances, `b - a` is the signed
+distance. Raw integers are never compared as sequence numbers. 64-bit data-level
+sequence numbers (MPTCP DSNs) use `Seq64`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class Seq:
+    """An immutable 32-bit sequence number with modular ordering."""
+
+    __slots__ = ("value",)
+    BITS: ClassVar[int] = 32
+    MOD: ClassVar[int] = 1 << 32
+    HALF: ClassVar[int] = 1 << 31
+    MASK: ClassVar[int] = (1 << 32) - 1
+
+    value: int
+
+    def __init__(self, value: int) -> None:
+        object.__setattr__(self, "value", value & self.MASK)
+
+    def __setattr__(self, name: str, v: object) -> None:
+        raise AttributeError("Seq is immutable")
+
+    def __add__(self, n: int) -> "Seq":
+        return self.__class__(self.value + n)
+
+    def __sub__(self, other: "Seq | int") -> "Seq | int":  # type: ignore[override]
+        if isinstance(other, int):
+            return self.__class__(self.value - other)
+        d = (self.value - other.value) & self.MASK
+        return d - self.MOD if d >= self.HALF else d
+
+    def diff(self, other: "Seq") -> int:
+        """Signed distance self - other, in (-2**31, 2**31]."""
+        d = (self.value - other.value) & self.MASK
+        return d - self.MOD if d >= self.HALF else d
+
+    def __lt__(self, other: "Seq") -> bool:
+        return 0 < ((other.value - self.value) & self.MASK) < self.HALF
+
+    def __le__(self, other: "Seq") -> bool:
+        return ((other.value - self.value) & self.MASK) < self.HALF
+
+    def __gt__(self, other: "Seq") -> bool:
+        return other < self
+
+    def __ge__(self, other: "Seq") -> bool:
+        return other <= self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Seq) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.value})"
+
+    def in_window(self, start: "Seq", size: int) -> bool:
+        """start <= self < start + size (RFC 9293's acceptability test)."""
+        return ((self.value - start.value) & self.MASK) < size
+
+
+class Seq64(Seq):
+    """A 64-bit data sequence number (MPTCP DSN / data ACK, RFC 8684 section 3.3)."""
+
+    __slots__ = ()
+    BITS = 64
+    MOD = 1 << 64
+    HALF = 1 << 63
+    MASK = (1 << 64) - 1
+
+    def expand32(self, low: int) -> "Seq64":
+        """The 64-bit number closest to self whose low 32 bits are `low` (how Linux's
+        `expand_seq` widens a 32-bit DSN or data ACK against current state)."""
+        base = self.value & ~0xFFFFFFFF
+        cand = base | low
+        d = (cand - self.value) & self.MASK
+        if d >= self.HALF:
+            d -= self.MOD
+        if d > (1 << 31):
+            cand -= 1 << 32
+        elif d < -(1 << 31):
+            cand += 1 << 32
+        return Seq64(cand)
+
+
+def seq_max(a: Seq, b: Seq) -> Seq:
+    return a if b <= a else b
+
+
+def seq_min(a: Seq, b: Seq) -> Seq:
+    return a if a <= b else b

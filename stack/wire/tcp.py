@@ -1,0 +1,268 @@
+"""TCP header and options codec (RFC 9293 section 3.1, RFC 7323, RFC 2018).
+
+```
+ 0                   1                   2                   3
+ 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
++-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+|          Source Port          |       Destination Port        |
+|                        Sequence Number                        |
+|                    Acknowledgment Number                      |
+|  Data |       |C|E|U|A|P|R|S|F|                               |
+| Offset| Rsrvd |W|C|R|C|S|S|Y|I|            Window             |
+|           Checksum            |         Urgent Pointer        |
+|                    Options                    |    Padding    |
++-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+```
+Options keep their order (NOPs and EOL padding included) so that
+`emit(parse(b)) == b` exactly; unknown kinds (MPTCP, kind 30, among them until the
+MPTCP codec reads them) are kept as `UnknownOption`. Sequence and ack numbers are raw
+32-bit integers here; the engine wraps them in `stack.tcp.seq.Seq`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import IntFlag
+from typing import Union
+
+from stack.wire.checksum import internet_checksum, ones_sum
+from stack.wire.errors import MalformedPacket
+
+HEADER_LEN = 20
+MAX_HEADER_LEN = 60
+MAX_OPTIONS_LEN = MAX_HEADER_LEN - HEADER_LEN
+
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERM = 4
+OPT_SACK = 5
+OPT_TIMESTAMP = 8
+OPT_MPTCP = 30
+
+_HDR = struct.Struct("!HHIIHHHH")
+_PSEUDO = struct.Struct("!4s4sBBH")
+
+
+class TcpFlags(IntFlag):
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    ECE = 0x40
+    CWR = 0x80
+
+
+FIN, SYN, RST, PSH, ACK, URG = (int(f) for f in (TcpFlags.FIN, TcpFlags.SYN, TcpFlags.RST,
+                                                 TcpFlags.PSH, TcpFlags.ACK, TcpFlags.URG))
+
+
+# --- options -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Nop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Eol:
+    """End of option list; `padding` is whatever followed it up to the data offset."""
+    padding: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Mss:
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScale:
+    shift: int
+
+
+@dataclass(frozen=True, slots=True)
+class SackPermitted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Sack:
+    blocks: tuple[tuple[int, int], ...]  # (left, right) raw 32-bit edges
+
+
+@dataclass(frozen=True, slots=True)
+class Timestamps:
+    tsval: int
+    tsecr: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownOption:
+    kind: int
+    data: bytes  # the bytes after kind and length
+
+
+TcpOption = Union[Nop, Eol, Mss, WindowScale, SackPermitted, Sack, Timestamps, UnknownOption]
+
+# Exact lengths (kind+len+data) of the fixed-size options; a mismatch is malformed.
+_FIXED_LEN = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERM: 2, OPT_TIMESTAMP: 10}
+
+
+def parse_options(raw: bytes | bytearray | memoryview) -> list[TcpOption]:
+    """Parse the option area. Raises MalformedPacket on a length that runs past the
+    header, a length < 2, or a wrong length for a fixed-size option."""
+    opts: list[TcpOption] = []
+    i, n = 0, len(raw)
+    while i < n:
+        kind = raw[i]
+        if kind == OPT_EOL:
+            opts.append(Eol(bytes(raw[i + 1:])))
+            break
+        if kind == OPT_NOP:
+            opts.append(Nop())
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise MalformedPacket("tcp-option-truncated", f"kind {kind} without length")
+        length = raw[i + 1]
+        if length < 2 or i + length > n:
+            raise MalformedPacket("tcp-option-length", f"kind {kind} length {length}")
+        fixed = _FIXED_LEN.get(kind)
+        if fixed is not None and length != fixed:
+            raise MalformedPacket("tcp-option-length", f"kind {kind} length {length}")
+        body = raw[i + 2:i + length]
+        if kind == OPT_MSS:
+            opts.append(Mss((body[0] << 8) | body[1]))
+        elif kind == OPT_WSCALE:
+            opts.append(WindowScale(body[0]))
+        elif kind == OPT_SACK_PERM:
+            opts.append(SackPermitted())
+        elif kind == OPT_TIMESTAMP:
+            tsval, tsecr = struct.unpack_from("!II", body)
+            opts.append(Timestamps(tsval, tsecr))
+        elif kind == OPT_SACK:
+            if (length - 2) % 8 or length == 2:
+                raise MalformedPacket("tcp-option-length", f"SACK length {length}")
+            edges = struct.unpack_from(f"!{(length - 2) // 4}I", body)
+            opts.append(Sack(tuple(zip(edges[0::2], edges[1::2]))))
+        else:
+            opts.append(UnknownOption(kind, bytes(body)))
+        i += length
+    return opts
+
+
+def emit_options(opts: list[TcpOption] | tuple[TcpOption, ...]) -> bytes:
+    """Serialise options in order, then pad with zero bytes (EOL) to a multiple of 4."""
+    out = bytearray()
+    for o in opts:
+        if isinstance(o, Nop):
+            out.append(OPT_NOP)
+        elif isinstance(o, Eol):
+            out.append(OPT_EOL)
+            out += o.padding
+        elif isinstance(o, Mss):
+            out += struct.pack("!BBH", OPT_MSS, 4, o.value)
+        elif isinstance(o, WindowScale):
+            out += bytes((OPT_WSCALE, 3, o.shift))
+        elif isinstance(o, SackPermitted):
+            out += bytes((OPT_SACK_PERM, 2))
+        elif isinstance(o, Timestamps):
+            out += struct.pack("!BBII", OPT_TIMESTAMP, 10, o.tsval, o.tsecr)
+        elif isinstance(o, Sack):
+            out += bytes((OPT_SACK, 2 + 8 * len(o.blocks)))
+            for left, right in o.blocks:
+                out += struct.pack("!II", left, right)
+        elif isinstance(o, UnknownOption):
+            out += bytes((o.kind, 2 + len(o.data))) + o.data
+        else:  # pragma: no cover - the Union is closed
+            raise TypeError(f"not a TCP option: {o!r}")
+    if len(out) % 4:
+        out += bytes(4 - len(out) % 4)
+    if len(out) > MAX_OPTIONS_LEN:
+        raise ValueError(f"TCP options take {len(out)} bytes, more than {MAX_OPTIONS_LEN}")
+    return bytes(out)
+
+
+# --- header ------------------------------------------------------------------------
+@dataclass(slots=True)
+class TcpHeader:
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: list[TcpOption] = field(default_factory=list)
+    urgent: int = 0
+    checksum: int = 0  # as received; computed on emit
+    reserved: int = 0  # the 4 reserved bits, kept for exact round trips
+
+    @property
+    def header_len(self) -> int:
+        return HEADER_LEN + len(emit_options(self.options))
+
+    def option(self, cls: type) -> TcpOption | None:
+        """The first option of type `cls`, or None."""
+        for o in self.options:
+            if type(o) is cls:
+                return o
+        return None
+
+    def describe(self) -> str:
+        """tcpdump-like flags, e.g. 'S.' for SYN/ACK."""
+        f = self.flags
+        s = "".join(ch for bit, ch in ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"))
+                    if f & bit)
+        return (s + "." if f & ACK else s) or "none"
+
+
+ILLEGAL_FLAG_COMBOS = ((SYN | FIN, "syn-fin"), (SYN | RST, "syn-rst"))
+
+
+def parse(seg: bytes | bytearray | memoryview) -> tuple[TcpHeader, int]:
+    """Parse a TCP segment's header. Returns (header, data_offset): the payload is
+    `seg[data_offset:]`. Does not verify the checksum (see `verify_checksum_v4`)."""
+    if len(seg) < HEADER_LEN:
+        raise MalformedPacket("tcp-truncated", f"{len(seg)} bytes")
+    sport, dport, seq, ack, off_flags, window, csum, urg = _HDR.unpack_from(seg, 0)
+    doff = (off_flags >> 12) * 4
+    if doff < HEADER_LEN:
+        raise MalformedPacket("tcp-bad-data-offset", str(doff))
+    if doff > len(seg):
+        raise MalformedPacket("tcp-truncated", f"data offset {doff} > {len(seg)} bytes")
+    flags = off_flags & 0xFF
+    for combo, name in ILLEGAL_FLAG_COMBOS:
+        if flags & combo == combo:
+            raise MalformedPacket("tcp-illegal-flags", name)
+    opts = parse_options(seg[HEADER_LEN:doff]) if doff > HEADER_LEN else []
+    return TcpHeader(sport, dport, seq, ack, flags, window, opts, urg, csum,
+                     (off_flags >> 8) & 0x0F), doff
+
+
+def emit(hdr: TcpHeader, payload: bytes | bytearray | memoryview = b"",
+         src: bytes | None = None, dst: bytes | None = None, keep_checksum: bool = False) -> bytes:
+    """Serialise header + payload. With `src`/`dst` (IPv4) the checksum is computed;
+    with `keep_checksum` the header's own checksum field is written as is."""
+    opts = emit_options(hdr.options)
+    doff = HEADER_LEN + len(opts)
+    raw = bytearray(_HDR.pack(hdr.src_port, hdr.dst_port, hdr.seq, hdr.ack,
+                              (doff // 4) << 12 | hdr.reserved << 8 | hdr.flags, hdr.window,
+                              hdr.checksum if keep_checksum else 0, hdr.urgent))
+    raw += opts
+    raw += payload
+    if not keep_checksum and src is not None and dst is not None:
+        struct.pack_into("!H", raw, 16, checksum_v4(src, dst, raw))
+    return bytes(raw)
+
+
+def checksum_v4(src: bytes, dst: bytes, segment: bytes | bytearray | memoryview) -> int:
+    """TCP checksum over the IPv4 pseudo-header and `segment` (checksum field zeroed
+    by the caller when computing, left as is when verifying)."""
+    return internet_checksum(segment, ones_sum(_PSEUDO.pack(src, dst, 0, 6, len(segment))))
+
+
+def verify_checksum_v4(src: bytes, dst: bytes, segment: bytes | bytearray | memoryview) -> bool:
+    return checksum_v4(src, dst, segment) == 0
