@@ -1,0 +1,324 @@
+"""asyncio-streams API over our stack, mirroring `asyncio.open_connection` and
+`asyncio.start_server`: `(reader, writer)` pairs with read/readexactly/readline and
+write/drain/close/wait_closed.
+
+Flow control is real TCP flow control: bytes stay in the engine's receive buffer until
+the application reads them, so a slow reader closes the advertised window.
+
+    async with TunShell("mptun0") as shell:
+        reader, writer = await open_connection("10.0.1.1", 5000)
+        writer.write(b"hello"); await writer.drain()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from stack import host as hostmod
+from stack.shell import TunShell, current_shell
+from stack.tcp.engine import Closed, Connected, DataReadable, Event, PeerFinished, State, \
+    StateChanged, WritableSpace
+
+_READ_CHUNK = 1 << 20
+
+
+def _error_for(tag: str, remote: tuple[str, int]) -> OSError:
+    """A clear exception for an engine `Closed(error)` tag."""
+    peer = f"{remote[0]}:{remote[1]}"
+    if tag == "refused":
+        return ConnectionRefusedError(f"peer {peer} refused the connection (RST)")
+    if tag == "reset":
+        return ConnectionResetError(f"peer {peer} reset the connection (RST)")
+    if tag == "timeout":
+        return TimeoutError(f"connection to {peer} timed out (no answer after retransmissions)")
+    if tag.startswith("unreachable"):
+        why = tag.partition(":")[2] or "unreachable"
+        return OSError(f"{peer} is unreachable: {why} (ICMP)")
+    if tag == "aborted":
+        return ConnectionAbortedError(f"connection to {peer} aborted locally")
+    return ConnectionError(f"connection to {peer} failed: {tag}")
+
+
+class _Stream:
+    """Per-connection glue between engine events and the reader/writer pair."""
+
+    def __init__(self, shell: TunShell, conn: hostmod.Connection) -> None:
+        self.shell = shell
+        self.conn = conn
+        self.pending = bytearray()      # written by the app, not yet taken by the engine
+        self.eof = False                # peer's FIN seen
+        self.done = False               # connection finished (closed, or in TIME-WAIT)
+        self.error: OSError | None = None
+        self.connected = asyncio.Event()
+        self.readable = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.writable.set()
+        self.closing = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        conn.app = self
+
+    def on_event(self, ev: Event) -> None:
+        if isinstance(ev, Connected):
+            self.connected.set()
+        elif isinstance(ev, DataReadable):
+            self.readable.set()
+        elif isinstance(ev, PeerFinished):
+            self.eof = True
+            self.readable.set()
+        elif isinstance(ev, WritableSpace):
+            self.push()
+        elif isinstance(ev, StateChanged):
+            if ev.new in (State.TIME_WAIT, State.CLOSED):
+                self._finish(None)
+        elif isinstance(ev, Closed):
+            self._finish(ev.error)
+
+    def _finish(self, error: str | None) -> None:
+        if error is not None and self.error is None:
+            self.error = _error_for(error, self.conn.remote)
+        self.done = True
+        for e in (self.connected, self.readable, self.writable, self.closed):
+            e.set()
+
+    def push(self) -> None:
+        """Move pending app bytes into the engine's send buffer as space allows."""
+        if self.pending and not self.done:
+            n = self.conn.engine.send(self.pending)
+            if n:
+                del self.pending[:n]
+                self.bytes_out += n
+                self.shell.kick(self.conn)
+        if not self.pending:
+            self.writable.set()
+            if self.closing and not self.done and self.conn.engine.state in (
+                    State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECEIVED):
+                self.conn.engine.close(self.shell.now())
+                self.shell.kick(self.conn)
+        else:
+            self.writable.clear()
+
+
+class StreamReader:
+    def __init__(self, stream: _Stream) -> None:
+        self._s = stream
+
+    def _take(self, n: int) -> bytes:
+        data = self._s.conn.engine.recv(n)
+        if data:
+            self._s.bytes_in += len(data)
+            self._s.shell.kick(self._s.conn)  # the window may have opened
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to n bytes (at least one unless at EOF); n = -1 reads until EOF."""
+        if n == 0:
+            return b""
+        if n < 0:
+            chunks = []
+            while chunk := await self.read(_READ_CHUNK):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        s = self._s
+        while True:
+            data = self._take(n)
+            if data:
+                return data
+            if s.eof or (s.done and s.error is None):
+                return b""
+            if s.error is not None:
+                raise s.error
+            s.readable.clear()
+            await s.readable.wait()
+
+    async def readexactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await self.read(n - len(buf))
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(buf), n)
+            buf += chunk
+        return bytes(buf)
+
+    async def readline(self) -> bytes:
+        buf = bytearray()
+        while not buf.endswith(b"\n"):
+            chunk = await self.read(1)
+            if not chunk:
+                break
+            buf += chunk
+        return bytes(buf)
+
+    def at_eof(self) -> bool:
+        return self._s.eof and self._s.conn.engine.recv_buffered == 0
+
+    def __aiter__(self) -> "StreamReader":
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+
+class StreamWriter:
+    def __init__(self, stream: _Stream) -> None:
+        self._s = stream
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        s = self._s
+        if s.error is not None:
+            raise s.error
+        if s.closing or s.done:
+            raise ConnectionError("write after close")
+        s.pending += data
+        s.push()
+
+    def writelines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.write(line)
+
+    async def drain(self) -> None:
+        """Wait until everything written has been taken into the send buffer."""
+        s = self._s
+        while s.pending:
+            if s.error is not None:
+                raise s.error
+            if s.done:
+                raise ConnectionResetError("connection closed with data unsent")
+            s.writable.clear()
+            s.push()
+            if s.pending:
+                await s.writable.wait()
+        if s.error is not None:
+            raise s.error
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Half-close: our FIN goes after the data; reading goes on."""
+        self.close()
+
+    def close(self) -> None:
+        s = self._s
+        if not s.closing:
+            s.closing = True
+            s.push()
+
+    def is_closing(self) -> bool:
+        return self._s.closing or self._s.done
+
+    async def wait_closed(self) -> None:
+        await self._s.closed.wait()
+        if self._s.error is not None:
+            raise self._s.error
+
+    def abort(self) -> None:
+        s = self._s
+        if not s.done:
+            s.conn.engine.abort(s.shell.now())
+            s.shell.kick(s.conn)
+
+    @property
+    def transport(self) -> "StreamWriter":
+        return self
+
+    @property
+    def connection(self) -> hostmod.Connection:
+        return self._s.conn
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": self._s.conn.remote, "sockname": self._s.conn.local,
+                "connection": self._s.conn}.get(name, default)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._s.bytes_out
+
+    @property
+    def bytes_received(self) -> int:
+        return self._s.bytes_in
+
+
+def _shell(shell: TunShell | None) -> TunShell:
+    if shell is not None:
+        return shell
+    try:
+        return current_shell.get()
+    except LookupError:
+        raise RuntimeError("no TunShell: use `async with TunShell(...)` or pass shell=") from None
+
+
+async def open_connection(host: str, port: int, *, shell: TunShell | None = None,
+                          local_addr: str | None = None, local_port: int | None = None,
+                          ) -> tuple[StreamReader, StreamWriter]:
+    """Active open to host:port through our stack; returns once ESTABLISHED.
+    Raises ConnectionRefusedError / TimeoutError / OSError with a one-line reason."""
+    sh = _shell(shell)
+    conn = sh.stack.connect(hostmod.ip(host), port, sh.now(),
+                            local=hostmod.ip(local_addr) if local_addr else None,
+                            local_port=local_port)
+    stream = _Stream(sh, conn)
+    sh.kick(conn)
+    await stream.connected.wait()
+    if stream.error is not None:
+        raise stream.error
+    return StreamReader(stream), StreamWriter(stream)
+
+
+ClientCallback = Callable[[StreamReader, StreamWriter], Awaitable[None] | None]
+
+
+class Server:
+    def __init__(self, shell: TunShell, listener: hostmod.Listener, cb: ClientCallback) -> None:
+        self._shell = shell
+        self.listener = listener
+        self._cb = cb
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+        shell.on_accept[listener] = self._accept
+
+    def _accept(self, conn: hostmod.Connection) -> None:
+        stream = _Stream(self._shell, conn)
+        stream.connected.set()
+        res = self._cb(StreamReader(stream), StreamWriter(stream))
+        if asyncio.iscoroutine(res):
+            task = asyncio.ensure_future(res)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        self._shell.stack.unlisten(self.listener)
+        self._shell.on_accept.pop(self.listener, None)
+        self._closed.set()
+
+    def is_serving(self) -> bool:
+        return not self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def serve_forever(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> "Server":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def start_server(client_connected_cb: ClientCallback, port: int, *, host: str | None = None,
+                       shell: TunShell | None = None, backlog: int | None = None) -> Server:
+    """Listen on `port` (on `host`, or every local address); for each established
+    connection call `client_connected_cb(reader, writer)` (a coroutine becomes a task)."""
+    sh = _shell(shell)
+    lst = sh.stack.listen(port, hostmod.ip(host) if host else None, backlog)
+    return Server(sh, lst, client_connected_cb)

@@ -1,0 +1,426 @@
+"""The sans-I/O host: IPv4 in and out, demux by 4-tuple, listeners with a bounded SYN
+backlog, RST for closed ports, ICMP echo and errors, ISNs (RFC 6528), ephemeral ports.
+
+`Stack` takes packets and `now` in (`feed`) and gives packets, events and the next
+deadline out (`poll_transmit`, `poll_event`, `poll_timeout` / `handle_timeout`). It never
+reads a clock or global randomness: `now` comes with every call, randomness from the
+`rng` given at construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import struct
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Union
+
+from stack.counters import format_counters
+from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
+from stack.wire import MalformedPacket, icmp, ipv4, tcp
+from stack.wire.checksum import ones_sum
+from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
+
+Addr = bytes  # 4-byte IPv4 address
+Key = tuple[bytes, int, bytes, int]  # (local addr, local port, remote addr, remote port)
+
+EPHEMERAL_PORTS = (32768, 60999)  # Linux's net.ipv4.ip_local_port_range
+
+
+def ip(text: str) -> Addr:
+    """'10.0.1.2' -> b'\\n\\x00\\x01\\x02' (raises OSError on a bad address)."""
+    return socket.inet_aton(text)
+
+
+def ntoa(addr: Addr) -> str:
+    return socket.inet_ntoa(addr)
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One IP packet to write to the device. With `csum_partial` the TCP checksum field
+    holds only the pseudo-header sum (the device completes it: virtio-net NEEDS_CSUM);
+    with `gso_size` the device cuts the TCP payload into segments of that size."""
+    data: bytes
+    gso_size: int = 0
+    csum_partial: bool = False
+    l4_offset: int = ipv4.HEADER_LEN
+    l4_header_len: int = tcp.HEADER_LEN
+
+
+@dataclass
+class StackConfig:
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    syn_backlog: int = 128       # half-open connections per listener (Linux: tcp_max_syn_backlog)
+    tx_csum_offload: bool = False  # leave TCP checksums to the device (virtio-net NEEDS_CSUM)
+    ttl: int = 64
+
+
+class Connection:
+    """A TCP connection as the host sees it: the engine plus its 4-tuple. `app` is free
+    for the layer above (the asyncio API keeps its stream state there)."""
+
+    __slots__ = ("key", "engine", "listener", "app")
+
+    def __init__(self, key: Key, engine: TcpEngine, listener: "Listener | None") -> None:
+        self.key = key
+        self.engine = engine
+        self.listener = listener
+        self.app: object = None
+
+    @property
+    def local(self) -> tuple[str, int]:
+        return ntoa(self.key[0]), self.key[1]
+
+    @property
+    def remote(self) -> tuple[str, int]:
+        return ntoa(self.key[2]), self.key[3]
+
+    def __repr__(self) -> str:
+        (la, lp), (ra, rp) = self.local, self.remote
+        return f"<Connection {la}:{lp} -> {ra}:{rp} {self.engine.state.name}>"
+
+
+class Listener:
+    __slots__ = ("port", "addr", "backlog", "half_open", "closed")
+
+    def __init__(self, port: int, addr: Addr | None, backlog: int) -> None:
+        self.port = port
+        self.addr = addr  # None: every local address
+        self.backlog = backlog
+        self.half_open = 0  # connections in SYN-RECEIVED (the SYN backlog)
+        self.closed = False
+
+
+# Host-level events, from poll_event(): (connection, engine event) or a new connection.
+@dataclass(frozen=True, slots=True)
+class ConnEvent:
+    conn: Connection
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A passive connection reached ESTABLISHED: hand it to the listener's owner."""
+    listener: Listener
+    conn: Connection
+
+
+HostEvent = Union[ConnEvent, Accepted]
+Tap = Callable[[str, bytes], None]  # (direction "in" | "out", IP packet)
+
+
+class Stack:
+    def __init__(self, addrs: list[Addr], *, rng: random.Random | None = None,
+                 config: StackConfig | None = None) -> None:
+        if not addrs:
+            raise ValueError("a Stack needs at least one local address")
+        self.addrs: list[Addr] = list(addrs)
+        self._addrset = set(addrs)
+        self.config = config or StackConfig()
+        self.rng = rng or random.Random()
+        self._isn_secret = self.rng.randbytes(16)
+        self._ident = self.rng.randrange(1 << 16)
+        self.conns: dict[Key, Connection] = {}
+        self.listeners: dict[tuple[Addr | None, int], Listener] = {}
+        self.counters: Counter[str] = Counter()
+        self._events: deque[HostEvent] = deque()
+        self._out: list[Datagram] = []  # host-generated packets (RST, ICMP replies)
+        self._dirty: set[Connection] = set()  # engines that may have something to send
+        self.tap: Tap | None = None
+
+    # ---------------------------------------------------------------- user calls
+    def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None) -> Listener:
+        if (addr, port) in self.listeners:
+            raise OSError(f"port {port} is already listening")
+        lst = Listener(port, addr, backlog or self.config.syn_backlog)
+        self.listeners[(addr, port)] = lst
+        return lst
+
+    def unlisten(self, listener: Listener) -> None:
+        listener.closed = True
+        self.listeners.pop((listener.addr, listener.port), None)
+
+    def connect(self, remote: Addr, remote_port: int, now: float, *,
+                local: Addr | None = None, local_port: int | None = None,
+                config: TcpConfig | None = None) -> Connection:
+        """Active open. The local address defaults to the one on the remote's /24
+        (the topology gives each path its own subnet), else the first."""
+        local = local or self.source_for(remote)
+        if local not in self._addrset:
+            raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
+        if local_port is None:
+            local_port = self._ephemeral_port(local, remote, remote_port)
+        key = (local, local_port, remote, remote_port)
+        if key in self.conns:
+            raise OSError(f"{ntoa(local)}:{local_port} -> {ntoa(remote)}:{remote_port} is in use")
+        eng = TcpEngine(local, local_port, remote, remote_port, iss=self._isn(key, now), now=now,
+                        config=config or self.config.tcp, ts_offset=self.rng.getrandbits(32))
+        conn = Connection(key, eng, None)
+        self.conns[key] = conn
+        self.counters["ActiveOpens"] += 1
+        eng.connect(now)
+        self._dirty.add(conn)
+        return conn
+
+    def source_for(self, remote: Addr) -> Addr:
+        for a in self.addrs:
+            if a[:3] == remote[:3]:
+                return a
+        return self.addrs[0]
+
+    def touch(self, conn: Connection) -> None:
+        """The layer above called send/recv/close on `conn`: poll it at the next transmit."""
+        self._dirty.add(conn)
+
+    # ---------------------------------------------------------------- input
+    def feed(self, packet: bytes | bytearray | memoryview, now: float, csum_ok: bool = False) -> None:
+        """One IP packet from the device. `csum_ok`: the device vouched for the L4
+        checksum (virtio-net DATA_VALID / NEEDS_CSUM), so it is not verified again.
+        Never raises for anything in the packet: drops are counted under Drop:<reason>."""
+        self.counters["InReceives"] += 1
+        if self.tap is not None:
+            self.tap("in", bytes(packet))
+        try:
+            version = ipv4.version_of(packet)
+            if version != 4:
+                self._drop("ipv6-unsupported" if version == 6 else "ip-bad-version")
+                return
+            iph, end = ipv4.parse(packet)
+            if iph.dst not in self._addrset:
+                self._drop("not-our-address")
+                return
+            if iph.is_fragment:
+                self.counters["ReasmFails"] += 1
+                self._drop("ipv4-fragment")
+                return
+            body = memoryview(packet)[iph.header_len:end]
+            if iph.proto == ipv4.PROTO_TCP:
+                self._tcp_input(iph, body, now, csum_ok)
+            elif iph.proto == ipv4.PROTO_ICMP:
+                self._icmp_input(iph, body, now)
+            else:
+                self.counters["InUnknownProtos"] += 1
+                self._drop("unknown-protocol")
+        except MalformedPacket as e:
+            if e.reason.endswith("checksum"):
+                self.counters["InCsumErrors"] += 1
+            self.counters["InHdrErrors"] += 1
+            self._drop(e.reason)
+
+    def _drop(self, reason: str) -> None:
+        self.counters["Drop:" + reason] += 1
+
+    def _tcp_input(self, iph: ipv4.IPv4Header, seg: memoryview, now: float, csum_ok: bool) -> None:
+        hdr, doff = tcp.parse(seg)
+        if not csum_ok and not tcp.verify_checksum_v4(iph.src, iph.dst, seg):
+            raise MalformedPacket("tcp-bad-checksum")
+        payload = seg[doff:]
+        key = (iph.dst, hdr.dst_port, iph.src, hdr.src_port)
+        conn = self.conns.get(key)
+        if conn is not None:
+            conn.engine.on_segment(hdr, payload, now)
+            self._dirty.add(conn)
+            return
+        lst = self.listeners.get((iph.dst, hdr.dst_port)) or self.listeners.get((None, hdr.dst_port))
+        if lst is not None and hdr.flags & (SYN | ACK | RST) == SYN:
+            self._passive_open(lst, key, hdr, now)
+            return
+        self._reply_rst(iph, hdr, len(payload), "no-socket")
+
+    def _passive_open(self, lst: Listener, key: Key, hdr: TcpHeader, now: float) -> None:
+        if lst.half_open >= lst.backlog:
+            # RFC 4987 would answer with a SYN cookie; we drop and count, as Linux does
+            # without cookies, and the peer retransmits its SYN.
+            self.counters["ListenOverflows"] += 1
+            self._drop("syn-backlog-full")
+            return
+        eng = TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3], iss=self._isn(key, now),
+                                   now=now, config=self.config.tcp,
+                                   ts_offset=self.rng.getrandbits(32))
+        conn = Connection(key, eng, lst)
+        lst.half_open += 1
+        self.conns[key] = conn
+        self.counters["PassiveOpens"] += 1
+        self._dirty.add(conn)
+
+    def _reply_rst(self, iph: ipv4.IPv4Header, hdr: TcpHeader, payload_len: int, why: str) -> None:
+        """RFC 9293 3.10.7.1: a segment for no connection gets a RST, never an RST."""
+        if hdr.flags & RST:
+            self._drop("rst-" + why)
+            return
+        self._drop(why)
+        if hdr.flags & ACK:
+            rst = TcpHeader(hdr.dst_port, hdr.src_port, hdr.ack, 0, RST, 0)
+        else:
+            seg_len = payload_len + (1 if hdr.flags & SYN else 0) + (1 if hdr.flags & FIN else 0)
+            rst = TcpHeader(hdr.dst_port, hdr.src_port, 0, (hdr.seq + seg_len) & 0xFFFFFFFF,
+                            RST | ACK, 0)
+        self.counters["OutRsts"] += 1
+        self._out.append(self._serialise(iph.dst, iph.src, OutSegment(rst, b"")))
+
+    def _icmp_input(self, iph: ipv4.IPv4Header, body: memoryview, now: float) -> None:
+        msg = icmp.parse(body)
+        self.counters["IcmpInMsgs"] += 1
+        if msg.type == icmp.ECHO_REQUEST:
+            self.counters["IcmpInEchos"] += 1
+            reply = icmp.emit(icmp.echo_reply(msg))
+            self._ident = (self._ident + 1) & 0xFFFF
+            h = ipv4.IPv4Header(iph.dst, iph.src, ipv4.PROTO_ICMP, ttl=self.config.ttl,
+                                ident=self._ident)
+            self.counters["IcmpOutEchoReps"] += 1
+            self._out.append(Datagram(ipv4.emit(h, len(reply)) + reply))
+        elif msg.type == icmp.DEST_UNREACH:
+            self.counters["IcmpInDestUnreachs"] += 1
+            self._icmp_error(msg, now)
+        else:
+            self._drop(f"icmp-type-{msg.type}")
+
+    def _icmp_error(self, msg: icmp.IcmpMessage, now: float) -> None:
+        """Find the connection the quoted datagram belongs to (our packet: src is ours)
+        and tell its engine; the quoted sequence number must be one we have in flight
+        (RFC 5927 section 4.1) so a blind attacker cannot kill connections."""
+        inner, _ = ipv4.parse(msg.data, verify_checksum=False) if len(msg.data) >= 20 else (None, 0)
+        if inner is None or inner.proto != ipv4.PROTO_TCP or len(msg.data) < inner.header_len + 8:
+            self._drop("icmp-error-unusable")
+            return
+        sport, dport, seq = struct.unpack_from("!HHI", msg.data, inner.header_len)
+        conn = self.conns.get((inner.src, sport, inner.dst, dport))
+        if conn is None:
+            self._drop("icmp-error-no-socket")
+            return
+        eng = conn.engine
+        if not _seq_between(seq, eng.snd_una.value, eng.snd_nxt.value):
+            self._drop("icmp-error-bad-seq")
+            return
+        eng.on_icmp_error(icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"), now)
+        self._dirty.add(conn)
+
+    # ---------------------------------------------------------------- output
+    def poll_transmit(self, now: float) -> list[Datagram]:
+        out, self._out = self._out, []
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            for seg in conn.engine.poll_transmit(now):
+                out.append(self._serialise(conn.key[0], conn.key[2], seg))
+            self._collect_events(conn)
+        if self.tap is not None:
+            for d in out:
+                self.tap("out", d.data)
+        self.counters["OutRequests"] += len(out)
+        return out
+
+    def _serialise(self, src: Addr, dst: Addr, seg: OutSegment) -> Datagram:
+        hdr = seg.hdr
+        self._ident = (self._ident + 1) & 0xFFFF
+        opts = tcp.emit_options(hdr.options) if hdr.options else b""
+        thl = tcp.HEADER_LEN + len(opts)
+        plen = len(seg.payload)
+        total = ipv4.HEADER_LEN + thl + plen
+        buf = bytearray(total)
+        _IP_TCP.pack_into(buf, 0, 0x45, 0, total, self._ident, ipv4.FLAG_DF, self.config.ttl,
+                          ipv4.PROTO_TCP, 0, src, dst,
+                          hdr.src_port, hdr.dst_port, hdr.seq, hdr.ack,
+                          (thl // 4) << 12 | hdr.flags, hdr.window, 0, hdr.urgent)
+        buf[40:40 + len(opts)] = opts
+        buf[20 + thl:] = seg.payload
+        struct.pack_into("!H", buf, 10, _ipv4_header_checksum(buf))
+        partial = self.config.tx_csum_offload
+        pseudo = ones_sum(src + dst, ipv4.PROTO_TCP + thl + plen)
+        if partial:
+            # virtio-net NEEDS_CSUM: the field holds the folded pseudo-header sum.
+            struct.pack_into("!H", buf, 36, pseudo)
+        else:
+            struct.pack_into("!H", buf, 36, ~ones_sum(memoryview(buf)[20:], pseudo) & 0xFFFF)
+        return Datagram(bytes(buf), seg.gso_size, partial, ipv4.HEADER_LEN, thl)
+
+    # ---------------------------------------------------------------- events and timers
+    def _collect_events(self, conn: Connection) -> None:
+        eng = conn.engine
+        while (ev := eng.poll_event()) is not None:
+            if conn.listener is not None and isinstance(ev, Connected):
+                conn.listener.half_open -= 1
+                lst, conn.listener = conn.listener, None
+                if lst.closed:
+                    eng.abort(0.0)
+                else:
+                    self._events.append(Accepted(lst, conn))
+                continue
+            if isinstance(ev, Closed) and conn.listener is not None:
+                # Died in SYN-RECEIVED (RST, timeout): free its backlog slot, nobody to tell.
+                conn.listener.half_open -= 1
+                conn.listener = None
+                continue
+            self._events.append(ConnEvent(conn, ev))
+        if eng.is_closed:
+            self._forget(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        if self.conns.get(conn.key) is conn:
+            del self.conns[conn.key]
+            for k, v in conn.engine.counters.items():
+                self.counters[k] += v
+            conn.engine.counters.clear()
+
+    def poll_event(self) -> HostEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def poll_timeout(self) -> float | None:
+        deadline: float | None = None
+        for conn in self.conns.values():
+            t = conn.engine.poll_timeout()
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
+        return deadline
+
+    def handle_timeout(self, now: float) -> None:
+        for conn in list(self.conns.values()):
+            t = conn.engine.poll_timeout()
+            if t is not None and t <= now:
+                conn.engine.handle_timeout(now)
+                self._dirty.add(conn)
+
+    # ---------------------------------------------------------------- helpers
+    def _isn(self, key: Key, now: float) -> int:
+        """RFC 6528: ISN = M + F(4-tuple, secret), M a 4-microsecond clock."""
+        la, lp, ra, rp = key
+        f = hashlib.sha256(self._isn_secret + la + ra + struct.pack("!HH", lp, rp)).digest()
+        return (int(now * 250_000) + int.from_bytes(f[:4], "big")) & 0xFFFFFFFF
+
+    def _ephemeral_port(self, local: Addr, remote: Addr, remote_port: int) -> int:
+        lo, hi = EPHEMERAL_PORTS
+        n = hi - lo + 1
+        start = self.rng.randrange(n)
+        for i in range(n):
+            port = lo + (start + i) % n
+            if (local, port, remote, remote_port) not in self.conns and \
+                    (local, port) not in self.listeners and (None, port) not in self.listeners:
+                return port
+        raise OSError("no free ephemeral port")
+
+    def all_counters(self) -> Counter[str]:
+        """Host counters plus those of live engines (closed engines are already folded in)."""
+        c = Counter(self.counters)
+        for conn in self.conns.values():
+            c.update(conn.engine.counters)
+        return c
+
+    def format_counters(self) -> str:
+        return format_counters(self.all_counters())
+
+    def connections(self) -> Iterator[Connection]:
+        return iter(list(self.conns.values()))
+
+
+def _seq_between(seq: int, lo: int, hi: int) -> bool:
+    """lo <= seq <= hi modulo 2**32 (raw values from an ICMP quote)."""
+    return (seq - lo) & 0xFFFFFFFF <= (hi - lo) & 0xFFFFFFFF
+
+
+_IP_TCP = struct.Struct("!BBHHHBBH4s4sHHIIHHHH")
+
+
+def _ipv4_header_checksum(buf: bytearray) -> int:
+    return ~ones_sum(memoryview(buf)[:20]) & 0xFFFF

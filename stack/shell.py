@@ -1,0 +1,239 @@
+"""The thin I/O shell: a TUN device and an asyncio loop around the sans-I/O `Stack`.
+
+Read datagrams into `Stack.feed`, write out `Stack.poll_transmit`, arm one timer from
+`Stack.poll_timeout` (re-armed only when the deadline moves, as aioquic's asyncio layer
+does). Only this module (and the API above it) imports asyncio or pytun.
+
+Offloads: with `offload=True` the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD
+(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6), so the kernel hands us TCP super-packets of up
+to 64 KB with checksums it vouches for, and takes super-packets from us (`gso_size`),
+completing checksums and cutting segments itself. Without it, every packet is one
+MTU-sized datagram and Python computes and verifies every checksum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fcntl
+import os
+import random
+import time
+from typing import Callable
+
+from stack import host as hostmod
+from stack.host import ConnEvent, Datagram, HostEvent, Stack, StackConfig
+from stack.wire import vnet
+
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+READ_SIZE = 65536 + vnet.HEADER_LEN
+READ_BATCH = 256
+
+current_shell: contextvars.ContextVar["TunShell"] = contextvars.ContextVar("current_shell")
+
+
+class DeviceError(OSError):
+    """The TUN device cannot be used (missing, no permission): a setup problem."""
+
+
+def open_tun(dev: str, vnet_hdr: bool) -> tuple[object, int]:
+    """Open the persistent TUN device `dev` (IFF_TUN | IFF_NO_PI [| IFF_VNET_HDR]).
+    Refuses to create one: TUNSETIFF on a missing name would make a new, unrouted device."""
+    if not os.path.exists(f"/sys/class/net/{dev}"):
+        raise DeviceError(f"TUN device {dev} not found: run ./netns-setup.sh up "
+                          f"(and run inside its namespace: ip netns exec mptcp-user ...)")
+    try:
+        import pytun  # type: ignore[import-untyped]
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise DeviceError("python-pytun is not installed (pip install python-pytun)") from e
+    flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if vnet_hdr else 0)
+    try:
+        tun = pytun.TunTapDevice(name=dev, flags=flags)
+    except pytun.Error as e:
+        raise DeviceError(f"cannot open TUN device {dev}: {e} (needs root / CAP_NET_ADMIN)") from e
+    fd = tun.fileno()
+    if vnet_hdr:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    os.set_blocking(fd, False)
+    return tun, fd
+
+
+class TunShell:
+    """Owns a `Stack` and a TUN device inside the running asyncio loop.
+
+    `async with TunShell(dev, addrs) as shell:` opens the device, and makes `shell` the
+    default for `stack.api.open_connection` / `start_server` within the block.
+    """
+
+    def __init__(self, dev: str = "mptun0", addrs: list[str] | None = None, *,
+                 offload: bool = True, config: StackConfig | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.dev = dev
+        self.offload = offload
+        config = config or StackConfig()
+        if offload:
+            config.tx_csum_offload = True
+            if config.tcp.gso_segments <= 1:
+                config.tcp.gso_segments = 44  # 44 x 1448 fits a 64 KB super-packet
+        self.stack = Stack([hostmod.ip(a) for a in (addrs or default_addrs(dev))],
+                           rng=rng, config=config)
+        self.observers: list[Callable[[HostEvent, float], None]] = []
+        self.on_accept: dict[hostmod.Listener, Callable[[hostmod.Connection], None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tun: object = None
+        self._fd = -1
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_scheduled = False
+        self._token: contextvars.Token["TunShell"] | None = None
+        self.write_errors = 0
+        self.started_at = 0.0
+
+    # ---------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> "TunShell":
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tun, self._fd = open_tun(self.dev, self.offload)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._token = current_shell.set(self)
+        self.started_at = self.now()
+
+    def close(self) -> None:
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._tun is not None:
+            self._tun.close()  # type: ignore[attr-defined]
+            self._tun, self._fd = None, -1
+        if self._token is not None:
+            try:
+                current_shell.reset(self._token)
+            except ValueError:  # reset from another context: harmless
+                pass
+            self._token = None
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # ---------------------------------------------------------------- I/O
+    def _on_readable(self) -> None:
+        feed, read, fd, now = self.stack.feed, os.read, self._fd, self.now()
+        vnet_len = vnet.HEADER_LEN if self.offload else 0
+        for _ in range(READ_BATCH):
+            try:
+                pkt = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.stack.counters["TunReadErrors"] += 1
+                break
+            if vnet_len:
+                trusted = bool(pkt[0] & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
+                feed(memoryview(pkt)[vnet_len:], now, trusted)
+            else:
+                feed(pkt, now)
+        self.flush()
+
+    def _write(self, d: Datagram) -> None:
+        if self.offload:
+            head = (vnet.tcp4_offload(d.l4_offset, d.l4_header_len, d.gso_size)
+                    if d.csum_partial else vnet.NO_OFFLOAD)
+            data = head + d.data
+        else:
+            data = d.data
+        try:
+            os.write(self._fd, data)
+        except OSError:
+            # The device queue is full or gone: the segment is lost like on a wire, and
+            # TCP's retransmission recovers it. Count it so a bench can see it.
+            self.write_errors += 1
+            self.stack.counters["TunWriteErrors"] += 1
+
+    def flush(self) -> None:
+        """Write everything due, deliver events, re-arm the timer."""
+        self._flush_scheduled = False
+        if self._fd < 0:
+            return
+        stack, now = self.stack, self.now()
+        for _ in range(4):  # events may make the app send more; a few rounds settle it
+            out = stack.poll_transmit(now)
+            for d in out:
+                self._write(d)
+            had_events = self._dispatch(now)
+            if not out and not had_events:
+                break
+        self._arm_timer()
+
+    def kick(self, conn: hostmod.Connection | None = None) -> None:
+        """The app did something to `conn`: transmit soon (coalesced into one flush)."""
+        if conn is not None:
+            self.stack.touch(conn)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def _dispatch(self, now: float) -> bool:
+        any_event = False
+        while (ev := self.stack.poll_event()) is not None:
+            any_event = True
+            for obs in self.observers:
+                obs(ev, now)
+            if isinstance(ev, ConnEvent):
+                handler = ev.conn.app
+                if handler is not None:
+                    handler.on_event(ev.event)  # type: ignore[attr-defined]
+            else:
+                cb = self.on_accept.get(ev.listener)
+                if cb is not None:
+                    cb(ev.conn)
+                else:
+                    ev.conn.engine.abort(now)
+                    self.stack.touch(ev.conn)
+        return any_event
+
+    def _arm_timer(self) -> None:
+        deadline = self.stack.poll_timeout()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, None
+        self.stack.handle_timeout(self.now())
+        self.flush()
+
+
+def default_addrs(dev: str = "mptun0") -> list[str]:
+    """Our stack's addresses as the topology routes them: the /32 host routes onto
+    `dev` in this namespace (netns-setup.sh adds 10.0.i.2/32 dev mptun0 per path).
+    Falls back to 10.0.1.2 when none is found."""
+    found: list[str] = []
+    try:
+        with open("/proc/net/route") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[0] == dev and parts[7] == "FFFFFFFF":
+                    found.append(hostmod.ntoa(int(parts[1], 16).to_bytes(4, "little")))
+    except (OSError, StopIteration, IndexError, ValueError):
+        pass
+    return sorted(found, key=lambda a: hostmod.ip(a)) or ["10.0.1.2"]
+
+
+def wall_clock_offset(shell: TunShell) -> float:
+    """Add to a loop time to get a UNIX timestamp (for pcap records)."""
+    return time.time() - shell.now()

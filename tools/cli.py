@@ -1,0 +1,324 @@
+"""`mptcp-tun`: run our userspace stack on a TUN device against a real Linux peer.
+
+Run it inside the user namespace that netns-setup.sh makes, e.g.
+    ip netns exec mptcp-user mptcp-tun connect 10.0.1.1 5000 --send-bytes 10M --trace
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+from stack.api import StreamReader, StreamWriter, open_connection, start_server
+from stack.host import StackConfig
+from stack.shell import DeviceError, TunShell, wall_clock_offset
+from stack.tcp.engine import TcpConfig
+from stack.wire.pcap import PcapWriter
+from tools.events import EventLog
+from tools.trace import LadderTracer
+
+EXIT_OK, EXIT_CONN, EXIT_USAGE, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+CHUNK = 256 * 1024
+
+EPILOG = """\
+examples (inside the user namespace: ip netns exec mptcp-user ...):
+  mptcp-tun connect 10.0.1.1 5000 --send-bytes 10M --trace     # send 10 MB, show the handshake
+  mptcp-tun connect 10.0.1.1 5000 --output got.bin             # receive until the peer closes
+  mptcp-tun listen 5000 --once --output got.bin --pcap run.pcap
+  mptcp-tun listen 5000 --echo                                 # echo server, until Ctrl-C
+  mptcp-tun bench                                              # goodput vs the kernel
+
+exit status: 0 the connection ended cleanly and every byte was delivered; 1 the
+connection failed (refused, reset, timed out, unreachable, incomplete); 2 bad usage;
+3 setup problem (no TUN device, not root); 130 interrupted.
+"""
+
+
+def parse_size(text: str) -> int:
+    """'10M' -> 10_000_000 (K/M/G are powers of 1000; Ki/Mi/Gi of 1024)."""
+    t = text.strip()
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9, "KI": 1 << 10, "MI": 1 << 20, "GI": 1 << 30}
+    for suffix in ("KI", "MI", "GI", "K", "M", "G"):
+        if t.upper().endswith(suffix):
+            return int(float(t[: -len(suffix)]) * mult[suffix])
+    return int(t)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mptcp-tun", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A userspace TCP/MPTCP stack on a TUN device, talking to a real Linux peer.",
+        epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{connect,listen,bench}")
+
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("device and addresses")
+    g.add_argument("--dev", default="mptun0", help="TUN device (default: mptun0)")
+    g.add_argument("--addr", action="append", metavar="A",
+                   help="our stack's address (repeatable; default: the 10.0.i.2 host routes "
+                        "onto the TUN device, as netns-setup.sh makes them)")
+    g.add_argument("--no-offload", action="store_true",
+                   help="plain TUN frames: no virtio-net header, no GSO/checksum offload")
+    g = common.add_argument_group("data")
+    g.add_argument("--send", metavar="FILE", help="send FILE, then close our side")
+    g.add_argument("--send-bytes", metavar="N", type=parse_size,
+                   help="send N pseudo-random bytes (10M, 1Gi, ...), then close our side")
+    g.add_argument("--output", metavar="FILE", help="write what we receive to FILE ('-' = stdout)")
+    g = common.add_argument_group("protocol")
+    g.add_argument("--no-mptcp", action="store_true",
+                   help="plain TCP (this release speaks plain TCP only; MPTCP comes next)")
+    g.add_argument("--no-nagle", action="store_true", help="disable Nagle's algorithm")
+    g.add_argument("--congestion", choices=["cubic", "reno"], default="cubic",
+                   help="congestion control (default: cubic, as Linux)")
+    g.add_argument("--timeout", type=float, metavar="S",
+                   help="give up after S seconds (exit 1)")
+    g = common.add_argument_group("observability")
+    g.add_argument("--events", metavar="FILE", help="JSON lines of connection events")
+    g.add_argument("--pcap", metavar="FILE", help="write every packet to FILE (Wireshark)")
+    g.add_argument("--trace", action="store_true", help="the handshake as a ladder on stderr")
+    g.add_argument("--stats", action="store_true", help="dump the stack's counters at exit")
+    g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    g.add_argument("--seed", type=int, help="seed our randomness (ISNs, ports, payload)")
+
+    c = sub.add_parser("connect", parents=[common], help="active open to HOST PORT",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    c.add_argument("host")
+    c.add_argument("port", type=int)
+    c.add_argument("--local-port", type=int, help="our port (default: ephemeral)")
+    lp = sub.add_parser("listen", parents=[common], help="passive open on PORT",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    lp.add_argument("port", type=int)
+    lp.add_argument("--echo", action="store_true", help="send back what arrives")
+    lp.add_argument("--once", action="store_true", help="serve the first connection, then exit")
+    b = sub.add_parser("bench", help="goodput of our stack vs the kernel (see tools/bench.py)",
+                       add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+@dataclass
+class Result:
+    """What one connection did, for the summary line and the exit status."""
+    local: str = ""
+    remote: str = ""
+    sent: int = 0
+    received: int = 0
+    sent_sha256: str = ""
+    received_sha256: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+    error: str | None = None
+    clean: bool = False
+
+    def summary(self, args: argparse.Namespace) -> dict[str, object]:
+        secs = max(self.ended - self.started, 1e-9)
+        return {"local": self.local, "remote": self.remote, "sent": self.sent,
+                "received": self.received, "seconds": round(secs, 6),
+                "goodput_mbps": round((self.sent + self.received) * 8 / secs / 1e6, 3),
+                "subflows": 1, "mptcp": False, "fallback": False, "checksum": False,
+                "sent_sha256": self.sent_sha256, "received_sha256": self.received_sha256,
+                "clean": self.clean, "error": self.error}
+
+    def line(self) -> str:
+        secs = max(self.ended - self.started, 1e-9)
+        mbps = (self.sent + self.received) * 8 / secs / 1e6
+        state = "clean close" if self.clean else f"FAILED: {self.error}"
+        return (f"{self.local} -> {self.remote}: sent {self.sent} B, received {self.received} B "
+                f"in {secs:.3f} s, {mbps:.1f} Mbit/s, 1 subflow, TCP (MPTCP not in use), "
+                f"checksum off, {state}")
+
+
+def payload_source(args: argparse.Namespace, rng: random.Random) -> Callable[[], bytes] | None:
+    """A function returning the next chunk to send (b"" at the end), or None."""
+    if args.send:
+        f = open(args.send, "rb")
+        return lambda: f.read(CHUNK)
+    if args.send_bytes is not None:
+        left = [args.send_bytes]
+
+        def nxt() -> bytes:
+            n = min(CHUNK, left[0])
+            left[0] -= n
+            return rng.randbytes(n) if n else b""
+        return nxt
+    return None
+
+
+async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result,
+                         source: Callable[[], bytes] | None, sink: BinaryIO | None,
+                         echo: bool) -> None:
+    """Send our data (then half-close) while reading the peer's until EOF."""
+    conn = writer.connection
+    res.local, res.remote = "%s:%d" % conn.local, "%s:%d" % conn.remote
+    sent_hash, recv_hash = hashlib.sha256(), hashlib.sha256()
+
+    async def send() -> None:
+        if source is None:
+            return
+        while chunk := source():
+            writer.write(chunk)
+            sent_hash.update(chunk)
+            res.sent += len(chunk)
+            await writer.drain()
+        writer.close()
+
+    async def receive() -> None:
+        while data := await reader.read(CHUNK):
+            res.received += len(data)
+            recv_hash.update(data)
+            if sink is not None:
+                sink.write(data)
+            if echo:
+                writer.write(data)
+                sent_hash.update(data)
+                res.sent += len(data)
+                await writer.drain()
+
+    try:
+        await asyncio.gather(send(), receive())
+        writer.close()  # after the peer's FIN: close our side too (no-op if already)
+        await writer.wait_closed()
+        res.clean = True
+    except (OSError, asyncio.IncompleteReadError) as e:
+        res.error = str(e)
+    finally:
+        res.ended = time.monotonic()
+        res.sent_sha256, res.received_sha256 = sent_hash.hexdigest(), recv_hash.hexdigest()
+
+
+def _report(res: Result, args: argparse.Namespace) -> None:
+    out = sys.stderr if args.output == "-" else sys.stdout
+    text = json.dumps(res.summary(args)) if args.json else res.line()
+    print(text, file=out, flush=True)
+
+
+async def amain(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    tcfg = TcpConfig(nagle=not args.no_nagle, congestion=args.congestion)
+    shell = TunShell(args.dev, args.addr, offload=not args.no_offload,
+                     config=StackConfig(tcp=tcfg), rng=random.Random(rng.getrandbits(64)))
+    tracer = LadderTracer() if args.trace else None
+    pcap = PcapWriter(open(args.pcap, "wb")) if args.pcap else None
+    events_f = open(args.events, "w") if args.events else None
+    sink: BinaryIO | None = None
+    if args.output == "-":
+        sink = sys.stdout.buffer
+    elif args.output:
+        sink = open(args.output, "wb")
+    results: list[Result] = []
+    shell.start()
+    try:
+        clock = wall_clock_offset(shell)
+        if tracer or pcap:
+            def tap(direction: str, packet: bytes) -> None:
+                if pcap is not None:
+                    pcap.write(shell.now() + clock, packet)
+                if tracer is not None:
+                    tracer(direction, packet)
+            shell.stack.tap = tap
+        if events_f is not None:
+            shell.observers.append(EventLog(events_f, shell.now()))
+        source = payload_source(args, rng)
+        if args.command == "connect":
+            res = Result(started=time.monotonic())
+            results.append(res)
+            try:
+                reader, writer = await open_connection(args.host, args.port, shell=shell,
+                                                       local_port=args.local_port)
+            except OSError as e:
+                res.error, res.ended = str(e), time.monotonic()
+            else:
+                await run_connection(reader, writer, res, source, sink, False)
+        else:
+            done = asyncio.Event()
+
+            async def serve(reader: StreamReader, writer: StreamWriter) -> None:
+                res = Result(started=time.monotonic())
+                results.append(res)
+                await run_connection(reader, writer, res, source, sink, args.echo)
+                if args.once:
+                    done.set()
+                else:
+                    _report(res, args)
+
+            server = await start_server(serve, args.port, shell=shell)
+            print(f"listening on port {args.port} at {', '.join(_addrs(shell))}",
+                  file=sys.stderr, flush=True)
+            await done.wait()
+            server.close()
+        # Let our last ACKs/FIN go out before the device closes.
+        await asyncio.sleep(0.05)
+    finally:
+        shell.close()
+        if pcap is not None:
+            pcap.close()
+        if events_f is not None:
+            events_f.close()
+        if sink is not None and sink is not sys.stdout.buffer:
+            sink.close()
+    if args.command == "connect" or args.once:
+        for res in results:
+            _report(res, args)
+            if res.error:
+                print(f"mptcp-tun: {res.error}", file=sys.stderr)
+    if args.stats:
+        print(shell.stack.format_counters(), file=sys.stderr)
+    return EXIT_OK if results and all(r.clean for r in results) else EXIT_CONN
+
+
+def _addrs(shell: TunShell) -> list[str]:
+    from stack.host import ntoa
+    return [ntoa(a) for a in shell.stack.addrs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench":
+        from tools import bench
+        return bench.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.send and args.send_bytes is not None:
+        print("mptcp-tun: --send and --send-bytes are exclusive", file=sys.stderr)
+        return EXIT_USAGE
+    if args.send and not os.path.isfile(args.send):
+        print(f"mptcp-tun: --send {args.send}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def guarded() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        coro = amain(args)
+        if args.timeout:
+            try:
+                return await asyncio.wait_for(coro, args.timeout)
+            except TimeoutError:
+                print(f"mptcp-tun: gave up after {args.timeout} s (--timeout)", file=sys.stderr)
+                return EXIT_CONN
+        return await coro
+
+    try:
+        return asyncio.run(guarded())
+    except DeviceError as e:
+        print(f"mptcp-tun: {e}", file=sys.stderr)
+        return EXIT_SETUP
+    except asyncio.CancelledError:
+        print("mptcp-tun: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`--events FILE`: one JSON object per line, fields named as `ip mptcp monitor` names
+them (event, token, remote_token, saddr4, daddr4, sport, dport, locid, remid, backup,
+error) plus `time` (seconds since the run started). Plain TCP connections carry no
+token fields; MPTCP events add them."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from stack.host import Accepted, ConnEvent, Connection, HostEvent
+from stack.tcp.engine import Closed, Connected, State, StateChanged
+
+
+class EventLog:
+    def __init__(self, f: TextIO, t0: float) -> None:
+        self.f = f
+        self.t0 = t0
+
+    def emit(self, event: str, conn: Connection, now: float, **extra: object) -> None:
+        (la, lp), (ra, rp) = conn.local, conn.remote
+        rec: dict[str, object] = {"event": event, "time": round(now - self.t0, 6),
+                                  "saddr4": la, "daddr4": ra, "sport": lp, "dport": rp}
+        rec.update({k: v for k, v in extra.items() if v is not None})
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+
+    def __call__(self, ev: HostEvent, now: float) -> None:
+        if isinstance(ev, Accepted):
+            self.emit("ESTABLISHED", ev.conn, now)
+            return
+        assert isinstance(ev, ConnEvent)
+        e = ev.event
+        if isinstance(e, StateChanged) and e.new in (State.SYN_SENT, State.SYN_RECEIVED):
+            self.emit("CREATED", ev.conn, now)
+        elif isinstance(e, Connected):
+            self.emit("ESTABLISHED", ev.conn, now)
+        elif isinstance(e, Closed):
+            self.emit("CLOSED", ev.conn, now, error=e.error)
