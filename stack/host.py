@@ -179,7 +179,8 @@ class Stack:
     def feed(self, packet: bytes | bytearray | memoryview, now: float, csum_ok: bool = False) -> None:
         """One IP packet from the device. `csum_ok`: the device vouched for the L4
         checksum (virtio-net DATA_VALID / NEEDS_CSUM), so it is not verified again.
-        Never raises for anything in the packet: drops are counted under Drop:<reason>."""
+        Never raises for anything in the packet: every packet is either delivered
+        (`InDelivers`) or dropped and counted under `Drop:<reason>`."""
         self.counters["InReceives"] += 1
         if self.tap is not None:
             self.tap("in", bytes(packet))
@@ -221,6 +222,7 @@ class Stack:
         key = (iph.dst, hdr.dst_port, iph.src, hdr.src_port)
         conn = self.conns.get(key)
         if conn is not None:
+            self.counters["InDelivers"] += 1
             conn.engine.on_segment(hdr, payload, now)
             self._dirty.add(conn)
             return
@@ -241,6 +243,7 @@ class Stack:
                                    now=now, config=self.config.tcp,
                                    ts_offset=self.rng.getrandbits(32))
         conn = Connection(key, eng, lst)
+        self.counters["InDelivers"] += 1
         lst.half_open += 1
         self.conns[key] = conn
         self.counters["PassiveOpens"] += 1
@@ -266,6 +269,7 @@ class Stack:
         self.counters["IcmpInMsgs"] += 1
         if msg.type == icmp.ECHO_REQUEST:
             self.counters["IcmpInEchos"] += 1
+            self.counters["InDelivers"] += 1
             reply = icmp.emit(icmp.echo_reply(msg))
             self._ident = (self._ident + 1) & 0xFFFF
             h = ipv4.IPv4Header(iph.dst, iph.src, ipv4.PROTO_ICMP, ttl=self.config.ttl,
@@ -276,7 +280,7 @@ class Stack:
             self.counters["IcmpInDestUnreachs"] += 1
             self._icmp_error(msg, now)
         else:
-            self._drop(f"icmp-type-{msg.type}")
+            self._drop("icmp-unhandled-type")
 
     def _icmp_error(self, msg: icmp.IcmpMessage, now: float) -> None:
         """Find the connection the quoted datagram belongs to (our packet: src is ours)
@@ -295,6 +299,7 @@ class Stack:
         if not _seq_between(seq, eng.snd_una.value, eng.snd_nxt.value):
             self._drop("icmp-error-bad-seq")
             return
+        self.counters["InDelivers"] += 1
         eng.on_icmp_error(icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"), now)
         self._dirty.add(conn)
 

@@ -1,0 +1,163 @@
+"""`mptcp-tun bench`: bulk goodput of our stack against the kernel's, in one run, over
+the same path (`path1` of a private topology).
+
+Measures, each as goodput seen by the receiver:
+  kernel -> kernel   a kernel socket in the user namespace (10.0.1.254) and one in the
+                     peer namespace (10.0.1.1): the same veth `path1`, no TUN, no Python;
+  ours   -> kernel   `mptcp-tun connect 10.0.1.1 ... --send-bytes N` into a kernel sink;
+  kernel -> ours     a kernel source into `mptcp-tun listen ... --once`;
+and prints each with its ratio to the kernel in the same direction. `--json` for machines.
+Needs root (it builds its own namespaces with netns-setup.sh --prefix and removes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP = ROOT / "netns-setup.sh"
+KPEER = ROOT / "tests" / "interop" / "kpeer.py"
+
+
+class Topology:
+    def __init__(self, prefix: str, keep: bool) -> None:
+        self.prefix, self.keep = prefix, keep
+        self.user, self.peer = f"{prefix}-user", f"{prefix}-peer"
+
+    def __enter__(self) -> "Topology":
+        subprocess.run([str(SETUP), "up", "--paths", "1", "--prefix", self.prefix], check=True,
+                       stdout=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep:
+            subprocess.run([str(SETUP), "down", "--prefix", self.prefix], check=False,
+                           stdout=subprocess.DEVNULL)
+
+    def cmd(self, ns: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, *argv]
+
+
+def _kpeer(topo: Topology, ns: str, *args: str) -> list[str]:
+    return topo.cmd(ns, sys.executable, str(KPEER), *args)
+
+
+def _ours(topo: Topology, *args: str) -> list[str]:
+    return topo.cmd(topo.user, sys.executable, "-m", "tools.cli", *args)
+
+
+def _wait_listening(topo: Topology, ns: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(topo.cmd(ns, "ss", "-Hltn", f"sport = :{port}"),
+                             capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} in {ns}")
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)  # type: ignore[no-any-return]
+    raise RuntimeError(f"no JSON report in output: {text[-500:]!r}")
+
+
+def _run_pair(server: list[str], client: list[str], server_ns: str, port: int,
+              topo: Topology, timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start `server`, wait until it listens on `port`, run `client`; both JSON reports."""
+    srv = subprocess.Popen(server, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT)
+    try:
+        _wait_listening(topo, server_ns, port)
+        cli = subprocess.run(client, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        out, err = srv.communicate(timeout=timeout)
+    except BaseException:
+        srv.kill()
+        srv.wait()
+        raise
+    if srv.returncode or cli.returncode:
+        raise RuntimeError(f"run failed:\n server rc={srv.returncode} {err.strip()[-400:]}\n"
+                           f" client rc={cli.returncode} {cli.stderr.strip()[-400:]}")
+    return _last_json(out), _last_json(cli.stdout)
+
+
+def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
+            timeout: float) -> dict[str, Any]:
+    cc = ["--cc", "cubic"]
+    res: dict[str, Any] = {"bytes": nbytes, "offload": offload}
+    # kernel -> kernel, both directions over path1
+    srv, _ = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", "5201", "--once", *cc),
+                       _kpeer(topo, topo.user, "source", "10.0.1.1", "5201", "--bind",
+                              "10.0.1.254", "--seconds", str(kernel_seconds), *cc),
+                       topo.peer, 5201, topo, timeout)
+    res["kernel_to_kernel_up_mbps"] = srv["rx_mbps"]
+    srv, _ = _run_pair(_kpeer(topo, topo.user, "sink", "--port", "5202", "--once", *cc),
+                       _kpeer(topo, topo.peer, "source", "10.0.1.254", "5202", "--seconds",
+                              str(kernel_seconds), *cc),
+                       topo.user, 5202, topo, timeout)
+    res["kernel_to_kernel_down_mbps"] = srv["rx_mbps"]
+    extra = [] if offload else ["--no-offload"]
+    # ours -> kernel
+    srv, ours = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", "5203", "--once", *cc),
+                          _ours(topo, "connect", "10.0.1.1", "5203", "--send-bytes",
+                                str(nbytes), "--json", *extra),
+                          topo.peer, 5203, topo, timeout)
+    res["ours_to_kernel_mbps"] = srv["rx_mbps"]
+    res["ours_to_kernel_ok"] = srv["rx_bytes"] == nbytes and ours["clean"]
+    # kernel -> ours
+    ours, cli = _run_pair(_ours(topo, "listen", "5204", "--once", "--json", *extra),
+                          _kpeer(topo, topo.peer, "source", "10.0.1.2", "5204", "--bytes",
+                                 str(nbytes), *cc),
+                          topo.user, 5204, topo, timeout)
+    res["kernel_to_ours_mbps"] = ours["goodput_mbps"]
+    res["kernel_to_ours_ok"] = ours["received"] == nbytes and ours["clean"]
+    res["ratio_ours_to_kernel"] = res["ours_to_kernel_mbps"] / res["kernel_to_kernel_up_mbps"]
+    res["ratio_kernel_to_ours"] = res["kernel_to_ours_mbps"] / res["kernel_to_kernel_down_mbps"]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mptcp-tun bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bytes", type=int, default=200_000_000,
+                   help="bytes each way through our stack (default 200 MB)")
+    p.add_argument("--kernel-seconds", type=float, default=3.0,
+                   help="duration of each kernel->kernel run (default 3 s)")
+    p.add_argument("--no-offload", action="store_true",
+                   help="run our stack without TUN offloads (MTU-sized frames, Python checksums)")
+    p.add_argument("--prefix", default=f"bench{os.getpid() % 10000}",
+                   help="namespace prefix of the private topology")
+    p.add_argument("--keep", action="store_true", help="leave the namespaces up afterwards")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("mptcp-tun bench: needs root (it builds network namespaces)", file=sys.stderr)
+        return 3
+    with Topology(args.prefix, args.keep) as topo:
+        res = measure(topo, args.bytes, args.kernel_seconds, not args.no_offload, args.timeout)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        mode = "with TUN offloads" if res["offload"] else "without offloads"
+        print(f"bulk goodput over path1, MTU 1500, {args.bytes} bytes through our stack, {mode}")
+        print(f"  kernel -> kernel (up)    {res['kernel_to_kernel_up_mbps']:10.1f} Mbit/s")
+        print(f"  ours   -> kernel         {res['ours_to_kernel_mbps']:10.1f} Mbit/s   "
+              f"{res['ratio_ours_to_kernel']:.3f} x kernel   bytes ok: {res['ours_to_kernel_ok']}")
+        print(f"  kernel -> kernel (down)  {res['kernel_to_kernel_down_mbps']:10.1f} Mbit/s")
+        print(f"  kernel -> ours           {res['kernel_to_ours_mbps']:10.1f} Mbit/s   "
+              f"{res['ratio_kernel_to_ours']:.3f} x kernel   bytes ok: {res['kernel_to_ours_ok']}")
+    return 0 if res["ours_to_kernel_ok"] and res["kernel_to_ours_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
