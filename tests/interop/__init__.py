@@ -1,0 +1,1 @@
+"""Interop tests: our stack against real Linux peers in private network namespaces."""
