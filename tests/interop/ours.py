@@ -1,0 +1,53 @@
+"""Running our stack (`mptcp-tun`) inside the topology's user namespace, for interop
+tests: start it, wait for its listener, collect its JSON summary."""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import time
+from typing import Any
+
+from tests.interop.harness import REPO, Topology
+
+
+def argv(*args: Any) -> list[str]:
+    return [sys.executable, "-m", "tools.cli", *[str(a) for a in args]]
+
+
+def start(topo: Topology, *args: Any) -> subprocess.Popen[str]:
+    return topo.popen_user(*argv(*args), cwd=REPO)
+
+
+def start_listener(topo: Topology, *args: Any, timeout: float = 15.0) -> subprocess.Popen[str]:
+    """`mptcp-tun listen ...`; returns once it says it is listening."""
+    p = start(topo, "listen", *args)
+    assert p.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([p.stderr], [], [], 0.1)
+        if r:
+            line = p.stderr.readline()
+            seen += line
+            if "listening on" in line:
+                return p
+            if not line and p.poll() is not None:
+                break
+    p.kill()
+    raise AssertionError(f"our listener did not start (rc={p.poll()}): {seen!r}")
+
+
+def result(p: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, Any]:
+    """Wait for a `--json` run; its summary plus `returncode` and `stderr`."""
+    out, err = p.communicate(timeout=timeout)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise AssertionError(f"mptcp-tun printed no summary (rc={p.returncode}): "
+                             f"stdout={out[-2000:]!r} stderr={err[-2000:]!r}")
+    rec: dict[str, Any] = json.loads(lines[-1])
+    rec["returncode"] = p.returncode
+    rec["stderr"] = err
+    return rec
