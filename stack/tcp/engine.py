@@ -847,16 +847,23 @@ class TcpEngine:
                 sack = o  # type: ignore[assignment]
 
         # PAWS (RFC 7323 5.3): a TSval older than TS.Recent marks an old duplicate
+        ts_old = False
         if self._ts_ok and ts_val >= 0 and not flags & RST:
             if (ts_val - self._ts_recent) & MASK >= HALF:
-                if now - self._ts_recent_stamp <= PAWS_IDLE:
+                ts_old = True
+                if (not plen and not flags & (SYN | FIN) and seq == rnxt
+                        and _unwrap(self._una, hdr.ack) <= self._una):
+                    # a reordered pure duplicate ACK: harmless (Linux
+                    # `tcp_disordered_ack()`); processed, TS.Recent untouched
+                    pass
+                elif now - self._ts_recent_stamp <= PAWS_IDLE:
                     self.counters["PAWSEstab"] += 1
                     self._drop("paws")
                     self._ack_now = True
                     return
-                # 24 days idle: TS.Recent is stale (RFC 7323 5.5)
-                self._ts_recent = ts_val
-                self._ts_recent_stamp = now
+                else:
+                    # 24 days idle: TS.Recent is stale (RFC 7323 5.5)
+                    ts_old = False
 
         # Acceptability test (RFC 9293 3.10.7.4, first check; four cases)
         wnd = self._rcv_adv - rnxt
@@ -914,7 +921,7 @@ class TcpEngine:
             return
 
         # TS.Recent (RFC 7323 4.3): SEG.SEQ <= Last.ACK.sent
-        if ts_val >= 0 and self._ts_ok and seq <= self._last_ack_sent:
+        if ts_val >= 0 and self._ts_ok and seq <= self._last_ack_sent and not ts_old:
             self._ts_recent = ts_val
             self._ts_recent_stamp = now
 
