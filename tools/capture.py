@@ -29,6 +29,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -95,10 +96,10 @@ def sniff(args: argparse.Namespace) -> int:
     out_t: TextIO | None = None
     pcap: PcapWriter | None = None
     if args.format == "pcap":
-        out_b = open(args.output, "wb") if args.output else sys.stdout.buffer
+        out_b = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
         pcap = PcapWriter(out_b)
     else:
-        out_t = open(args.output, "w") if args.output else sys.stdout
+        out_t = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     print(f"capture: listening on {args.interface}", file=sys.stderr, flush=True)
     end = time.monotonic() + args.timeout if args.timeout else None
     n = 0
@@ -108,7 +109,7 @@ def sniff(args: argparse.Namespace) -> int:
             break
         try:
             pkt, sll = s.recvfrom(262144)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except InterruptedError:
             continue
@@ -156,7 +157,7 @@ class Recipe:
     def down(self) -> None:
         self.sh(str(REPO / "netns-setup.sh"), "down", "--prefix", self.prefix, check=False)
 
-    def capture(self, action: Any, port: int | None = None, proto: str | None = None,
+    def capture(self, action: Callable[[], Any], port: int | None = None, proto: str | None = None,
                 settle: float = 0.3) -> list[tuple[str, bytes]]:
         cmd = ["ip", "netns", "exec", self.peer, sys.executable, os.path.abspath(__file__),
                "sniff", "-i", "path1", "--timeout", "30"]
@@ -239,7 +240,7 @@ def golden(args: argparse.Namespace) -> int:
     r = Recipe()
     entries: list[tuple[str, str, bytes]] = []  # (name, how, packet)
 
-    def pick(pkts: list[tuple[str, bytes]], pred: Any, what: str) -> bytes:
+    def pick(pkts: list[tuple[str, bytes]], pred: Callable[[bytes], Any], what: str) -> bytes:
         for _, p in pkts:
             if pred(p):
                 return p
@@ -248,9 +249,13 @@ def golden(args: argparse.Namespace) -> int:
     kernel = os.uname().release
     try:
         r.up()
-        c2p = lambda p: p[12:16] == bytes([10, 0, 1, 254])  # noqa: E731  client -> peer
-        p2c = lambda p: p[12:16] == bytes([10, 0, 1, 1])  # noqa: E731
-        S, A, F, R, P = 0x02, 0x10, 0x01, 0x04, 0x08
+        def c2p(p: bytes) -> bool:  # client -> peer
+            return p[12:16] == bytes([10, 0, 1, 254])
+
+        def p2c(p: bytes) -> bool:
+            return p[12:16] == bytes([10, 0, 1, 1])
+
+        S, A, F, R, _P = 0x02, 0x10, 0x01, 0x04, 0x08
 
         # 1. Plain TCP: handshake, data, FIN.
         data = b"golden vector: kernel TCP data segment\n"
@@ -277,8 +282,8 @@ def golden(args: argparse.Namespace) -> int:
                  "--bind", "10.0.1.254", check=False)
 
         pkts = r.capture(connect_closed, port=7001)
-        entries.append(("TCP_RST", f"RST/ACK from kernel {kernel} peer 10.0.1.1 for a SYN to "
-                        "closed port 7001, captured on the peer's path1",
+        entries.append(("TCP_RST", (f"RST/ACK from kernel {kernel} peer 10.0.1.1 for a SYN to "
+                        "closed port 7001, captured on the peer's path1"),
                         pick(pkts, lambda p: p2c(p) and _tcp(p)[0] & R, "RST")))
 
         # 3. SACK: the peer's input drops the 2nd full-size data segment once
@@ -296,9 +301,9 @@ table ip golden {
             pkts, cli, srv = r.exchange(7002, ["--send-bytes", "20000"], [])
         finally:
             r.ns(r.peer, "nft", "delete", "table", "ip", "golden", check=False)
-        entries.append(("TCP_SACK", f"ACK with a SACK block from kernel {kernel} server 10.0.1.1:"
+        entries.append(("TCP_SACK", (f"ACK with a SACK block from kernel {kernel} server 10.0.1.1:"
                         "7002 after its nft input hook dropped the client's 2nd data segment "
-                        "once (20000 bytes sent), captured on the peer's path1",
+                        "once (20000 bytes sent), captured on the peer's path1"),
                         pick(pkts, lambda p: p2c(p) and _has_option(_tcp(p)[2], 5), "SACK")))
 
         # 4. MPTCP: MP_CAPABLE handshake and DSS data.
@@ -309,8 +314,12 @@ table ip golden {
         how = (f"kernel {kernel} MPTCP client socket(AF_INET, SOCK_STREAM, 262) 10.0.1.254 -> "
                f"kernel MPTCP server 10.0.1.1:7003; client token {cli['token']}, server token "
                f"{srv['token']} (MPTCP_INFO); captured on the peer's path1")
-        mpc = lambda p: _has_option(_tcp(p)[2], 30, 0)  # noqa: E731
-        dss = lambda p: _has_option(_tcp(p)[2], 30, 2)  # noqa: E731
+        def mpc(p: bytes) -> bool:
+            return _has_option(_tcp(p)[2], 30, 0)
+
+        def dss(p: bytes) -> bool:
+            return _has_option(_tcp(p)[2], 30, 2)
+
         entries += [
             ("MPTCP_SYN", f"SYN with MP_CAPABLE; {how}",
              pick(pkts, lambda p: c2p(p) and _tcp(p)[0] == S and mpc(p), "MPC SYN")),
@@ -319,8 +328,8 @@ table ip golden {
             ("MPTCP_ACK", f"third ACK with MP_CAPABLE (both keys); {how}",
              pick(pkts, lambda p: c2p(p) and _tcp(p)[0] == A and _tcp(p)[1] == 0 and mpc(p),
                   "MPC ACK")),
-            ("MPTCP_DATA_MPC", f"client's first data segment (100 bytes), MP_CAPABLE with data "
-             f"length; {how}",
+            ("MPTCP_DATA_MPC", (f"client's first data segment (100 bytes), MP_CAPABLE with data "
+             f"length; {how}"),
              pick(pkts, lambda p: c2p(p) and _tcp(p)[1] > 0 and mpc(p), "MPC data")),
             ("MPTCP_DATA_DSS", f"server's data segment (the 100 bytes echoed) with DSS; {how}",
              pick(pkts, lambda p: p2c(p) and _tcp(p)[1] > 0 and dss(p), "DSS data")),
@@ -345,9 +354,9 @@ table ip golden {
                  "('10.0.1.1', 7999))")
 
         pkts = r.capture(udp_closed, proto="icmp")
-        entries.append(("ICMP_PORT_UNREACH", f"port unreachable from kernel {kernel} peer "
+        entries.append(("ICMP_PORT_UNREACH", (f"port unreachable from kernel {kernel} peer "
                         "10.0.1.1 for a UDP datagram 10.0.1.254:40000 -> 10.0.1.1:7999 (closed),"
-                        " captured on the peer's path1",
+                        " captured on the peer's path1"),
                         pick(pkts, lambda p: p2c(p) and p[20] == 3, "port unreachable")))
     finally:
         r.down()

@@ -83,7 +83,7 @@ def run(cmd: Sequence[str], check: bool = True, timeout: float = 60,
     kw.setdefault("text", True)
     if "input" not in kw:
         kw.setdefault("stdin", subprocess.DEVNULL)
-    cp = subprocess.run(list(cmd), timeout=timeout, **kw)
+    cp = subprocess.run(list(cmd), check=False, timeout=timeout, **kw)
     if check and cp.returncode != 0:
         raise subprocess.CalledProcessError(cp.returncode, cp.args, cp.stdout, cp.stderr)
     return cp

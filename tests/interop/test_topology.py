@@ -239,7 +239,7 @@ def test_tun_route_survives_without_reader(topology: Topology) -> None:
     """Without a reader mptun0 has no carrier, yet the routes and proxy ARP are in place."""
     routes = run(["ip", "-n", topology.user_ns, "route", "show", "dev", "mptun0"]).stdout
     for i in range(1, topology.paths + 1):
-        assert re.search(rf"^{re.escape(topology.our_addr(i))} ", routes, re.M), routes
+        assert re.search(rf"^{re.escape(topology.our_addr(i))} ", routes, re.MULTILINE), routes
     topology.run_peer("ip", "neigh", "flush", "dev", "path2")
     topology.run_peer("ping", "-c", "1", "-W", "1", topology.our_addr(2), check=False)
     neigh = topology.run_peer("ip", "neigh", "show", topology.our_addr(2)).stdout

@@ -99,7 +99,7 @@ def test_ipv4_malformed_headers() -> None:
         ipv4.parse(bytes(bad))
     ipv4.parse(bytes(bad), verify_checksum=False)
     # Link-layer padding after total_length is ignored.
-    h, end = ipv4.parse(bytes(pkt) + b"\0" * 6)
+    _h, end = ipv4.parse(bytes(pkt) + b"\0" * 6)
     assert end == len(pkt)
 
 
@@ -122,7 +122,7 @@ def test_tcp_golden_checksum_and_round_trip(name: str) -> None:
 
 @pytest.mark.parametrize("name", TCP_NAMES)
 def test_tcp_every_truncated_header_prefix_rejected(name: str) -> None:
-    _, th, payload, seg = tcp_of(name)
+    _, _th, payload, seg = tcp_of(name)
     doff = len(seg) - len(payload)
     for n in range(doff):
         with pytest.raises(MalformedPacket):
