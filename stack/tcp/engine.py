@@ -1486,7 +1486,7 @@ class TcpEngine:
                         break
                     n = min(mss, hole_end - p)
                     dend = min(p + n, buf_end)
-                    flags = ACK
+                    flags = ACK | PSH if dend == buf_end and dend > p else ACK
                     if dend > p:
                         payload: bytes | memoryview = bytes(mv[p - buf_start:dend - buf_start])
                     else:
