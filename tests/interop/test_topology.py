@@ -58,15 +58,15 @@ def test_kernel_to_kernel_10mb(topology: Topology, mptcp: bool) -> None:
     got = topology.kpeer_result(srv)
     sent = json.loads(cli.stdout.splitlines()[-1])
     want = expected_sha256(TEN_MB)
-    assert sent["ok"] and sent["tx_bytes"] == TEN_MB and sent["tx_sha256"] == want
-    assert got["ok"] and got["rx_bytes"] == TEN_MB and got["rx_sha256"] == want
+    assert sent["ok"] and sent["tx_bytes"] == TEN_MB and sent["tx_sha256"] == want, sent
+    assert got["ok"] and got["rx_bytes"] == TEN_MB and got["rx_sha256"] == want, got
     assert got["returncode"] == 0
     assert got["remote"].startswith(topology.router_addr(1) + ":")
     if mptcp:
-        assert got["fallback"] is False and sent["fallback"] is False
+        assert got["fallback"] is False and sent["fallback"] is False, (got, sent)
         diff = nstat_diff(before, topology.nstat_peer())
-        assert diff.get("MPTcpExtMPCapableSYNRX", 0) >= 1
-        assert nstat_errors(diff) == {}
+        assert diff.get("MPTcpExtMPCapableSYNRX", 0) >= 1, diff
+        assert nstat_errors(diff) == {}, diff
 
 
 def test_status(topology: Topology) -> None:
