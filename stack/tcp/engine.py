@@ -564,9 +564,12 @@ class TcpEngine:
             case State.CLOSED | State.LISTEN:
                 # never opened: nothing to tell anyone
                 self._terminate(None)
-            case State.SYN_SENT:
-                # RFC 9293: delete the TCB; nothing was synchronized, no RST
+            case State.SYN_SENT if not self._buf:
+                # RFC 9293 3.10.4: nothing queued: delete the TCB, no RST
                 self._terminate(None)
+            case State.SYN_SENT:
+                # data queued: the FIN follows it once established (RFC 9293 3.10.4)
+                self._fin_queued = True
             case State.SYN_RECEIVED:
                 # the FIN follows once established (RFC 9293: queue it)
                 self._fin_queued = True
