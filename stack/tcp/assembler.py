@@ -22,7 +22,7 @@ Buffer = bytes | bytearray | memoryview
 
 
 class Assembler:
-    __slots__ = ("limit", "max_blocks", "_starts", "_ends", "_data", "_bytes", "_recent")
+    __slots__ = ("_bytes", "_data", "_ends", "_recent", "_starts", "limit", "max_blocks")
 
     def __init__(self, limit: int, max_blocks: int = 512) -> None:
         self.limit = limit

@@ -31,7 +31,7 @@ import enum
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 from stack.tcp.assembler import Assembler
 from stack.tcp.congestion import CongestionControl, make_congestion
@@ -171,7 +171,7 @@ class StateChanged:
     new: State
 
 
-Event = Union[Connected, DataReadable, WritableSpace, PeerFinished, Closed, StateChanged]
+Event = Connected | DataReadable | WritableSpace | PeerFinished | Closed | StateChanged
 
 
 class Ulp(Protocol):
@@ -454,7 +454,7 @@ class TcpEngine:
     def accept_syn(cls, hdr: TcpHeader, local_addr: bytes, local_port: int,
                    remote_addr: bytes, remote_port: int, *, iss: int, now: float,
                    config: TcpConfig | None = None, ts_offset: int = 0,
-                   ulp: Ulp | None = None) -> "TcpEngine":
+                   ulp: Ulp | None = None) -> TcpEngine:
         """Passive open: the host got `hdr` (a SYN) for a listener. The new engine is
         in SYN-RECEIVED with its SYN/ACK due. The ULP sees the SYN's options through
         `on_options` (its answer does not refuse the SYN: the host decides that)."""
@@ -825,18 +825,17 @@ class TcpEngine:
         seq = _unwrap(rnxt, hdr.seq)
         plen = len(payload)
 
-        if st is State.SYN_RECEIVED and flags & SYN:
-            if seq + 1 == rnxt:
-                if not flags & ACK:
-                    # the peer retransmitted its SYN: our SYN/ACK was lost
-                    self.counters["TCPSynRetrans"] += 1
-                    self._syn_pending = True
-                    return
-                if _unwrap(self._una, hdr.ack) == self._nxt and not plen:
-                    # simultaneous open: the peer's SYN/ACK acks our SYN
-                    # (Linux `tcp_validate_incoming()`, RFC 5961 4.2 exception)
-                    flags &= ~SYN
-                    seq = rnxt
+        if st is State.SYN_RECEIVED and flags & SYN and seq + 1 == rnxt:
+            if not flags & ACK:
+                # the peer retransmitted its SYN: our SYN/ACK was lost
+                self.counters["TCPSynRetrans"] += 1
+                self._syn_pending = True
+                return
+            if _unwrap(self._una, hdr.ack) == self._nxt and not plen:
+                # simultaneous open: the peer's SYN/ACK acks our SYN
+                # (Linux `tcp_validate_incoming()`, RFC 5961 4.2 exception)
+                flags &= ~SYN
+                seq = rnxt
 
         ts_val = -1
         ts_ecr = 0
@@ -851,27 +850,26 @@ class TcpEngine:
 
         # PAWS (RFC 7323 5.3): a TSval older than TS.Recent marks an old duplicate
         ts_old = False
-        if self._ts_ok and ts_val >= 0 and not flags & RST:
-            if (ts_val - self._ts_recent) & MASK >= HALF:
-                ts_old = True
-                if (not plen and not flags & (SYN | FIN) and seq == rnxt
-                        and _unwrap(self._una, hdr.ack) <= self._una):
-                    # a reordered pure duplicate ACK: harmless (Linux
-                    # `tcp_disordered_ack()`); processed, TS.Recent untouched
-                    pass
-                elif now - self._ts_recent_stamp <= PAWS_IDLE:
-                    self.counters["PAWSEstab"] += 1
-                    self._drop("paws")
-                    self._ack_now = True
-                    return
-                else:
-                    # 24 days idle: TS.Recent is stale (RFC 7323 5.5)
-                    ts_old = False
+        if (self._ts_ok and ts_val >= 0 and not flags & RST
+                and (ts_val - self._ts_recent) & MASK >= HALF):
+            ts_old = True
+            if (not plen and not flags & (SYN | FIN) and seq == rnxt
+                    and _unwrap(self._una, hdr.ack) <= self._una):
+                # a reordered pure duplicate ACK: harmless (Linux
+                # `tcp_disordered_ack()`); processed, TS.Recent untouched
+                pass
+            elif now - self._ts_recent_stamp <= PAWS_IDLE:
+                self.counters["PAWSEstab"] += 1
+                self._drop("paws")
+                self._ack_now = True
+                return
+            else:
+                # 24 days idle: TS.Recent is stale (RFC 7323 5.5)
+                ts_old = False
 
         # Acceptability test (RFC 9293 3.10.7.4, first check; four cases)
         wnd = self._rcv_adv - rnxt
-        if wnd < 0:
-            wnd = 0
+        wnd = max(wnd, 0)
         seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         if seglen == 0:
             ok = seq == rnxt if wnd == 0 else rnxt <= seq < rnxt + wnd
@@ -999,8 +997,7 @@ class TcpEngine:
         if self._snd_wl1 < seq or (self._snd_wl1 == seq and self._snd_wl2 <= a):
             if wnd != self._snd_wnd:
                 wnd_changed = True
-                if wnd > self._max_snd_wnd:
-                    self._max_snd_wnd = wnd
+                self._max_snd_wnd = max(self._max_snd_wnd, wnd)
                 if self._snd_wnd == 0 and wnd:
                     # window reopened: stop probing
                     self._t_persist = None
@@ -1022,7 +1019,7 @@ class TcpEngine:
             if not sack_ok:
                 rs = self._reno_sacked + self._mss
                 out = self._nxt - una
-                self._reno_sacked = rs if rs < out else out
+                self._reno_sacked = min(out, rs)
         if sack is not None and sack_ok and self._nxt > una:
             self._take_sack(sack)
         if self._recovery != RECOV_LOSS and self._nxt > una:
@@ -1064,10 +1061,8 @@ class TcpEngine:
                     self._sacked_bytes -= a - s
                     sk[0][0] = a
                     break
-        if self._high_rxt < a:
-            self._high_rxt = a
-        if self._lost_upto < a:
-            self._lost_upto = a
+        self._high_rxt = max(self._high_rxt, a)
+        self._lost_upto = max(self._lost_upto, a)
         rec = self._recovery
         if rec != RECOV_OPEN:
             if a >= self._recover:
@@ -1082,7 +1077,7 @@ class TcpEngine:
                 self._lost_upto = min(a + self._mss, self._nxt)
                 self._high_rxt = a
                 rs = self._reno_sacked - acked
-                self._reno_sacked = rs if rs > 0 else 0
+                self._reno_sacked = max(0, rs)
             if rec == RECOV_LOSS and self._recovery != RECOV_FAST:
                 self._cc.on_ack(acked, self._rtt.srtt, now)
         else:
@@ -1124,8 +1119,7 @@ class TcpEngine:
             e = _unwrap(una, right)
             if e <= una or e > nxt or s >= e:
                 continue
-            if s < una:
-                s = una
+            s = max(s, una)
             # insert [s, e) merging overlaps (few blocks: linear is fine)
             i = 0
             n = len(sk)
@@ -1135,10 +1129,8 @@ class TcpEngine:
             ns, ne = s, e
             removed = 0
             while j < n and sk[j][0] <= e:
-                if sk[j][0] < ns:
-                    ns = sk[j][0]
-                if sk[j][1] > ne:
-                    ne = sk[j][1]
+                ns = min(ns, sk[j][0])
+                ne = max(ne, sk[j][1])
                 removed += sk[j][1] - sk[j][0]
                 j += 1
             added = ne - ns - removed
@@ -1160,19 +1152,17 @@ class TcpEngine:
                 acc += e - s
                 if acc >= need:
                     point = s + (acc - need)
-                    if point > self._lost_upto:
-                        self._lost_upto = point
+                    self._lost_upto = max(self._lost_upto, point)
                     break
-        if self._recovery == RECOV_OPEN:
-            if self._lost_upto > una or self._dupacks >= DUPTHRESH:
-                self._recovery = RECOV_FAST
-                self._recover = self._nxt
-                self._cc.enter_recovery(self._nxt - una, now)
-                self.counters["TCPSackRecovery" if self._sack_ok else "TCPRenoRecovery"] += 1
-                first = min(una + mss, self._nxt)
-                if self._lost_upto < first:
-                    self._lost_upto = first
-                self._high_rxt = una
+        if self._recovery == RECOV_OPEN and (self._lost_upto > una
+                                             or self._dupacks >= DUPTHRESH):
+            self._recovery = RECOV_FAST
+            self._recover = self._nxt
+            self._cc.enter_recovery(self._nxt - una, now)
+            self.counters["TCPSackRecovery" if self._sack_ok else "TCPRenoRecovery"] += 1
+            first = min(una + mss, self._nxt)
+            self._lost_upto = max(self._lost_upto, first)
+            self._high_rxt = una
 
     # ---- receive side -----------------------------------------------------------------
     def _rcv_data(self, seq: int, payload: bytes | memoryview, now: float) -> None:
@@ -1275,21 +1265,19 @@ class TcpEngine:
         up to the scale unit like Linux `tcp_select_window()`."""
         rnxt = self._rnxt
         free = self.config.rcv_buf - len(self._rbuf)
-        right = rnxt + (free if free > 0 else 0)
+        right = rnxt + max(0, free)
         adv = self._rcv_adv
         if right <= adv or right - adv < self._sws_threshold():
             right = adv
         wnd = right - rnxt
         if wnd <= 0:
-            self._rcv_adv = adv if adv > rnxt else rnxt
+            self._rcv_adv = max(rnxt, adv)
             return 0
         shift = self._rcv_wscale
         field = (wnd + (1 << shift) - 1) >> shift
-        if field > 0xFFFF:
-            field = 0xFFFF
+        field = min(field, 0xFFFF)
         self._rcv_adv = rnxt + (field << shift)
-        if self._rcv_adv < adv:
-            self._rcv_adv = adv
+        self._rcv_adv = max(self._rcv_adv, adv)
         return field
 
     # ------------------------------------------------------------------ output
@@ -1428,7 +1416,7 @@ class TcpEngine:
             sacked = self._sacked_bytes
         else:
             sacked = self._reno_sacked
-        lo = self._high_rxt if self._high_rxt > una else una
+        lo = max(una, self._high_rxt)
         hi = self._lost_upto
         lost = 0
         if hi > lo:
@@ -1438,14 +1426,14 @@ class TcpEngine:
                     continue
                 if s >= hi:
                     break
-                lost -= (e if e < hi else hi) - (s if s > lo else lo)
+                lost -= (min(hi, e)) - (max(lo, s))
         p = out - sacked - lost
-        return p if p > 0 else 0
+        return max(0, p)
 
     def _next_hole(self) -> tuple[int, int] | None:
         """RFC 6675 NextSeg rule 1: the first un-SACKed byte at or above HighRxt below
         the lost mark, and where that hole ends."""
-        p = self._high_rxt if self._high_rxt > self._una else self._una
+        p = max(self._una, self._high_rxt)
         hi = self._lost_upto
         for s, e in self._sacked:
             if e <= p:
@@ -1465,8 +1453,7 @@ class TcpEngine:
         c = self.config
         mss = self._mss
         cwnd = self._cc.cwnd
-        if cwnd < mss:
-            cwnd = mss
+        cwnd = max(cwnd, mss)
         una = self._una
         wnd_edge = una + self._snd_wnd
         buf = self._buf
@@ -1527,9 +1514,8 @@ class TcpEngine:
                 if pipe + mss > cwnd:
                     blocked_cwnd = True
                     break
-                n = mss if mss < avail else avail
-                if win < n:
-                    n = win
+                n = min(avail, mss)
+                n = min(n, win)
                 if n < mss:
                     if n < avail:
                         # window-limited with more queued: sender SWS avoidance

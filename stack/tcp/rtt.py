@@ -24,8 +24,18 @@ MAX_BACKOFF_SHIFT = 16
 class RttEstimator:
     """SRTT/RTTVAR/RTO state, mirrors Linux `tcp_rtt_estimator()` + `tcp_set_rto()`."""
 
-    __slots__ = ("srtt", "rttvar", "min_rtt", "latest", "backoff", "_base",
-                 "rto_initial", "rto_min", "rto_max", "granularity")
+    __slots__ = (
+        "_base",
+        "backoff",
+        "granularity",
+        "latest",
+        "min_rtt",
+        "rto_initial",
+        "rto_max",
+        "rto_min",
+        "rttvar",
+        "srtt",
+    )
 
     def __init__(self, rto_initial: float = 1.0, rto_min: float = 0.2, rto_max: float = 120.0,
                  granularity: float = CLOCK_GRANULARITY) -> None:

@@ -121,8 +121,7 @@ class Link:
         t = self.next_time()
         if t is None:
             return False
-        if t > self.now:
-            self.now = t
+        self.now = max(self.now, t)
         now = self.now
         while self._q and self._q[0].t <= now:
             arr = heapq.heappop(self._q)

@@ -90,8 +90,8 @@ def assert_clean(link: Link, app_a: App, app_b: App, data_a: bytes, data_b: byte
 
 
 def lossy(loss: float = 0.05, **kw: Any) -> Impairment:
-    base: dict[str, Any] = dict(loss=loss, reorder=0.05, reorder_delay=0.015, dup=0.01,
-                                delay=0.01, rate=12.5e6)
+    base: dict[str, Any] = {"loss": loss, "reorder": 0.05, "reorder_delay": 0.015, "dup": 0.01,
+                                "delay": 0.01, "rate": 12.5e6}
     base.update(kw)
     return Impairment(**base)
 
@@ -102,7 +102,7 @@ def blob(n: int, seed: int) -> bytes:
 
 def test_clean_link_both_directions() -> None:
     da, db = blob(1_000_000, 1), blob(700_000, 2)
-    link, aa, ab, secs = run_pair(TcpConfig(), TcpConfig(), da, db, seed=1,
+    link, aa, ab, _secs = run_pair(TcpConfig(), TcpConfig(), da, db, seed=1,
                                   ab=Impairment(rate=12.5e6), ba=Impairment(rate=12.5e6))
     assert_clean(link, aa, ab, da, db)
     a, b = link.eng
@@ -149,7 +149,7 @@ def test_gso_sender_with_loss() -> None:
 def test_gso_both_sides_clean_fast() -> None:
     da, db = blob(10_000_000, 7), blob(10_000_000, 8)
     c = TcpConfig(gso_segments=44)
-    link, aa, ab, secs = run_pair(c, c, da, db, seed=7, ab=Impairment(rate=125e6),
+    link, aa, ab, _secs = run_pair(c, c, da, db, seed=7, ab=Impairment(rate=125e6),
                                   ba=Impairment(rate=125e6))
     assert_clean(link, aa, ab, da, db)
 
@@ -158,7 +158,7 @@ def test_no_options_small_window() -> None:
     """No timestamps, no window scaling, no SACK: 64 KB windows, MSS 1460."""
     c = TcpConfig(timestamps=False, window_scaling=False, sack=False, rcv_buf=65535)
     da, db = blob(2_000_000, 9), blob(2_000_000, 10)
-    link, aa, ab, secs = run_pair(c, c, da, db, seed=9, ab=lossy(0.02), ba=lossy(0.02))
+    link, aa, ab, _secs = run_pair(c, c, da, db, seed=9, ab=lossy(0.02), ba=lossy(0.02))
     assert_clean(link, aa, ab, da, db)
     a = link.eng[0]
     assert a is not None and not a.window_scaling_enabled and a.mss == 1460
@@ -168,7 +168,7 @@ def test_slow_reader_zero_window() -> None:
     """A receiver that often does not read: the window closes, the sender probes."""
     c_b = TcpConfig(rcv_buf=32768)
     da = blob(1_000_000, 11)
-    link, aa, ab, secs = run_pair(TcpConfig(), c_b, da, b"", seed=12,
+    link, aa, ab, _secs = run_pair(TcpConfig(), c_b, da, b"", seed=12,
                                   ab=Impairment(delay=0.01), ba=Impairment(delay=0.01),
                                   slow_reader=True)
     assert_clean(link, aa, ab, da, b"")

@@ -1,5 +1,7 @@
 """Reno (RFC 5681) and CUBIC (RFC 9438): growth shapes and reactions to loss."""
 
+import itertools
+
 import pytest
 
 from stack.tcp.congestion import Cubic, Reno, make_congestion
@@ -94,7 +96,7 @@ def test_cubic_concave_then_convex() -> None:
     cc.exit_recovery(10.0)
     k = ((100 - 70) / 0.4) ** (1 / 3)  # ~4.2 s
     trace = _grow(cc, 8.0)
-    steps = [b - a for a, b in zip(trace, trace[1:])]
+    steps = [b - a for a, b in itertools.pairwise(trace)]
     # concave approach: growth slows as cwnd nears w_max = 100 ...
     plateau = int(k / 0.1)
     assert steps[2] > steps[plateau - 5] >= 0

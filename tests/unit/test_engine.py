@@ -52,7 +52,7 @@ M = 0xFFFFFFFF
 
 
 def cfg(**kw: Any) -> TcpConfig:
-    base: dict[str, Any] = dict(timestamps=False, rcv_buf=65535, congestion="reno")
+    base: dict[str, Any] = {"timestamps": False, "rcv_buf": 65535, "congestion": "reno"}
     base.update(kw)
     return TcpConfig(**base)
 
@@ -795,7 +795,7 @@ class TestUlp:
         ack = one(e.poll_transmit(0.1))
         assert ack.hdr.options[-1] == UnknownOption(30, b"\x20\x01")
         assert u.calls[1:] == [("rx", 0), ("est", 0, False, 28)]
-        hdr, off = parse(emit(ack.hdr))
+        _hdr, off = parse(emit(ack.hdr))
         assert off == 20 + 12 + 4
 
     def test_on_options_false_drops(self) -> None:
