@@ -90,6 +90,10 @@ class State(enum.Enum):
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
 
+    # identity hash in C: state-set membership is on the per-segment path, and
+    # Enum's own __hash__ is Python code
+    __hash__ = object.__hash__
+
 
 # States in which the peer's sequence space is known and our data/FIN may flow.
 _SYNCHRONIZED = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
@@ -300,6 +304,7 @@ class TcpEngine:
         self._pending_rst: list[OutSegment] = []
         self._soft_error: str | None = None   # last ICMP soft error (RFC 1122 4.2.3.9)
         self._ack_segs = 0               # ACK-bearing segments built in this poll_transmit
+        self._wf = -1                    # their window field (-1: not computed yet)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -1354,21 +1359,18 @@ class TcpEngine:
                 self._t_rtx = now + self._rtt.rto
         elif st in _SYNCHRONIZED:
             self._ack_segs = 0
-            wfield = -1
-            if st in _CAN_SEND_DATA:
-                wfield = self._window_field()
-                self._send_data(out, now, wfield)
+            self._wf = -1  # window field: computed once, by the first segment built
+            if st in _CAN_SEND_DATA and (
+                    self._nxt < self._buf_start + len(self._buf) or self._recovery
+                    or (self._fin_queued and not self._fin_sent)):
+                self._send_data(out, now)
             if self._probe_due:
                 # zero-window or keepalive probe: SEG.SEQ = SND.UNA - 1, no data (Linux
                 # `tcp_xmit_probe_skb()`); the peer answers with an ACK
                 self._probe_due = False
-                if wfield < 0:
-                    wfield = self._window_field()
-                out.append(self._segment(self._una - 1, ACK, b"", now, wfield))
+                out.append(self._segment(self._una - 1, ACK, b"", now))
             if self._ack_now and not self._ack_segs:
-                if wfield < 0:
-                    wfield = self._window_field()
-                out.append(self._segment(self._nxt, ACK, b"", now, wfield,
+                out.append(self._segment(self._nxt, ACK, b"", now,
                                          sack=self._sack_ok and bool(self._ooo)))
                 self.counters["OutAcks"] += 1
             if self._ack_segs:
@@ -1381,7 +1383,7 @@ class TcpEngine:
         return out
 
     def _segment(self, seq: int, flags: int, payload: bytes | memoryview, now: float,
-                 wfield: int, *, sack: bool = False, gso: int = 0) -> OutSegment:
+                 *, sack: bool = False, gso: int = 0) -> OutSegment:
         """Build one ACK-bearing segment (Linux `tcp_established_options()` order:
         timestamps, then the ULP, then SACK blocks in what remains)."""
         if self._ts_ok:
@@ -1404,8 +1406,11 @@ class TcpEngine:
                 if blocks:
                     opts += [_NOP, _NOP, Sack(tuple((s & MASK, e & MASK) for s, e in blocks))]
         self._ack_segs += 1
+        wf = self._wf
+        if wf < 0:
+            wf = self._wf = self._window_field()
         return OutSegment(TcpHeader(self.local_port, self.remote_port, seq & MASK,
-                                    self._rnxt & MASK, flags, wfield, opts), payload, gso)
+                                    self._rnxt & MASK, flags, wf, opts), payload, gso)
 
     def _pipe(self) -> int:
         """RFC 6675 SetPipe: bytes presumed in the network (Linux
@@ -1447,7 +1452,7 @@ class TcpEngine:
             return p, self._nxt
         return None
 
-    def _send_data(self, out: list[OutSegment], now: float, wfield: int) -> None:
+    def _send_data(self, out: list[OutSegment], now: float) -> None:
         """Retransmissions (recovery), then new data, then FIN, within cwnd (pipe),
         the peer's window, Nagle and sender SWS avoidance; arm the persist timer."""
         c = self.config
@@ -1489,7 +1494,7 @@ class TcpEngine:
                     if n <= 0:
                         self._high_rxt = hole_end
                         continue
-                    out.append(self._segment(p, flags, payload, now, wfield))
+                    out.append(self._segment(p, flags, payload, now))
                     self._high_rxt = p + n
                     pipe += n
                     self._rtt_seq = None  # Karn
@@ -1537,7 +1542,7 @@ class TcpEngine:
                         off = nxt - buf_start
                         payload = bytes(mv[off:off + total])
                         flags = ACK | PSH if nxt + total == buf_end else ACK
-                        out.append(self._segment(nxt, flags, payload, now, wfield,
+                        out.append(self._segment(nxt, flags, payload, now,
                                                  gso=mss))
                         nxt += total
                         pipe += total
@@ -1558,7 +1563,7 @@ class TcpEngine:
                         flags |= FIN
                         self._fin_sent = True
                         end += 1
-                out.append(self._segment(nxt, flags, payload, now, wfield))
+                out.append(self._segment(nxt, flags, payload, now))
                 pipe += end - nxt
                 nxt = end
                 self._nxt = nxt
@@ -1569,7 +1574,7 @@ class TcpEngine:
                     self._t_rtx = now + self._rtt.rto
             # 3. a FIN on its own (all data sent; needs no window)
             if fin_q and not self._fin_sent and nxt == buf_end:
-                out.append(self._segment(nxt, ACK | FIN, b"", now, wfield))
+                out.append(self._segment(nxt, ACK | FIN, b"", now))
                 self._fin_sent = True
                 self._nxt = nxt + 1
                 if self._t_rtx is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from stack.tcp.engine import OutSegment, TcpEngine
 from stack.wire.tcp import FIN, PSH, TcpHeader, emit, parse
@@ -47,14 +47,6 @@ def cut_gso(seg: OutSegment) -> list[tuple[TcpHeader, bytes | memoryview]]:
     return out
 
 
-@dataclass(order=True)
-class _Arrival:
-    t: float
-    n: int
-    dst: int = field(compare=False)
-    raw: bytes = field(compare=False)
-
-
 class Link:
     """Engines `a` (index 0) and `b` (index 1); `imp[0]` impairs a->b, `imp[1]` b->a."""
 
@@ -65,7 +57,7 @@ class Link:
         self.imp = [ab or Impairment(), ba or Impairment()]
         self.rng = random.Random(seed)
         self.now = now
-        self._q: list[_Arrival] = []
+        self._q: list[tuple[float, int, int, bytes]] = []  # (time, n, dst, bytes)
         self._n = 0
         self._busy_until = [now, now]
         self.sent = [0, 0]       # wire segments emitted per direction
@@ -97,7 +89,7 @@ class Link:
             copies = 2 if imp.dup and rng.random() < imp.dup else 1
             for _ in range(copies):
                 self._n += 1
-                heapq.heappush(self._q, _Arrival(t, self._n, 1 - src, raw))
+                heapq.heappush(self._q, (t, self._n, 1 - src, raw))
 
     def flush(self) -> None:
         """Collect everything both engines have to send now."""
@@ -107,7 +99,7 @@ class Link:
                     self._put(i, seg)
 
     def next_time(self) -> float | None:
-        ts = [self._q[0].t] if self._q else []
+        ts = [self._q[0][0]] if self._q else []
         for e in self.eng:
             if e is not None:
                 t = e.poll_timeout()
@@ -116,21 +108,22 @@ class Link:
         return min(ts) if ts else None
 
     def step(self) -> bool:
-        """Advance to the next event and process it. False if nothing is left."""
-        self.flush()
+        """Advance to the next event and process it (call `flush()` first). False if
+        nothing is left."""
         t = self.next_time()
         if t is None:
             return False
         self.now = max(self.now, t)
         now = self.now
-        while self._q and self._q[0].t <= now:
-            arr = heapq.heappop(self._q)
-            hdr, off = parse(arr.raw)
-            payload = memoryview(arr.raw)[off:]
-            e = self.eng[arr.dst]
+        q = self._q
+        while q and q[0][0] <= now:
+            _t, _n, dst, raw = heapq.heappop(q)
+            hdr, off = parse(raw)
+            payload = memoryview(raw)[off:]
+            e = self.eng[dst]
             if e is None:
                 if self.on_syn is not None:
-                    self.eng[arr.dst] = self.on_syn(hdr, payload, now)  # type: ignore[operator]
+                    self.eng[dst] = self.on_syn(hdr, payload, now)  # type: ignore[operator]
                 continue
             e.on_segment(hdr, payload, now)
         for e in self.eng:
