@@ -269,6 +269,7 @@ class TcpEngine:
         self._recover = self._iss        # RFC 6582 "recover": snd_nxt at entry
         self._dupacks = 0
         self._reno_sacked = 0            # bytes, duplicate ACKs standing in for SACKs
+        self._rtx_marks: list[tuple[int, int, int]] = []  # (start, end, snd_nxt then)
 
         # --- receive sequence space ---------------------------------------------------
         self._irs = 0
@@ -670,6 +671,7 @@ class TcpEngine:
         self._cc.on_rto(flight, now, first=self._recovery != RECOV_LOSS)
         self._rtt.on_timeout()
         self._recovery = RECOV_LOSS
+        self._rtx_marks.clear()
         self._recover = self._nxt
         self._lost_upto = self._nxt
         self._high_rxt = self._una
@@ -1027,6 +1029,8 @@ class TcpEngine:
                 self._reno_sacked = min(out, rs)
         if sack is not None and sack_ok and self._nxt > una:
             self._take_sack(sack)
+            if self._rtx_marks and self._sacked:
+                self._lost_retrans()
         if self._recovery != RECOV_LOSS and self._nxt > una:
             self._detect_loss(now)
         return False
@@ -1077,6 +1081,7 @@ class TcpEngine:
                 self._recovery = RECOV_OPEN
                 self._reno_sacked = 0
                 self._dupacks = 0
+                self._rtx_marks.clear()
             elif rec == RECOV_FAST and not self._sack_ok:
                 # NewReno partial ACK (RFC 6582 3.2 step 4): the next hole is lost too
                 self._lost_upto = min(a + self._mss, self._nxt)
@@ -1143,6 +1148,38 @@ class TcpEngine:
                 continue
             sk[i:j] = [[ns, ne]]
             self._sacked_bytes += added
+
+    def _lost_retrans(self) -> None:
+        """A retransmission is lost if data first sent after it has been SACKed (Linux
+        `tcp_mark_lost_retrans()`): rewind HighRxt so NextSeg sends it again instead of
+        waiting for the RTO."""
+        una = self._una
+        high = self._sacked[-1][1]
+        keep: list[tuple[int, int, int]] = []
+        rewind = -1
+        for m in self._rtx_marks:
+            start, end, nxt_then = m
+            if end <= una:
+                continue
+            if nxt_then < high and not self._is_sacked(start, end):
+                if rewind < 0 or start < rewind:
+                    rewind = start
+                self.counters["TCPLostRetransmit"] += 1
+                continue
+            keep.append(m)
+        self._rtx_marks = keep
+        if rewind >= 0 and rewind < self._high_rxt:
+            self._high_rxt = max(rewind, una)
+            if self._lost_upto < self._high_rxt:
+                self._lost_upto = self._high_rxt
+
+    def _is_sacked(self, start: int, end: int) -> bool:
+        for s, e in self._sacked:
+            if s <= start and end <= e:
+                return True
+            if s > start:
+                break
+        return False
 
     def _detect_loss(self, now: float) -> None:
         """Mark lost bytes from the scoreboard (RFC 6675 IsLost: more than
@@ -1496,6 +1533,8 @@ class TcpEngine:
                         continue
                     out.append(self._segment(p, flags, payload, now))
                     self._high_rxt = p + n
+                    if self._sack_ok:
+                        self._rtx_marks.append((p, p + n, self._nxt))
                     pipe += n
                     self._rtt_seq = None  # Karn
                     self.counters["RetransSegs"] += 1
