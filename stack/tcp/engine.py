@@ -1170,8 +1170,7 @@ class TcpEngine:
         self._rtx_marks = keep
         if rewind >= 0 and rewind < self._high_rxt:
             self._high_rxt = max(rewind, una)
-            if self._lost_upto < self._high_rxt:
-                self._lost_upto = self._high_rxt
+            self._lost_upto = max(self._lost_upto, self._high_rxt)
 
     def _is_sacked(self, start: int, end: int) -> bool:
         for s, e in self._sacked:
