@@ -60,7 +60,7 @@ need_tools() {
 }
 
 need_root() {
-    [ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo ./$PROG up)"
+    [ "${EUID:-$(id -u)}" -eq 0 ] || die "must run as root (try: sudo ./$PROG up)"
 }
 
 ns_exists() { [ -e "/run/netns/$1" ]; }
