@@ -482,6 +482,8 @@ _DSS_LAYOUTS = tuple(_dss_layout(f) for f in range(16))
 
 
 def _parse_dss(b: bytes, n: int) -> Dss:
+    if n < TCPOLEN_MPTCP_DSS_BASE:
+        raise MalformedPacket("mptcp-dss-length", f"{n} bytes, no flags")
     flags = b[1] & MPTCP_DSS_FLAG_MASK
     expected, st = _DSS_LAYOUTS[flags & 0x0F]
     # The kernel accepts the expected length with or without the 2 checksum bytes
