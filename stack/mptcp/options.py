@@ -1013,6 +1013,43 @@ class ReceivedOptions:
         return " ".join(parts)
 
 
+_SUBOPTION_CACHE: dict[int, MptcpSuboption] = {}
+
+
+def _dss_into(ro: ReceivedOptions, b: bytes) -> int:
+    """A DSS body read straight into `ro` (same checks as `_parse_dss`, which builds a
+    `Dss`); the suboption bits it sets. The kernel reads the checksum only with a
+    mapping."""
+    n = len(b) + 2
+    if n < TCPOLEN_MPTCP_DSS_BASE:
+        raise MalformedPacket("mptcp-dss-length", f"{n} bytes, no flags")
+    flags = b[1] & MPTCP_DSS_FLAG_MASK
+    expected, st = _DSS_LAYOUTS[flags & 0x0F]
+    if n != expected and n != expected + TCPOLEN_MPTCP_DSS_CHECKSUM:
+        raise MalformedPacket("mptcp-dss-length", f"{n} bytes for flags 0x{flags:02x}")
+    use_ack = bool(flags & MPTCP_DSS_HAS_ACK)
+    use_map = bool(flags & MPTCP_DSS_HAS_MAP)
+    ro.mpc_map = False
+    ro.data_fin = bool(flags & MPTCP_DSS_DATA_FIN)
+    ro.dsn64 = bool(flags & MPTCP_DSS_DSN64)
+    ro.ack64 = bool(flags & MPTCP_DSS_ACK64)
+    ro.use_ack, ro.use_map = use_ack, use_map
+    if st is None:
+        return _DSS
+    vals = st.unpack_from(b, 2)
+    if use_ack:
+        ro.data_ack = vals[0]
+        if not use_map:
+            return _DSS
+        ro.data_seq, ro.subflow_seq, ro.data_len = vals[1:]
+    else:
+        ro.data_seq, ro.subflow_seq, ro.data_len = vals
+    if n == expected:
+        return _DSS
+    ro.csum = _U16.unpack_from(b, n - 4)[0]
+    return _DSS | _CSUMREQD
+
+
 def _mpc_flags_ok(version: int, flags: int) -> bool:
     """The kernel's `mptcp_cap_flag_sha256(flags) && !(flags & MPTCP_CAP_EXTENSIBILITY)`:
     HMAC-SHA256 the only crypto bit among D..H, B clear. v0 (RFC 6824): H (HMAC-SHA1) the
@@ -1055,27 +1092,17 @@ def parse_received(options: Iterable[TcpOption], tcp_flags: int, has_data: bool 
     for opt in options:
         if type(opt) is not UnknownOption or opt.kind != OPT_MPTCP:
             continue
+        data = opt.data
         try:
-            m = parse_body(opt.data, syn, ack, has_data)
+            if data and data[0] >> 4 == MPTCPOPT_DSS:
+                # the per-segment case: straight into `ro`, no intermediate value
+                bits |= _dss_into(ro, data)
+                continue
+            m = parse_body(data, syn, ack, has_data)
         except MalformedPacket as e:
             reasons.append(e.reason)
             continue
-        if type(m) is Dss:
-            bits |= _DSS
-            ro.mpc_map = False
-            ro.data_fin = m.data_fin
-            ro.dsn64 = m.dsn64
-            ro.ack64 = m.data_ack64
-            ro.use_ack = m.data_ack is not None
-            ro.use_map = m.dsn is not None
-            if m.data_ack is not None:
-                ro.data_ack = m.data_ack
-            if m.dsn is not None:
-                ro.data_seq, ro.subflow_seq, ro.data_len = m.dsn, m.ssn, m.data_len
-                if m.checksum is not None:  # read only with a mapping, as the kernel does
-                    bits |= _CSUMREQD
-                    ro.csum = m.checksum
-        elif type(m) is MpCapable:
+        if type(m) is MpCapable:
             if m.version == 0 and not accept_v0:
                 reasons.append("mptcp-mpc-version")
                 continue
@@ -1145,5 +1172,8 @@ def parse_received(options: Iterable[TcpOption], tcp_flags: int, has_data: bool 
         bits &= ~(_MPC_SYN | _MPJ_SYN | _CSUMREQD)
         reasons.append("mptcp-syn-mpc-and-mpj")
     if bits:
-        ro.suboptions = MptcpSuboption(bits)
+        flag = _SUBOPTION_CACHE.get(bits)
+        if flag is None:
+            flag = _SUBOPTION_CACHE[bits] = MptcpSuboption(bits)
+        ro.suboptions = flag
     return ro, reasons

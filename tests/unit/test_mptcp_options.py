@@ -946,6 +946,31 @@ def test_property_parse_received_never_raises(opts: list[tuple[int, bytes]], fla
     assert isinstance(ro.describe(), str)
 
 
+@given(st.binary(max_size=30), st.booleans())
+def test_property_dss_fast_path_agrees(rest: bytes, with_flags: bool) -> None:
+    """parse_received reads DSS without building a Dss (the per-segment path): it must
+    agree with parse_option on every input."""
+    body = bytes((0x20,)) + (rest if with_flags else b"")
+    ro, reasons = parse_received([tcp.UnknownOption(30, body)], A)
+    try:
+        m = parse_option(bytes((30, 2 + len(body))) + body)
+    except MalformedPacket as e:
+        assert reasons == [e.reason] and not ro.suboptions
+        return
+    assert isinstance(m, Dss) and reasons == []
+    assert ro.use_ack == (m.data_ack is not None) and ro.ack64 == m.data_ack64
+    assert ro.use_map == (m.dsn is not None) and ro.dsn64 == m.dsn64
+    assert ro.data_fin == m.data_fin and not ro.mpc_map
+    if m.data_ack is not None:
+        assert ro.data_ack == m.data_ack
+    if m.dsn is not None:
+        assert (ro.data_seq, ro.subflow_seq, ro.data_len) == (m.dsn, m.ssn, m.data_len)
+    with_csum = m.dsn is not None and m.checksum is not None
+    assert ro.csum_reqd == with_csum
+    if with_csum:
+        assert ro.csum == m.checksum
+
+
 # --- parse_received: the kernel's per-segment rules --------------------------------------
 def opts_of(*values: MptcpOption) -> list[tcp.TcpOption]:
     out: list[tcp.TcpOption] = [tcp.Nop(), tcp.Mss(1460)]
