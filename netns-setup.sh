@@ -96,8 +96,12 @@ setup_path() {
     # User (router) side.
     ip -n "$USER_NS" link set dev "$dev" mtu 1500 txqueuelen "$VETH_TXQLEN" up
     ip -n "$USER_NS" addr replace "$router_addr/24" dev "$dev"
+    # proxy_delay=0: Linux delays proxy ARP replies by up to 0.8 s by default (so a real
+    # owner of the address can answer first); here there is none, and the delay would
+    # stall the first SYN/ACK towards our stack.
     ns_sysctl "$USER_NS" "net.ipv4.conf.$dev.proxy_arp=1" "net.ipv4.conf.$dev.rp_filter=0" \
-        "net.ipv4.conf.$dev.send_redirects=0" "net.ipv4.conf.$dev.forwarding=1"
+        "net.ipv4.conf.$dev.send_redirects=0" "net.ipv4.conf.$dev.forwarding=1" \
+        "net.ipv4.neigh.$dev.proxy_delay=0"
     ns_sysctl "$PEER_NS" "net.ipv4.conf.$dev.rp_filter=0"
     # Our stack's address lives behind the TUN. The TUN has no carrier until the stack
     # opens it; the route is still installed (flagged "linkdown") and still used, since

@@ -160,7 +160,6 @@ class Stack:
                         config=config or self.config.tcp, ts_offset=self.rng.getrandbits(32))
         conn = Connection(key, eng, None)
         self.conns[key] = conn
-        self.counters["ActiveOpens"] += 1
         eng.connect(now)
         self._dirty.add(conn)
         return conn
@@ -246,7 +245,6 @@ class Stack:
         self.counters["InDelivers"] += 1
         lst.half_open += 1
         self.conns[key] = conn
-        self.counters["PassiveOpens"] += 1
         self._dirty.add(conn)
 
     def _reply_rst(self, iph: ipv4.IPv4Header, hdr: TcpHeader, payload_len: int, why: str) -> None:
@@ -286,8 +284,8 @@ class Stack:
         """Find the connection the quoted datagram belongs to (our packet: src is ours)
         and tell its engine; the quoted sequence number must be one we have in flight
         (RFC 5927 section 4.1) so a blind attacker cannot kill connections."""
-        inner, _ = ipv4.parse(msg.data, verify_checksum=False) if len(msg.data) >= 20 else (None, 0)
-        if inner is None or inner.proto != ipv4.PROTO_TCP or len(msg.data) < inner.header_len + 8:
+        inner, _ = ipv4.parse(msg.data, verify_checksum=False, quoted=True)
+        if inner.proto != ipv4.PROTO_TCP or len(msg.data) < inner.header_len + 8:
             self._drop("icmp-error-unusable")
             return
         sport, dport, seq = struct.unpack_from("!HHI", msg.data, inner.header_len)

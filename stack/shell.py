@@ -51,10 +51,18 @@ def open_tun(dev: str, vnet_hdr: bool) -> tuple[object, int]:
     try:
         tun = pytun.TunTapDevice(name=dev, flags=flags)
     except pytun.Error as e:
-        raise DeviceError(f"cannot open TUN device {dev}: {e} (needs root / CAP_NET_ADMIN)") from e
+        text = str(e)
+        if "busy" in text.lower():
+            raise DeviceError(f"TUN device {dev} is in use by another process "
+                              f"(one mptcp-tun per device)") from e
+        if "not permitted" in text.lower() or "permission" in text.lower():
+            raise DeviceError(f"cannot open TUN device {dev}: needs root (CAP_NET_ADMIN)") from e
+        raise DeviceError(f"cannot open TUN device {dev}: {text}") from e
     fd = tun.fileno()
-    if vnet_hdr:
-        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    # Always set the offloads: they outlive the file descriptor on a persistent device,
+    # and a reader without the virtio-net header that inherits TUN_F_CSUM from an
+    # earlier one would be handed packets with unfinished checksums.
+    fcntl.ioctl(fd, TUNSETOFFLOAD, (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) if vnet_hdr else 0)
     os.set_blocking(fd, False)
     return tun, fd
 

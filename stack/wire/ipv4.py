@@ -57,9 +57,13 @@ class IPv4Header:
         return bool(self.flags_frag & (FLAG_MF | OFFSET_MASK))
 
 
-def parse(data: bytes | bytearray | memoryview, verify_checksum: bool = True) -> tuple[IPv4Header, int]:
+def parse(data: bytes | bytearray | memoryview, verify_checksum: bool = True,
+          quoted: bool = False) -> tuple[IPv4Header, int]:
     """Parse an IPv4 header. Returns (header, payload_end); the payload is
-    `data[header.header_len:payload_end]` (link padding after total_length is ignored)."""
+    `data[header.header_len:payload_end]` (link padding after total_length is ignored).
+    `quoted`: the header is the one an ICMP error quotes, followed by only the first
+    bytes of its payload, so total_length may exceed what is there (payload_end is
+    then the end of `data`)."""
     if len(data) < HEADER_LEN:
         raise MalformedPacket("ipv4-truncated", f"{len(data)} bytes")
     vihl, tos, total, ident, ff, ttl, proto, csum, src, dst = _HDR.unpack_from(data, 0)
@@ -68,6 +72,8 @@ def parse(data: bytes | bytearray | memoryview, verify_checksum: bool = True) ->
     hlen = (vihl & 0x0F) * 4
     if hlen < HEADER_LEN:
         raise MalformedPacket("ipv4-bad-ihl", str(hlen))
+    if quoted and total >= hlen and hlen <= len(data):
+        total = min(total, len(data))
     if total < hlen or total > len(data):
         raise MalformedPacket("ipv4-bad-length", f"total {total}, ihl {hlen}, have {len(data)}")
     if verify_checksum and internet_checksum(data[:hlen]) != 0:

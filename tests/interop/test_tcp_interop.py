@@ -85,7 +85,7 @@ def lossy_path1(topology: Topology) -> Iterator[None]:
     real segment (INTEROP.md, "Observations")."""
     ns = topology.user_ns
     topology.run_in(ns, "nft", "-f", "-", input=(
-        "table inet lossy {\n chain fwd {\n  type filter hook forward priority 0;\n"
+        "table inet lossy {\n chain lossy_forward {\n  type filter hook forward priority 0;\n"
         "  iifname \"path1\" numgen random mod 100 < 3 counter drop\n"
         "  oifname \"path1\" numgen random mod 100 < 3 counter drop\n }\n}\n"))
     topology.run_peer("ethtool", "-K", "path1", "tso", "off", "gso", "off")

@@ -97,12 +97,12 @@ def test_random_and_mutated_frames_never_raise(frames: list[object], fix: bool) 
                 raw = raw[: cut % (len(raw) + 1)]
             elif op == 1:  # flip a byte
                 raw[pos % len(raw)] ^= val or 1
-            elif op == 2:  # bad TCP data offset
+            elif op == 2 and len(raw) > 33:  # bad TCP data offset
                 raw[32] = (val & 0xF0) | (raw[32] & 0x0F)
             elif op == 3:  # option length past the header / weird lengths
                 if len(raw) > 42:
                     raw[41] = val
-            else:  # illegal or odd flag combinations
+            elif len(raw) > 33:  # illegal or odd flag combinations
                 raw[33] = val
             pkt = bytes(raw)
             if fix:
