@@ -125,7 +125,8 @@ class Stack:
         self._ident = self.rng.randrange(1 << 16)
         self.conns: dict[Key, Connection] = {}
         self.listeners: dict[tuple[Addr | None, int], Listener] = {}
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()  # host-level (IP, demux, ICMP) only
+        self.closed_counters: Counter[str] = Counter()  # engines of forgotten connections
         self._events: deque[HostEvent] = deque()
         self._out: list[Datagram] = []  # host-generated packets (RST, ICMP replies)
         self._dirty: set[Connection] = set()  # engines that may have something to send
@@ -363,8 +364,7 @@ class Stack:
     def _forget(self, conn: Connection) -> None:
         if self.conns.get(conn.key) is conn:
             del self.conns[conn.key]
-            for k, v in conn.engine.counters.items():
-                self.counters[k] += v
+            self.closed_counters.update(conn.engine.counters)
             conn.engine.counters.clear()
 
     def poll_event(self) -> HostEvent | None:
@@ -404,8 +404,8 @@ class Stack:
         raise OSError("no free ephemeral port")
 
     def all_counters(self) -> Counter[str]:
-        """Host counters plus those of live engines (closed engines are already folded in)."""
-        c = Counter(self.counters)
+        """Host counters plus those of every engine, live or closed."""
+        c = self.counters + self.closed_counters
         for conn in self.conns.values():
             c.update(conn.engine.counters)
         return c
