@@ -31,14 +31,14 @@ class Seq:
     def __add__(self, n: int) -> "Seq":
         return self.__class__(self.value + n)
 
-    def __sub__(self, other: "Seq | int") -> "Seq | int":  # type: ignore[override]
+    def __sub__(self, other: "Seq | int") -> "Seq | int":
         if isinstance(other, int):
             return self.__class__(self.value - other)
         d = (self.value - other.value) & self.MASK
         return d - self.MOD if d >= self.HALF else d
 
     def diff(self, other: "Seq") -> int:
-        """Signed distance self - other, in (-2**31, 2**31]."""
+        """Signed distance self - other, in [-2**(BITS-1), 2**(BITS-1))."""
         d = (self.value - other.value) & self.MASK
         return d - self.MOD if d >= self.HALF else d
 
@@ -55,7 +55,7 @@ class Seq:
         return other <= self
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Seq) and other.value == self.value
+        return type(other) is type(self) and other.value == self.value  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
         return hash(self.value)

@@ -60,10 +60,12 @@ def parse(data: bytes | bytearray | memoryview, verify_checksum: bool = True) ->
     return IcmpMessage(t, c, rest, bytes(data[HEADER_LEN:]), csum)
 
 
-def emit(msg: IcmpMessage) -> bytes:
+def emit(msg: IcmpMessage, keep_checksum: bool = False) -> bytes:
+    """Serialise; the checksum is computed unless `keep_checksum` writes msg.checksum
+    as is (exact round trips, e.g. of 0xffff where the computed value is 0)."""
     raw = bytearray(_HDR.pack(msg.type, msg.code, 0, msg.rest))
     raw += msg.data
-    struct.pack_into("!H", raw, 2, internet_checksum(raw))
+    struct.pack_into("!H", raw, 2, msg.checksum if keep_checksum else internet_checksum(raw))
     return bytes(raw)
 
 

@@ -358,15 +358,13 @@ def test_icmp_port_unreachable_quotes_the_datagram() -> None:
     assert msg.data[inner.header_len + 8:end] == b"golden udp probe"
 
 
-@pytest.mark.xfail(strict=True, reason="codec bug: icmp.emit always recomputes the checksum, "
-                   "so a message carrying the other ones'-complement zero (0xffff instead of "
-                   "0x0000), which parse accepts, does not round-trip; icmp has no keep_checksum")
 def test_icmp_round_trip_keeps_alternate_zero_checksum() -> None:
     # type 8, code 0 and rest 0xf7ff0000 sum to 0xffff, so the checksum is 0x0000 -
     # or, equally valid to a verifier (RFC 1624 section 3), 0xffff.
     body = bytes.fromhex("0800ffff" "f7ff0000")
     msg = icmp.parse(body)
-    assert icmp.emit(msg) == body
+    assert icmp.emit(msg, keep_checksum=True) == body
+    assert icmp.emit(msg) == bytes.fromhex("08000000" "f7ff0000")
 
 
 # --- checksum ------------------------------------------------------------------------
