@@ -13,12 +13,21 @@ the application reads them, so a slow reader closes the advertised window.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Self
 
 from stack import host as hostmod
 from stack.shell import TunShell, current_shell
-from stack.tcp.engine import Closed, Connected, DataReadable, Event, PeerFinished, State, \
-    StateChanged, WritableSpace
+from stack.tcp.engine import (
+    Closed,
+    Connected,
+    DataReadable,
+    Event,
+    PeerFinished,
+    State,
+    StateChanged,
+    WritableSpace,
+)
 
 _READ_CHUNK = 1 << 20
 
@@ -154,7 +163,7 @@ class StreamReader:
     def at_eof(self) -> bool:
         return self._s.eof and self._s.conn.engine.recv_buffered == 0
 
-    def __aiter__(self) -> "StreamReader":
+    def __aiter__(self) -> StreamReader:
         return self
 
     async def __anext__(self) -> bytes:
@@ -224,7 +233,7 @@ class StreamWriter:
             s.shell.kick(s.conn)
 
     @property
-    def transport(self) -> "StreamWriter":
+    def transport(self) -> StreamWriter:
         return self
 
     @property
@@ -307,7 +316,7 @@ class Server:
     async def serve_forever(self) -> None:
         await self._closed.wait()
 
-    async def __aenter__(self) -> "Server":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -14,8 +14,8 @@ import random
 import socket
 import struct
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Union
 
 from stack.counters import format_counters
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
@@ -62,9 +62,9 @@ class Connection:
     """A TCP connection as the host sees it: the engine plus its 4-tuple. `app` is free
     for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("key", "engine", "listener", "app")
+    __slots__ = ("app", "engine", "key", "listener")
 
-    def __init__(self, key: Key, engine: TcpEngine, listener: "Listener | None") -> None:
+    def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None) -> None:
         self.key = key
         self.engine = engine
         self.listener = listener
@@ -84,7 +84,7 @@ class Connection:
 
 
 class Listener:
-    __slots__ = ("port", "addr", "backlog", "half_open", "closed")
+    __slots__ = ("addr", "backlog", "closed", "half_open", "port")
 
     def __init__(self, port: int, addr: Addr | None, backlog: int) -> None:
         self.port = port
@@ -108,7 +108,7 @@ class Accepted:
     conn: Connection
 
 
-HostEvent = Union[ConnEvent, Accepted]
+HostEvent = ConnEvent | Accepted
 Tap = Callable[[str, bytes], None]  # (direction "in" | "out", IP packet)
 
 

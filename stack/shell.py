@@ -19,7 +19,8 @@ import fcntl
 import os
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Self
 
 from stack import host as hostmod
 from stack.host import ConnEvent, Datagram, HostEvent, Stack, StackConfig
@@ -30,7 +31,7 @@ TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 READ_SIZE = 65536 + vnet.HEADER_LEN
 READ_BATCH = 256
 
-current_shell: contextvars.ContextVar["TunShell"] = contextvars.ContextVar("current_shell")
+current_shell: contextvars.ContextVar[TunShell] = contextvars.ContextVar("current_shell")
 
 
 class DeviceError(OSError):
@@ -44,7 +45,7 @@ def open_tun(dev: str, vnet_hdr: bool) -> tuple[object, int]:
         raise DeviceError(f"TUN device {dev} not found: run ./netns-setup.sh up "
                           f"(and run inside its namespace: ip netns exec mptcp-user ...)")
     try:
-        import pytun  # type: ignore[import-untyped]
+        import pytun  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as e:  # pragma: no cover - a dependency
         raise DeviceError("python-pytun is not installed (pip install python-pytun)") from e
     flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if vnet_hdr else 0)
@@ -94,12 +95,12 @@ class TunShell:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_scheduled = False
-        self._token: contextvars.Token["TunShell"] | None = None
+        self._token: contextvars.Token[TunShell] | None = None
         self.write_errors = 0
         self.started_at = 0.0
 
     # ---------------------------------------------------------------- lifecycle
-    async def __aenter__(self) -> "TunShell":
+    async def __aenter__(self) -> Self:
         self.start()
         return self
 

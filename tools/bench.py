@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "netns-setup.sh"
@@ -31,7 +31,7 @@ class Topology:
         self.prefix, self.keep = prefix, keep
         self.user, self.peer = f"{prefix}-user", f"{prefix}-peer"
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Self:
         subprocess.run([str(SETUP), "up", "--paths", "1", "--prefix", self.prefix], check=True,
                        stdout=subprocess.DEVNULL)
         return self
@@ -57,7 +57,7 @@ def _wait_listening(topo: Topology, ns: str, port: int, timeout: float = 10.0) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(topo.cmd(ns, "ss", "-Hltn", f"sport = :{port}"),
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, check=False).stdout
         if out.strip():
             return
         time.sleep(0.05)
@@ -78,7 +78,8 @@ def _run_pair(server: list[str], client: list[str], server_ns: str, port: int,
                            cwd=ROOT)
     try:
         _wait_listening(topo, server_ns, port)
-        cli = subprocess.run(client, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        cli = subprocess.run(client, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                             check=False)
         out, err = srv.communicate(timeout=timeout)
     except BaseException:
         srv.kill()
@@ -114,7 +115,7 @@ def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
     res["ours_to_kernel_mbps"] = srv["rx_mbps"]
     res["ours_to_kernel_ok"] = srv["rx_bytes"] == nbytes and ours["clean"]
     # kernel -> ours
-    ours, cli = _run_pair(_ours(topo, "listen", "5204", "--once", "--json", *extra),
+    ours, _ = _run_pair(_ours(topo, "listen", "5204", "--once", "--json", *extra),
                           _kpeer(topo, topo.peer, "source", "10.0.1.2", "5204", "--bytes",
                                  str(nbytes), *cc),
                           topo.user, 5204, topo, timeout)

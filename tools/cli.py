@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -15,8 +16,9 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO, TextIO
 
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
 from stack.host import StackConfig
@@ -137,11 +139,11 @@ class Result:
                 f"checksum off, {state}")
 
 
-def payload_source(args: argparse.Namespace, rng: random.Random) -> Callable[[], bytes] | None:
+def payload_source(args: argparse.Namespace, send: BinaryIO | None,
+                   rng: random.Random) -> Callable[[], bytes] | None:
     """A function returning the next chunk to send (b"" at the end), or None."""
-    if args.send:
-        f = open(args.send, "rb")
-        return lambda: f.read(CHUNK)
+    if send is not None:
+        return lambda: send.read(CHUNK)
     if args.send_bytes is not None:
         left = [args.send_bytes]
 
@@ -158,7 +160,8 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
                          echo: bool) -> None:
     """Send our data (then half-close) while reading the peer's until EOF."""
     conn = writer.connection
-    res.local, res.remote = "%s:%d" % conn.local, "%s:%d" % conn.remote
+    res.local = "{}:{}".format(*conn.local)
+    res.remote = "{}:{}".format(*conn.remote)
     sent_hash, recv_hash = hashlib.sha256(), hashlib.sha256()
 
     async def send() -> None:
@@ -201,19 +204,38 @@ def _report(res: Result, args: argparse.Namespace) -> None:
     print(text, file=out, flush=True)
 
 
-async def amain(args: argparse.Namespace) -> int:
+@dataclass
+class Outputs:
+    """The files a run writes, opened before the loop starts and closed by `files`."""
+    files: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    pcap: PcapWriter | None = None
+    events: TextIO | None = None
+    sink: BinaryIO | None = None
+    send: BinaryIO | None = None
+
+
+def open_outputs(args: argparse.Namespace) -> Outputs:
+    out = Outputs()
+    if args.pcap:
+        out.pcap = PcapWriter(out.files.enter_context(open(args.pcap, "wb")))
+    if args.events:
+        out.events = out.files.enter_context(open(args.events, "w"))
+    if args.output == "-":
+        out.sink = sys.stdout.buffer
+    elif args.output:
+        out.sink = out.files.enter_context(open(args.output, "wb"))
+    if args.send:
+        out.send = out.files.enter_context(open(args.send, "rb"))
+    return out
+
+
+async def amain(args: argparse.Namespace, io: Outputs) -> int:
     rng = random.Random(args.seed)
     tcfg = TcpConfig(nagle=not args.no_nagle, congestion=args.congestion)
     shell = TunShell(args.dev, args.addr, offload=not args.no_offload,
                      config=StackConfig(tcp=tcfg), rng=random.Random(rng.getrandbits(64)))
     tracer = LadderTracer() if args.trace else None
-    pcap = PcapWriter(open(args.pcap, "wb")) if args.pcap else None
-    events_f = open(args.events, "w") if args.events else None
-    sink: BinaryIO | None = None
-    if args.output == "-":
-        sink = sys.stdout.buffer
-    elif args.output:
-        sink = open(args.output, "wb")
+    pcap, sink = io.pcap, io.sink
     results: list[Result] = []
     shell.start()
     try:
@@ -225,9 +247,9 @@ async def amain(args: argparse.Namespace) -> int:
                 if tracer is not None:
                     tracer(direction, packet)
             shell.stack.tap = tap
-        if events_f is not None:
-            shell.observers.append(EventLog(events_f, shell.now()))
-        source = payload_source(args, rng)
+        if io.events is not None:
+            shell.observers.append(EventLog(io.events, shell.now()))
+        source = payload_source(args, io.send, rng)
         if args.command == "connect":
             res = Result(started=time.monotonic())
             results.append(res)
@@ -259,12 +281,6 @@ async def amain(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.05)
     finally:
         shell.close()
-        if pcap is not None:
-            pcap.close()
-        if events_f is not None:
-            events_f.close()
-        if sink is not None and sink is not sys.stdout.buffer:
-            sink.close()
     if args.command == "connect" or args.once:
         for res in results:
             _report(res, args)
@@ -299,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        coro = amain(args)
+        coro = amain(args, io)
         if args.timeout:
             try:
                 return await asyncio.wait_for(coro, args.timeout)
@@ -309,7 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         return await coro
 
     try:
-        return asyncio.run(guarded())
+        io = open_outputs(args)
+    except OSError as e:
+        print(f"mptcp-tun: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with io.files:
+            return asyncio.run(guarded())
     except DeviceError as e:
         print(f"mptcp-tun: {e}", file=sys.stderr)
         return EXIT_SETUP

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from stack.host import Accepted, ConnEvent, Connection, HostEvent
+from stack.host import Accepted, Connection, ConnEvent, HostEvent
 from stack.tcp.engine import Closed, Connected, State, StateChanged
 
 

@@ -28,34 +28,34 @@ class Seq:
     def __setattr__(self, name: str, v: object) -> None:
         raise AttributeError("Seq is immutable")
 
-    def __add__(self, n: int) -> "Seq":
+    def __add__(self, n: int) -> Seq:
         return self.__class__(self.value + n)
 
-    def __sub__(self, other: "Seq | int") -> "Seq | int":
+    def __sub__(self, other: Seq | int) -> Seq | int:
         if isinstance(other, int):
             return self.__class__(self.value - other)
         d = (self.value - other.value) & self.MASK
         return d - self.MOD if d >= self.HALF else d
 
-    def diff(self, other: "Seq") -> int:
+    def diff(self, other: Seq) -> int:
         """Signed distance self - other, in [-2**(BITS-1), 2**(BITS-1))."""
         d = (self.value - other.value) & self.MASK
         return d - self.MOD if d >= self.HALF else d
 
-    def __lt__(self, other: "Seq") -> bool:
+    def __lt__(self, other: Seq) -> bool:
         return 0 < ((other.value - self.value) & self.MASK) < self.HALF
 
-    def __le__(self, other: "Seq") -> bool:
+    def __le__(self, other: Seq) -> bool:
         return ((other.value - self.value) & self.MASK) < self.HALF
 
-    def __gt__(self, other: "Seq") -> bool:
+    def __gt__(self, other: Seq) -> bool:
         return other < self
 
-    def __ge__(self, other: "Seq") -> bool:
+    def __ge__(self, other: Seq) -> bool:
         return other <= self
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.value == self.value  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.value == self.value  # type: ignore[attr-defined,unused-ignore]
 
     def __hash__(self) -> int:
         return hash(self.value)
@@ -66,7 +66,7 @@ class Seq:
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.value})"
 
-    def in_window(self, start: "Seq", size: int) -> bool:
+    def in_window(self, start: Seq, size: int) -> bool:
         """start <= self < start + size (RFC 9293's acceptability test)."""
         return ((self.value - start.value) & self.MASK) < size
 
@@ -80,7 +80,7 @@ class Seq64(Seq):
     HALF = 1 << 63
     MASK = (1 << 64) - 1
 
-    def expand32(self, low: int) -> "Seq64":
+    def expand32(self, low: int) -> Seq64:
         """The 64-bit number closest to self whose low 32 bits are `low` (how Linux's
         `expand_seq` widens a 32-bit DSN or data ACK against current state)."""
         base = self.value & ~0xFFFFFFFF
@@ -96,8 +96,8 @@ class Seq64(Seq):
 
 
 def seq_max(a: Seq, b: Seq) -> Seq:
-    return a if b <= a else b
+    return max(a, b)
 
 
 def seq_min(a: Seq, b: Seq) -> Seq:
-    return a if a <= b else b
+    return min(a, b)

@@ -9,9 +9,7 @@ that a non-zero sum that is a multiple of 0xffff must read 0xffff, not 0.
 
 from __future__ import annotations
 
-from typing import Union
-
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 def ones_sum(data: Buffer, initial: int = 0) -> int:

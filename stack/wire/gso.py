@@ -13,7 +13,7 @@ from stack.wire.checksum import internet_checksum, ones_sum
 _PSH_FIN = tcp.PSH | tcp.FIN
 
 
-def complete_checksum(packet: bytes) -> bytes:
+def complete_checksum(packet: bytes | bytearray) -> bytes:
     """Fill in the TCP checksum of a packet whose field holds the pseudo-header sum."""
     buf = bytearray(packet)
     ihl = (buf[0] & 0x0F) * 4

@@ -24,7 +24,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Union
 
 from stack.wire.checksum import internet_checksum, ones_sum
 from stack.wire.errors import MalformedPacket
@@ -105,7 +104,7 @@ class UnknownOption:
     data: bytes  # the bytes after kind and length
 
 
-TcpOption = Union[Nop, Eol, Mss, WindowScale, SackPermitted, Sack, Timestamps, UnknownOption]
+TcpOption = Nop | Eol | Mss | WindowScale | SackPermitted | Sack | Timestamps | UnknownOption
 
 # Exact lengths (kind+len+data) of the fixed-size options; a mismatch is malformed.
 _FIXED_LEN = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERM: 2, OPT_TIMESTAMP: 10}
