@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -71,13 +72,31 @@ def _last_json(text: str) -> dict[str, Any]:
     raise RuntimeError(f"no JSON report in output: {text[-500:]!r}")
 
 
+def _wait_said(proc: subprocess.Popen[str], marker: str, timeout: float = 15.0) -> None:
+    """Wait until `proc` prints `marker` on stderr (our listener is not a kernel socket,
+    so `ss` cannot see it; `mptcp-tun listen` says when it is listening)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([proc.stderr], [], [], 0.1)[0]:
+            line = proc.stderr.readline()
+            if marker in line:
+                return
+            if not line:
+                break
+    raise RuntimeError(f"the server never said {marker!r} (rc={proc.poll()})")
+
+
 def _run_pair(server: list[str], client: list[str], server_ns: str, port: int,
               topo: Topology, timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start `server`, wait until it listens on `port`, run `client`; both JSON reports."""
     srv = subprocess.Popen(server, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            cwd=ROOT)
     try:
-        _wait_listening(topo, server_ns, port)
+        if "tools.cli" in server:
+            _wait_said(srv, "listening on")
+        else:
+            _wait_listening(topo, server_ns, port)
         cli = subprocess.run(client, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                              check=False)
         out, err = srv.communicate(timeout=timeout)
