@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.interop import ours
-from tests.interop.harness import Topology, nstat_diff
+from tests.interop.harness import Topology, nstat_diff, run
 from tests.interop.payload import expected_sha256
 
 MB = 1_000_000
@@ -152,3 +154,23 @@ def test_missing_tun_device_is_a_clear_setup_error(topology: Topology) -> None:
     out, err = p.communicate(timeout=30)
     assert p.returncode == 3
     assert "TUN device nosuchtun0 not found: run ./netns-setup.sh up" in err
+
+
+def test_pcap_decodes_cleanly_in_tshark_and_events_are_written(topology: Topology,
+                                                               tmp_path: Path) -> None:
+    srv = kernel_server(topology, 5150)
+    pcap, events = tmp_path / "run.pcap", tmp_path / "events.jsonl"
+    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 5150,
+                                "--send-bytes", 2 * MB, "--json", "--pcap", pcap,
+                                "--events", events, "--trace"))
+    assert me["returncode"] == 0 and topology.kpeer_result(srv)["ok"]
+    # the ladder: SYN, SYN/ACK, ACK, and our FIN, each with its options decoded
+    for step in ("-- SYN -", "- SYN/ACK --", "mss 1460", "sackOK", "wscale", "FIN"):
+        assert step in me["stderr"]
+    tshark = run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.number",
+                  "-e", "_ws.malformed", "-e", "_ws.expert.severity"])
+    rows = [r.split("\t") for r in tshark.stdout.splitlines()]
+    assert len(rows) > 10
+    assert [r for r in rows if r[1]] == [], "tshark found malformed packets"
+    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert kinds == ["CREATED", "ESTABLISHED", "CLOSED"]
