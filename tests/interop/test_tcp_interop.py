@@ -174,3 +174,13 @@ def test_pcap_decodes_cleanly_in_tshark_and_events_are_written(topology: Topolog
     assert [r for r in rows if r[1]] == [], "tshark found malformed packets"
     kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
     assert kinds == ["CREATED", "ESTABLISHED", "CLOSED"]
+
+
+def test_connect_to_an_absent_host_fails_with_the_kernels_icmp_reason(
+        topology: Topology) -> None:
+    # Nobody has 10.0.1.77: the router namespace's ARP fails and its kernel answers our
+    # SYN with ICMP host unreachable, which must end the connect with that reason.
+    p = ours.start(topology, "connect", "10.0.1.77", 5000)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    assert "10.0.1.77:5000 is unreachable: host unreachable (ICMP)" in err
