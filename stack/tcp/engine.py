@@ -180,16 +180,34 @@ Event = Connected | DataReadable | WritableSpace | PeerFinished | Closed | State
 
 class Ulp(Protocol):
     """Upper-layer protocol hooks (MPTCP), called like Linux's ULP/`mptcp_*_options`.
-    `remaining` = option bytes still free (40 minus those already placed)."""
+
+    `remaining` = option bytes still free (40 minus those already placed). `seq` is a
+    relative subflow sequence number: the first payload byte is 1 (RFC 8684 3.3.1)."""
 
     def syn_options(self, remaining: int) -> list[TcpOption]: ...
 
     def synack_options(self, remaining: int) -> list[TcpOption]: ...
 
-    def established_options(self, payload_len: int, fin: bool,
+    def established_options(self, seq: int, payload_len: int, fin: bool,
                             remaining: int) -> list[TcpOption]: ...
 
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool: ...
+
+    def option_reserve(self) -> int:
+        """Option bytes a full data segment must leave free for the ULP (asked when
+        the send MSS is fixed at the handshake, like Linux `tcp_current_mss()`)."""
+        ...
+
+    def segment_limit(self, seq: int) -> int:
+        """How many payload bytes a segment starting at `seq` may carry without
+        crossing a ULP boundary (an MPTCP mapping): retransmissions must reuse the
+        mapping the data was first sent with."""
+        ...
+
+    def rcv_space(self) -> int | None:
+        """Free receive space at the connection level (MPTCP: the window is shared
+        and relative to the data ACK), or None to use this engine's own buffer."""
+        ...
 
 
 _NOP = Nop()
@@ -520,7 +538,8 @@ class TcpEngine:
         else:
             self._ts_ok = False
         self._sack_ok = sack_perm and c.sack
-        self._mss = max(min(mss, c.mss) - (TS_OPT_LEN if self._ts_ok else 0), 1)
+        reserve = self._ulp.option_reserve() if self._ulp is not None else 0
+        self._mss = max(min(mss, c.mss) - (TS_OPT_LEN if self._ts_ok else 0) - reserve, 1)
         self._cc.set_mss(self._mss)
         self._ooo.limit = c.rcv_buf
 
@@ -551,15 +570,27 @@ class TcpEngine:
             with memoryview(rb) as mv:
                 out = bytes(mv[:max_bytes])
             del rb[:max_bytes]
+        self.check_window_update()
+        return out
+
+    def _free_space(self) -> int:
+        if self._ulp is not None:
+            space = self._ulp.rcv_space()
+            if space is not None:
+                return space
+        return self.config.rcv_buf - len(self._rbuf)
+
+    def check_window_update(self) -> bool:
+        """Reading opened the receive space: an ACK with the new window is due when it
+        grows by >= 2 MSS, or from (nearly) zero by the SWS threshold (Linux
+        `tcp_cleanup_rbuf()`). The ULP calls this when its own reader drains."""
         if self._state in _SYNCHRONIZED and not self._fin_rcvd:
-            # Window update when reading opens the window by >= 2 MSS, or from
-            # (nearly) zero by the SWS threshold (Linux `tcp_cleanup_rbuf()`).
-            free = self.config.rcv_buf - len(rb)
-            grow = self._rnxt + free - self._rcv_adv
+            grow = self._rnxt + self._free_space() - self._rcv_adv
             cur = self._rcv_adv - self._rnxt
             if grow >= 2 * self._mss or (cur < self._mss and grow >= self._sws_threshold()):
                 self._ack_now = True
-        return out
+                return True
+        return False
 
     def close(self, now: float) -> None:
         """Half-close: a FIN follows the queued data (RFC 9293 3.10.4). Idempotent."""
@@ -1305,7 +1336,7 @@ class TcpEngine:
         edge left (RFC 9293 3.8.6.2.2); grows it only by the SWS threshold; rounds
         up to the scale unit like Linux `tcp_select_window()`."""
         rnxt = self._rnxt
-        free = self.config.rcv_buf - len(self._rbuf)
+        free = self._free_space()
         right = rnxt + max(0, free)
         adv = self._rcv_adv
         if right <= adv or right - adv < self._sws_threshold():
@@ -1326,7 +1357,7 @@ class TcpEngine:
         """Queue an RST (never in reply to an RST: callers check)."""
         opts: list[TcpOption] = []
         if established and self._ulp is not None:
-            opts = list(self._ulp.established_options(0, False, MAX_OPTIONS))
+            opts = list(self._ulp.established_options(seq - self._iss, 0, False, MAX_OPTIONS))
         hdr = TcpHeader(self.local_port, self.remote_port, seq & MASK,
                         (ack & MASK) if with_ack else 0, RST | ACK if with_ack else RST, 0, opts)
         self._pending_rst.append(OutSegment(hdr, b""))
@@ -1430,8 +1461,8 @@ class TcpEngine:
             opts = []
             used = 0
         if self._ulp is not None:
-            extra = self._ulp.established_options(len(payload), bool(flags & FIN),
-                                                  MAX_OPTIONS - used)
+            extra = self._ulp.established_options(seq - self._iss, len(payload),
+                                                  bool(flags & FIN), MAX_OPTIONS - used)
             if extra:
                 opts += extra
                 used = len(emit_options(opts))
@@ -1503,6 +1534,7 @@ class TcpEngine:
         fin_q = self._fin_queued
         pipe = self._pipe() if (self._recovery or self._sacked or self._reno_sacked) \
             else self._nxt - una
+        ulp = self._ulp
         mv = memoryview(buf)
         try:
             # 1. retransmit presumed-lost holes (RFC 6675 NextSeg rule 1; after an RTO,
@@ -1516,6 +1548,8 @@ class TcpEngine:
                     if p >= wnd_edge and p != una:
                         break
                     n = min(mss, hole_end - p)
+                    if ulp is not None:
+                        n = max(min(n, ulp.segment_limit(p - self._iss)), 1)
                     dend = min(p + n, buf_end)
                     flags = ACK | PSH if dend == buf_end and dend > p else ACK
                     if dend > p:
@@ -1557,9 +1591,13 @@ class TcpEngine:
                 if pipe + mss > cwnd:
                     blocked_cwnd = True
                     break
-                n = min(avail, mss)
+                cap = mss
+                if ulp is not None:
+                    # never cross an MPTCP mapping: a boundary is a full segment here
+                    cap = max(min(mss, ulp.segment_limit(nxt - self._iss)), 1)
+                n = min(avail, cap)
                 n = min(n, win)
-                if n < mss:
+                if n < cap:
                     if n < avail:
                         # window-limited with more queued: sender SWS avoidance
                         # (RFC 9293 3.8.6.2.1): only if >= half the max window seen
@@ -1574,6 +1612,8 @@ class TcpEngine:
                 if gso > 1 and n == mss:
                     k = min(gso, (cwnd - pipe) // mss)
                     total = min(avail, win, k * mss)
+                    if ulp is not None:
+                        total = min(total, ulp.segment_limit(nxt - self._iss))
                     if total % mss and (total < avail or (c.nagle and not fin_q)):
                         total -= total % mss  # the short tail waits (SWS / Nagle)
                     if total > mss:

@@ -759,9 +759,22 @@ class TestRecovery:
 
 # ----------------------------------------------------------------- ULP hooks
 class FakeUlp:
-    def __init__(self, accept: bool = True) -> None:
+    def __init__(self, accept: bool = True, reserve: int = 0, limit: int = 1 << 30,
+                 space: int | None = None) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.accept = accept
+        self.reserve = reserve
+        self.limit = limit
+        self.space = space
+
+    def option_reserve(self) -> int:
+        return self.reserve
+
+    def segment_limit(self, seq: int) -> int:
+        return self.limit - (seq - 1) % self.limit
+
+    def rcv_space(self) -> int | None:
+        return self.space
 
     def syn_options(self, remaining: int) -> list[TcpOption]:
         self.calls.append(("syn", remaining))
@@ -771,9 +784,10 @@ class FakeUlp:
         self.calls.append(("synack", remaining))
         return []
 
-    def established_options(self, payload_len: int, fin: bool,
+    def established_options(self, seq: int, payload_len: int, fin: bool,
                             remaining: int) -> list[TcpOption]:
         self.calls.append(("est", payload_len, fin, remaining))
+        self.seqs = getattr(self, "seqs", []) + [seq]
         return [UnknownOption(30, b"\x20\x01")]
 
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool:
@@ -808,6 +822,27 @@ class TestUlp:
         u.accept = False
         e.on_segment(seg(IRS + 1, ISS + 1), b"data", 0.2)
         assert e.recv() == b"" and e.counters["Drop:ulp"] == 1
+
+
+    def test_reserve_limit_and_space_shape_segments_and_window(self) -> None:
+        # MPTCP's needs: room for a DSS on full segments, no segment across a mapping
+        # boundary (every 1000 bytes here), and the window from the shared space.
+        u = FakeUlp(reserve=28, limit=1000, space=200_000)
+        e = TcpEngine(LOCAL, LP, REMOTE, RP, iss=ISS, now=0.0,
+                      config=TcpConfig(nagle=False), ulp=u)
+        e.connect(0.0)
+        e.poll_transmit(0.0)
+        e.on_segment(seg(IRS, ISS + 1, SYN | ACK, 65535,
+                         [Mss(1460), SackPermitted(), Timestamps(5, 0), Nop(), WindowScale(7)]),
+                     b"", 0.1)
+        assert e.mss == 1460 - 12 - 28
+        e.poll_transmit(0.1)
+        u.seqs = []
+        e.send(bytes(2500))
+        segs = e.poll_transmit(0.1)
+        assert [len(s.payload) for s in segs] == [1000, 1000, 500]
+        assert u.seqs == [1, 1001, 2001]  # relative subflow sequence numbers
+        assert segs[0].hdr.window == (200_000 + 127) >> 7
 
 
 def test_caller_misuse_raises() -> None:
