@@ -65,6 +65,7 @@ class _Stream:
         self.closed = asyncio.Event()
         self.writable.set()
         self.closing = False
+        self.close_sent = False
         self.bytes_in = 0
         self.bytes_out = 0
         conn.app = self
@@ -79,7 +80,7 @@ class _Stream:
             self.readable.set()
         elif isinstance(ev, WritableSpace):
             self.push()
-        elif isinstance(ev, StateChanged):
+        elif isinstance(ev, StateChanged) and self.conn.msk is None:
             if ev.new in (State.TIME_WAIT, State.CLOSED):
                 self._finish(None)
         elif isinstance(ev, Closed):
@@ -95,16 +96,16 @@ class _Stream:
     def push(self) -> None:
         """Move pending app bytes into the engine's send buffer as space allows."""
         if self.pending and not self.done:
-            n = self.conn.engine.send(self.pending)
+            n = self.conn.sock.send(self.pending)
             if n:
                 del self.pending[:n]
                 self.bytes_out += n
                 self.shell.kick(self.conn)
         if not self.pending:
             self.writable.set()
-            if self.closing and not self.done and self.conn.engine.state in (
-                    State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECEIVED):
-                self.conn.engine.close(self.shell.now())
+            if self.closing and not self.done and not self.close_sent:
+                self.close_sent = True
+                self.conn.sock.close(self.shell.now())
                 self.shell.kick(self.conn)
         else:
             self.writable.clear()
@@ -115,7 +116,7 @@ class StreamReader:
         self._s = stream
 
     def _take(self, n: int) -> bytes:
-        data = self._s.conn.engine.recv(n)
+        data = self._s.conn.sock.recv(n)
         if data:
             self._s.bytes_in += len(data)
             self._s.shell.kick(self._s.conn)  # the window may have opened
@@ -161,7 +162,7 @@ class StreamReader:
         return bytes(buf)
 
     def at_eof(self) -> bool:
-        return self._s.eof and self._s.conn.engine.recv_buffered == 0
+        return self._s.eof and self._s.conn.sock.recv_buffered == 0
 
     def __aiter__(self) -> StreamReader:
         return self
@@ -229,7 +230,7 @@ class StreamWriter:
     def abort(self) -> None:
         s = self._s
         if not s.done:
-            s.conn.engine.abort(s.shell.now())
+            s.conn.sock.abort(s.shell.now())
             s.shell.kick(s.conn)
 
     @property

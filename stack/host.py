@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from stack.counters import format_counters
+from stack.mptcp import options as mo
+from stack.mptcp.connection import MptcpConfig, MptcpConnection, MptcpEvent
+from stack.mptcp.subflow import Subflow
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
 from stack.wire import MalformedPacket, icmp, ipv4, tcp
 from stack.wire.checksum import ones_sum
@@ -56,19 +59,28 @@ class StackConfig:
     syn_backlog: int = 128       # half-open connections per listener (Linux: tcp_max_syn_backlog)
     tx_csum_offload: bool = False  # leave TCP checksums to the device (virtio-net NEEDS_CSUM)
     ttl: int = 64
+    mptcp: MptcpConfig | None = None  # None: plain TCP; else MPTCP for connect and listen
 
 
 class Connection:
-    """A TCP connection as the host sees it: the engine plus its 4-tuple. `app` is free
-    for the layer above (the asyncio API keeps its stream state there)."""
+    """A connection as the host sees it: its 4-tuple and TCP engine (for MPTCP, the
+    master subflow's) and, for MPTCP, the connection-level control block `msk`.
+    `sock` is what the layer above talks to: the msk, or the engine for plain TCP.
+    `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("app", "engine", "key", "listener")
+    __slots__ = ("app", "engine", "key", "listener", "msk")
 
-    def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None) -> None:
+    def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
+                 msk: MptcpConnection | None = None) -> None:
         self.key = key
         self.engine = engine
+        self.msk = msk
         self.listener = listener
         self.app: object = None
+
+    @property
+    def sock(self) -> TcpEngine | MptcpConnection:
+        return self.msk if self.msk is not None else self.engine
 
     @property
     def local(self) -> tuple[str, int]:
@@ -84,21 +96,23 @@ class Connection:
 
 
 class Listener:
-    __slots__ = ("addr", "backlog", "closed", "half_open", "port")
+    __slots__ = ("addr", "backlog", "closed", "half_open", "mptcp", "port")
 
-    def __init__(self, port: int, addr: Addr | None, backlog: int) -> None:
+    def __init__(self, port: int, addr: Addr | None, backlog: int,
+                 mptcp: MptcpConfig | None = None) -> None:
         self.port = port
         self.addr = addr  # None: every local address
         self.backlog = backlog
         self.half_open = 0  # connections in SYN-RECEIVED (the SYN backlog)
         self.closed = False
+        self.mptcp = mptcp  # None: plain TCP only; else MPTCP when the SYN asks for it
 
 
 # Host-level events, from poll_event(): (connection, engine event) or a new connection.
 @dataclass(frozen=True, slots=True)
 class ConnEvent:
     conn: Connection
-    event: Event
+    event: Event | MptcpEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +128,17 @@ Tap = Callable[[str, bytes], None]  # (direction "in" | "out", IP packet)
 
 class Stack:
     def __init__(self, addrs: list[Addr], *, rng: random.Random | None = None,
-                 config: StackConfig | None = None) -> None:
+                 config: StackConfig | None = None,
+                 randbytes: Callable[[int], bytes] | None = None) -> None:
         if not addrs:
             raise ValueError("a Stack needs at least one local address")
         self.addrs: list[Addr] = list(addrs)
         self._addrset = set(addrs)
         self.config = config or StackConfig()
         self.rng = rng or random.Random()
+        # MPTCP keys: a CSPRNG in the shell (os.urandom), the seeded rng in tests
+        self.randbytes = randbytes or self.rng.randbytes
+        self.tokens: dict[int, MptcpConnection] = {}  # the token table (Linux token.c)
         self._isn_secret = self.rng.randbytes(16)
         self._ident = self.rng.randrange(1 << 16)
         self.conns: dict[Key, Connection] = {}
@@ -133,10 +151,14 @@ class Stack:
         self.tap: Tap | None = None
 
     # ---------------------------------------------------------------- user calls
-    def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None) -> Listener:
+    def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
+               mptcp: MptcpConfig | None | bool = True) -> Listener:
+        """Listen on `port`. `mptcp`: True = the stack's MPTCP config (if any), False =
+        plain TCP only, or an explicit MptcpConfig."""
         if (addr, port) in self.listeners:
             raise OSError(f"port {port} is already listening")
-        lst = Listener(port, addr, backlog or self.config.syn_backlog)
+        cfg = self.config.mptcp if mptcp is True else (mptcp or None)
+        lst = Listener(port, addr, backlog or self.config.syn_backlog, cfg)
         self.listeners[(addr, port)] = lst
         return lst
 
@@ -146,7 +168,8 @@ class Stack:
 
     def connect(self, remote: Addr, remote_port: int, now: float, *,
                 local: Addr | None = None, local_port: int | None = None,
-                config: TcpConfig | None = None) -> Connection:
+                config: TcpConfig | None = None,
+                mptcp: MptcpConfig | None | bool = True) -> Connection:
         """Active open. The local address defaults to the one on the remote's /24
         (the topology gives each path its own subnet), else the first."""
         local = local or self.source_for(remote)
@@ -157,13 +180,27 @@ class Stack:
         key = (local, local_port, remote, remote_port)
         if key in self.conns:
             raise OSError(f"{ntoa(local)}:{local_port} -> {ntoa(remote)}:{remote_port} is in use")
+        cfg = self.config.mptcp if mptcp is True else (mptcp or None)
+        msk = sf = None
+        if cfg is not None:
+            msk = self._new_msk(True, cfg, now)
+            sf = Subflow(msk)
         eng = TcpEngine(local, local_port, remote, remote_port, iss=self._isn(key, now), now=now,
-                        config=config or self.config.tcp, ts_offset=self.rng.getrandbits(32))
-        conn = Connection(key, eng, None)
+                        config=config or self.config.tcp, ts_offset=self.rng.getrandbits(32),
+                        ulp=sf)
+        if msk is not None and sf is not None:
+            msk.add_subflow(sf, eng)
+        conn = Connection(key, eng, None, msk)
         self.conns[key] = conn
         eng.connect(now)
         self._dirty.add(conn)
         return conn
+
+    def _new_msk(self, client: bool, cfg: MptcpConfig, now: float) -> MptcpConnection:
+        msk = MptcpConnection(client=client, config=cfg, randbytes=self.randbytes,
+                              token_in_use=self.tokens.__contains__, now=now)
+        self.tokens[msk.local_token] = msk
+        return msk
 
     def source_for(self, remote: Addr) -> Addr:
         for a in self.addrs:
@@ -223,7 +260,10 @@ class Stack:
         conn = self.conns.get(key)
         if conn is not None:
             self.counters["InDelivers"] += 1
-            conn.engine.on_segment(hdr, payload, now)
+            if conn.msk is not None:
+                conn.msk.feed(conn.engine, hdr, payload, now)
+            else:
+                conn.engine.on_segment(hdr, payload, now)
             self._dirty.add(conn)
             return
         lst = self.listeners.get((iph.dst, hdr.dst_port)) or self.listeners.get((None, hdr.dst_port))
@@ -239,10 +279,16 @@ class Stack:
             self.counters["ListenOverflows"] += 1
             self._drop("syn-backlog-full")
             return
+        msk = sf = None
+        if lst.mptcp is not None and _asks_for_mptcp(hdr, lst.mptcp):
+            msk = self._new_msk(False, lst.mptcp, now)
+            sf = Subflow(msk)
         eng = TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3], iss=self._isn(key, now),
                                    now=now, config=self.config.tcp,
-                                   ts_offset=self.rng.getrandbits(32))
-        conn = Connection(key, eng, lst)
+                                   ts_offset=self.rng.getrandbits(32), ulp=sf)
+        if msk is not None and sf is not None:
+            msk.add_subflow(sf, eng)
+        conn = Connection(key, eng, lst, msk)
         self.counters["InDelivers"] += 1
         lst.half_open += 1
         self.conns[key] = conn
@@ -300,6 +346,8 @@ class Stack:
             return
         self.counters["InDelivers"] += 1
         eng.on_icmp_error(icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"), now)
+        if conn.msk is not None:
+            conn.msk.subflow_io(eng, now)
         self._dirty.add(conn)
 
     # ---------------------------------------------------------------- output
@@ -307,8 +355,12 @@ class Stack:
         out, self._out = self._out, []
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
-            for seg in conn.engine.poll_transmit(now):
-                out.append(self._serialise(conn.key[0], conn.key[2], seg))
+            if conn.msk is not None:
+                for eng, seg in conn.msk.poll_transmit(now):
+                    out.append(self._serialise(eng.local_addr, eng.remote_addr, seg))
+            else:
+                for seg in conn.engine.poll_transmit(now):
+                    out.append(self._serialise(conn.key[0], conn.key[2], seg))
             self._collect_events(conn)
         if self.tap is not None:
             for d in out:
@@ -342,7 +394,7 @@ class Stack:
 
     # ---------------------------------------------------------------- events and timers
     def _collect_events(self, conn: Connection) -> None:
-        eng = conn.engine
+        eng = conn.sock
         while (ev := eng.poll_event()) is not None:
             if conn.listener is not None and isinstance(ev, Connected):
                 conn.listener.half_open -= 1
@@ -366,6 +418,11 @@ class Stack:
             del self.conns[conn.key]
             self.closed_counters.update(conn.engine.counters)
             conn.engine.counters.clear()
+            if conn.msk is not None:
+                self.closed_counters.update(conn.msk.counters)
+                conn.msk.counters.clear()
+                if self.tokens.get(conn.msk.local_token) is conn.msk:
+                    del self.tokens[conn.msk.local_token]
 
     def poll_event(self) -> HostEvent | None:
         return self._events.popleft() if self._events else None
@@ -373,16 +430,16 @@ class Stack:
     def poll_timeout(self) -> float | None:
         deadline: float | None = None
         for conn in self.conns.values():
-            t = conn.engine.poll_timeout()
+            t = conn.sock.poll_timeout()
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
         return deadline
 
     def handle_timeout(self, now: float) -> None:
         for conn in list(self.conns.values()):
-            t = conn.engine.poll_timeout()
+            t = conn.sock.poll_timeout()
             if t is not None and t <= now:
-                conn.engine.handle_timeout(now)
+                conn.sock.handle_timeout(now)
                 self._dirty.add(conn)
 
     # ---------------------------------------------------------------- helpers
@@ -408,6 +465,8 @@ class Stack:
         c = self.counters + self.closed_counters
         for conn in self.conns.values():
             c.update(conn.engine.counters)
+            if conn.msk is not None:
+                c.update(conn.msk.counters)
         return c
 
     def format_counters(self) -> str:
@@ -415,6 +474,14 @@ class Stack:
 
     def connections(self) -> Iterator[Connection]:
         return iter(list(self.conns.values()))
+
+
+def _asks_for_mptcp(hdr: TcpHeader, cfg: MptcpConfig) -> bool:
+    """A SYN with a usable MP_CAPABLE of our version (Linux `subflow_check_req`: a v0
+    option, bad flags, or MP_CAPABLE together with MP_JOIN make it plain TCP)."""
+    ro, _ = mo.parse_received(hdr.options, hdr.flags, False, accept_v0=cfg.version == 0)
+    return bool(ro.suboptions & mo.OPTION_MPTCP_MPC_SYN) and (ro.version or 0) >= cfg.version \
+        and (cfg.version == 0) == (ro.version == 0)
 
 
 def _seq_between(seq: int, lo: int, hi: int) -> bool:

@@ -77,7 +77,8 @@ class TunShell:
 
     def __init__(self, dev: str = "mptun0", addrs: list[str] | None = None, *,
                  offload: bool = True, config: StackConfig | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 randbytes: Callable[[int], bytes] = os.urandom) -> None:
         self.dev = dev
         self.offload = offload
         config = config or StackConfig()
@@ -86,7 +87,7 @@ class TunShell:
             if config.tcp.gso_segments <= 1:
                 config.tcp.gso_segments = 44  # 44 x 1448 fits a 64 KB super-packet
         self.stack = Stack([hostmod.ip(a) for a in (addrs or default_addrs(dev))],
-                           rng=rng, config=config)
+                           rng=rng, config=config, randbytes=randbytes)
         self.observers: list[Callable[[HostEvent, float], None]] = []
         self.on_accept: dict[hostmod.Listener, Callable[[hostmod.Connection], None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -205,7 +206,7 @@ class TunShell:
                 if cb is not None:
                     cb(ev.conn)
                 else:
-                    ev.conn.engine.abort(now)
+                    ev.conn.sock.abort(now)
                     self.stack.touch(ev.conn)
         return any_event
 

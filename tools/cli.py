@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
-from stack.host import StackConfig
+from stack.host import Connection, StackConfig
+from stack.mptcp.connection import MptcpConfig
 from stack.shell import DeviceError, TunShell, wall_clock_offset
 from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
@@ -77,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", metavar="FILE", help="write what we receive to FILE ('-' = stdout)")
     g = common.add_argument_group("protocol")
     g.add_argument("--no-mptcp", action="store_true",
-                   help="plain TCP (this release speaks plain TCP only; MPTCP comes next)")
+                   help="plain TCP: no MP_CAPABLE on our SYN, none accepted on a listener")
+    g.add_argument("--checksum", action="store_true",
+                   help="request DSS checksums (the MP_CAPABLE A flag); the peer may too")
+    g.add_argument("--mptcp-version", type=int, choices=[0, 1], default=1,
+                   help="1: RFC 8684 (default); 0: the RFC 6824 SYN of the seed's "
+                        "out-of-tree kernel (upstream Linux answers it as plain TCP)")
     g.add_argument("--no-nagle", action="store_true", help="disable Nagle's algorithm")
     g.add_argument("--congestion", choices=["cubic", "reno"], default="cubic",
                    help="congestion control (default: cubic, as Linux)")
@@ -120,13 +126,34 @@ class Result:
     ended: float = 0.0
     error: str | None = None
     clean: bool = False
+    mptcp: bool = False          # MPTCP was asked for on this connection
+    fallback: bool = False       # ... and it fell back to TCP
+    fallback_reason: str | None = None
+    checksum: bool = False       # DSS checksums in use
+    token: str | None = None
+    remote_token: str | None = None
+    subflows: int = 1
+
+    def take_mptcp(self, conn: Connection) -> None:
+        msk = conn.msk
+        if msk is None:
+            return
+        self.mptcp = True
+        self.fallback, self.fallback_reason = msk.fallback, msk.fallback_reason
+        self.checksum = msk.csum_enabled and not msk.fallback
+        self.token = f"{msk.local_token:08x}"
+        self.remote_token = f"{msk.remote_token:08x}" if msk.remote_token is not None else None
+        self.subflows = max(1, len(msk.subflows))
 
     def summary(self, args: argparse.Namespace) -> dict[str, object]:
         secs = max(self.ended - self.started, 1e-9)
         return {"local": self.local, "remote": self.remote, "sent": self.sent,
                 "received": self.received, "seconds": round(secs, 6),
                 "goodput_mbps": round((self.sent + self.received) * 8 / secs / 1e6, 3),
-                "subflows": 1, "mptcp": False, "fallback": False, "checksum": False,
+                "subflows": self.subflows, "mptcp": self.mptcp and not self.fallback,
+                "fallback": self.fallback, "fallback_reason": self.fallback_reason,
+                "checksum": self.checksum, "token": self.token,
+                "remote_token": self.remote_token,
                 "sent_sha256": self.sent_sha256, "received_sha256": self.received_sha256,
                 "clean": self.clean, "error": self.error}
 
@@ -134,9 +161,16 @@ class Result:
         secs = max(self.ended - self.started, 1e-9)
         mbps = (self.sent + self.received) * 8 / secs / 1e6
         state = "clean close" if self.clean else f"FAILED: {self.error}"
+        if not self.mptcp:
+            proto = "TCP (MPTCP off)"
+        elif self.fallback:
+            proto = f"fallback to TCP ({self.fallback_reason})"
+        else:
+            proto = f"MPTCP token {self.token} remote {self.remote_token}"
         return (f"{self.local} -> {self.remote}: sent {self.sent} B, received {self.received} B "
-                f"in {secs:.3f} s, {mbps:.1f} Mbit/s, 1 subflow, TCP (MPTCP not in use), "
-                f"checksum off, {state}")
+                f"in {secs:.3f} s, {mbps:.1f} Mbit/s, {self.subflows} subflow"
+                f"{'s' if self.subflows != 1 else ''}, {proto}, "
+                f"checksum {'on' if self.checksum else 'off'}, {state}")
 
 
 def payload_source(args: argparse.Namespace, send: BinaryIO | None,
@@ -196,6 +230,7 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
     finally:
         res.ended = time.monotonic()
         res.sent_sha256, res.received_sha256 = sent_hash.hexdigest(), recv_hash.hexdigest()
+        res.take_mptcp(conn)
 
 
 def _report(res: Result, args: argparse.Namespace) -> None:
@@ -232,8 +267,13 @@ def open_outputs(args: argparse.Namespace) -> Outputs:
 async def amain(args: argparse.Namespace, io: Outputs) -> int:
     rng = random.Random(args.seed)
     tcfg = TcpConfig(nagle=not args.no_nagle, congestion=args.congestion)
+    mcfg = None if args.no_mptcp else MptcpConfig(version=args.mptcp_version,
+                                                   checksum=args.checksum)
     shell = TunShell(args.dev, args.addr, offload=not args.no_offload,
-                     config=StackConfig(tcp=tcfg), rng=random.Random(rng.getrandbits(64)))
+                     config=StackConfig(tcp=tcfg, mptcp=mcfg),
+                     rng=random.Random(rng.getrandbits(64)),
+                     randbytes=random.Random(rng.getrandbits(64)).randbytes
+                     if args.seed is not None else os.urandom)
     tracer = LadderTracer() if args.trace else None
     pcap, sink = io.pcap, io.sink
     results: list[Result] = []

@@ -9,6 +9,7 @@ import json
 from typing import TextIO
 
 from stack.host import Accepted, Connection, ConnEvent, HostEvent
+from stack.mptcp.connection import MptcpEvent
 from stack.tcp.engine import Closed, Connected, State, StateChanged
 
 
@@ -27,10 +28,20 @@ class EventLog:
 
     def __call__(self, ev: HostEvent, now: float) -> None:
         if isinstance(ev, Accepted):
-            self.emit("ESTABLISHED", ev.conn, now)
+            if ev.conn.msk is None:
+                self.emit("ESTABLISHED", ev.conn, now)
             return
         assert isinstance(ev, ConnEvent)
         e = ev.event
+        if ev.conn.msk is not None:
+            # MPTCP: the connection-level events, with tokens (as `ip mptcp monitor`)
+            if isinstance(e, MptcpEvent):
+                self.emit(e.name, ev.conn, now, token=f"{e.token:08x}",
+                          remote_token=None if e.remote_token is None
+                          else f"{e.remote_token:08x}",
+                          error=e.detail if e.name == "CLOSED" else None,
+                          reason=e.detail if e.name != "CLOSED" else None)
+            return
         if isinstance(e, StateChanged) and e.new in (State.SYN_SENT, State.SYN_RECEIVED):
             self.emit("CREATED", ev.conn, now)
         elif isinstance(e, Connected):

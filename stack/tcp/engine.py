@@ -573,6 +573,17 @@ class TcpEngine:
         self.check_window_update()
         return out
 
+    def ack_now(self) -> None:
+        """Send an ACK at the next poll_transmit (the ULP has something to say on it:
+        a data ACK, a DATA_FIN, an MP_FAIL)."""
+        if self._state in _SYNCHRONIZED:
+            self._ack_now = True
+
+    @property
+    def snd_una_rel(self) -> int:
+        """SND.UNA relative to the ISN, unbounded (first payload byte = 1)."""
+        return self._una - self._iss
+
     def _free_space(self) -> int:
         if self._ulp is not None:
             space = self._ulp.rcv_space()

@@ -1,0 +1,715 @@
+"""The MPTCP connection: the per-connection control block (Linux `struct mptcp_sock`,
+"msk"; RFC 8684's connection level).
+
+It owns the keys and tokens, the 64-bit data sequence spaces (DSN, data ACK), the
+data-level send buffer (kept until data-acked, so a dead subflow's bytes can be sent
+again), data-level reassembly, the connection-level receive window, DATA_FIN, and its
+subflows (the master first; joins later). To the layer above it looks like one TCP
+socket: `send`, `recv`, `close`, `abort`, events, timers.
+
+Data offsets: inside, data sequence numbers are unbounded offsets from the first data
+byte (offset 0 = IDSN + 1); `wire_dsn` / `_rx_off` convert at the wire, the one place
+64-bit modular arithmetic happens. Receive-side 32-bit values are widened against the
+current state (Linux `expand_seq`).
+
+Fallback (RFC 8684 3.7): when the peer does not speak MPTCP (no MP_CAPABLE on the
+SYN/ACK or third ACK) or options vanish mid-connection on the only subflow, the
+connection becomes the master subflow's plain TCP byte stream, reported as FALLBACK.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stack.mptcp import crypto
+from stack.mptcp import options as mo
+from stack.mptcp.subflow import RxMap, Subflow, TxMap
+from stack.tcp.assembler import Assembler
+from stack.tcp.engine import (
+    Closed,
+    Connected,
+    DataReadable,
+    Event,
+    OutSegment,
+    PeerFinished,
+    State,
+    TcpEngine,
+    TcpError,
+    WritableSpace,
+)
+from stack.tcp.seq import Seq64
+from stack.wire.tcp import ACK, RST, SYN, TcpHeader
+
+log = logging.getLogger(__name__)
+
+M64 = (1 << 64) - 1
+H63 = 1 << 63
+MAX_MAP = 65535  # the data-level length field is 16 bits
+
+
+def unwrap64(ref: int, raw: int) -> int:
+    """The offset nearest `ref` whose value modulo 2**64 is `raw`."""
+    return ref + ((raw - ref + H63) & M64) - H63
+
+
+@dataclass
+class MptcpConfig:
+    version: int = 1            # 1: RFC 8684; 0: RFC 6824, the seed's out-of-tree dialect
+    checksum: bool = False      # ask for DSS checksums (the A flag); Linux default off
+    rcv_buf: int = 4 << 20      # connection-level receive buffer (the shared window)
+    snd_buf: int = 4 << 20      # connection-level send buffer (kept until data-acked)
+
+
+@dataclass(frozen=True, slots=True)
+class MptcpEvent:
+    """A connection-level event, named as `ip mptcp monitor` names them (CREATED,
+    ESTABLISHED, CLOSED) plus ours (FALLBACK, MP_FAIL, MP_FASTCLOSE, MP_TCPRST)."""
+    name: str
+    token: int
+    remote_token: int | None = None
+    detail: str | None = None
+
+
+class MptcpConnection:
+    """One MPTCP connection (msk)."""
+
+    def __init__(self, *, client: bool, config: MptcpConfig, randbytes: Callable[[int], bytes],
+                 token_in_use: Callable[[int], bool], now: float) -> None:
+        self.client = client
+        self.config = config
+        self.version = config.version
+        key = crypto.generate_unique_key(randbytes, token_in_use, self.version)
+        self.counters: Counter[str] = Counter()
+        if key is None:
+            # five colliding keys in a row: the kernel falls back (MPFallbackTokenInit)
+            key = crypto.generate_key(randbytes)
+            self.counters["MPFallbackTokenInit"] += 1
+        self.local_key = key
+        self.local_token, self.local_idsn = crypto.key_token_idsn(key, self.version)
+        self.remote_key: int | None = None
+        self.remote_token: int | None = None
+        self.remote_idsn = 0
+        self.csum_enabled = config.checksum
+        self.fully_established = False
+        self.fallback = False
+        self.fallback_reason: str | None = None
+        self.fastclosing = False
+        self.subflows: list[Subflow] = []
+        self.events: deque[Event | MptcpEvent] = deque()
+        self._connected = False
+        self._created_emitted = False
+        self._closed_emitted = False
+        self._readable_pending = False
+        self._want_writable = False
+        self.reset_error: str | None = None
+        # data level, send side (offsets; see the module docstring)
+        self.sndbuf = bytearray()    # bytes from snd_una
+        self.snd_una = 0
+        self.snd_nxt = 0             # next offset to map onto a subflow
+        self.write_off = 0           # end of what the application gave us
+        self.data_fin_queued = False  # the application closed: DATA_FIN after write_off
+        self.data_fin_acked = False
+        self._t_data_fin: float | None = None
+        self._data_fin_backoff = 0
+        # data level, receive side
+        self.rcvbuf = bytearray()
+        self.ack_off = 0             # next data offset expected (the data ACK)
+        self.ooo = Assembler(config.rcv_buf)
+        self.rcv_data_fin_off: int | None = None
+        self.peer_fin = False
+
+    # ---- identity helpers ---------------------------------------------------------------
+    def mpc_flags(self) -> int:
+        return mo.MPC_FLAG_H | (mo.MPC_FLAG_A if self.csum_enabled else 0)
+
+    def set_remote_key(self, key: int) -> None:
+        self.remote_key = key
+        self.remote_token, self.remote_idsn = crypto.key_token_idsn(key, self.version)
+
+    def wire_dsn(self, off: int) -> int:
+        return (self.local_idsn + 1 + off) & M64
+
+    def wire_data_ack(self) -> int:
+        return (self.remote_idsn + 1 + self.ack_off + (1 if self.peer_fin else 0)) & M64
+
+    def _rx_off(self, dsn: int, dsn64: bool) -> int:
+        """A received DSN as a data offset (32-bit ones widened like `expand_seq`)."""
+        if not dsn64:
+            ref = (self.remote_idsn + 1 + self.ack_off) & M64
+            dsn = Seq64(ref).expand32(dsn).value
+        return unwrap64(self.ack_off, (dsn - self.remote_idsn - 1) & M64)
+
+    def _ack_off(self, ack: int, ack64: bool) -> int:
+        if not ack64:
+            ack = Seq64(self.wire_dsn(self.snd_una)).expand32(ack).value
+        return unwrap64(self.snd_una, (ack - self.local_idsn - 1) & M64)
+
+    @property
+    def master(self) -> Subflow:
+        return self.subflows[0]
+
+    def add_subflow(self, sf: Subflow, engine: TcpEngine) -> None:
+        sf.engine = engine
+        self.subflows.append(sf)
+
+    def subflow_of(self, engine: TcpEngine) -> Subflow:
+        for sf in self.subflows:
+            if sf.engine is engine:
+                return sf
+        raise KeyError("not a subflow of this connection")
+
+    # ---- the socket-like surface (what stack.api and the host use) ---------------------
+    @property
+    def state(self) -> State:
+        return self.master.engine.state if self.subflows and self.master.engine else State.CLOSED
+
+    @property
+    def recv_buffered(self) -> int:
+        return len(self.rcvbuf)
+
+    @property
+    def send_buffered(self) -> int:
+        return self.write_off - self.snd_una
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed_emitted and all(
+            sf.engine is None or sf.engine.is_closed for sf in self.subflows)
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        if self.data_fin_queued or self._closed_emitted:
+            raise TcpError("send() after close()")
+        if self.fallback:
+            eng = self.master.engine
+            assert eng is not None
+            n = eng.send(data)
+            self.write_off += n
+            self.snd_nxt = self.snd_una = self.write_off
+            return n
+        room = self.config.snd_buf - len(self.sndbuf)
+        n = min(len(data), max(room, 0))
+        if n < len(data):
+            self._want_writable = True
+        if n:
+            self.sndbuf += memoryview(data)[:n]
+            self.write_off += n
+        return n
+
+    def recv(self, max_bytes: int = -1) -> bytes:
+        rb = self.rcvbuf
+        if not rb:
+            return b""
+        if max_bytes < 0 or max_bytes >= len(rb):
+            out = bytes(rb)
+            rb.clear()
+        else:
+            out = bytes(rb[:max_bytes])
+            del rb[:max_bytes]
+        for sf in self.subflows:
+            if sf.engine is not None:
+                sf.engine.check_window_update()
+        return out
+
+    def close(self, now: float) -> None:
+        """Close our direction: DATA_FIN after the data (RFC 8684 3.3.3); in fallback,
+        the master's TCP FIN."""
+        if self.data_fin_queued:
+            return
+        self.data_fin_queued = True
+        if self.fallback or not self._connected:
+            for sf in self.subflows:
+                if sf.engine is not None:
+                    sf.engine.close(now)
+            return
+        self._maybe_close_subflows(now)
+
+    def abort(self, now: float) -> None:
+        """Abort the connection: MP_FASTCLOSE (with MP_TCPRST) on an RST on every
+        subflow (RFC 8684 3.5), then Closed("aborted")."""
+        self.fastclosing = not self.fallback and self.remote_key is not None
+        for sf in self.subflows:
+            if sf.engine is not None and not sf.engine.is_closed:
+                sf.resetting = True
+                sf.engine.abort(now)
+        self._emit_closed("aborted")
+
+    def poll_event(self) -> Event | MptcpEvent | None:
+        if not self.events:
+            return None
+        ev = self.events.popleft()
+        if type(ev) is DataReadable:
+            self._readable_pending = False
+        return ev
+
+    def rcv_space(self) -> int:
+        return self.config.rcv_buf - len(self.rcvbuf) - self.ooo.buffered
+
+    # ---- input ---------------------------------------------------------------------------
+    def feed(self, engine: TcpEngine, hdr: TcpHeader, payload: bytes | memoryview,
+             now: float) -> None:
+        """A segment for one of our subflows: TCP first (the engine calls `rx_options`
+        through the ULP hook), then move what became in-order up to the data level."""
+        sf = self.subflow_of(engine)
+        engine.on_segment(hdr, payload, now)
+        self._after_subflow_io(sf, now)
+
+    def rx_options(self, sf: Subflow, hdr: TcpHeader, payload_len: int) -> bool:
+        """The ULP `on_options` hook: read the segment's MPTCP options (Linux
+        `mptcp_incoming_options` and the subflow handshake checks). False drops it."""
+        ro, reasons = mo.parse_received(hdr.options, hdr.flags, payload_len > 0,
+                                        accept_v0=self.version == 0)
+        for r in reasons:
+            self.counters["OptionIgnored:" + r] += 1
+        sf.last_rx_options = ro.describe()
+        flags = hdr.flags
+        s = ro.suboptions
+        if flags & RST:
+            if s & mo.OPTION_MPTCP_RST:
+                self.counters["MPRstRx"] += 1
+                self.reset_error = f"MP_TCPRST reason {ro.reset_reason} " \
+                                   f"({mo.MptcpResetReason(ro.reset_reason).name})" \
+                    if ro.reset_reason in mo.MptcpResetReason._value2member_map_ \
+                    else f"MP_TCPRST reason {ro.reset_reason}"
+                self.events.append(MptcpEvent("MP_TCPRST", self.local_token, self.remote_token,
+                                              self.reset_error))
+            if s & mo.OPTION_MPTCP_FASTCLOSE and ro.rcvr_key == self.local_key:
+                self._fastclose_rx()
+            return True
+        if self.fallback:
+            return True
+        if flags & SYN:
+            if flags & ACK and self.client:
+                self._rx_synack(ro)
+            elif s & mo.OPTION_MPTCP_MPC_SYN:
+                self.counters["MPCapableSYNRX"] += 1
+                if ro.csum_reqd:
+                    self.csum_enabled = True
+            return True
+        if s & mo.OPTION_MPTCP_FASTCLOSE:
+            if ro.rcvr_key == self.local_key:
+                self._fastclose_rx()
+                return False
+            self.counters["MPFastcloseBadKey"] += 1
+        if not self.client and self.remote_key is None:
+            if not self._rx_third_ack(ro):
+                return True  # fell back
+        if s & mo.OPTION_MPTCP_DSS:
+            return self._rx_dss(sf, ro, payload_len)
+        if s & mo.OPTION_MPTCP_FAIL:
+            self._rx_mp_fail(sf, ro)
+        return True
+
+    def _rx_synack(self, ro: mo.ReceivedOptions) -> None:
+        s = ro.suboptions
+        if s & mo.OPTION_MPTCP_MPC_SYNACK and ro.version == self.version:
+            self.counters["MPCapableSYNACKRX"] += 1
+            self.set_remote_key(ro.sndr_key)
+            if ro.csum_reqd:
+                self.csum_enabled = True
+            return
+        self.counters["MPCapableFallbackSYNACK"] += 1
+        self._fall_back("the SYN/ACK carried no MP_CAPABLE" if not s & mo.OPTIONS_MPTCP_MPC
+                        else f"the SYN/ACK answered MP_CAPABLE version {ro.version}")
+
+    def _rx_third_ack(self, ro: mo.ReceivedOptions) -> bool:
+        """The server's first established-state segment must carry MP_CAPABLE with both
+        keys (or, if that ACK was lost, MP_CAPABLE with data); otherwise fall back
+        (RFC 8684 3.1; Linux `MPCapableFallbackACK`)."""
+        if ro.suboptions & mo.OPTION_MPTCP_MPC_ACK:
+            if ro.rcvr_key != self.local_key:
+                self.counters["MPCapableKeyMismatch"] += 1
+                self._fall_back("the third ACK echoed a key that is not ours")
+                return False
+            self.counters["MPCapableACKRX"] += 1
+            self.set_remote_key(ro.sndr_key)
+            if ro.csum_reqd:
+                self.csum_enabled = True
+            self._emit_created()
+            return True
+        self.counters["MPCapableFallbackACK"] += 1
+        self._fall_back("the third ACK carried no MP_CAPABLE")
+        return False
+
+    def _rx_dss(self, sf: Subflow, ro: mo.ReceivedOptions, payload_len: int) -> bool:
+        if ro.use_ack:
+            self._on_data_ack(self._ack_off(ro.data_ack, ro.ack64))
+            self._set_fully_established()
+        if not ro.use_map:
+            return True
+        if ro.mpc_map:
+            # MP_CAPABLE with data: the implicit first mapping (RFC 8684 3.1)
+            self._set_fully_established()
+            ssn, dsn, dsn64 = 1, (self.remote_idsn + 1) & M64, True
+        else:
+            ssn = sf.rx_next + ((ro.subflow_seq - sf.rx_next) & 0xFFFFFFFF) \
+                if ro.subflow_seq else 0
+            if ssn and ssn - sf.rx_next >= 1 << 31:
+                ssn -= 1 << 32
+            dsn, dsn64 = ro.data_seq, ro.dsn64
+        has_csum = bool(ro.suboptions & mo.OPTION_MPTCP_CSUMREQD)
+        if has_csum != self.csum_enabled:
+            # RFC 8684 3.3: a checksum where none was negotiated, or none where one
+            # was, is a protocol error: reset the subflow.
+            self.counters["DSSChecksumMismatch"] += 1
+            self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, "DSS checksum presence mismatch")
+            return False
+        off = self._rx_off(dsn, dsn64)
+        if ro.data_fin and (ssn == 0 or ro.data_len == 1 and payload_len == 0):
+            self._rx_data_fin(off)
+            return True
+        length = ro.data_len - (1 if ro.data_fin else 0)
+        m = RxMap(ssn, length, off, ro.csum if has_csum else None, ro.data_fin,
+                  ro.data_len, (self.remote_idsn + 1 + off) & M64)
+        if not sf.add_rx_map(m):
+            self.counters["DSSNotMatching"] += 1
+            self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, "a mapping overlapping the current one")
+            return False
+        return True
+
+    def _rx_data_fin(self, off: int) -> None:
+        if self.rcv_data_fin_off is None:
+            self.rcv_data_fin_off = off
+        self._check_data_fin()
+
+    def _rx_mp_fail(self, sf: Subflow, ro: mo.ReceivedOptions) -> None:
+        """MP_FAIL (RFC 8684 3.7): the peer found a bad checksum. On the only subflow we
+        fall back to an infinite mapping: plain TCP from here on."""
+        self.counters["MPFailRx"] += 1
+        self.events.append(MptcpEvent("MP_FAIL", self.local_token, self.remote_token,
+                                      f"peer reported a failed mapping at DSN 0x{ro.fail_seq:x}"))
+        if len(self.subflows) == 1:
+            self._fall_back("the peer sent MP_FAIL (bad DSS checksum)", infinite=True)
+        else:
+            self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
+
+    def _fastclose_rx(self) -> None:
+        self.counters["MPFastcloseRx"] += 1
+        self.events.append(MptcpEvent("MP_FASTCLOSE", self.local_token, self.remote_token,
+                                      "the peer fast-closed the connection"))
+        for sf in self.subflows:
+            if sf.engine is not None and not sf.engine.is_closed:
+                sf.engine.abort(0.0)
+        self._emit_closed("reset")
+
+    # ---- pulling subflow data up to the data level -------------------------------------
+    def subflow_io(self, engine: TcpEngine, now: float) -> None:
+        """Something happened to a subflow's engine outside `feed` (an ICMP error)."""
+        self._after_subflow_io(self.subflow_of(engine), now)
+
+    def _after_subflow_io(self, sf: Subflow, now: float) -> None:
+        eng = sf.engine
+        assert eng is not None
+        if eng.recv_buffered:
+            self._pull(sf, eng.recv())
+        self._take_engine_events(sf, now)
+        maps = sf.tx_maps
+        if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel:
+            sf.prune_tx_maps(eng.snd_una_rel)
+        if self.fallback:
+            self.snd_una = self.write_off - eng.send_buffered
+            if self._want_writable and eng.send_buffered < eng.config.snd_buf:
+                self._want_writable = False
+                self.events.append(WritableSpace())
+
+    def _pull(self, sf: Subflow, data: bytes) -> None:
+        """Map in-order subflow bytes to data offsets through the peer's mappings
+        (checksummed mappings are verified whole before delivery)."""
+        view = memoryview(data)
+        rel = sf.rx_next
+        while view:
+            if self.fallback:
+                self._deliver(self.ack_off, view)
+                rel += len(view)
+                break
+            m = sf.rx_map_at(rel)
+            if m is None:
+                if self._data_without_mapping(sf):
+                    continue  # fell back: deliver as plain TCP
+                rel += len(view)  # reset: the bytes are dropped with the subflow
+                break
+            n = min(len(view), m.ssn + m.length - rel)
+            chunk = view[:n]
+            if m.csum is not None:
+                if m.buf is None:
+                    m.buf = bytearray()
+                m.buf += chunk
+                if len(m.buf) == m.length:
+                    if crypto.dss_checksum_ok(m.wire_dsn, m.ssn, m.wire_len, m.buf, m.csum):
+                        self._deliver(m.data_off, m.buf)
+                    else:
+                        self._bad_checksum(sf, m)
+                        return
+            else:
+                self._deliver(m.data_off + (rel - m.ssn), chunk)
+            rel += n
+            view = view[n:]
+            if rel >= m.ssn + m.length:
+                if m.data_fin:
+                    self._rx_data_fin(m.data_off + m.length)
+                sf.forget_rx_map(m)
+        sf.rx_next = rel
+
+    def _data_without_mapping(self, sf: Subflow) -> bool:
+        """Subflow data no mapping covers (options stripped by a middlebox, RFC 8684
+        3.7): on the only subflow, fall back to TCP (Linux `DSSFallback` /
+        `MPCapableDataFallback`); else reset the subflow. True if we fell back."""
+        if len(self.subflows) == 1:
+            self.counters["MPCapableDataFallback" if not self.fully_established
+                          else "DSSFallback"] += 1
+            self._fall_back("data arrived without a DSS mapping (options stripped?)",
+                            infinite=True)
+            return True
+        self.counters["DSSNoMatchTCP"] += 1
+        self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "data without a mapping")
+        return False
+
+    def _bad_checksum(self, sf: Subflow, m: RxMap) -> None:
+        """RFC 8684 3.7: a bad DSS checksum. Send MP_FAIL with the mapping's DSN; on the
+        only subflow fall back to an infinite mapping (the data from that DSN on
+        arrives again as plain TCP), else reset the subflow (reason 6)."""
+        self.counters["DataCsumErr"] += 1
+        self.events.append(MptcpEvent("MP_FAIL", self.local_token, self.remote_token,
+                                      f"bad DSS checksum in the mapping at DSN 0x{m.wire_dsn:x}"))
+        sf.send_mp_fail = m.wire_dsn
+        sf.forget_rx_map(m)
+        if len(self.subflows) == 1:
+            self._fall_back("a DSS checksum failed", infinite=True)
+            eng = sf.engine
+            assert eng is not None
+            eng.ack_now()
+        else:
+            self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "bad DSS checksum")
+
+    def _deliver(self, off: int, data: bytes | bytearray | memoryview) -> None:
+        """Data-level reassembly: in order -> the receive buffer; ahead -> held."""
+        n = len(data)
+        end = off + n
+        if end <= self.ack_off:
+            self.counters["DuplicateData"] += 1
+            return
+        if off < self.ack_off:
+            data = memoryview(data)[self.ack_off - off:]
+            off = self.ack_off
+        if off == self.ack_off:
+            self.rcvbuf += data
+            self.ack_off = end
+            while (more := self.ooo.pop(self.ack_off)) is not None:
+                self.rcvbuf += more
+                self.ack_off += len(more)
+            if not self._readable_pending:
+                self._readable_pending = True
+                self.events.append(DataReadable())
+            self._check_data_fin()
+        else:
+            self.counters["OFOQueue"] += 1
+            if not self.ooo.add(off, data):
+                self.counters["OFODrop"] += 1
+
+    def _check_data_fin(self) -> None:
+        if (self.rcv_data_fin_off is not None and not self.peer_fin
+                and self.ack_off == self.rcv_data_fin_off):
+            self.peer_fin = True  # the data ACK now covers the DATA_FIN (wire_data_ack)
+            self.events.append(PeerFinished())
+            for sf in self.subflows:
+                if sf.engine is not None:
+                    sf.engine.ack_now()
+            self._maybe_close_subflows(None)
+
+    def _take_engine_events(self, sf: Subflow, now: float) -> None:
+        eng = sf.engine
+        assert eng is not None
+        while (ev := eng.poll_event()) is not None:
+            t = type(ev)
+            if t is Connected:
+                if sf is self.master:
+                    self._connected = True
+                    if not self.fallback:
+                        self._emit_created()
+                    self.events.append(Connected())
+                    if self.data_fin_queued and self.fallback:
+                        eng.close(now)
+            elif t is PeerFinished:
+                if self.fallback:
+                    self.peer_fin = True
+                    self.events.append(PeerFinished())
+            elif t is WritableSpace or t is DataReadable:
+                pass  # the data level decides (and we pull after every input)
+            elif t is Closed:
+                self._subflow_closed(sf, ev.error)  # type: ignore[union-attr]
+            else:
+                self.events.append(ev)  # StateChanged: for traces and observers
+
+    def _subflow_closed(self, sf: Subflow, error: str | None) -> None:
+        live = [s for s in self.subflows if s is not sf and s.engine is not None
+                and not s.engine.is_closed and s.engine.state is not State.CLOSED]
+        if live:
+            return
+        if error is not None:
+            self._emit_closed(self.reset_error or error if error == "reset" else error)
+        elif self.fallback or (self.peer_fin and self.data_fin_acked):
+            self._emit_closed(None)
+        else:
+            self._emit_closed("subflow closed before the data-level close (DATA_FIN)")
+
+    # ---- output ----------------------------------------------------------------------------
+    def poll_transmit(self, now: float) -> list[tuple[TcpEngine, OutSegment]]:
+        out: list[tuple[TcpEngine, OutSegment]] = []
+        if not self.fallback and self._connected:
+            self._push()
+        for sf in self.subflows:
+            eng = sf.engine
+            if eng is None:
+                continue
+            for seg in eng.poll_transmit(now):
+                out.append((eng, seg))
+            self._after_subflow_io(sf, now)
+        if self.data_fin_to_signal() and self._t_data_fin is None and out:
+            self._t_data_fin = now + self._rto()
+        return out
+
+    def _push(self) -> None:
+        """Map unsent data onto subflows (the scheduler: issue 4 picks among several;
+        with one subflow, the master takes everything it has room for). Each chunk is
+        one mapping, sized to the engine's super-packets so no segment crosses one."""
+        for sf in self.subflows:
+            eng = sf.engine
+            if eng is None or eng.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
+                continue
+            mss = max(eng.mss, 1)
+            chunk_max = max(1, min(eng.config.gso_segments, MAX_MAP // mss)) * mss
+            if chunk_max > MAX_MAP:
+                chunk_max = MAX_MAP
+            while self.snd_nxt < self.write_off:
+                room = eng.config.snd_buf - eng.send_buffered
+                if room <= 0:
+                    break
+                n = min(self.write_off - self.snd_nxt, room, chunk_max)
+                start = self.snd_nxt - self.snd_una
+                chunk = memoryview(self.sndbuf)[start:start + n]
+                csum = crypto.dss_checksum(self.wire_dsn(self.snd_nxt), sf.tx_next, n, chunk) \
+                    if self.csum_enabled else 0
+                sent = eng.send(chunk)
+                chunk.release()
+                if not sent:
+                    break
+                sf.add_tx_map(TxMap(sf.tx_next, sent, self.snd_nxt, csum))
+                self.snd_nxt += sent
+            self._maybe_close_subflows(None)
+            break  # one subflow for now (the scheduler of issue 4 chooses)
+
+    def data_fin_to_signal(self) -> bool:
+        """A DATA_FIN is due on our next segment without payload: the application
+        closed, every byte is mapped, and the peer has not acknowledged it yet."""
+        return self.data_fin_queued and not self.data_fin_acked and \
+            self.snd_nxt == self.write_off and not self.fallback
+
+    def data_fin_csum(self) -> int:
+        return crypto.dss_checksum(self.wire_dsn(self.write_off), 0, 1, b"")
+
+    def _on_data_ack(self, off: int) -> None:
+        top = self.snd_nxt + (1 if self.data_fin_to_signal() or self.data_fin_acked else 0)
+        if off <= self.snd_una or off > top:
+            if off > top:
+                self.counters["DataAckBeyondSent"] += 1
+            return
+        if self.data_fin_queued and self.snd_nxt == self.write_off and off == self.write_off + 1:
+            self.data_fin_acked = True
+            self._t_data_fin = None
+            off = self.write_off
+            self._maybe_close_subflows(None)
+        n = off - self.snd_una
+        if n > 0:
+            del self.sndbuf[:n]
+            self.snd_una = off
+            if self._want_writable and len(self.sndbuf) < self.config.snd_buf:
+                self._want_writable = False
+                self.events.append(WritableSpace())
+
+    def _maybe_close_subflows(self, now: float | None) -> None:
+        """Both DATA_FINs done: close the subflows with TCP FINs (RFC 8684 3.3.3)."""
+        if self.data_fin_acked and self.peer_fin:
+            for sf in self.subflows:
+                if sf.engine is not None and sf.engine.state in (State.ESTABLISHED,
+                                                                  State.CLOSE_WAIT):
+                    sf.engine.close(now or 0.0)
+        elif self.data_fin_to_signal():
+            eng = self.master.engine
+            if eng is not None:
+                eng.ack_now()
+
+    def _set_fully_established(self) -> None:
+        if not self.fully_established and self.remote_key is not None:
+            self.fully_established = True
+            self.events.append(MptcpEvent("ESTABLISHED", self.local_token, self.remote_token))
+
+    def _emit_created(self) -> None:
+        if not self._created_emitted:
+            self._created_emitted = True
+            self.events.append(MptcpEvent("CREATED", self.local_token, self.remote_token))
+
+    def _emit_closed(self, error: str | None) -> None:
+        if not self._closed_emitted:
+            self._closed_emitted = True
+            self.events.append(MptcpEvent("CLOSED", self.local_token, self.remote_token, error))
+            self.events.append(Closed(error))
+
+    def _fall_back(self, reason: str, infinite: bool = False) -> None:
+        """Become plain TCP on the master subflow (RFC 8684 3.7), reported as FALLBACK."""
+        if self.fallback:
+            return
+        self.fallback = True
+        self.fallback_reason = reason
+        self.counters["InfiniteFallback" if infinite else "Fallback"] += 1
+        self.events.append(MptcpEvent("FALLBACK", self.local_token, self.remote_token, reason))
+        log.info("MPTCP fallback: %s", reason)
+        eng = self.master.engine
+        if eng is not None:
+            # bytes not yet mapped go straight to TCP; acked-at-TCP is acked from now on
+            rest = bytes(memoryview(self.sndbuf)[self.snd_nxt - self.snd_una:])
+            if rest:
+                eng.send(rest)
+            self.snd_nxt = self.write_off
+            if self.data_fin_queued:
+                eng.close(0.0)
+
+    def _reset_subflow(self, sf: Subflow, reason: int, why: str) -> None:
+        log.info("resetting subflow: %s", why)
+        sf.reset_reason = reason
+        sf.resetting = True
+        if sf.engine is not None:
+            sf.engine.abort(0.0)
+        self.reset_error = why
+
+    # ---- timers ------------------------------------------------------------------------------
+    def _rto(self) -> float:
+        eng = self.master.engine
+        return (eng.rto if eng is not None else 1.0) * (1 << self._data_fin_backoff)
+
+    def poll_timeout(self) -> float | None:
+        best = self._t_data_fin
+        for sf in self.subflows:
+            if sf.engine is not None:
+                t = sf.engine.poll_timeout()
+                if t is not None and (best is None or t < best):
+                    best = t
+        return best
+
+    def handle_timeout(self, now: float) -> None:
+        t = self._t_data_fin
+        if t is not None and now >= t:
+            # our DATA_FIN was not data-acked: signal it again (on a pure ACK)
+            self._data_fin_backoff = min(self._data_fin_backoff + 1, 6)
+            self._t_data_fin = now + self._rto()
+            eng = self.master.engine
+            if eng is not None:
+                eng.ack_now()
+        for sf in self.subflows:
+            eng = sf.engine
+            if eng is not None:
+                dl = eng.poll_timeout()
+                if dl is not None and dl <= now:
+                    eng.handle_timeout(now)
+                self._after_subflow_io(sf, now)

@@ -1,0 +1,185 @@
+"""Which MPTCP suboptions a segment carries: the kernel's option writer.
+
+Mirrors `net/mptcp/options.c`: `mptcp_syn_options`, `mptcp_synack_options` and
+`mptcp_established_options`, the last fanning out to one helper per suboption, each
+charged against the `remaining` option bytes; `write_options` serialises the decision
+(`mptcp_write_options`). Decisions read the subflow context (`Subflow`) and its
+connection (`MptcpConnection`) and change nothing but the bookkeeping the kernel also
+does while writing (e.g. marking an MP_FAIL as sent).
+
+Which suboptions may share a segment (as in the kernel): MP_CAPABLE or MP_JOIN on the
+handshake segments; otherwise one DSS, plus ADD_ADDR / REMOVE_ADDR / MP_PRIO / MP_FAIL
+when room is left; MP_FASTCLOSE and MP_TCPRST only on RST segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stack.mptcp import options as mo
+from stack.wire.tcp import Nop, TcpOption
+
+if TYPE_CHECKING:
+    from stack.mptcp.subflow import Subflow
+
+# A full DSS as we send it: data ACK 64 + mapping with a 64-bit DSN (+ checksum), the
+# space a data segment reserves (Linux reserves the same 28 bytes, "a full DSS").
+DSS_FULL = mo.TCPOLEN_MPTCP_DSS_BASE + 8 + 14
+DSS_FULL_CSUM = DSS_FULL + mo.TCPOLEN_MPTCP_DSS_CHECKSUM
+
+
+def aligned(n: int) -> int:
+    return (n + 3) & ~3
+
+
+@dataclass(slots=True)
+class OutOptions:
+    """The kernel's `struct mptcp_out_options`: what the writer decided."""
+    mpc: mo.MpCapable | None = None
+    dss: mo.Dss | None = None
+    fail: mo.MpFail | None = None
+    fastclose: mo.MpFastclose | None = None
+    rst: mo.MpTcpRst | None = None
+
+    def suboptions(self) -> list[mo.MptcpOption]:
+        return [o for o in (self.mpc, self.dss, self.fail, self.fastclose, self.rst)
+                if o is not None]
+
+
+def write_options(opts: OutOptions) -> list[TcpOption]:
+    """`mptcp_write_options`: the decided suboptions as TCP options, each padded with
+    NOPs to a 4-byte boundary as the kernel pads them."""
+    out: list[TcpOption] = []
+    for o in opts.suboptions():
+        raw = mo.to_tcp_option(o)
+        out.append(raw)
+        pad = aligned(len(raw.data) + 2) - (len(raw.data) + 2)
+        out.extend(Nop() for _ in range(pad))
+    return out
+
+
+# --- handshake --------------------------------------------------------------------------
+def syn_options(sf: Subflow, remaining: int) -> OutOptions | None:
+    """`mptcp_syn_options`: MP_CAPABLE on the first subflow's SYN. v1: 4 bytes, no key
+    (RFC 8684 3.1); v0 (RFC 6824): 12 bytes with our key, as the out-of-tree kernel."""
+    msk = sf.msk
+    if msk.fallback or remaining < mo.TCPOLEN_MPTCP_MPC_SYN:
+        return None
+    msk.counters["MPCapableSYNTX"] += 1
+    if msk.version == 0:
+        if remaining < mo.TCPOLEN_MPTCP_MPC_SYNACK:
+            return None
+        return OutOptions(mpc=mo.MpCapable(0, msk.mpc_flags(), sender_key=msk.local_key))
+    return OutOptions(mpc=mo.MpCapable(1, msk.mpc_flags()))
+
+
+def synack_options(sf: Subflow, remaining: int) -> OutOptions | None:
+    """`mptcp_synack_options`: MP_CAPABLE with our (the server's) key, 12 bytes."""
+    msk = sf.msk
+    if msk.fallback or remaining < mo.TCPOLEN_MPTCP_MPC_SYNACK:
+        return None
+    return OutOptions(mpc=mo.MpCapable(msk.version, msk.mpc_flags(), sender_key=msk.local_key))
+
+
+# --- established -------------------------------------------------------------------------
+def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
+                        remaining: int) -> OutOptions | None:
+    """`mptcp_established_options`: MP_CAPABLE on the client's third ACK and first data
+    (`mptcp_established_options_mp`), else a DSS (`..._dss`); then MP_FAIL if due."""
+    msk = sf.msk
+    if msk.fallback:
+        return None
+    opts = OutOptions()
+    if not established_options_mp(sf, seq, payload_len, remaining, opts):
+        established_options_dss(sf, seq, payload_len, remaining, opts)
+    used = sum(aligned(mo.option_len(o)) for o in opts.suboptions())
+    established_options_mp_fail(sf, remaining - used, opts)
+    return opts
+
+
+def established_options_mp(sf: Subflow, seq: int, payload_len: int, remaining: int,
+                           opts: OutOptions) -> bool:
+    """MP_CAPABLE with both keys: only the client, only until the connection is fully
+    established, only on segments starting at the first byte (the third ACK, the pure
+    ACKs before any data, and the first data segment: the kernel's `snd_isn` test).
+    With data: + the data-level length of the first mapping (+ its checksum)."""
+    msk = sf.msk
+    if not msk.client or msk.fully_established or seq != 1 or msk.version == 0:
+        return False
+    if payload_len:
+        m = sf.tx_map_at(seq)
+        if m is None:
+            return False
+        size = mo.TCPOLEN_MPTCP_MPC_ACK_DATA_CSUM if msk.csum_enabled \
+            else mo.TCPOLEN_MPTCP_MPC_ACK_DATA
+        if remaining < size:
+            return False
+        opts.mpc = mo.MpCapable(1, msk.mpc_flags(), msk.local_key, msk.remote_key, m.length,
+                                m.csum if msk.csum_enabled else None)
+        return True
+    if remaining < mo.TCPOLEN_MPTCP_MPC_ACK:
+        return False
+    opts.mpc = mo.MpCapable(1, msk.mpc_flags(), msk.local_key, msk.remote_key)
+    return True
+
+
+def established_options_dss(sf: Subflow, seq: int, payload_len: int, remaining: int,
+                            opts: OutOptions) -> None:
+    """`mptcp_established_options_dss`: the data ACK (64 bits, as Linux once it has
+    seen a 64-bit DSN; we always send 64) and, on a data segment, the mapping that
+    covers it (the one it was first sent with: retransmissions reuse it). Without
+    payload, a pending DATA_FIN is signalled as a one-byte mapping with ssn 0."""
+    msk = sf.msk
+    csum = msk.csum_enabled
+    dsn: int | None = None
+    ssn = length = 0
+    checksum: int | None = None
+    data_fin = False
+    if payload_len:
+        m = sf.tx_map_at(seq)
+        if m is not None:
+            dsn, ssn, length = msk.wire_dsn(m.data_off), m.ssn, m.length
+            checksum = m.csum if csum else None
+    elif msk.data_fin_to_signal():
+        dsn, ssn, length, data_fin = msk.wire_dsn(msk.write_off), 0, 1, True
+        if csum:
+            checksum = msk.data_fin_csum()
+    size = mo.TCPOLEN_MPTCP_DSS_BASE + 8
+    if dsn is not None:
+        size += 14 + (2 if checksum is not None else 0)
+    if remaining < size:
+        if dsn is None or remaining < mo.TCPOLEN_MPTCP_DSS_BASE + 8:
+            return
+        # no room for the mapping: the data ACK alone (the kernel drops the map too)
+        dsn, checksum, data_fin = None, None, False
+    ack = msk.wire_data_ack() if msk.remote_key is not None else None
+    opts.dss = mo.Dss(data_ack=ack, data_ack64=ack is not None, dsn=dsn, dsn64=dsn is not None,
+                      ssn=ssn & 0xFFFFFFFF, data_len=length, checksum=checksum,
+                      data_fin=data_fin)
+
+
+def established_options_mp_fail(sf: Subflow, remaining: int, opts: OutOptions) -> None:
+    """`mptcp_established_options_mp_fail`: MP_FAIL with the DSN of the failed mapping,
+    once (RFC 8684 3.7)."""
+    if sf.send_mp_fail is not None and remaining >= mo.TCPOLEN_MPTCP_FAIL:
+        opts.fail = mo.MpFail(sf.send_mp_fail)
+        sf.send_mp_fail = None
+        sf.msk.counters["MPFailTx"] += 1
+
+
+def rst_options(sf: Subflow, remaining: int) -> OutOptions | None:
+    """`mptcp_established_options_rst` / `_fastclose`: MP_FASTCLOSE (the peer's key)
+    and MP_TCPRST (reason) on an RST we send."""
+    msk = sf.msk
+    if msk.fallback:
+        return None
+    opts = OutOptions()
+    if msk.fastclosing and msk.remote_key is not None and remaining >= mo.TCPOLEN_MPTCP_FASTCLOSE:
+        opts.fastclose = mo.MpFastclose(msk.remote_key)
+        remaining -= mo.TCPOLEN_MPTCP_FASTCLOSE
+        msk.counters["MPFastcloseTx"] += 1
+    if remaining >= mo.TCPOLEN_MPTCP_RST:
+        opts.rst = mo.MpTcpRst(sf.reset_reason, 0)
+        msk.counters["MPRstTx"] += 1
+    return opts
