@@ -186,6 +186,8 @@ class MptcpConnection:
             eng = self.master.engine
             assert eng is not None
             n = eng.send(data)
+            if n < len(data):
+                self._want_writable = True
             self.write_off += n
             self.snd_nxt = self.snd_una = self.write_off
             return n
