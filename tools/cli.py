@@ -132,6 +132,9 @@ class Result:
     checksum: bool = False       # DSS checksums in use
     token: str | None = None
     remote_token: str | None = None
+    local_key: str | None = None
+    idsn: int | None = None
+    remote_idsn: int | None = None
     subflows: int = 1
 
     def take_mptcp(self, conn: Connection) -> None:
@@ -143,6 +146,9 @@ class Result:
         self.checksum = msk.csum_enabled and not msk.fallback
         self.token = f"{msk.local_token:08x}"
         self.remote_token = f"{msk.remote_token:08x}" if msk.remote_token is not None else None
+        self.local_key = f"{msk.local_key:016x}"
+        self.idsn = msk.local_idsn
+        self.remote_idsn = msk.remote_idsn if msk.remote_key is not None else None
         self.subflows = max(1, len(msk.subflows))
 
     def summary(self, args: argparse.Namespace) -> dict[str, object]:
@@ -153,7 +159,8 @@ class Result:
                 "subflows": self.subflows, "mptcp": self.mptcp and not self.fallback,
                 "fallback": self.fallback, "fallback_reason": self.fallback_reason,
                 "checksum": self.checksum, "token": self.token,
-                "remote_token": self.remote_token,
+                "remote_token": self.remote_token, "local_key": self.local_key,
+                "idsn": self.idsn, "remote_idsn": self.remote_idsn,
                 "sent_sha256": self.sent_sha256, "received_sha256": self.received_sha256,
                 "clean": self.clean, "error": self.error}
 
@@ -275,8 +282,11 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
                      randbytes=random.Random(rng.getrandbits(64)).randbytes
                      if args.seed is not None else os.urandom)
     tracer = LadderTracer() if args.trace else None
+    if tracer is not None:
+        tracer.stack = shell.stack  # derived values are checked against the stack's view
     pcap, sink = io.pcap, io.sink
     results: list[Result] = []
+    interrupted = False
     shell.start()
     try:
         clock = wall_clock_offset(shell)
@@ -319,15 +329,24 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
             server.close()
         # Let our last ACKs/FIN go out before the device closes.
         await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        # Ctrl-C / SIGTERM: still say what happened to each connection
+        interrupted = True
+        for res in results:
+            if not res.clean and res.error is None:
+                res.error = "interrupted"
+                res.ended = res.ended or time.monotonic()
     finally:
         shell.close()
-    if args.command == "connect" or args.once:
+    if args.command == "connect" or args.once or interrupted:
         for res in results:
             _report(res, args)
             if res.error:
                 print(f"mptcp-tun: {res.error}", file=sys.stderr)
     if args.stats:
         print(shell.stack.format_counters(), file=sys.stderr)
+    if interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_OK if results and all(r.clean for r in results) else EXIT_CONN
 
 

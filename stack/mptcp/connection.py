@@ -278,7 +278,7 @@ class MptcpConnection:
                 self.events.append(MptcpEvent("MP_TCPRST", self.local_token, self.remote_token,
                                               self.reset_error))
             if s & mo.OPTION_MPTCP_FASTCLOSE and ro.rcvr_key == self.local_key:
-                self._fastclose_rx()
+                self._fastclose_rx(sf)
             return True
         if self.fallback:
             return True
@@ -292,7 +292,7 @@ class MptcpConnection:
             return True
         if s & mo.OPTION_MPTCP_FASTCLOSE:
             if ro.rcvr_key == self.local_key:
-                self._fastclose_rx()
+                self._fastclose_rx(None)
                 return False
             self.counters["MPFastcloseBadKey"] += 1
         if not self.client and self.remote_key is None:
@@ -387,14 +387,19 @@ class MptcpConnection:
         else:
             self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
 
-    def _fastclose_rx(self) -> None:
+    def _fastclose_rx(self, on_rst: Subflow | None) -> None:
+        """MP_FASTCLOSE with our key (RFC 8684 3.5): the peer aborted the connection.
+        Every other subflow is reset; the one whose RST carried it is already gone
+        (an RST is never answered with an RST)."""
         self.counters["MPFastcloseRx"] += 1
+        self.reset_error = "the peer fast-closed the connection (MP_FASTCLOSE)"
         self.events.append(MptcpEvent("MP_FASTCLOSE", self.local_token, self.remote_token,
-                                      "the peer fast-closed the connection"))
+                                      self.reset_error))
         for sf in self.subflows:
-            if sf.engine is not None and not sf.engine.is_closed:
+            if sf is not on_rst and sf.engine is not None and not sf.engine.is_closed:
                 sf.engine.abort(0.0)
-        self._emit_closed("reset")
+        if on_rst is None:
+            self._emit_closed("reset")
 
     # ---- pulling subflow data up to the data level -------------------------------------
     def subflow_io(self, engine: TcpEngine, now: float) -> None:
@@ -550,7 +555,8 @@ class MptcpConnection:
         if live:
             return
         if error is not None:
-            self._emit_closed(self.reset_error or error if error == "reset" else error)
+            self._emit_closed(self.reset_error if error == "reset" and self.reset_error
+                              else error)
         elif self.fallback or (self.peer_fin and self.data_fin_acked):
             self._emit_closed(None)
         else:

@@ -791,6 +791,8 @@ class TcpEngine:
                 return
         if flags & RST:
             if flags & ACK:
+                if self._ulp is not None:
+                    self._ulp.on_options(hdr, len(payload))
                 self.counters["AttemptFails"] += 1
                 self._terminate("refused")
             else:
@@ -950,6 +952,10 @@ class TcpEngine:
         # RST (RFC 5961 3.2)
         if flags & RST:
             if seq == rnxt:
+                if self._ulp is not None:
+                    # the ULP reads what the RST carries (MP_TCPRST, MP_FASTCLOSE), as
+                    # Linux's tcp_reset() calls mptcp_incoming_options()
+                    self._ulp.on_options(hdr, plen)
                 self._on_reset()
             else:
                 self._drop("rst-in-window")

@@ -76,11 +76,19 @@ def mptcp_info(s: socket.socket) -> dict[str, Any]:
         return {}
     subflows = raw[0]
     flags, token = struct.unpack_from("=II", raw, 8)
-    return {
+    info: dict[str, Any] = {
         "subflows": subflows,
         "fallback": bool(flags & MPTCP_INFO_FLAG_FALLBACK),
         "token": f"{token:08x}",
     }
+    if len(raw) >= 43:
+        # __u64 write_seq, snd_una, rcv_nxt at 16; __u8 csum_enabled at 42. Read at EOF,
+        # rcv_nxt = the peer's IDSN + 1 + bytes received + 1 (its DATA_FIN): the IDSN the
+        # kernel derived from the peer's key.
+        write_seq, snd_una, rcv_nxt = struct.unpack_from("=QQQ", raw, 16)
+        info.update(write_seq=write_seq, snd_una=snd_una, rcv_nxt=rcv_nxt,
+                    csum_enabled=bool(raw[42]))
+    return info
 
 
 def addr(a: Any) -> str:
@@ -228,6 +236,9 @@ class Conn:
             "fallback": self.info.get("fallback"),
             "token": self.info.get("token"),
             "subflows": self.info.get("subflows"),
+            # MPTCP_INFO at EOF (None when not MPTCP): see mptcp_info()
+            "rcv_nxt": self.info.get("rcv_nxt"),
+            "csum_enabled": self.info.get("csum_enabled"),
             "rx_bytes": self.rx_bytes,
             "tx_bytes": self.tx_bytes,
             "rx_sha256": self.rx.hexdigest() if self.hash else None,
