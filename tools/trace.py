@@ -1,28 +1,121 @@
-"""`--trace`: the TCP handshake (and teardown) as a ladder on stderr.
+"""`--trace`: the TCP/MPTCP handshake (and teardown) as a ladder on stderr.
 
 A packet tap (`Stack.tap`): it decodes each IP/TCP packet on its own, so it shows what
 is on the wire, not what the engine believes. SYN, FIN and RST segments are always
 shown, plus the first few segments each way once established; the rest is counted and
 summarised when the connection ends. Sequence numbers are shown relative to each
 side's ISN (as Wireshark does) after the SYN, which shows the absolute ISN.
+
+MPTCP options are decoded in the ladder line (`stack.mptcp.options.describe`). Under
+the line, indented, come the values derived from what is on the wire, each computed
+here and, where there is something to hold it against, marked `verified` or
+`MISMATCH`: a key's token and IDSN (SHA-256 for v1, SHA-1 for v0), the keys echoed in
+the third ACK, the first DSN each way (= IDSN + 1), DSS checksums, data ACKs and
+DATA_FIN relative to the IDSN, MP_JOIN and ADD_ADDR HMACs, the MP_FASTCLOSE key, and
+fallback. Segments carrying MP_CAPABLE, MP_JOIN, ADD_ADDR, REMOVE_ADDR, MP_PRIO,
+MP_FAIL, MP_FASTCLOSE, MP_TCPRST, a DATA_FIN or the first mapping of a direction are
+always shown. With `stack` set (the host `Stack` whose tap this is) the keys, tokens
+and IDSNs on the wire are also compared with the stack's own connection state (`msk`).
+
+"Us" is the traced stack, "peer" the other end; "out"/"in" are the tap's directions.
+A tap sees an incoming packet before the stack processes it, so a comparison with the
+state that packet creates (the peer's key) is printed at the next tap call (or
+`flush()`). The tracer never raises: anything it cannot decode becomes one line.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from stack.mptcp import crypto
+from stack.mptcp.options import (
+    MPC_FLAG_A,
+    MPTCP_DSS_DATA_FIN,
+    MPTCP_DSS_HAS_MAP,
+    AddAddr,
+    Dss,
+    MpCapable,
+    MpFail,
+    MpFastclose,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    MptcpOption,
+    MptcpSubtype,
+    describe,
+    parse_body,
+)
 from stack.wire import MalformedPacket, ipv4, tcp
-from stack.wire.tcp import ACK, FIN, RST, SYN
+from stack.wire.tcp import ACK, FIN, OPT_MPTCP, RST, SYN
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from stack.host import Stack
+    from stack.mptcp.connection import MptcpConnection
 
 SHOW_DATA = 3  # data/ACK segments shown each way after the handshake
 WIDTH = 34
+INDENT = " " * 16  # derived-value lines, under the arrow
+VERIFIED, MISMATCH = "verified", "MISMATCH"
+
+M64 = (1 << 64) - 1
+M32 = (1 << 32) - 1
+# Segments with these suboptions are always shown (MP_CAPABLE: the handshake).
+_ALWAYS_SHOWN = frozenset(int(s) for s in (
+    MptcpSubtype.MP_CAPABLE, MptcpSubtype.MP_JOIN, MptcpSubtype.ADD_ADDR,
+    MptcpSubtype.REMOVE_ADDR, MptcpSubtype.MP_PRIO, MptcpSubtype.MP_FAIL,
+    MptcpSubtype.MP_FASTCLOSE, MptcpSubtype.MP_TCPRST))
+_DSS = int(MptcpSubtype.DSS)
+_HASH = {0: "SHA-1", 1: "SHA-256"}
+# `describe` shows a key's token and IDSN in brackets; the derived lines show them here.
+_KEY_NOTE = re.compile(r" \(token [0-9a-f]{8}, idsn 0x[0-9a-f]{16}\)")
 
 
-def describe_options(opts: list[tcp.TcpOption]) -> str:
+def _mark(ok: bool, detail: str = "") -> str:
+    return VERIFIED if ok else MISMATCH + (f" ({detail})" if detail else "")
+
+
+def _who(direction: str) -> str:
+    return "us" if direction == "out" else "peer"
+
+
+def _whose(direction: str) -> str:
+    return "our" if direction == "out" else "the peer's"
+
+
+def _other(direction: str) -> str:
+    return "in" if direction == "out" else "out"
+
+
+def _mptcp_text(m: MptcpOption) -> str:
+    s = describe(m)
+    return _KEY_NOTE.sub("", s) if type(m) is MpCapable else s
+
+
+def _decode_mptcp(o: tcp.UnknownOption, syn: bool | None, ack: bool,
+                  has_data: bool | None) -> tuple[MptcpOption | None, str]:
+    """(the option if Linux would accept it on this segment, its text)."""
+    try:
+        m = parse_body(o.data, syn, ack, has_data)
+        return m, _mptcp_text(m)
+    except MalformedPacket as e:
+        err = e
+    try:
+        loose = parse_body(o.data)  # a valid layout, but not on this segment
+    except MalformedPacket:
+        return None, f"MPTCP malformed ({err}) {bytes(o.data).hex()}"
+    return None, f"{_mptcp_text(loose)} (ignored by Linux here: {err})"
+
+
+def describe_options(opts: list[tcp.TcpOption], mptcp: Iterator[str] | None = None) -> str:
+    """The options as one string. MPTCP options are decoded; `mptcp` gives their texts
+    in order when the caller has decoded them already (with the segment's context)."""
     parts = []
     for o in opts:
         if isinstance(o, tcp.Mss):
@@ -40,29 +133,86 @@ def describe_options(opts: list[tcp.TcpOption]) -> str:
         elif isinstance(o, tcp.Eol):
             parts.append("eol")
         elif isinstance(o, tcp.UnknownOption):
-            parts.append(f"opt-{o.kind} len {len(o.data) + 2}")
+            if o.kind == OPT_MPTCP:
+                text = next(mptcp, None) if mptcp is not None else None
+                parts.append(text if text is not None else _decode_mptcp(o, None, False, None)[1])
+            else:
+                parts.append(f"opt-{o.kind} len {len(o.data) + 2}")
     return ", ".join(parts)
 
 
-@dataclass
+@dataclass(eq=False)
+class _MpConn:
+    """One MPTCP connection as the wire shows it, shared by its subflows. Dicts are
+    keyed by direction of the sender: "out" = us, "in" = the peer."""
+
+    version: int
+    key: dict[str, int] = field(default_factory=dict)
+    token: dict[str, int] = field(default_factory=dict)
+    idsn: dict[str, int] = field(default_factory=dict)
+    csum: bool = False  # the A flag seen on either side: DSS checksums in use
+    fallback: bool = False
+    first_map: set[str] = field(default_factory=set)  # directions whose first mapping was seen
+    last_dsn: dict[str, int] = field(default_factory=dict)  # for widening 32-bit DSNs
+    checked: set[str] = field(default_factory=set)  # stack comparisons already printed
+    msk: MptcpConnection | None = None
+
+
+@dataclass(eq=False)
 class _Flow:
     ours: tuple[str, int]
     peer: tuple[str, int]
     t0: float
+    bkey: tuple[bytes, int, bytes, int] = (b"", 0, b"", 0)  # the stack's Connection key
     isn: dict[str, int] = field(default_factory=dict)  # "in"/"out" -> ISN of that sender
     shown: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     hidden: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     bytes: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     ended: bool = False
+    # MPTCP
+    mp: _MpConn | None = None
+    client: str | None = None  # direction of the SYN
+    syn_mpc: bool = False  # the SYN carried MP_CAPABLE
+    synack_mpc: bool = False  # the SYN/ACK did
+    third_ack: bool = False  # the client's first established-state segment was seen
+    is_join: bool = False
+    join: dict[str, int] = field(default_factory=dict)  # token, nonce_a, nonce_b
+    want_fallback_reason: bool = False
 
 
 class LadderTracer:
-    def __init__(self, out: TextIO | None = None, show_data: int = SHOW_DATA) -> None:
+    """The `--trace` tap: `tracer(direction, packet)` for every IPv4 packet. Set
+    `stack` (the traced host `Stack`) to compare the wire with the stack's own state."""
+
+    def __init__(self, out: TextIO | None = None, show_data: int = SHOW_DATA,
+                 stack: Stack | None = None) -> None:
         self.out = out or sys.stderr
         self.show_data = show_data
+        self.stack = stack
         self.flows: dict[tuple[str, int, str, int], _Flow] = {}
+        self.tokens: dict[int, tuple[_MpConn, str]] = {}  # token -> (connection, whose)
+        self._pending: list[_Flow] = []  # stack comparisons waiting for an "in" packet
 
     def __call__(self, direction: str, packet: bytes) -> None:
+        try:
+            if self._pending:
+                self.flush()
+            self._trace(direction, packet)
+        except Exception as e:  # noqa: BLE001 -- a tracer must never take the stack down
+            self.out.write(f"  [{direction}] trace error: {type(e).__name__}: {e}\n")
+
+    def flush(self) -> None:
+        """Print the stack comparisons waiting for the stack to process an incoming
+        packet (done at the next tap call anyway)."""
+        pending, self._pending = self._pending, []
+        for flow in pending:
+            self._write(self._stack_lines(flow))
+
+    def _write(self, lines: list[str]) -> None:
+        for s in lines:
+            self.out.write(f"{INDENT}{s}\n")
+
+    def _trace(self, direction: str, packet: bytes) -> None:
         try:
             iph, end = ipv4.parse(packet, verify_checksum=False)
             if iph.proto != ipv4.PROTO_TCP or iph.is_fragment:
@@ -75,30 +225,64 @@ class LadderTracer:
         src, dst = socket.inet_ntoa(iph.src), socket.inet_ntoa(iph.dst)
         if direction == "out":
             key = (src, hdr.src_port, dst, hdr.dst_port)
+            bkey = (bytes(iph.src), hdr.src_port, bytes(iph.dst), hdr.dst_port)
         else:
             key = (dst, hdr.dst_port, src, hdr.src_port)
+            bkey = (bytes(iph.dst), hdr.dst_port, bytes(iph.src), hdr.src_port)
         flow = self.flows.get(key)
         now = time.monotonic()
         if flow is None:
-            flow = self.flows[key] = _Flow(key[:2], key[2:], now)
+            flow = self.flows[key] = _Flow(key[:2], key[2:], now, bkey)
             self.out.write(f"\n  us {key[0]}:{key[1]}{'':{WIDTH - 12}}peer {key[2]}:{key[3]}\n")
         plen = len(seg) - doff
         flow.bytes[direction] += plen
         control = hdr.flags & (SYN | FIN | RST)
         if hdr.flags & SYN:
             flow.isn[direction] = hdr.seq
-        if not control and flow.shown[direction] >= self.show_data:
-            flow.hidden[direction] += 1
-            return
-        if not control:
+        mopts = [o for o in hdr.options if type(o) is tcp.UnknownOption and o.kind == OPT_MPTCP]
+        notable = bool(mopts) and self._notable(flow, direction, mopts)
+        if not control and not notable:
+            if flow.shown[direction] >= self.show_data:
+                flow.hidden[direction] += 1
+                return
             flow.shown[direction] += 1
-        self._line(flow, direction, hdr, plen, now)
+        decoded: list[tuple[MptcpOption | None, str]] = []
+        if mopts:
+            syn, ack = bool(hdr.flags & SYN), bool(hdr.flags & ACK)
+            decoded = [_decode_mptcp(o, syn, ack, plen > 0) for o in mopts]
+        self._line(flow, direction, hdr, plen, now, iter([t for _, t in decoded]))
+        if mopts or flow.mp is not None:
+            try:
+                lines = self._derive(flow, direction, hdr, seg[doff:],
+                                     [m for m, _ in decoded if m is not None])
+            except Exception as e:  # noqa: BLE001 -- one line, never a crash
+                lines = [f"could not derive MPTCP values: {type(e).__name__}: {e}"]
+            self._write(lines)
         if hdr.flags & RST or (hdr.flags & FIN and direction == "in" and not flow.ended):
             if hdr.flags & RST:
                 flow.ended = True
             self._summary(flow)
 
-    def _line(self, flow: _Flow, direction: str, hdr: tcp.TcpHeader, plen: int, now: float) -> None:
+    def _notable(self, flow: _Flow, direction: str, mopts: list[tcp.UnknownOption]) -> bool:
+        """Whether a segment's MPTCP options make it worth a line even past SHOW_DATA:
+        handshake and control suboptions, DATA_FIN, the first mapping of a direction."""
+        for o in mopts:
+            d = o.data
+            if not d:
+                return True  # malformed: show it
+            sub = d[0] >> 4
+            if sub in _ALWAYS_SHOWN:
+                return True
+            if sub == _DSS and len(d) > 1:
+                if d[1] & MPTCP_DSS_DATA_FIN:
+                    return True
+                if d[1] & MPTCP_DSS_HAS_MAP and (flow.mp is None
+                                                 or direction not in flow.mp.first_map):
+                    return True
+        return False
+
+    def _line(self, flow: _Flow, direction: str, hdr: tcp.TcpHeader, plen: int, now: float,
+              mptcp: Iterator[str] | None = None) -> None:
         other = "in" if direction == "out" else "out"
         name = {SYN: "SYN", SYN | ACK: "SYN/ACK", RST: "RST", RST | ACK: "RST/ACK"}.get(
             hdr.flags & (SYN | ACK | RST))
@@ -114,7 +298,7 @@ class LadderTracer:
             ack = hdr.ack if other not in flow.isn else (hdr.ack - flow.isn[other]) & 0xFFFFFFFF
             fields.append(f"ack={ack}")
         fields.append(f"win={hdr.window}")
-        opts = describe_options(hdr.options)
+        opts = describe_options(hdr.options, mptcp)
         if opts:
             fields.append(f"[{opts}]")
         label = f" {name} "
@@ -130,3 +314,305 @@ class LadderTracer:
             self.out.write(f"  {'':9}  ... {h['out']} more segments out, {h['in']} in "
                            f"({flow.bytes['out']} bytes sent, {flow.bytes['in']} received)\n")
             h["in"] = h["out"] = 0
+
+    # ---- MPTCP: values derived from the wire -------------------------------------------
+    def _derive(self, flow: _Flow, d: str, hdr: tcp.TcpHeader, payload: memoryview,
+                opts: list[MptcpOption]) -> list[str]:
+        lines: list[str] = []
+        other = _other(d)
+        syn, ack = bool(hdr.flags & SYN), bool(hdr.flags & ACK)
+        mpc: MpCapable | None = None
+        for m in opts:
+            if type(m) is MpCapable:
+                mpc = m
+        has_join = any(type(m) in (MpJoinSyn, MpJoinSynAck, MpJoinAck) for m in opts)
+        mp = flow.mp
+        if syn and not ack:
+            flow.client = d
+            flow.syn_mpc = mpc is not None
+            if mpc is not None:
+                if mp is None or mp.key or mp.fallback:
+                    mp = flow.mp = _MpConn(mpc.version)  # a new connection on this 4-tuple
+                mp.version = mpc.version
+                mp.csum = bool(mpc.flags & MPC_FLAG_A)
+                if mpc.sender_key is not None:  # v0: the SYN carries the client's key
+                    lines += self._key(mp, d, mpc.sender_key, mpc.version)
+        elif syn:
+            flow.synack_mpc = mpc is not None
+            if mpc is not None:
+                if mp is None:
+                    mp = flow.mp = _MpConn(mpc.version)
+                elif flow.syn_mpc and mpc.version != mp.version:
+                    lines.append(f"MP_CAPABLE v{mpc.version} answers a v{mp.version} SYN")
+                mp.version = mpc.version
+                mp.csum = mp.csum or bool(mpc.flags & MPC_FLAG_A)
+                if mpc.sender_key is not None:
+                    lines += self._key(mp, d, mpc.sender_key, mpc.version)
+            elif mp is not None and flow.syn_mpc and not has_join and not hdr.flags & RST:
+                mp.fallback = True
+                flow.want_fallback_reason = True
+                lines.append("MPTCP fallback: the SYN/ACK carried no MP_CAPABLE -> plain TCP")
+        elif not hdr.flags & RST:
+            if mpc is not None:
+                if mp is None:
+                    mp = flow.mp = _MpConn(mpc.version)
+                lines += self._mpc_established(flow, mp, d, mpc, payload, hdr)
+            elif (mp is not None and not mp.fallback and d == flow.client and not flow.third_ack
+                  and flow.synack_mpc and not flow.is_join):
+                mp.fallback = True
+                flow.want_fallback_reason = True
+                lines.append("MPTCP fallback: the third ACK carried no MP_CAPABLE -> plain TCP")
+            if d == flow.client:
+                flow.third_ack = True
+        if mp is None and any(type(m) is not MpCapable for m in opts):
+            # options without a traced handshake (started mid-connection, or a join)
+            mp = flow.mp = _MpConn(1)
+        for m in opts:
+            t = type(m)
+            if t is Dss:
+                assert isinstance(m, Dss) and mp is not None
+                lines += self._dss(flow, mp, d, hdr, payload, m)
+            elif t is MpJoinSyn:
+                assert isinstance(m, MpJoinSyn)
+                lines += self._join_syn(flow, d, m)
+                mp = flow.mp
+            elif t is MpJoinSynAck:
+                assert isinstance(m, MpJoinSynAck) and mp is not None
+                flow.join["nonce_b"] = m.nonce
+                lines += self._join_hmac(flow, mp, d, m.thmac, None)
+            elif t is MpJoinAck:
+                assert isinstance(m, MpJoinAck) and mp is not None
+                lines += self._join_hmac(flow, mp, d, None, m.hmac)
+            elif t is AddAddr:
+                assert isinstance(m, AddAddr) and mp is not None
+                lines += self._add_addr(mp, d, m)
+            elif t is MpFastclose:
+                assert isinstance(m, MpFastclose) and mp is not None
+                if other in mp.key:
+                    lines.append(f"MP_FASTCLOSE key 0x{m.receiver_key:016x} =="
+                                 f" {_whose(other)} key: {_mark(m.receiver_key == mp.key[other])}")
+            elif t is MpFail:
+                assert isinstance(m, MpFail) and mp is not None
+                lines.append(f"MP_FAIL at DSN {self._rel(mp, other, m.dsn, True)}")
+        if mp is not None and self.stack is not None:
+            lines += self._stack_lines(flow)
+            if d == "in":  # the stack has not processed it yet: look again afterwards
+                self._pending.append(flow)
+        return lines
+
+    def _key(self, mp: _MpConn, d: str, key: int, version: int) -> list[str]:
+        mp.key[d] = key
+        if version not in _HASH:
+            return [f"{_whose(d)} key 0x{key:016x}: version {version}, token and IDSN unknown"]
+        token, idsn = crypto.key_token_idsn(key, version)
+        mp.token[d], mp.idsn[d] = token, idsn
+        self.tokens[token] = (mp, d)
+        return [(f"{_whose(d)} key 0x{key:016x} -> token {token:08x}, IDSN 0x{idsn:016x}"
+                f" ({_HASH[version]})")]
+
+    def _mpc_established(self, flow: _Flow, mp: _MpConn, d: str, mpc: MpCapable,
+                         payload: memoryview, hdr: tcp.TcpHeader) -> list[str]:
+        """MP_CAPABLE after the SYNs: the third ACK (both keys) or the first data
+        (both keys + the data-level length of the implicit first mapping)."""
+        lines: list[str] = []
+        other = _other(d)
+        mp.csum = mp.csum or bool(mpc.flags & MPC_FLAG_A)
+        if mpc.sender_key is not None:
+            if d not in mp.key:
+                lines += self._key(mp, d, mpc.sender_key, mpc.version)
+            else:
+                where = "its SYN" if mp.version == 0 else "its earlier MP_CAPABLE"
+                lines.append(f"sender key 0x{mpc.sender_key:016x} == {_whose(d)} key in {where}:"
+                             f" {_mark(mpc.sender_key == mp.key[d], f'0x{mp.key[d]:016x}')}")
+        if mpc.receiver_key is not None:
+            if other in mp.key:
+                lines.append(f"receiver key 0x{mpc.receiver_key:016x} == {_whose(other)} key in"
+                             f" the SYN/ACK: "
+                             f"{_mark(mpc.receiver_key == mp.key[other], f'0x{mp.key[other]:016x}')}")
+            else:
+                lines += self._key(mp, other, mpc.receiver_key, mpc.version)
+        if mpc.data_len is not None:
+            first = d not in mp.first_map
+            mp.first_map.add(d)
+            if d in mp.idsn:
+                dsn = (mp.idsn[d] + 1) & M64
+                mp.last_dsn[d] = dsn
+                lines.append(f"{'first' if first else 'repeated'} mapping from {_who(d)}"
+                             f" (implicit): DSN = IDSN({_who(d)})+1 = 0x{dsn:016x}, ssn 1,"
+                             f" data_len {mpc.data_len}")
+                lines += self._csum(flow, mp, d, hdr, payload, dsn, 1, mpc.data_len, False,
+                                    mpc.checksum)
+            else:
+                lines.append(f"mapping (implicit): DSN = IDSN({_who(d)})+1 (key unknown), ssn 1,"
+                             f" data_len {mpc.data_len}")
+        return lines
+
+    def _rel(self, mp: _MpConn, whose: str, value: int, wide: bool) -> str:
+        """A data-level sequence number as IDSN+1+N of the side whose data it counts."""
+        text = f"0x{value:0{16 if wide else 8}x}"
+        if whose not in mp.idsn:
+            return text
+        base = mp.idsn[whose] + 1
+        bits = 64 if wide else 32
+        r = (value - base) & ((1 << bits) - 1)
+        off = f"-{(1 << bits) - r}" if r >= 1 << (bits - 1) else f"+{r}"
+        return f"{text} = IDSN({_who(whose)})+1{off}" + ("" if wide else " (low 32 bits)")
+
+    def _dsn64(self, mp: _MpConn, d: str, raw: int, wide: bool) -> int | None:
+        if wide:
+            return raw
+        ref = mp.last_dsn.get(d)
+        if ref is None:
+            if d not in mp.idsn:
+                return None
+            ref = (mp.idsn[d] + 1) & M64
+        return (ref + ((raw - ref + (1 << 31)) & M32) - (1 << 31)) & M64
+
+    def _dss(self, flow: _Flow, mp: _MpConn, d: str, hdr: tcp.TcpHeader, payload: memoryview,
+             m: Dss) -> list[str]:
+        lines: list[str] = []
+        other = _other(d)
+        if m.data_ack is not None:
+            lines.append(f"data_ack {self._rel(mp, other, m.data_ack, m.data_ack64)}")
+        if m.dsn is None:
+            return lines
+        dsn = self._dsn64(mp, d, m.dsn, m.dsn64)
+        first = d not in mp.first_map
+        mp.first_map.add(d)
+        if dsn is not None:
+            mp.last_dsn[d] = dsn
+        if first and d in mp.idsn:
+            exp = (mp.idsn[d] + 1) & M64
+            ok = m.dsn == (exp if m.dsn64 else exp & M32)
+            wire = f"0x{m.dsn:0{16 if m.dsn64 else 8}x}"
+            lines.append(f"first mapping from {_who(d)}: DSN {wire} == IDSN({_who(d)})+1:"
+                         f" {_mark(ok, self._rel(mp, d, m.dsn, m.dsn64))}"
+                         f" (ssn {m.ssn}, data_len {m.data_len})")
+        else:
+            lines.append(f"mapping: DSN {self._rel(mp, d, m.dsn, m.dsn64)}, ssn {m.ssn},"
+                         f" data_len {m.data_len}")
+        if m.data_len == 0:
+            lines.append("infinite mapping (data_len 0): the connection falls back to plain TCP")
+        if m.data_fin and dsn is not None:
+            fin = (dsn + m.data_len - 1) & M64
+            lines.append(f"DATA_FIN at DSN {self._rel(mp, d, fin, True)}")
+        lines += self._csum(flow, mp, d, hdr, payload, dsn, m.ssn, m.data_len, m.data_fin,
+                            m.checksum)
+        return lines
+
+    def _csum(self, flow: _Flow, mp: _MpConn, d: str, hdr: tcp.TcpHeader, payload: memoryview,
+              dsn: int | None, ssn: int, data_len: int, data_fin: bool,
+              csum: int | None) -> list[str]:
+        """The DSS checksum (RFC 8684 3.3.1), recomputed when this packet carries the
+        whole mapping."""
+        if csum is None:
+            if mp.csum and data_len:
+                return [f"no DSS checksum though checksums are in use: {MISMATCH}"]
+            return []
+        lines = []
+        if not mp.csum and mp.key:
+            lines.append(f"a DSS checksum though no MP_CAPABLE asked for them (A flag): {MISMATCH}")
+        plen = len(payload)
+        rel = (hdr.seq - flow.isn[d]) & M32 if d in flow.isn else None
+        starts = ssn == 0 or rel is None or rel == ssn
+        if not (starts and (plen == data_len or (data_fin and data_len == plen + 1))):
+            return lines + [(f"checksum 0x{csum:04x} covers {data_len} bytes over several"
+                            f" segments: not checked here")]
+        if dsn is None:
+            return lines + [f"checksum 0x{csum:04x}: the 64-bit DSN is unknown: not checked"]
+        calc = crypto.dss_checksum(dsn, ssn, data_len, payload)
+        ok = crypto.dss_checksum_ok(dsn, ssn, data_len, payload, csum)
+        lines.append(f"DSS checksum 0x{csum:04x} over DSN 0x{dsn:016x}, ssn {ssn}, len"
+                     f" {data_len}, {plen} bytes: {_mark(ok, f'computed 0x{calc:04x}')}")
+        return lines
+
+    def _join_syn(self, flow: _Flow, d: str, m: MpJoinSyn) -> list[str]:
+        flow.is_join = True
+        flow.join = {"token": m.token, "nonce_a": m.nonce}
+        other = _other(d)
+        hit = self.tokens.get(m.token)
+        if hit is None and self.stack is not None and d == "in":
+            msk = self.stack.tokens.get(m.token)
+            if msk is not None:  # ours, though the tracer missed the handshake
+                mp = _MpConn(msk.version, msk=msk)
+                mp.key["out"], mp.token["out"], mp.idsn["out"] = \
+                    msk.local_key, msk.local_token, msk.local_idsn
+                if msk.remote_key is not None and msk.remote_token is not None:
+                    mp.key["in"], mp.token["in"], mp.idsn["in"] = \
+                        msk.remote_key, msk.remote_token, msk.remote_idsn
+                hit = (mp, "out")
+        if hit is None:
+            flow.mp = flow.mp or _MpConn(1)
+            return [(f"join token {m.token:08x}: no connection in this trace has it"
+                    f" (HMACs not checked)")]
+        mp, whose = hit
+        flow.mp = mp
+        return [(f"join token {m.token:08x} == token of {_whose(whose)} key"
+                f" 0x{mp.key[whose]:016x}:"
+                f" {_mark(whose == other, 'that is the joiner own token')}")]
+
+    def _join_hmac(self, flow: _Flow, mp: _MpConn, d: str, thmac: int | None,
+                   hmac: bytes | None) -> list[str]:
+        """The MP_JOIN SYN/ACK's truncated HMAC (d = the responder) or the third ACK's
+        HMAC (d = the joiner), RFC 8684 3.2."""
+        other = _other(d)
+        na, nb = flow.join.get("nonce_a"), flow.join.get("nonce_b")
+        if d not in mp.key or other not in mp.key or na is None or nb is None \
+                or mp.version not in _HASH:
+            return ["join HMAC: keys or nonces not seen: not checked"]
+        if thmac is not None:
+            exp = crypto.join_synack_hmac(mp.key[d], mp.key[other], nb, na, mp.version)
+            return [(f"join thmac = HMAC(key {_who(d)} || key {_who(other)}, R_B || R_A)[0:8]"
+                    f" 0x{exp:016x}: {_mark(exp == thmac)}")]
+        assert hmac is not None
+        mac = crypto.join_ack_hmac(mp.key[d], mp.key[other], na, nb, mp.version)
+        return [(f"join HMAC = HMAC(key {_who(d)} || key {_who(other)}, R_A || R_B)[0:20]"
+                f" {mac.hex()}: {_mark(mac == hmac)}")]
+
+    def _add_addr(self, mp: _MpConn, d: str, m: AddAddr) -> list[str]:
+        other = _other(d)
+        if m.hmac is None:
+            return []
+        if d not in mp.key or other not in mp.key:
+            return ["ADD_ADDR HMAC: keys not seen: not checked"]
+        exp = crypto.add_addr_hmac(mp.key[d], mp.key[other], m.addr_id, m.addr, m.port)
+        return [(f"ADD_ADDR hmac = HMAC(key {_who(d)} || key {_who(other)}, id || addr || port)"
+                f"[-8:] 0x{exp:016x}: {_mark(exp == m.hmac)}")]
+
+    # ---- the stack's own view ------------------------------------------------------------
+    def _msk(self, flow: _Flow) -> MptcpConnection | None:
+        mp = flow.mp
+        if mp is None:
+            return None
+        if mp.msk is None and self.stack is not None:
+            conn = self.stack.conns.get(flow.bkey)
+            if conn is not None and conn.msk is not None:
+                mp.msk = conn.msk
+        return mp.msk
+
+    def _stack_lines(self, flow: _Flow) -> list[str]:
+        """The keys, tokens and IDSNs on the wire against the stack's `msk`, each once."""
+        mp, msk = flow.mp, self._msk(flow)
+        if mp is None or msk is None:
+            return []
+        lines: list[str] = []
+        for d, attr in (("out", "local"), ("in", "remote")):
+            key = mp.key.get(d)
+            mkey: int | None = getattr(msk, f"{attr}_key")
+            if key is None or attr in mp.checked or mkey is None:
+                continue
+            mp.checked.add(attr)
+            lines.append(f"stack: {_whose(d)} key 0x{key:016x} == msk.{attr}_key:"
+                         f" {_mark(key == mkey, f'msk has 0x{mkey:016x}')}")
+            if d in mp.token:
+                t, i = mp.token[d], mp.idsn[d]
+                mt: int | None = getattr(msk, f"{attr}_token")
+                mi: int = getattr(msk, f"{attr}_idsn")
+                ok = t == mt and i == mi
+                lines.append(f"stack: token {t:08x}, IDSN 0x{i:016x} == msk.{attr}_token,"
+                             f" msk.{attr}_idsn: "
+                             f"{_mark(ok, f'msk has {mt or 0:08x}, 0x{mi:016x}')}")
+        if flow.want_fallback_reason and msk.fallback:
+            flow.want_fallback_reason = False
+            lines.append(f"stack: msk.fallback_reason: {msk.fallback_reason}")
+        return lines
