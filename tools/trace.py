@@ -367,34 +367,28 @@ class LadderTracer:
         if mp is None and any(type(m) is not MpCapable for m in opts):
             # options without a traced handshake (started mid-connection, or a join)
             mp = flow.mp = _MpConn(1)
+        if mp is None:
+            return lines
         for m in opts:
-            t = type(m)
-            if t is Dss:
-                assert isinstance(m, Dss) and mp is not None
+            if isinstance(m, Dss):
                 lines += self._dss(flow, mp, d, hdr, payload, m)
-            elif t is MpJoinSyn:
-                assert isinstance(m, MpJoinSyn)
+            elif isinstance(m, MpJoinSyn):
                 lines += self._join_syn(flow, d, m)
-                mp = flow.mp
-            elif t is MpJoinSynAck:
-                assert isinstance(m, MpJoinSynAck) and mp is not None
+                mp = flow.mp or mp
+            elif isinstance(m, MpJoinSynAck):
                 flow.join["nonce_b"] = m.nonce
                 lines += self._join_hmac(flow, mp, d, m.thmac, None)
-            elif t is MpJoinAck:
-                assert isinstance(m, MpJoinAck) and mp is not None
+            elif isinstance(m, MpJoinAck):
                 lines += self._join_hmac(flow, mp, d, None, m.hmac)
-            elif t is AddAddr:
-                assert isinstance(m, AddAddr) and mp is not None
+            elif isinstance(m, AddAddr):
                 lines += self._add_addr(mp, d, m)
-            elif t is MpFastclose:
-                assert isinstance(m, MpFastclose) and mp is not None
+            elif isinstance(m, MpFastclose):
                 if other in mp.key:
                     lines.append(f"MP_FASTCLOSE key 0x{m.receiver_key:016x} =="
                                  f" {_whose(other)} key: {_mark(m.receiver_key == mp.key[other])}")
-            elif t is MpFail:
-                assert isinstance(m, MpFail) and mp is not None
+            elif isinstance(m, MpFail):
                 lines.append(f"MP_FAIL at DSN {self._rel(mp, other, m.dsn, True)}")
-        if mp is not None and self.stack is not None:
+        if self.stack is not None:
             lines += self._stack_lines(flow)
             if d == "in":  # the stack has not processed it yet: look again afterwards
                 self._pending.append(flow)
