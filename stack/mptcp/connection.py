@@ -113,6 +113,7 @@ class MptcpConnection:
         self.data_fin_queued = False  # the application closed: DATA_FIN after write_off
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
+        self._data_fin_signalled = False
         self._data_fin_backoff = 0
         # data level, receive side
         self.rcvbuf = bytearray()
@@ -221,12 +222,13 @@ class MptcpConnection:
         if self.data_fin_queued:
             return
         self.data_fin_queued = True
-        if self.fallback or not self._connected:
+        if self.fallback:
             for sf in self.subflows:
                 if sf.engine is not None:
                     sf.engine.close(now)
-            return
-        self._maybe_close_subflows(now)
+        elif self._connected:
+            self._maybe_close_subflows(now)
+        # else: the DATA_FIN follows the data once the connection is up
 
     def abort(self, now: float) -> None:
         """Abort the connection: MP_FASTCLOSE (with MP_TCPRST) on an RST on every
@@ -298,6 +300,17 @@ class MptcpConnection:
         if not self.client and self.remote_key is None:
             if not self._rx_third_ack(ro):
                 return True  # fell back
+        if (not self.fully_established and self.remote_key is not None
+                and not s & mo.OPTIONS_MPTCP_MPC
+                and not (s & mo.OPTION_MPTCP_DSS and ro.use_ack)
+                and not s & mo.OPTION_MPTCP_ADD_ADDR):
+            # Linux `check_fully_established`: the peer's first segment after the
+            # handshake must carry a data ACK (or MP_CAPABLE); if it does not, a
+            # middlebox strips our options: fall back to TCP.
+            self.counters["MPCapableDataFallback"] += 1
+            self._fall_back("the peer's first segment after the handshake had no DSS "
+                            "(options stripped?)")
+            return True
         if s & mo.OPTION_MPTCP_DSS:
             return self._rx_dss(sf, ro, payload_len)
         if s & mo.OPTION_MPTCP_FAIL:
@@ -321,6 +334,10 @@ class MptcpConnection:
         keys (or, if that ACK was lost, MP_CAPABLE with data); otherwise fall back
         (RFC 8684 3.1; Linux `MPCapableFallbackACK`)."""
         if ro.suboptions & mo.OPTION_MPTCP_MPC_ACK:
+            if ro.version != self.version:
+                self.counters["MPCapableFallbackACK"] += 1
+                self._fall_back(f"the third ACK carried MP_CAPABLE version {ro.version}")
+                return False
             if ro.rcvr_key != self.local_key:
                 self.counters["MPCapableKeyMismatch"] += 1
                 self._fall_back("the third ACK echoed a key that is not ours")
@@ -359,6 +376,11 @@ class MptcpConnection:
             self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, "DSS checksum presence mismatch")
             return False
         off = self._rx_off(dsn, dsn64)
+        if ro.data_len == 0 and not ro.data_fin:
+            # an infinite mapping (RFC 8684 3.7): the peer falls back after MP_FAIL
+            self.counters["InfiniteMapRx"] += 1
+            self._fall_back("the peer sent an infinite mapping", infinite=True)
+            return True
         if ro.data_fin and (ssn == 0 or ro.data_len == 1 and payload_len == 0):
             self._rx_data_fin(off)
             return True
@@ -383,6 +405,9 @@ class MptcpConnection:
         self.events.append(MptcpEvent("MP_FAIL", self.local_token, self.remote_token,
                                       f"peer reported a failed mapping at DSN 0x{ro.fail_seq:x}"))
         if len(self.subflows) == 1:
+            # Linux `mptcp_pm_mp_fail_received`: one infinite mapping on our next data
+            # segment, then plain TCP
+            sf.send_infinite_map = True
             self._fall_back("the peer sent MP_FAIL (bad DSS checksum)", infinite=True)
         else:
             self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
@@ -444,10 +469,10 @@ class MptcpConnection:
                     m.buf = bytearray()
                 m.buf += chunk
                 if len(m.buf) == m.length:
-                    if crypto.dss_checksum_ok(m.wire_dsn, m.ssn, m.wire_len, m.buf, m.csum):
+                    if crypto.dss_checksum_ok(m.wire_dsn, m.ssn, m.wire_len, m.buf, m.csum) \
+                            or self._bad_checksum(sf, m):
                         self._deliver(m.data_off, m.buf)
                     else:
-                        self._bad_checksum(sf, m)
                         return
             else:
                 self._deliver(m.data_off + (rel - m.ssn), chunk)
@@ -473,22 +498,24 @@ class MptcpConnection:
         self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "data without a mapping")
         return False
 
-    def _bad_checksum(self, sf: Subflow, m: RxMap) -> None:
-        """RFC 8684 3.7: a bad DSS checksum. Send MP_FAIL with the mapping's DSN; on the
-        only subflow fall back to an infinite mapping (the data from that DSN on
-        arrives again as plain TCP), else reset the subflow (reason 6)."""
+    def _bad_checksum(self, sf: Subflow, m: RxMap) -> bool:
+        """RFC 8684 3.7: a bad DSS checksum. MP_FAIL with the mapping's DSN goes out;
+        on the only subflow we fall back (as Linux `subflow_check_data_avail` does, the
+        subflow's bytes from here on, these included, are the data stream: a
+        middlebox rewrote them and TCP semantics win); with several subflows the
+        subflow is reset (reason 6). True if the bytes are to be delivered."""
         self.counters["DataCsumErr"] += 1
         self.events.append(MptcpEvent("MP_FAIL", self.local_token, self.remote_token,
                                       f"bad DSS checksum in the mapping at DSN 0x{m.wire_dsn:x}"))
         sf.send_mp_fail = m.wire_dsn
-        sf.forget_rx_map(m)
+        eng = sf.engine
+        assert eng is not None
+        eng.ack_now()
         if len(self.subflows) == 1:
-            self._fall_back("a DSS checksum failed", infinite=True)
-            eng = sf.engine
-            assert eng is not None
-            eng.ack_now()
-        else:
-            self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "bad DSS checksum")
+            self._fall_back("a DSS checksum failed: MP_FAIL sent", infinite=True)
+            return True
+        self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "bad DSS checksum")
+        return False
 
     def _deliver(self, off: int, data: bytes | bytearray | memoryview) -> None:
         """Data-level reassembly: in order -> the receive buffer; ahead -> held."""
@@ -643,7 +670,10 @@ class MptcpConnection:
                 if sf.engine is not None and sf.engine.state in (State.ESTABLISHED,
                                                                   State.CLOSE_WAIT):
                     sf.engine.close(now or 0.0)
-        elif self.data_fin_to_signal():
+        elif self.data_fin_to_signal() and not self._data_fin_signalled:
+            # once: an ACK carries it now; the DATA_FIN timer repeats it if unacked
+            # (an ACK per poll would be a storm of duplicate ACKs)
+            self._data_fin_signalled = True
             eng = self.master.engine
             if eng is not None:
                 eng.ack_now()

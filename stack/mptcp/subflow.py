@@ -66,6 +66,7 @@ class Subflow:
         self.rx_cur: RxMap | None = None
         self.rx_next = 1              # relative ssn of the next in-order byte we pull
         self.send_mp_fail: int | None = None  # DSN to report in an MP_FAIL, once
+        self.send_infinite_map = False  # after MP_FAIL: one infinite mapping, then TCP
         self.reset_reason = 0         # MP_TCPRST reason on an RST we send
         self.resetting = False        # the engine is about to send an RST
         self.last_rx_options = ""     # for the trace: what the last segment's options said

@@ -89,7 +89,11 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
     (`mptcp_established_options_mp`), else a DSS (`..._dss`); then MP_FAIL if due."""
     msk = sf.msk
     if msk.fallback:
-        return None
+        # plain TCP now, but an MP_FAIL or the one infinite mapping may still be due
+        opts = infinite_mapping(sf, seq, payload_len, remaining) or OutOptions()
+        used = sum(aligned(mo.option_len(o)) for o in opts.suboptions())
+        established_options_mp_fail(sf, remaining - used, opts)
+        return opts if opts.suboptions() else None
     opts = OutOptions()
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
         established_options_dss(sf, seq, payload_len, remaining, opts)
@@ -105,8 +109,10 @@ def established_options_mp(sf: Subflow, seq: int, payload_len: int, remaining: i
     ACKs before any data, and the first data segment: the kernel's `snd_isn` test).
     With data: + the data-level length of the first mapping (+ its checksum)."""
     msk = sf.msk
-    if not msk.client or msk.fully_established or seq != 1 or msk.version == 0:
+    if not msk.client or msk.fully_established or seq != 1:
         return False
+    if msk.version == 0 and payload_len:
+        return False  # RFC 6824: data goes with a DSS mapping; keys only on the ACK
     if payload_len:
         m = sf.tx_map_at(seq)
         if m is None:
@@ -157,6 +163,23 @@ def established_options_dss(sf: Subflow, seq: int, payload_len: int, remaining: 
     opts.dss = mo.Dss(data_ack=ack, data_ack64=ack is not None, dsn=dsn, dsn64=dsn is not None,
                       ssn=ssn & 0xFFFFFFFF, data_len=length, checksum=checksum,
                       data_fin=data_fin)
+
+
+def infinite_mapping(sf: Subflow, seq: int, payload_len: int,
+                     remaining: int) -> OutOptions | None:
+    """After an MP_FAIL, one DSS with an infinite mapping (data-level length 0) on the
+    next data segment tells the peer where plain TCP begins (RFC 8684 3.7; Linux
+    `mptcp_update_infinite_map`), then no more options. With one subflow that carried
+    everything from its first byte, subflow byte `seq` is data offset seq - 1."""
+    if not sf.send_infinite_map or not payload_len or remaining < DSS_FULL:
+        return None
+    sf.send_infinite_map = False
+    msk = sf.msk
+    msk.counters["InfiniteMapTx"] += 1
+    return OutOptions(dss=mo.Dss(data_ack=msk.wire_data_ack(), data_ack64=True,
+                                 dsn=msk.wire_dsn(seq - 1), dsn64=True, ssn=seq & 0xFFFFFFFF,
+                                 data_len=0,
+                                 checksum=0 if msk.csum_enabled else None))
 
 
 def established_options_mp_fail(sf: Subflow, remaining: int, opts: OutOptions) -> None:

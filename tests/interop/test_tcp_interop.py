@@ -38,7 +38,7 @@ def test_our_client_sends_50mb_to_kernel_server(topology: Topology, offload: boo
     port = 5100 + offload
     srv = kernel_server(topology, port)
     extra = [] if offload else ["--no-offload"]
-    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), port,
+    me = ours.result(ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), port,
                                 "--send-bytes", 50 * MB, "--json", *extra))
     got = topology.kpeer_result(srv)
     assert me["returncode"] == 0, me["stderr"]
@@ -51,7 +51,7 @@ def test_our_client_sends_50mb_to_kernel_server(topology: Topology, offload: boo
 def test_kernel_client_sends_50mb_to_our_listener(topology: Topology, offload: bool) -> None:
     port = 5110 + offload
     extra = [] if offload else ["--no-offload"]
-    lst = ours.start_listener(topology, port, "--once", "--json", *extra)
+    lst = ours.start_listener(topology, "--no-mptcp", port, "--once", "--json", *extra)
     cli = topology.run_peer(*topology.kpeer("client", topology.our_addr(1), port,
                                             "--send-bytes", 50 * MB), timeout=120)
     me = ours.result(lst)
@@ -62,7 +62,7 @@ def test_kernel_client_sends_50mb_to_our_listener(topology: Topology, offload: b
 
 def test_our_client_with_kernel_echo_both_directions_at_once(topology: Topology) -> None:
     srv = kernel_server(topology, 5120, "--echo")
-    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 5120,
+    me = ours.result(ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5120,
                                 "--send-bytes", 20 * MB, "--json"))
     assert me["returncode"] == 0, me["stderr"]
     assert me["received"] == me["sent"] == 20 * MB
@@ -71,7 +71,7 @@ def test_our_client_with_kernel_echo_both_directions_at_once(topology: Topology)
 
 
 def test_kernel_client_with_our_echo_listener(topology: Topology) -> None:
-    lst = ours.start_listener(topology, 5121, "--once", "--echo", "--json")
+    lst = ours.start_listener(topology, "--no-mptcp", 5121, "--once", "--echo", "--json")
     cli = topology.run_peer(*topology.kpeer("client", topology.our_addr(1), 5121,
                                             "--send-bytes", 20 * MB, "--echo-check"),
                             timeout=120)
@@ -104,7 +104,7 @@ def lossy_path1(topology: Topology) -> Iterator[None]:
 def test_3pct_loss_our_client(topology: Topology, lossy_path1: None) -> None:
     # --no-offload: MTU-sized frames, so one drop is one segment (not a GSO burst).
     srv = kernel_server(topology, 5130)
-    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 5130,
+    me = ours.result(ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5130,
                                 "--send-bytes", 20 * MB, "--json", "--stats", "--no-offload"),
                      timeout=300)
     got = topology.kpeer_result(srv, timeout=300)
@@ -115,7 +115,7 @@ def test_3pct_loss_our_client(topology: Topology, lossy_path1: None) -> None:
 
 
 def test_3pct_loss_kernel_client(topology: Topology, lossy_path1: None) -> None:
-    lst = ours.start_listener(topology, 5131, "--once", "--json", "--no-offload")
+    lst = ours.start_listener(topology, "--no-mptcp", 5131, "--once", "--json", "--no-offload")
     before = topology.nstat_peer()
     cli = topology.run_peer(*topology.kpeer("client", topology.our_addr(1), 5131,
                                             "--send-bytes", 20 * MB), timeout=300)
@@ -127,7 +127,7 @@ def test_3pct_loss_kernel_client(topology: Topology, lossy_path1: None) -> None:
 
 
 def test_connect_to_closed_kernel_port_fails_with_a_clear_error(topology: Topology) -> None:
-    p = ours.start(topology, "connect", topology.peer_addr(1), 5999, "--send-bytes", 10)
+    p = ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5999, "--send-bytes", 10)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 1
     assert f"peer {topology.peer_addr(1)}:5999 refused the connection (RST)" in err
@@ -135,7 +135,7 @@ def test_connect_to_closed_kernel_port_fails_with_a_clear_error(topology: Topolo
 
 def test_kernel_connect_to_our_closed_port_gets_rst_and_ping_is_answered(
         topology: Topology) -> None:
-    lst = ours.start_listener(topology, 5140)  # our stack runs; port 5141 is closed
+    lst = ours.start_listener(topology, "--no-mptcp", 5140)  # our stack runs; port 5141 is closed
     try:
         cli = topology.run_peer(*topology.kpeer("client", topology.our_addr(1), 5141,
                                                 "--send-bytes", 10), check=False, timeout=30)
@@ -150,7 +150,7 @@ def test_kernel_connect_to_our_closed_port_gets_rst_and_ping_is_answered(
 
 
 def test_missing_tun_device_is_a_clear_setup_error(topology: Topology) -> None:
-    p = ours.start(topology, "connect", topology.peer_addr(1), 5000, "--dev", "nosuchtun0")
+    p = ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5000, "--dev", "nosuchtun0")
     out, err = p.communicate(timeout=30)
     assert p.returncode == 3
     assert "TUN device nosuchtun0 not found: run ./netns-setup.sh up" in err
@@ -160,7 +160,7 @@ def test_pcap_decodes_cleanly_in_tshark_and_events_are_written(topology: Topolog
                                                                tmp_path: Path) -> None:
     srv = kernel_server(topology, 5150)
     pcap, events = tmp_path / "run.pcap", tmp_path / "events.jsonl"
-    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 5150,
+    me = ours.result(ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5150,
                                 "--send-bytes", 2 * MB, "--json", "--pcap", pcap,
                                 "--events", events, "--trace"))
     assert me["returncode"] == 0 and topology.kpeer_result(srv)["ok"]
@@ -180,7 +180,7 @@ def test_connect_to_an_absent_host_fails_with_the_kernels_icmp_reason(
         topology: Topology) -> None:
     # Nobody has 10.0.1.77: the router namespace's ARP fails and its kernel answers our
     # SYN with ICMP host unreachable, which must end the connect with that reason.
-    p = ours.start(topology, "connect", "10.0.1.77", 5000)
+    p = ours.start(topology, "connect", "--no-mptcp", "10.0.1.77", 5000)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 1
     assert "10.0.1.77:5000 is unreachable: host unreachable (ICMP)" in err

@@ -24,6 +24,7 @@ class LinkProfile:
     rate_bps: float = 0.0        # serialisation rate (0 = infinite)
     up: bool = True              # False: every packet is dropped (a cut link)
     drop_filter: Callable[[bytes], bool] | None = None  # True: drop this packet
+    mangle: Callable[[bytes], bytes] | None = None  # a middlebox rewriting packets
 
 
 @dataclass(order=True)
@@ -63,6 +64,8 @@ class SimNet:
                 self.dropped += 1
                 continue
             prof = self.profile_for(src, dst)
+            if prof.mangle is not None:
+                p = prof.mangle(p)
             if not prof.up or self.rng.random() < prof.loss or \
                     (prof.drop_filter is not None and prof.drop_filter(p)):
                 self.dropped += 1
