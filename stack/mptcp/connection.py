@@ -114,6 +114,7 @@ class MptcpConnection:
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
         self._data_fin_signalled = False
+        self.data_fin_on_wire = False  # the writer has put our DATA_FIN on a segment
         self._data_fin_backoff = 0
         # data level, receive side
         self.rcvbuf = bytearray()
@@ -601,8 +602,15 @@ class MptcpConnection:
             for seg in eng.poll_transmit(now):
                 out.append((eng, seg))
             self._after_subflow_io(sf, now)
-        if self.data_fin_to_signal() and self._t_data_fin is None and out:
-            self._t_data_fin = now + self._rto()
+        if self.data_fin_to_signal():
+            eng = self.master.engine
+            if not self.data_fin_on_wire and eng is not None:
+                # the ACK asked for it went out as data segments (they carry their
+                # mappings, not the DATA_FIN): a pure ACK with it, now
+                eng.ack_now()
+                out.extend((eng, seg) for seg in eng.poll_transmit(now))
+            if self._t_data_fin is None and self.data_fin_on_wire:
+                self._t_data_fin = now + self._rto()
         return out
 
     def _push(self) -> None:

@@ -149,6 +149,7 @@ def established_options_dss(sf: Subflow, seq: int, payload_len: int, remaining: 
             checksum = m.csum if csum else None
     elif msk.data_fin_to_signal():
         dsn, ssn, length, data_fin = msk.wire_dsn(msk.write_off), 0, 1, True
+        msk.data_fin_on_wire = True
         if csum:
             checksum = msk.data_fin_csum()
     size = mo.TCPOLEN_MPTCP_DSS_BASE + 8
