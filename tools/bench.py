@@ -1,5 +1,5 @@
 """`mptcp-tun bench`: bulk goodput of our stack against the kernel's, in one run, over
-the same path (`path1` of a private topology).
+the same path (`path1` of a private topology), for plain TCP and for MPTCP.
 
 Measures, each as goodput seen by the receiver:
   kernel -> kernel   a kernel socket in the user namespace (10.0.1.254) and one in the
@@ -110,38 +110,53 @@ def _run_pair(server: list[str], client: list[str], server_ns: str, port: int,
     return _last_json(out), _last_json(cli.stdout)
 
 
-def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
-            timeout: float) -> dict[str, Any]:
-    cc = ["--cc", "cubic"]
-    res: dict[str, Any] = {"bytes": nbytes, "offload": offload}
-    # kernel -> kernel, both directions over path1
-    srv, _ = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", "5201", "--once", *cc),
-                       _kpeer(topo, topo.user, "source", "10.0.1.1", "5201", "--bind",
+def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: float,
+                  offload: bool, timeout: float, base_port: int) -> dict[str, Any]:
+    """One protocol (plain TCP or MPTCP), four runs over path1, each measured by the
+    receiver: kernel->kernel both ways, ours->kernel, kernel->ours."""
+    cc = ["--cc", "cubic"] + (["--mptcp"] if mptcp else [])
+    ours_opts = ([] if offload else ["--no-offload"]) + ([] if mptcp else ["--no-mptcp"])
+    p = [str(base_port + i) for i in range(4)]
+    res: dict[str, Any] = {}
+    srv, _ = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", p[0], "--once", *cc),
+                       _kpeer(topo, topo.user, "source", "10.0.1.1", p[0], "--bind",
                               "10.0.1.254", "--seconds", str(kernel_seconds), *cc),
-                       topo.peer, 5201, topo, timeout)
+                       topo.peer, int(p[0]), topo, timeout)
     res["kernel_to_kernel_up_mbps"] = srv["rx_mbps"]
-    srv, _ = _run_pair(_kpeer(topo, topo.user, "sink", "--port", "5202", "--once", *cc),
-                       _kpeer(topo, topo.peer, "source", "10.0.1.254", "5202", "--seconds",
+    srv, _ = _run_pair(_kpeer(topo, topo.user, "sink", "--port", p[1], "--once", *cc),
+                       _kpeer(topo, topo.peer, "source", "10.0.1.254", p[1], "--seconds",
                               str(kernel_seconds), *cc),
-                       topo.user, 5202, topo, timeout)
+                       topo.user, int(p[1]), topo, timeout)
     res["kernel_to_kernel_down_mbps"] = srv["rx_mbps"]
-    extra = [] if offload else ["--no-offload"]
-    # ours -> kernel
-    srv, ours = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", "5203", "--once", *cc),
-                          _ours(topo, "connect", "10.0.1.1", "5203", "--send-bytes",
-                                str(nbytes), "--json", *extra),
-                          topo.peer, 5203, topo, timeout)
+    srv, ours = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", p[2], "--once", *cc),
+                          _ours(topo, "connect", "10.0.1.1", p[2], "--send-bytes",
+                                str(nbytes), "--json", *ours_opts),
+                          topo.peer, int(p[2]), topo, timeout)
     res["ours_to_kernel_mbps"] = srv["rx_mbps"]
-    res["ours_to_kernel_ok"] = srv["rx_bytes"] == nbytes and ours["clean"]
-    # kernel -> ours
-    ours, _ = _run_pair(_ours(topo, "listen", "5204", "--once", "--json", *extra),
-                          _kpeer(topo, topo.peer, "source", "10.0.1.2", "5204", "--bytes",
-                                 str(nbytes), *cc),
-                          topo.user, 5204, topo, timeout)
+    res["ours_to_kernel_ok"] = (srv["rx_bytes"] == nbytes and ours["clean"]
+                                and ours["mptcp"] == mptcp)
+    ours, _ = _run_pair(_ours(topo, "listen", p[3], "--once", "--json", *ours_opts),
+                        _kpeer(topo, topo.peer, "source", "10.0.1.2", p[3], "--bytes",
+                               str(nbytes), *cc),
+                        topo.user, int(p[3]), topo, timeout)
     res["kernel_to_ours_mbps"] = ours["goodput_mbps"]
-    res["kernel_to_ours_ok"] = ours["received"] == nbytes and ours["clean"]
+    res["kernel_to_ours_ok"] = (ours["received"] == nbytes and ours["clean"]
+                                and ours["mptcp"] == mptcp)
     res["ratio_ours_to_kernel"] = res["ours_to_kernel_mbps"] / res["kernel_to_kernel_up_mbps"]
     res["ratio_kernel_to_ours"] = res["kernel_to_ours_mbps"] / res["kernel_to_kernel_down_mbps"]
+    return res
+
+
+def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
+            timeout: float) -> dict[str, Any]:
+    res: dict[str, Any] = {"bytes": nbytes, "offload": offload}
+    res["tcp"] = measure_proto(topo, False, nbytes, kernel_seconds, offload, timeout, 5201)
+    res["mptcp"] = measure_proto(topo, True, nbytes, kernel_seconds, offload, timeout, 5211)
+    # the issue-3 target: our MPTCP goodput against our plain TCP goodput
+    res["ours_mptcp_vs_tcp_up"] = res["mptcp"]["ours_to_kernel_mbps"] / \
+        res["tcp"]["ours_to_kernel_mbps"]
+    res["ours_mptcp_vs_tcp_down"] = res["mptcp"]["kernel_to_ours_mbps"] / \
+        res["tcp"]["kernel_to_ours_mbps"]
     return res
 
 
@@ -170,13 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         mode = "with TUN offloads" if res["offload"] else "without offloads"
         print(f"bulk goodput over path1, MTU 1500, {args.bytes} bytes through our stack, {mode}")
-        print(f"  kernel -> kernel (up)    {res['kernel_to_kernel_up_mbps']:10.1f} Mbit/s")
-        print(f"  ours   -> kernel         {res['ours_to_kernel_mbps']:10.1f} Mbit/s   "
-              f"{res['ratio_ours_to_kernel']:.3f} x kernel   bytes ok: {res['ours_to_kernel_ok']}")
-        print(f"  kernel -> kernel (down)  {res['kernel_to_kernel_down_mbps']:10.1f} Mbit/s")
-        print(f"  kernel -> ours           {res['kernel_to_ours_mbps']:10.1f} Mbit/s   "
-              f"{res['ratio_kernel_to_ours']:.3f} x kernel   bytes ok: {res['kernel_to_ours_ok']}")
-    return 0 if res["ours_to_kernel_ok"] and res["kernel_to_ours_ok"] else 1
+        for proto in ("tcp", "mptcp"):
+            r = res[proto]
+            print(f" {proto.upper()}")
+            print(f"  kernel -> kernel (up)    {r['kernel_to_kernel_up_mbps']:10.1f} Mbit/s")
+            print(f"  ours   -> kernel         {r['ours_to_kernel_mbps']:10.1f} Mbit/s   "
+                  f"{r['ratio_ours_to_kernel']:.3f} x kernel   bytes ok: {r['ours_to_kernel_ok']}")
+            print(f"  kernel -> kernel (down)  {r['kernel_to_kernel_down_mbps']:10.1f} Mbit/s")
+            print(f"  kernel -> ours           {r['kernel_to_ours_mbps']:10.1f} Mbit/s   "
+                  f"{r['ratio_kernel_to_ours']:.3f} x kernel   bytes ok: {r['kernel_to_ours_ok']}")
+        print(f" our MPTCP / our TCP: {res['ours_mptcp_vs_tcp_up']:.3f} sending, "
+              f"{res['ours_mptcp_vs_tcp_down']:.3f} receiving")
+    ok = all(res[p][k] for p in ("tcp", "mptcp") for k in ("ours_to_kernel_ok",
+                                                            "kernel_to_ours_ok"))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class Subflow:
         self.send_infinite_map = False  # after MP_FAIL: one infinite mapping, then TCP
         self.reset_reason = 0         # MP_TCPRST reason on an RST we send
         self.resetting = False        # the engine is about to send an RST
-        self.last_rx_options = ""     # for the trace: what the last segment's options said
+        self._memo: tuple[object, list[TcpOption]] = (None, [])
 
     # ---- the Ulp hooks (stack.tcp.engine.Ulp) ------------------------------------------
     def syn_options(self, remaining: int) -> list[TcpOption]:
@@ -82,11 +82,27 @@ class Subflow:
 
     def established_options(self, seq: int, payload_len: int, fin: bool,
                             remaining: int) -> list[TcpOption]:
+        msk = self.msk
+        memo_key: tuple[object, ...] | None = None
+        if (payload_len and not self.resetting and not msk.fallback
+                and self.send_mp_fail is None
+                and (msk.fully_established or not msk.client or seq != 1)):
+            # A data segment in the steady state: the writer would give a DSS whose
+            # every field follows from the mapping, the data ACK and the room, so the
+            # options of the last such segment serve while those three are unchanged
+            # (the segments of one chunk, or a GSO super-packet, share them).
+            m = self.tx_map_at(seq)
+            memo_key = (m, msk.ack_off, msk.peer_fin, remaining)
+            if memo_key == self._memo[0]:
+                return self._memo[1]
         if self.resetting:
             o = writer.rst_options(self, remaining)
         else:
             o = writer.established_options(self, seq, payload_len, fin, remaining)
-        return writer.write_options(o) if o else []
+        opts = writer.write_options(o) if o else []
+        if memo_key is not None:
+            self._memo = (memo_key, opts)
+        return opts
 
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool:
         return self.msk.rx_options(self, hdr, payload_len)

@@ -51,7 +51,7 @@ from stack.wire.tcp import (
     TcpOption,
     Timestamps,
     WindowScale,
-    emit_options,
+    options_len,
 )
 
 log = logging.getLogger(__name__)
@@ -1405,7 +1405,7 @@ class TcpEngine:
         if use_ws:
             opts += [_NOP, WindowScale(self._rcv_wscale)]
         if self._ulp is not None:
-            used = len(emit_options(opts))
+            used = options_len(opts)
             extra = (self._ulp.synack_options(MAX_OPTIONS - used) if synack
                      else self._ulp.syn_options(MAX_OPTIONS - used))
             opts += extra
@@ -1482,7 +1482,7 @@ class TcpEngine:
                                                   bool(flags & FIN), MAX_OPTIONS - used)
             if extra:
                 opts += extra
-                used = len(emit_options(opts))
+                used = options_len(opts)
         if sack:
             room = (MAX_OPTIONS - used - 2) // 8
             if room > 0:

@@ -153,6 +153,27 @@ def parse_options(raw: bytes | bytearray | memoryview) -> list[TcpOption]:
     return opts
 
 
+def options_len(opts: list[TcpOption] | tuple[TcpOption, ...]) -> int:
+    """The bytes `emit_options(opts)` takes, padding included, without serialising."""
+    n = 0
+    for o in opts:
+        t = type(o)
+        if t is Nop:
+            n += 1
+        elif t is UnknownOption:
+            n += 2 + len(o.data)  # type: ignore[union-attr]
+        elif t is Timestamps:
+            n += 10
+        elif t is Sack:
+            n += 2 + 8 * len(o.blocks)  # type: ignore[union-attr]
+        elif t is Eol:
+            n += 1 + len(o.padding)  # type: ignore[union-attr]
+        else:
+            n += _FIXED_LEN.get({Mss: OPT_MSS, WindowScale: OPT_WSCALE,
+                                 SackPermitted: OPT_SACK_PERM}[t], 0)
+    return (n + 3) & ~3
+
+
 def emit_options(opts: list[TcpOption] | tuple[TcpOption, ...]) -> bytes:
     """Serialise options in order, then pad with zero bytes (EOL) to a multiple of 4."""
     out = bytearray()

@@ -252,8 +252,8 @@ def test_kernel_fastclose_with_mp_tcprst_is_received(topology: Topology,
     topology.run_peer("python3", "-c", code, timeout=30)
     me = ours.result(lst, timeout=30)
     assert me["returncode"] == 1 and not me["clean"]
-    assert re.search(r"^MPFastcloseRx\s+1$", me["stderr"], re.M), me["stderr"]
-    assert re.search(r"^MPRstRx\s+1$", me["stderr"], re.M)
+    assert re.search(r"^MPFastcloseRx\s+1$", me["stderr"], re.MULTILINE), me["stderr"]
+    assert re.search(r"^MPRstRx\s+1$", me["stderr"], re.MULTILINE)
     kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
     assert "MP_FASTCLOSE" in kinds and kinds[-1] == "CLOSED"
     moved = kernel_counters()

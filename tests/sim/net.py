@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from stack.host import Datagram, Stack
 from stack.wire import gso
