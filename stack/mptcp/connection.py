@@ -140,6 +140,7 @@ class MptcpConnection:
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
         self._data_fin_signalled = False
+        self._io_pending = False  # segments fed since the last pull (see feed)
         self.data_fin_on_wire = False  # the writer has put our DATA_FIN on a segment
         self._data_fin_backoff = 0
         # data level, receive side
@@ -284,9 +285,11 @@ class MptcpConnection:
              now: float) -> None:
         """A segment for one of our subflows: TCP first (the engine calls `rx_options`
         through the ULP hook), then move what became in-order up to the data level."""
-        sf = self.subflow_of(engine)
         engine.on_segment(hdr, payload, now)
-        self._after_subflow_io(sf, now)
+        # Pull to the data level once per batch (in poll_transmit, before any ACK with
+        # a data ACK is built), not per segment: one copy and one mapping walk for
+        # many segments.
+        self._io_pending = True
 
     def rx_options(self, sf: Subflow, hdr: TcpHeader, payload_len: int) -> bool:
         """The ULP `on_options` hook: read the segment's MPTCP options (Linux
@@ -622,6 +625,11 @@ class MptcpConnection:
     # ---- output ----------------------------------------------------------------------------
     def poll_transmit(self, now: float) -> list[tuple[TcpEngine, OutSegment]]:
         out: list[tuple[TcpEngine, OutSegment]] = []
+        if self._io_pending:
+            self._io_pending = False
+            for sf in self.subflows:
+                if sf.engine is not None:
+                    self._after_subflow_io(sf, now)
         if not self.fallback and self._connected:
             self._push()
         for sf in self.subflows:
@@ -763,6 +771,8 @@ class MptcpConnection:
         return (eng.rto if eng is not None else 1.0) * (1 << self._data_fin_backoff)
 
     def poll_timeout(self) -> float | None:
+        if self._io_pending:
+            return 0.0  # input not yet pulled up: the host transmits (and pulls) now
         best = self._t_data_fin
         for sf in self.subflows:
             if sf.engine is not None:

@@ -110,18 +110,28 @@ TcpOption = Nop | Eol | Mss | WindowScale | SackPermitted | Sack | Timestamps | 
 _FIXED_LEN = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERM: 2, OPT_TIMESTAMP: 10}
 
 
+NOP = Nop()  # one shared instance (options are frozen values)
+_TS_PREFIX = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
+_II = struct.Struct("!II")
+
+
 def parse_options(raw: bytes | bytearray | memoryview) -> list[TcpOption]:
     """Parse the option area. Raises MalformedPacket on a length that runs past the
     header, a length < 2, or a wrong length for a fixed-size option."""
     opts: list[TcpOption] = []
     i, n = 0, len(raw)
+    if n >= 12 and raw[:4] == _TS_PREFIX:
+        # the layout of nearly every established-state segment (Linux pads the
+        # timestamps option with two NOPs in front): no generic walk for it
+        opts += (NOP, NOP, Timestamps(*_II.unpack_from(raw, 4)))
+        i = 12
     while i < n:
         kind = raw[i]
         if kind == OPT_EOL:
             opts.append(Eol(bytes(raw[i + 1:])))
             break
         if kind == OPT_NOP:
-            opts.append(Nop())
+            opts.append(NOP)
             i += 1
             continue
         if i + 1 >= n:
