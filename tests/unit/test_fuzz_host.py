@@ -121,3 +121,59 @@ def test_every_truncated_prefix_of_a_valid_frame_is_dropped_and_counted() -> Non
             b.feed(pkt[:n], net.now)
         check_accounting(b)
     assert b.counters["Drop:ipv4-truncated"] > 0
+
+
+# --- MPTCP: hostile options on a live MPTCP connection ---------------------------------
+def mptcp_established() -> tuple[Stack, Stack, SimNet, object]:
+    from stack.host import StackConfig
+    from stack.mptcp.connection import MptcpConfig
+    a = Stack([A], rng=random.Random(1), config=StackConfig(mptcp=MptcpConfig()))
+    b = Stack([B], rng=random.Random(2), config=StackConfig(mptcp=MptcpConfig()))
+    net = SimNet([a, b], seed=1)
+    b.listen(5000)
+    conn = a.connect(B, 5000, 0.0, local_port=40000)
+    conn.sock.send(b"hello")
+    a.touch(conn)
+    net.run(0.2)
+    assert conn.msk is not None and conn.msk.fully_established
+    return a, b, net, conn
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.binary(min_size=0, max_size=36), st.integers(0, 3),
+                          st.binary(max_size=64)), min_size=1, max_size=8))
+def test_random_mptcp_options_on_live_segments_never_raise(
+        frames: list[tuple[bytes, int, bytes]]) -> None:
+    a, b, net, conn = mptcp_established()
+    eng = conn.engine  # type: ignore[attr-defined]
+    flags = (tcp.ACK, tcp.ACK | tcp.PSH, tcp.RST | tcp.ACK, tcp.ACK | tcp.FIN)
+    for i, (body, fl, payload) in enumerate(frames):
+        opts = [tcp.Nop(), tcp.Nop(), tcp.Timestamps(5, 5)]
+        if len(body) <= 26:
+            opts.append(tcp.UnknownOption(30, body))
+        h = tcp.TcpHeader(40000, 5000, eng.snd_nxt.value, eng.rcv_nxt.value, flags[fl],
+                          500, opts)
+        seg = tcp.emit(h, payload, A, B)
+        b.feed(ipv4.emit(ipv4.IPv4Header(A, B, ipv4.PROTO_TCP), len(seg)) + seg,
+               net.now + i * 1e-3)
+        b.poll_transmit(net.now + i * 1e-3)
+        check_accounting(b)
+    net.run(2.0)
+    check_accounting(b)
+
+
+def test_every_valid_mptcp_option_kind_on_a_live_connection_is_absorbed() -> None:
+    from stack.mptcp import options as mo
+    a, b, net, conn = mptcp_established()
+    eng = conn.engine  # type: ignore[attr-defined]
+    for o in (mo.MpCapable(1, 1, 1, 2), mo.MpJoinSyn(False, 1, 2, 3), mo.AddAddr(3, A, None, 7,
+              False, 1), mo.RemoveAddr((1, 2)), mo.MpPrio(True, None), mo.MpFail(99),
+              mo.MpFastclose(12345), mo.Dss(data_ack=1, data_ack64=True),
+              mo.Dss(dsn=5, dsn64=True, ssn=77, data_len=10)):
+        h = tcp.TcpHeader(40000, 5000, eng.snd_nxt.value, eng.rcv_nxt.value, tcp.ACK, 500,
+                          [mo.to_tcp_option(o)])
+        seg = tcp.emit(h, b"", A, B)
+        b.feed(ipv4.emit(ipv4.IPv4Header(A, B, ipv4.PROTO_TCP), len(seg)) + seg, net.now)
+        b.poll_transmit(net.now)
+        check_accounting(b)
+    net.run(1.0)

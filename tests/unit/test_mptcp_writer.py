@@ -1,0 +1,159 @@
+"""The option writer's decisions, one by one, read off the wire of two simulated
+stacks (what the kernel's mptcp_syn_options / mptcp_synack_options /
+mptcp_established_options would put on each segment)."""
+
+from __future__ import annotations
+
+import random
+
+from stack.mptcp import options as mo
+from stack.wire import ipv4, tcp
+from tests.sim.apps import bulk, mptcp_pair
+from tests.sim.net import LinkProfile
+
+M64 = (1 << 64) - 1
+
+
+class Wire:
+    """Every packet a stack sends: (tcp header, payload length, MPTCP options)."""
+
+    def __init__(self) -> None:
+        self.segs: list[tuple[tcp.TcpHeader, int, list[mo.MptcpOption], int]] = []
+
+    def __call__(self, direction: str, pkt: bytes) -> None:
+        if direction != "out":
+            return
+        ih, end = ipv4.parse(pkt, verify_checksum=False)
+        if ih.proto != ipv4.PROTO_TCP:
+            return
+        h, off = tcp.parse(pkt[ih.header_len:end])
+        opts = [mo.parse_tcp_option(o) for o in h.options
+                if isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP]
+        self.segs.append((h, end - ih.header_len - off, opts, len(pkt)))
+
+    def first(self, pred) -> tuple[tcp.TcpHeader, int, list[mo.MptcpOption], int]:  # type: ignore[no-untyped-def]
+        return next(s for s in self.segs if pred(s))
+
+
+def run(data_a: bytes, data_b: bytes = b"", csum: bool = False, version: int = 1,
+        **kw: object) -> tuple[Wire, Wire, object, object]:
+    a, b, net = mptcp_pair(seed=11, csum_a=csum, **kw)  # type: ignore[arg-type]
+    if version == 0:
+        a.config.mptcp.version = 0  # type: ignore[union-attr]
+        b.config.mptcp.version = 0  # type: ignore[union-attr]
+    wa, wb = Wire(), Wire()
+    a.tap, b.tap = wa, wb
+    sa, sb = bulk(a, b, net, data_a, data_b)
+    return wa, wb, sa, sb
+
+
+def test_syn_carries_a_4_byte_mp_capable_v1_without_a_key() -> None:
+    wa, _, _, _ = run(b"x" * 1000)
+    syn, _, (mpc,), _ = wa.segs[0]
+    assert syn.flags == tcp.SYN
+    assert mpc == mo.MpCapable(1, mo.MPC_FLAG_H) and mo.option_len(mpc) == 4
+
+
+def test_checksum_request_sets_the_a_flag_on_the_syn() -> None:
+    wa, wb, _, _ = run(b"x" * 1000, csum=True)
+    assert wa.segs[0][2][0].flags == mo.MPC_FLAG_A | mo.MPC_FLAG_H
+    # the server, not asked itself, echoes nothing but its own flags; both use checksums
+    assert wb.segs[0][2][0].flags == mo.MPC_FLAG_A | mo.MPC_FLAG_H
+
+
+def test_synack_carries_the_server_key_in_12_bytes() -> None:
+    _, wb, _, sb = run(b"x" * 1000)
+    synack, _, (mpc,), _ = wb.segs[0]
+    assert synack.flags == tcp.SYN | tcp.ACK and mo.option_len(mpc) == 12
+    assert mpc.sender_key == sb.conn.msk.local_key
+
+
+def test_third_ack_carries_both_keys_in_20_bytes_client_key_first() -> None:
+    # a client with nothing queued sends a pure third ACK (with data queued, its first
+    # data segment is the third ACK and carries MP_CAPABLE with data instead)
+    wa, _, sa, sb = run(b"", b"x" * 1000)
+    ack, plen, (mpc,), _ = wa.segs[1]
+    assert ack.flags == tcp.ACK and plen == 0 and mo.option_len(mpc) == 20
+    assert (mpc.sender_key, mpc.receiver_key) == (sa.conn.msk.local_key, sb.conn.msk.local_key)
+
+
+def test_mp_capable_with_data_on_the_first_data_segment_only() -> None:
+    wa, _, sa, _ = run(bytes(300_000))
+    data = [s for s in wa.segs if s[1] > 0]
+    first, plen, (mpc,), _ = data[0]
+    assert isinstance(mpc, mo.MpCapable) and mo.option_len(mpc) == 22
+    assert mpc.data_len >= plen  # the whole first mapping, which may span segments
+    for _h, _n, opts, _ in data[1:]:
+        if _h.seq != first.seq:  # (a retransmission of it would repeat it)
+            assert not any(isinstance(o, mo.MpCapable) for o in opts)
+    assert any(isinstance(o, mo.Dss) for o in data[-1][2])
+
+
+def test_mp_capable_with_data_and_checksum_is_24_bytes() -> None:
+    wa, _, _, _ = run(bytes(5000), csum=True)
+    (mpc,) = next(s for s in wa.segs if s[1] > 0)[2]
+    assert mo.option_len(mpc) == 24 and mpc.checksum is not None
+
+
+def test_dss_carries_64_bit_dsn_and_data_ack_and_fits_the_mtu() -> None:
+    wa, _, sa, sb = run(bytes(400_000), bytes(100_000))
+    msk = sa.conn.msk
+    for h, plen, opts, size in wa.segs:
+        assert size <= 1500  # the send MSS leaves room for a full DSS
+        for o in opts:
+            if isinstance(o, mo.Dss) and o.dsn is not None and not o.data_fin:
+                assert o.dsn64 and o.data_ack64
+                off = (o.dsn - msk.local_idsn - 1) & M64
+                assert off == o.ssn - 1  # one subflow: subflow byte n is data byte n-1
+                assert o.data_len <= 65535 and plen <= o.data_len
+
+
+def test_data_fin_on_a_pure_ack_maps_one_byte_with_ssn_0() -> None:
+    wa, _, sa, _ = run(bytes(10_000))
+    h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, mo.Dss) and o.data_fin
+                                              for o in s[2]))
+    (dss,) = [o for o in opts if isinstance(o, mo.Dss)]
+    msk = sa.conn.msk
+    assert plen == 0 and dss.ssn == 0 and dss.data_len == 1
+    assert dss.dsn == (msk.local_idsn + 1 + 10_000) & M64
+
+
+def test_data_ack_is_the_peers_idsn_plus_one_plus_bytes_received() -> None:
+    _, wb, sa, _ = run(bytes(10_000))
+    acks = [o.data_ack for _, _, opts, _ in wb.segs for o in opts
+            if isinstance(o, mo.Dss) and o.data_ack is not None]
+    idsn = sa.conn.msk.local_idsn
+    assert acks and all(0 <= (a - idsn - 1) & M64 <= 10_001 for a in acks)
+    assert (idsn + 1 + 10_000 + 1) & M64 == acks[-1]  # every byte, then our DATA_FIN
+
+
+def test_a_retransmission_reuses_the_mapping_its_bytes_were_first_sent_with() -> None:
+    # GSO super-packets: one mapping each; the link loses pieces, whose
+    # retransmissions (single segments) must announce the same mapping.
+    wa, _, _, sb = run(bytes(2_000_000), gso_a=44, offload_a=True)
+    first_map: dict[int, tuple[int, int, int]] = {}
+    for h, plen, opts, _ in wa.segs:
+        for o in opts:
+            if isinstance(o, mo.Dss) and o.dsn is not None and o.data_len > 1:
+                first_map.setdefault(o.ssn, (o.dsn, o.ssn, o.data_len))
+                assert first_map[o.ssn] == (o.dsn, o.ssn, o.data_len)
+    assert sb.got == bytes(2_000_000)
+
+
+def test_retransmitted_pieces_carry_the_super_packet_mapping_under_loss() -> None:
+    a, b, net = mptcp_pair(seed=12, profile=LinkProfile(delay=0.002, loss=0.03),
+                           gso_a=44, offload_a=True)
+    w = Wire()
+    a.tap = w
+    data = random.Random(2).randbytes(3_000_000)
+    sa, sb = bulk(a, b, net, data)
+    assert sb.got == data and not sb.conn.msk.fallback
+    assert a.all_counters()["RetransSegs"] > 0
+    assert b.all_counters()["DSSNotMatching"] == 0
+
+
+def test_v0_syn_carries_a_12_byte_mp_capable_with_the_key() -> None:
+    wa, _, sa, _ = run(b"x" * 1000, version=0)
+    (mpc,) = wa.segs[0][2]
+    assert mpc.version == 0 and mo.option_len(mpc) == 12
+    assert mpc.sender_key == sa.conn.msk.local_key
