@@ -24,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stack.buffers import take_front
 from stack.mptcp import crypto
 from stack.mptcp import options as mo
 from stack.mptcp.sendqueue import SendQueue
@@ -231,15 +232,9 @@ class MptcpConnection:
         return n
 
     def recv(self, max_bytes: int = -1) -> bytes:
-        rb = self.rcvbuf
-        if not rb:
-            return b""
-        if max_bytes < 0 or max_bytes >= len(rb):
-            out = bytes(rb)
-            rb.clear()
-        else:
-            out = bytes(rb[:max_bytes])
-            del rb[:max_bytes]
+        out = take_front(self.rcvbuf, max_bytes)
+        if not out:
+            return out
         for sf in self.subflows:
             if sf.engine is not None:
                 sf.engine.check_window_update()
@@ -327,9 +322,8 @@ class MptcpConnection:
                 self._fastclose_rx(None)
                 return False
             self.counters["MPFastcloseBadKey"] += 1
-        if not self.client and self.remote_key is None:
-            if not self._rx_third_ack(ro):
-                return True  # fell back
+        if not self.client and self.remote_key is None and not self._rx_third_ack(ro):
+            return True  # fell back
         if (not self.fully_established and self.remote_key is not None
                 and not s & _MPTCPS_MPC
                 and not (s & _DSS and ro.use_ack)

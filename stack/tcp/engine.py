@@ -33,6 +33,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from stack.buffers import take_front
 from stack.tcp.assembler import Assembler
 from stack.tcp.congestion import CongestionControl, make_congestion
 from stack.tcp.rtt import RttEstimator
@@ -560,16 +561,9 @@ class TcpEngine:
         return n
 
     def recv(self, max_bytes: int = -1) -> bytes:
-        rb = self._rbuf
-        if not rb:
-            return b""
-        if max_bytes < 0 or max_bytes >= len(rb):
-            out = bytes(rb)
-            rb.clear()
-        else:
-            with memoryview(rb) as mv:
-                out = bytes(mv[:max_bytes])
-            del rb[:max_bytes]
+        out = take_front(self._rbuf, max_bytes)
+        if not out:
+            return out
         self.check_window_update()
         return out
 
