@@ -141,7 +141,6 @@ class MptcpConnection:
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
         self._data_fin_signalled = False
-        self._io_pending = False  # segments fed since the last pull (see feed)
         self.data_fin_on_wire = False  # the writer has put our DATA_FIN on a segment
         self._data_fin_backoff = 0
         # data level, receive side
@@ -281,10 +280,9 @@ class MptcpConnection:
         """A segment for one of our subflows: TCP first (the engine calls `rx_options`
         through the ULP hook), then move what became in-order up to the data level."""
         engine.on_segment(hdr, payload, now)
-        # Pull to the data level once per batch (in poll_transmit, before any ACK with
-        # a data ACK is built), not per segment: one copy and one mapping walk for
-        # many segments.
-        self._io_pending = True
+        # Pull at once (measured: deferring the pull to the end of a read batch halved
+        # kernel->ours goodput with offloads, 5-6 -> 2.7 Gbit/s, for ~5% without)
+        self._after_subflow_io(self.subflow_of(engine), now)
 
     def rx_options(self, sf: Subflow, hdr: TcpHeader, payload_len: int) -> bool:
         """The ULP `on_options` hook: read the segment's MPTCP options (Linux
@@ -619,11 +617,6 @@ class MptcpConnection:
     # ---- output ----------------------------------------------------------------------------
     def poll_transmit(self, now: float) -> list[tuple[TcpEngine, OutSegment]]:
         out: list[tuple[TcpEngine, OutSegment]] = []
-        if self._io_pending:
-            self._io_pending = False
-            for sf in self.subflows:
-                if sf.engine is not None:
-                    self._after_subflow_io(sf, now)
         if not self.fallback and self._connected:
             self._push()
         for sf in self.subflows:
@@ -765,8 +758,6 @@ class MptcpConnection:
         return (eng.rto if eng is not None else 1.0) * (1 << self._data_fin_backoff)
 
     def poll_timeout(self) -> float | None:
-        if self._io_pending:
-            return 0.0  # input not yet pulled up: the host transmits (and pulls) now
         best = self._t_data_fin
         for sf in self.subflows:
             if sf.engine is not None:
