@@ -10,6 +10,7 @@ reads a clock or global randomness: `now` comes with every call, randomness from
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import socket
 import struct
@@ -25,6 +26,8 @@ from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, Tc
 from stack.wire import MalformedPacket, icmp, ipv4, tcp
 from stack.wire.checksum import ones_sum
 from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
+
+log = logging.getLogger(__name__)
 
 Addr = bytes  # 4-byte IPv4 address
 Key = tuple[bytes, int, bytes, int]  # (local addr, local port, remote addr, remote port)
@@ -68,15 +71,19 @@ class Connection:
     `sock` is what the layer above talks to: the msk, or the engine for plain TCP.
     `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("app", "engine", "key", "listener", "msk")
+    __slots__ = ("app", "engine", "engines", "join_from", "key", "listener", "msk")
 
     def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
                  msk: MptcpConnection | None = None) -> None:
         self.key = key
         self.engine = engine
+        self.engines: dict[Key, TcpEngine] = {key: engine}  # every subflow, by 4-tuple
         self.msk = msk
         self.listener = listener
         self.app: object = None
+        # local addresses to open joins from once fully established (like the kernel's
+        # `subflow` endpoints), with their backup flag
+        self.join_from: list[tuple[Addr, bool]] = []
 
     @property
     def sock(self) -> TcpEngine | MptcpConnection:
@@ -138,7 +145,7 @@ class Stack:
         self.rng = rng or random.Random()
         # MPTCP keys: a CSPRNG in the shell (os.urandom), the seeded rng in tests
         self.randbytes = randbytes or self.rng.randbytes
-        self.tokens: dict[int, MptcpConnection] = {}  # the token table (Linux token.c)
+        self.tokens: dict[int, Connection] = {}  # the token table (Linux token.c)
         self._isn_secret = self.rng.randbytes(16)
         self._ident = self.rng.randrange(1 << 16)
         self.conns: dict[Key, Connection] = {}
@@ -191,6 +198,8 @@ class Stack:
         if msk is not None and sf is not None:
             msk.add_subflow(sf, eng)
         conn = Connection(key, eng, None, msk)
+        if msk is not None:
+            self.tokens[msk.local_token] = conn
         self.conns[key] = conn
         eng.connect(now)
         self._dirty.add(conn)
@@ -199,7 +208,6 @@ class Stack:
     def _new_msk(self, client: bool, cfg: MptcpConfig, now: float) -> MptcpConnection:
         msk = MptcpConnection(client=client, config=cfg, randbytes=self.randbytes,
                               token_in_use=self.tokens.__contains__, now=now)
-        self.tokens[msk.local_token] = msk
         return msk
 
     def source_for(self, remote: Addr) -> Addr:
@@ -261,16 +269,82 @@ class Stack:
         if conn is not None:
             self.counters["InDelivers"] += 1
             if conn.msk is not None:
-                conn.msk.feed(conn.engine, hdr, payload, now)
+                conn.msk.feed(conn.engines[key], hdr, payload, now)
             else:
                 conn.engine.on_segment(hdr, payload, now)
             self._dirty.add(conn)
             return
         lst = self.listeners.get((iph.dst, hdr.dst_port)) or self.listeners.get((None, hdr.dst_port))
         if lst is not None and hdr.flags & (SYN | ACK | RST) == SYN:
+            if lst.mptcp is not None:
+                ro, _ = mo.parse_received(hdr.options, hdr.flags, False)
+                if ro.suboptions & mo.OPTION_MPTCP_MPJ_SYN:
+                    self._passive_join(iph, key, hdr, ro, now)
+                    return
             self._passive_open(lst, key, hdr, now)
             return
         self._reply_rst(iph, hdr, len(payload), "no-socket")
+
+    def _passive_join(self, iph: ipv4.IPv4Header, key: Key, hdr: TcpHeader,
+                      ro: mo.ReceivedOptions, now: float) -> None:
+        """A SYN with MP_JOIN (RFC 8684 3.2; Linux subflow_check_req): find the
+        connection by token; unknown token -> RST with MP_TCPRST reason 1, over the
+        subflow limit -> RST. A join never falls back to TCP."""
+        conn = self.tokens.get(ro.token)
+        msk = conn.msk if conn is not None else None
+        if conn is None or msk is None or not msk.fully_established or msk.fallback:
+            self.counters["MPJoinNoTokenFound"] += 1
+            self._reply_rst(iph, hdr, 0, "join-unknown-token",
+                            mo.MpTcpRst(mo.MPTCP_RST_EMPTCP, 0))
+            return
+        if len(msk.subflows) - 1 >= msk.config.subflows_max:
+            msk.counters["MPJoinRejected"] += 1
+            self._reply_rst(iph, hdr, 0, "join-over-limit",
+                            mo.MpTcpRst(mo.MPTCP_RST_ERESOURCE, 0))
+            return
+        sf = Subflow(msk, join=True, initiator=False,
+                     local_id=self._addr_id(key[0]),
+                     local_nonce=int.from_bytes(self.randbytes(4), "big"))
+        eng = TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3], iss=self._isn(key, now),
+                                   now=now, config=self.config.tcp,
+                                   ts_offset=self.rng.getrandbits(32), ulp=sf)
+        msk.add_subflow(sf, eng)
+        conn.engines[key] = eng
+        self.conns[key] = conn
+        self.counters["InDelivers"] += 1
+        self._dirty.add(conn)
+
+    def add_subflow(self, conn: Connection, local: Addr, now: float,
+                    backup: bool = False) -> TcpEngine:
+        """Open a join (MP_JOIN) from `local` to the connection's remote address and
+        port, as a kernel `subflow` endpoint does (RFC 8684 3.2)."""
+        msk = conn.msk
+        if msk is None or not msk.fully_established or msk.fallback:
+            raise OSError("joins need an MPTCP connection that is fully established")
+        if local not in self._addrset:
+            raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
+        if len(msk.subflows) - 1 >= msk.config.subflows_max:
+            raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
+        remote, rport = conn.key[2], conn.key[3]
+        lport = self._ephemeral_port(local, remote, rport)
+        key = (local, lport, remote, rport)
+        sf = Subflow(msk, join=True, initiator=True, backup=backup,
+                     local_id=self._addr_id(local),
+                     local_nonce=int.from_bytes(self.randbytes(4), "big"))
+        eng = TcpEngine(local, lport, remote, rport, iss=self._isn(key, now), now=now,
+                        config=conn.engine.config, ts_offset=self.rng.getrandbits(32), ulp=sf)
+        msk.add_subflow(sf, eng)
+        conn.engines[key] = eng
+        self.conns[key] = conn
+        msk.counters["MPJoinSynTxAttempts"] += 1
+        eng.connect(now)
+        self._dirty.add(conn)
+        return eng
+
+    def _addr_id(self, addr: Addr) -> int:
+        """Our address id for `addr`: its index among our addresses (the first is 0,
+        the initial subflow's, as the kernel numbers them)."""
+        return self.addrs.index(addr) if addr in self._addrset else 0
 
     def _passive_open(self, lst: Listener, key: Key, hdr: TcpHeader, now: float) -> None:
         if lst.half_open >= lst.backlog:
@@ -289,13 +363,17 @@ class Stack:
         if msk is not None and sf is not None:
             msk.add_subflow(sf, eng)
         conn = Connection(key, eng, lst, msk)
+        if msk is not None:
+            self.tokens[msk.local_token] = conn
         self.counters["InDelivers"] += 1
         lst.half_open += 1
         self.conns[key] = conn
         self._dirty.add(conn)
 
-    def _reply_rst(self, iph: ipv4.IPv4Header, hdr: TcpHeader, payload_len: int, why: str) -> None:
-        """RFC 9293 3.10.7.1: a segment for no connection gets a RST, never an RST."""
+    def _reply_rst(self, iph: ipv4.IPv4Header, hdr: TcpHeader, payload_len: int, why: str,
+                   mptcp_rst: mo.MpTcpRst | None = None) -> None:
+        """RFC 9293 3.10.7.1: a segment for no connection gets a RST, never an RST.
+        `mptcp_rst`: an MP_TCPRST to carry (a refused join says why)."""
         if hdr.flags & RST:
             self._drop("rst-" + why)
             return
@@ -306,6 +384,8 @@ class Stack:
             seg_len = payload_len + (1 if hdr.flags & SYN else 0) + (1 if hdr.flags & FIN else 0)
             rst = TcpHeader(hdr.dst_port, hdr.src_port, 0, (hdr.seq + seg_len) & 0xFFFFFFFF,
                             RST | ACK, 0)
+        if mptcp_rst is not None:
+            rst.options = [mo.to_tcp_option(mptcp_rst)]
         self.counters["OutRsts"] += 1
         self._out.append(self._serialise(iph.dst, iph.src, OutSegment(rst, b"")))
 
@@ -361,7 +441,7 @@ class Stack:
             else:
                 for seg in conn.engine.poll_transmit(now):
                     out.append(self._serialise(conn.key[0], conn.key[2], seg))
-            self._collect_events(conn)
+            self._collect_events(conn, now)
         if self.tap is not None:
             for d in out:
                 self.tap("out", d.data)
@@ -393,9 +473,18 @@ class Stack:
         return Datagram(bytes(buf), seg.gso_size, partial, ipv4.HEADER_LEN, thl)
 
     # ---------------------------------------------------------------- events and timers
-    def _collect_events(self, conn: Connection) -> None:
+    def _collect_events(self, conn: Connection, now: float) -> None:
         eng = conn.sock
         while (ev := eng.poll_event()) is not None:
+            if type(ev) is MptcpEvent and ev.name == "ESTABLISHED" and conn.join_from:
+                # fully established: now the joins may go (RFC 8684 3.2)
+                joins, conn.join_from = conn.join_from, []
+                for addr, backup in joins:
+                    try:
+                        self.add_subflow(conn, addr, now, backup)
+                    except OSError as e:
+                        self.counters["JoinNotOpened"] += 1
+                        log.info("no join from %s: %s", ntoa(addr), e)
             if conn.listener is not None and isinstance(ev, Connected):
                 conn.listener.half_open -= 1
                 lst, conn.listener = conn.listener, None
@@ -415,13 +504,16 @@ class Stack:
 
     def _forget(self, conn: Connection) -> None:
         if self.conns.get(conn.key) is conn:
-            del self.conns[conn.key]
-            self.closed_counters.update(conn.engine.counters)
-            conn.engine.counters.clear()
+            for k in conn.engines:
+                if self.conns.get(k) is conn:
+                    del self.conns[k]
+            for eng in conn.engines.values():
+                self.closed_counters.update(eng.counters)
+                eng.counters.clear()
             if conn.msk is not None:
                 self.closed_counters.update(conn.msk.counters)
                 conn.msk.counters.clear()
-                if self.tokens.get(conn.msk.local_token) is conn.msk:
+                if self.tokens.get(conn.msk.local_token) is conn:
                     del self.tokens[conn.msk.local_token]
 
     def poll_event(self) -> HostEvent | None:
@@ -429,14 +521,14 @@ class Stack:
 
     def poll_timeout(self) -> float | None:
         deadline: float | None = None
-        for conn in self.conns.values():
+        for conn in self._unique_conns():
             t = conn.sock.poll_timeout()
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
         return deadline
 
     def handle_timeout(self, now: float) -> None:
-        for conn in list(self.conns.values()):
+        for conn in self._unique_conns():
             t = conn.sock.poll_timeout()
             if t is not None and t <= now:
                 conn.sock.handle_timeout(now)
@@ -463,8 +555,9 @@ class Stack:
     def all_counters(self) -> Counter[str]:
         """Host counters plus those of every engine, live or closed."""
         c = self.counters + self.closed_counters
-        for conn in self.conns.values():
-            c.update(conn.engine.counters)
+        for conn in self._unique_conns():
+            for eng in conn.engines.values():
+                c.update(eng.counters)
             if conn.msk is not None:
                 c.update(conn.msk.counters)
         return c
@@ -472,8 +565,12 @@ class Stack:
     def format_counters(self) -> str:
         return format_counters(self.all_counters())
 
+    def _unique_conns(self) -> list[Connection]:
+        """Each connection once (an MPTCP connection is in `conns` once per subflow)."""
+        return list({id(c): c for c in self.conns.values()}.values())
+
     def connections(self) -> Iterator[Connection]:
-        return iter(list(self.conns.values()))
+        return iter(self._unique_conns())
 
 
 def _asks_for_mptcp(hdr: TcpHeader, cfg: MptcpConfig) -> bool:

@@ -62,6 +62,8 @@ _DSS = int(mo.OPTION_MPTCP_DSS)
 _ADD_ADDR = int(mo.OPTION_MPTCP_ADD_ADDR)
 _FAIL = int(mo.OPTION_MPTCP_FAIL)
 _CSUMREQD = int(mo.OPTION_MPTCP_CSUMREQD)
+_MPJ_SYNACK = int(mo.OPTION_MPTCP_MPJ_SYNACK)
+_MPJ_ACK = int(mo.OPTION_MPTCP_MPJ_ACK)
 
 
 def _near32(ref_off: int, ref_wire: int, low: int) -> int:
@@ -84,6 +86,7 @@ class MptcpConfig:
     # 4 MB a kernel MPTCP sender sat window-limited (ss: snd_wnd 1.3 MB) and we idled
     # 57% of the time; 16 MB took kernel->ours from ~4.8 to ~6.0 Gbit/s.
     rcv_buf: int = 16 << 20
+    subflows_max: int = 8           # additional subflows (joins) accepted or opened
     # connection-level send buffer, kept until data-acked: it holds what the subflows
     # hold plus what they delivered but the peer has not data-acked yet, so it must be
     # well above a subflow's 4 MB (at 4 MB, data-ACK lag halved our goodput)
@@ -98,6 +101,8 @@ class MptcpEvent:
     token: int
     remote_token: int | None = None
     detail: str | None = None
+    # SF_* events: the subflow's own addresses and ids, as `ip mptcp monitor` prints them
+    subflow: tuple[tuple[str, object], ...] = ()
 
 
 class MptcpConnection:
@@ -153,6 +158,28 @@ class MptcpConnection:
     # ---- identity helpers ---------------------------------------------------------------
     def mpc_flags(self) -> int:
         return mo.MPC_FLAG_H | (mo.MPC_FLAG_A if self.csum_enabled else 0)
+
+    def join_synack_thmac(self, sf: Subflow) -> int:
+        """The responder's truncated HMAC (RFC 8684 3.2): leftmost 64 bits of
+        HMAC(Key_B || Key_A, R_B || R_A), we being B."""
+        assert self.remote_key is not None
+        return crypto.join_synack_hmac(self.local_key, self.remote_key, sf.local_nonce,
+                                       sf.remote_nonce, self.version)
+
+    def join_ack_hmac(self, sf: Subflow) -> bytes:
+        """The joiner's HMAC: leftmost 160 bits of HMAC(Key_A || Key_B, R_A || R_B)."""
+        assert self.remote_key is not None
+        return crypto.join_ack_hmac(self.local_key, self.remote_key, sf.local_nonce,
+                                    sf.remote_nonce, self.version)
+
+    def sf_event(self, name: str, sf: Subflow, detail: str | None = None) -> None:
+        eng = sf.engine
+        assert eng is not None
+        import socket as _socket
+        self.events.append(MptcpEvent(name, self.local_token, self.remote_token, detail, (
+            ("saddr4", _socket.inet_ntoa(eng.local_addr)), ("sport", eng.local_port),
+            ("daddr4", _socket.inet_ntoa(eng.remote_addr)), ("dport", eng.remote_port),
+            ("locid", sf.local_id), ("remid", sf.remote_id), ("backup", int(sf.backup)))))
 
     def set_remote_key(self, key: int) -> None:
         self.remote_key = key
@@ -307,6 +334,8 @@ class MptcpConnection:
             return True
         if self.fallback:
             return True
+        if sf.join:
+            return self._rx_join(sf, ro, s, flags, payload_len)
         if flags & SYN:
             if flags & ACK and self.client:
                 self._rx_synack(ro)
@@ -338,6 +367,58 @@ class MptcpConnection:
         if s & _FAIL:
             self._rx_mp_fail(sf, ro)
         return True
+
+    def _rx_join(self, sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int,
+                 payload_len: int) -> bool:
+        """A join subflow's handshake (RFC 8684 3.2; Linux subflow.c): HMACs checked
+        both ways; a failure resets the subflow, never falls back."""
+        if flags & SYN and flags & ACK:  # we are the joiner: the SYN/ACK
+            if not s & _MPJ_SYNACK:
+                self._join_failed(sf, "the SYN/ACK carried no MP_JOIN", "MPJoinSynAckMissing")
+                return True  # accept it so that the reset can be sent
+            self.counters["MPJoinSynAckRx"] += 1
+            sf.remote_nonce, sf.remote_id = ro.nonce, ro.join_id
+            assert self.remote_key is not None
+            want = crypto.join_synack_hmac(self.remote_key, self.local_key, ro.nonce,
+                                           sf.local_nonce, self.version)
+            if ro.thmac != want:
+                self._join_failed(sf, f"bad SYN/ACK HMAC 0x{ro.thmac:016x}, "
+                                      f"expected 0x{want:016x}", "MPJoinSynAckHMacFailure")
+            return True
+        if flags & SYN:  # we are the responder: the SYN (the host checked the token)
+            self.counters["MPJoinSynRx"] += 1
+            sf.remote_nonce, sf.remote_id, sf.backup = ro.nonce, ro.join_id, ro.backup
+            return True
+        if sf.initiator:
+            if not sf.fully_established and sf.join_failed is None:
+                # the responder's fourth ACK (any segment after the SYN/ACK)
+                sf.fully_established = True
+                self.sf_event("SF_ESTABLISHED", sf)
+        elif not sf.fully_established:
+            if not s & _MPJ_ACK:
+                self._join_failed(sf, "the third ACK carried no MP_JOIN", "MPJoinAckMissing")
+                return False
+            want_hmac = crypto.join_ack_hmac(self.remote_key or 0, self.local_key,
+                                             sf.remote_nonce, sf.local_nonce, self.version)
+            if ro.hmac != want_hmac:
+                self._join_failed(sf, "bad third-ACK HMAC", "MPJoinAckHMacFailure")
+                return False
+            self.counters["MPJoinAckRx"] += 1
+            sf.fully_established = True
+            eng = sf.engine
+            assert eng is not None
+            eng.ack_now()  # the fourth ACK: the joiner may send data after it
+            self.sf_event("SF_ESTABLISHED", sf)
+        if s & _DSS and sf.join_failed is None:
+            return self._rx_dss(sf, ro, payload_len)
+        return True
+
+    def _join_failed(self, sf: Subflow, why: str, counter: str) -> None:
+        """Refuse the join: the subflow is reset (MP_TCPRST reason 1) once the engine
+        has finished with the segment at hand (never from inside its handling)."""
+        self.counters[counter] += 1
+        sf.join_failed = why
+        self.events.append(MptcpEvent("JOIN_FAILED", self.local_token, self.remote_token, why))
 
     def _rx_synack(self, ro: mo.ReceivedOptions) -> None:
         s = int(ro.suboptions)
@@ -459,6 +540,9 @@ class MptcpConnection:
     def _after_subflow_io(self, sf: Subflow, now: float) -> None:
         eng = sf.engine
         assert eng is not None
+        if sf.join_failed is not None and not sf.resetting and eng.state in (
+                State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
+            self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, sf.join_failed)
         if eng.recv_buffered:
             self._pull(sf, eng.recv())
         self._take_engine_events(sf, now)
@@ -602,8 +686,11 @@ class MptcpConnection:
                 self.events.append(ev)  # StateChanged: for traces and observers
 
     def _subflow_closed(self, sf: Subflow, error: str | None) -> None:
+        if sf.join:
+            self.sf_event("SF_CLOSED", sf, sf.join_failed or error)
         live = [s for s in self.subflows if s is not sf and s.engine is not None
-                and not s.engine.is_closed and s.engine.state is not State.CLOSED]
+                and not s.engine.is_closed
+                and s.engine.state not in (State.CLOSED, State.TIME_WAIT)]
         if live:
             return
         if error is not None:
@@ -638,33 +725,55 @@ class MptcpConnection:
         return out
 
     def _push(self) -> None:
-        """Map unsent data onto subflows (the scheduler: issue 4 picks among several;
-        with one subflow, the master takes everything it has room for). Each chunk is
-        one mapping, sized to the engine's super-packets so no segment crosses one."""
-        for sf in self.subflows:
-            eng = sf.engine
-            if eng is None or eng.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
-                continue
-            # one mapping per ~64 KB, a whole number of segments (a GSO super-packet
-            # is then exactly one mapping); the engine never cuts across one
-            mss = max(eng.mss, 1)
-            chunk_max = max(1, MAX_MAP // mss) * mss
-            while self.snd_nxt < self.write_off:
-                room = eng.config.snd_buf - eng.send_buffered
+        """Map unsent data onto subflows, one chunk (one mapping) at a time, each to the
+        subflow with the lowest expected time to deliver it (Linux's default
+        scheduler: bytes queued over the rate cwnd/srtt, like its "linger time");
+        backup subflows only when no other can send. Each subflow holds about two
+        cwnds, so the choice is made again as they drain."""
+        ready = [sf for sf in self.subflows if sf.engine is not None and sf.fully_established
+                 and sf.join_failed is None
+                 and sf.engine.state in (State.ESTABLISHED, State.CLOSE_WAIT)]
+        regular = [sf for sf in ready if not sf.backup]
+        ready = regular or ready
+        if not ready:
+            return
+        while self.snd_nxt < self.write_off:
+            best: Subflow | None = None
+            best_t = 0.0
+            for sf in ready:
+                eng = sf.engine
+                assert eng is not None
+                # about two cwnds queued per subflow: enough to keep it busy, little
+                # enough that a subflow joining later (or a faster one) gets its share
+                cap = min(eng.config.snd_buf, max(2 * eng.cwnd, 4 * MAX_MAP))
+                room = cap - eng.send_buffered
                 if room <= 0:
-                    break
-                n = min(self.write_off - self.snd_nxt, room, chunk_max)
-                pieces = self.sndbuf.pieces(self.snd_nxt, n)
-                chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                csum = crypto.dss_checksum(self.wire_dsn(self.snd_nxt), sf.tx_next, n, chunk) \
-                    if self.csum_enabled else 0
-                sent = eng.send(chunk)  # room >= n: all of it
-                if not sent:
-                    break
-                sf.add_tx_map(TxMap(sf.tx_next, sent, self.snd_nxt, csum))
-                self.snd_nxt += sent
-            self._maybe_close_subflows(None)
-            break  # one subflow for now (the scheduler of issue 4 chooses)
+                    continue
+                rate = max(eng.cwnd, eng.mss) / (eng.srtt or 0.001)
+                t = (eng.send_buffered + MAX_MAP) / rate
+                if best is None or t < best_t:
+                    best, best_t = sf, t
+            if best is None:
+                break
+            self._push_chunk(best)
+        self._maybe_close_subflows(None)
+
+    def _push_chunk(self, sf: Subflow) -> None:
+        """One mapping onto `sf`: ~64 KB, a whole number of its segments (a GSO
+        super-packet is then exactly one mapping; the engine never cuts across one)."""
+        eng = sf.engine
+        assert eng is not None
+        mss = max(eng.mss, 1)
+        chunk_max = max(1, MAX_MAP // mss) * mss
+        room = eng.config.snd_buf - eng.send_buffered
+        n = min(self.write_off - self.snd_nxt, room, chunk_max)
+        pieces = self.sndbuf.pieces(self.snd_nxt, n)
+        chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        csum = crypto.dss_checksum(self.wire_dsn(self.snd_nxt), sf.tx_next, n, chunk) \
+            if self.csum_enabled else 0
+        sent = eng.send(chunk)  # room >= n: all of it
+        sf.add_tx_map(TxMap(sf.tx_next, sent, self.snd_nxt, csum))
+        self.snd_nxt += sent
 
     def data_fin_to_signal(self) -> bool:
         """A DATA_FIN is due on our next segment without payload: the application
@@ -750,7 +859,8 @@ class MptcpConnection:
         sf.resetting = True
         if sf.engine is not None:
             sf.engine.abort(0.0)
-        self.reset_error = why
+        if sf is self.master:
+            self.reset_error = why
 
     # ---- timers ------------------------------------------------------------------------------
     def _rto(self) -> float:

@@ -53,12 +53,20 @@ class Subflow:
     """One subflow of an MPTCP connection; the TCP engine's `Ulp`."""
 
     def __init__(self, msk: MptcpConnection, *, local_id: int = 0, remote_id: int = 0,
-                 backup: bool = False) -> None:
+                 backup: bool = False, join: bool = False, local_nonce: int = 0,
+                 initiator: bool = True) -> None:
         self.msk = msk
         self.engine: TcpEngine | None = None
         self.local_id = local_id
         self.remote_id = remote_id
         self.backup = backup
+        # MP_JOIN (RFC 8684 3.2): a subflow added to an established connection
+        self.join = join
+        self.initiator = initiator       # we sent this subflow's SYN
+        self.local_nonce = local_nonce   # R_A (joiner) or R_B (responder), 32 bits
+        self.remote_nonce = 0
+        self.fully_established = not join  # a join carries data only after the 4th ACK
+        self.join_failed: str | None = None  # why the join was refused (for traces)
         self._tx_starts: list[int] = []
         self._tx_maps: list[TxMap] = []
         self.tx_next = 1              # relative ssn of the next byte handed to the engine

