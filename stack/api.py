@@ -265,13 +265,18 @@ def _shell(shell: TunShell | None) -> TunShell:
 
 async def open_connection(host: str, port: int, *, shell: TunShell | None = None,
                           local_addr: str | None = None, local_port: int | None = None,
+                          subflows: list[str] | None = None, backup: list[str] | None = None,
                           ) -> tuple[StreamReader, StreamWriter]:
     """Active open to host:port through our stack; returns once ESTABLISHED.
+    `subflows`: local addresses to open MPTCP joins from once the connection is fully
+    established (those also in `backup` as backup subflows).
     Raises ConnectionRefusedError / TimeoutError / OSError with a one-line reason."""
     sh = _shell(shell)
+    backups = set(backup or [])
     conn = sh.stack.connect(hostmod.ip(host), port, sh.now(),
                             local=hostmod.ip(local_addr) if local_addr else None,
-                            local_port=local_port)
+                            local_port=local_port,
+                            join_from=[(hostmod.ip(a), a in backups) for a in subflows or []])
     stream = _Stream(sh, conn)
     sh.kick(conn)
     await stream.connected.wait()

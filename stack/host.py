@@ -176,7 +176,8 @@ class Stack:
     def connect(self, remote: Addr, remote_port: int, now: float, *,
                 local: Addr | None = None, local_port: int | None = None,
                 config: TcpConfig | None = None,
-                mptcp: MptcpConfig | None | bool = True) -> Connection:
+                mptcp: MptcpConfig | None | bool = True,
+                join_from: list[tuple[Addr, bool]] | None = None) -> Connection:
         """Active open. The local address defaults to the one on the remote's /24
         (the topology gives each path its own subnet), else the first."""
         local = local or self.source_for(remote)
@@ -200,6 +201,7 @@ class Stack:
         conn = Connection(key, eng, None, msk)
         if msk is not None:
             self.tokens[msk.local_token] = conn
+            conn.join_from = list(join_from or [])
         self.conns[key] = conn
         eng.connect(now)
         self._dirty.add(conn)

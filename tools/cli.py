@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("host")
     c.add_argument("port", type=int)
     c.add_argument("--local-port", type=int, help="our port (default: ephemeral)")
+    c.add_argument("--subflow", action="append", metavar="A", default=[],
+                   help="open an MPTCP join from our address A once the connection is "
+                        "fully established, like a kernel 'subflow' endpoint (repeatable)")
+    c.add_argument("--backup", action="append", metavar="A", default=[],
+                   help="subflows from our address A are backup subflows (MP_JOIN B flag)")
     lp = sub.add_parser("listen", parents=[common], help="passive open on PORT",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     lp.add_argument("port", type=int)
@@ -137,6 +142,7 @@ class Result:
     idsn: int | None = None
     remote_idsn: int | None = None
     subflows: int = 1
+    subflow_bytes: list[int] = field(default_factory=list)  # data mapped onto each
 
     def take_mptcp(self, conn: Connection) -> None:
         msk = conn.msk
@@ -150,14 +156,18 @@ class Result:
         self.local_key = f"{msk.local_key:016x}"
         self.idsn = msk.local_idsn
         self.remote_idsn = msk.remote_idsn if msk.remote_key is not None else None
-        self.subflows = max(1, len(msk.subflows))
+        self.subflows = max(1, sum(1 for sf in msk.subflows
+                                   if sf.fully_established and sf.join_failed is None))
+        self.subflow_bytes = [sf.tx_next - 1 for sf in msk.subflows
+                              if sf.fully_established and sf.join_failed is None]
 
     def summary(self, args: argparse.Namespace) -> dict[str, object]:
         secs = max(self.ended - self.started, 1e-9)
         return {"local": self.local, "remote": self.remote, "sent": self.sent,
                 "received": self.received, "seconds": round(secs, 6),
                 "goodput_mbps": round((self.sent + self.received) * 8 / secs / 1e6, 3),
-                "subflows": self.subflows, "mptcp": self.mptcp and not self.fallback,
+                "subflows": self.subflows, "subflow_bytes": self.subflow_bytes,
+                "mptcp": self.mptcp and not self.fallback,
                 "fallback": self.fallback, "fallback_reason": self.fallback_reason,
                 "checksum": self.checksum, "token": self.token,
                 "remote_token": self.remote_token, "local_key": self.local_key,
@@ -315,7 +325,9 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
             results.append(res)
             try:
                 reader, writer = await open_connection(args.host, args.port, shell=shell,
-                                                       local_port=args.local_port)
+                                                       local_port=args.local_port,
+                                                       subflows=args.subflow,
+                                                       backup=args.backup)
             except OSError as e:
                 res.error, res.ended = str(e), time.monotonic()
             else:

@@ -526,7 +526,8 @@ class LadderTracer:
         other = _other(d)
         hit = self.tokens.get(m.token)
         if hit is None and self.stack is not None and d == "in":
-            msk = self.stack.tokens.get(m.token)
+            owner = self.stack.tokens.get(m.token)
+            msk = owner.msk if owner is not None else None
             if msk is not None:  # ours, though the tracer missed the handshake
                 mp = _MpConn(msk.version, msk=msk)
                 mp.key["out"], mp.token["out"], mp.idsn["out"] = \

@@ -142,6 +142,7 @@ class MptcpConnection:
         self.snd_una = 0
         self.snd_nxt = 0             # next offset to map onto a subflow
         self.write_off = 0           # end of what the application gave us
+        self.snd_wnd_end = 0         # the peer's data-level window right edge (offset)
         self.data_fin_queued = False  # the application closed: DATA_FIN after write_off
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
@@ -335,7 +336,7 @@ class MptcpConnection:
         if self.fallback:
             return True
         if sf.join:
-            return self._rx_join(sf, ro, s, flags, payload_len)
+            return self._rx_join(sf, ro, s, flags, payload_len, hdr.window)
         if flags & SYN:
             if flags & ACK and self.client:
                 self._rx_synack(ro)
@@ -363,13 +364,13 @@ class MptcpConnection:
                             "(options stripped?)")
             return True
         if s & _DSS:
-            return self._rx_dss(sf, ro, payload_len)
+            return self._rx_dss(sf, ro, payload_len, hdr.window)
         if s & _FAIL:
             self._rx_mp_fail(sf, ro)
         return True
 
     def _rx_join(self, sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int,
-                 payload_len: int) -> bool:
+                 payload_len: int, window: int) -> bool:
         """A join subflow's handshake (RFC 8684 3.2; Linux subflow.c): HMACs checked
         both ways; a failure resets the subflow, never falls back."""
         if flags & SYN and flags & ACK:  # we are the joiner: the SYN/ACK
@@ -410,7 +411,7 @@ class MptcpConnection:
             eng.ack_now()  # the fourth ACK: the joiner may send data after it
             self.sf_event("SF_ESTABLISHED", sf)
         if s & _DSS and sf.join_failed is None:
-            return self._rx_dss(sf, ro, payload_len)
+            return self._rx_dss(sf, ro, payload_len, window)
         return True
 
     def _join_failed(self, sf: Subflow, why: str, counter: str) -> None:
@@ -455,9 +456,19 @@ class MptcpConnection:
         self._fall_back("the third ACK carried no MP_CAPABLE")
         return False
 
-    def _rx_dss(self, sf: Subflow, ro: mo.ReceivedOptions, payload_len: int) -> bool:
+    def _rx_dss(self, sf: Subflow, ro: mo.ReceivedOptions, payload_len: int,
+                window: int) -> bool:
         if ro.use_ack:
-            self._on_data_ack(self._ack_off(ro.data_ack, ro.ack64))
+            ack = self._ack_off(ro.data_ack, ro.ack64)
+            self._on_data_ack(ack)
+            # The peer's receive window is shared and relative to the data ACK (RFC
+            # 8684 3.3.1): its right edge bounds what we may map, on any subflow
+            # (Linux msk->wnd_end; beyond it the kernel drops: NoDSSInWindow).
+            eng = sf.engine
+            if eng is not None:
+                edge = ack + (window << eng.snd_wscale)
+                if edge > self.snd_wnd_end:
+                    self.snd_wnd_end = edge
             self._set_fully_established()
         if not ro.use_map:
             return True
@@ -737,7 +748,7 @@ class MptcpConnection:
         ready = regular or ready
         if not ready:
             return
-        while self.snd_nxt < self.write_off:
+        while self.snd_nxt < self.write_off and self.snd_nxt < self._wnd_end():
             best: Subflow | None = None
             best_t = 0.0
             for sf in ready:
@@ -766,7 +777,7 @@ class MptcpConnection:
         mss = max(eng.mss, 1)
         chunk_max = max(1, MAX_MAP // mss) * mss
         room = eng.config.snd_buf - eng.send_buffered
-        n = min(self.write_off - self.snd_nxt, room, chunk_max)
+        n = min(self.write_off - self.snd_nxt, room, chunk_max, self._wnd_end() - self.snd_nxt)
         pieces = self.sndbuf.pieces(self.snd_nxt, n)
         chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         csum = crypto.dss_checksum(self.wire_dsn(self.snd_nxt), sf.tx_next, n, chunk) \
@@ -774,6 +785,14 @@ class MptcpConnection:
         sent = eng.send(chunk)  # room >= n: all of it
         sf.add_tx_map(TxMap(sf.tx_next, sent, self.snd_nxt, csum))
         self.snd_nxt += sent
+
+    def _wnd_end(self) -> int:
+        """How far we may map: the peer's data-level window edge once a data ACK
+        told it; before that (the first data), what the master's TCP window allows."""
+        if self.snd_wnd_end:
+            return self.snd_wnd_end
+        eng = self.master.engine
+        return self.snd_una + (eng.snd_wnd if eng is not None else 0) + 1
 
     def data_fin_to_signal(self) -> bool:
         """A DATA_FIN is due on our next segment without payload: the application
