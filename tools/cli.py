@@ -143,6 +143,7 @@ class Result:
     remote_idsn: int | None = None
     subflows: int = 1
     subflow_bytes: list[int] = field(default_factory=list)  # data mapped onto each
+    subflow_rx_bytes: list[int] = field(default_factory=list)  # data received on each
 
     def take_mptcp(self, conn: Connection) -> None:
         msk = conn.msk
@@ -158,8 +159,9 @@ class Result:
         self.remote_idsn = msk.remote_idsn if msk.remote_key is not None else None
         self.subflows = max(1, sum(1 for sf in msk.subflows
                                    if sf.fully_established and sf.join_failed is None))
-        self.subflow_bytes = [sf.tx_next - 1 for sf in msk.subflows
-                              if sf.fully_established and sf.join_failed is None]
+        live = [sf for sf in msk.subflows if sf.fully_established and sf.join_failed is None]
+        self.subflow_bytes = [sf.tx_next - 1 for sf in live]
+        self.subflow_rx_bytes = [sf.rx_next - 1 for sf in live]
 
     def summary(self, args: argparse.Namespace) -> dict[str, object]:
         secs = max(self.ended - self.started, 1e-9)
@@ -167,6 +169,7 @@ class Result:
                 "received": self.received, "seconds": round(secs, 6),
                 "goodput_mbps": round((self.sent + self.received) * 8 / secs / 1e6, 3),
                 "subflows": self.subflows, "subflow_bytes": self.subflow_bytes,
+                "subflow_rx_bytes": self.subflow_rx_bytes,
                 "mptcp": self.mptcp and not self.fallback,
                 "fallback": self.fallback, "fallback_reason": self.fallback_reason,
                 "checksum": self.checksum, "token": self.token,

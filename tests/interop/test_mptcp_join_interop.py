@@ -1,0 +1,95 @@
+"""MP_JOIN with the Linux kernel, both roles (issue 4, first scenarios): a second
+subflow on path 2, both subflows carrying data, checked by sha256, by the kernel's
+`ip mptcp monitor` (SF_ESTABLISHED), by its MPJoin counters, and by the bytes that
+crossed path 2."""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.interop import ours
+from tests.interop.harness import Topology, nstat_diff, nstat_errors
+from tests.interop.payload import expected_sha256
+from tests.interop.test_mptcp_interop import Monitor
+
+MB = 1_000_000
+
+
+def first_report(p: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
+    """The first JSON line of a long-running kpeer server, which is then stopped (it
+    keeps its listener open: the kernel takes MP_JOIN SYNs through the listener)."""
+    assert p.stdout is not None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], 0.2)[0]:
+                line = p.stdout.readline()
+                if line.startswith("{"):
+                    return json.loads(line)  # type: ignore[no-any-return]
+                if not line:
+                    break
+        raise AssertionError("the kernel server printed no report")
+    finally:
+        p.terminate()
+
+
+def path_rx_bytes(topo: Topology, ns: str, dev: str) -> int:
+    return int(topo.run_in(ns, "cat", f"/sys/class/net/{dev}/statistics/rx_bytes").stdout)
+
+
+@pytest.fixture
+def no_endpoints(topology: Topology):  # type: ignore[no-untyped-def]
+    topology.run_peer("ip", "mptcp", "endpoint", "flush")
+    yield
+    topology.run_peer("ip", "mptcp", "endpoint", "flush")
+
+
+def test_our_client_joins_a_second_subflow_on_path2(topology: Topology) -> None:
+    before = topology.nstat_peer()
+    mon = Monitor(topology)
+    srv = topology.popen_peer(*topology.kpeer("server", "--port", 6200, "--mptcp"))
+    topology.wait_listening(topology.peer_ns, 6200)
+    p2 = path_rx_bytes(topology, topology.peer_ns, "path2")
+    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 6200,
+                                "--subflow", topology.our_addr(2), "--send-bytes", 100 * MB,
+                                "--json"), timeout=180)
+    kernel = first_report(srv)
+    assert me["returncode"] == 0, me["stderr"]
+    assert kernel["rx_bytes"] == 100 * MB and kernel["rx_sha256"] == me["sent_sha256"]
+    assert me["subflows"] == 2 and all(b > MB for b in me["subflow_bytes"]), me["subflow_bytes"]
+    # the join's bytes really crossed path 2
+    assert path_rx_bytes(topology, topology.peer_ns, "path2") - p2 > min(me["subflow_bytes"])
+    sf = [e for e in mon.events() if e["event"] == "SF_ESTABLISHED"]
+    assert sf and sf[0].get("daddr4") == topology.our_addr(2)
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtMPJoinSynRx") == 1 and diff.get("MPTcpExtMPJoinAckRx") == 1
+    assert nstat_errors(diff) == {}
+
+
+def test_kernel_client_with_a_subflow_endpoint_joins_our_listener(
+        topology: Topology, no_endpoints: None) -> None:
+    # No `dev`: by the topology contract all traffic of 10.0.1.2 crosses path1, and a
+    # device-bound kernel subflow socket would not take our SYN/ACK arriving there.
+    topology.run_peer("ip", "mptcp", "endpoint", "add", topology.peer_addr(2), "subflow")
+    before = topology.nstat_peer()
+    mon = Monitor(topology)
+    lst = ours.start_listener(topology, 6201, "--once", "--json", "--echo")
+    cli = topology.run_peer(*topology.kpeer("client", topology.our_addr(1), 6201, "--mptcp",
+                                            "--send-bytes", 50 * MB, "--echo-check"),
+                            timeout=180)
+    me = ours.result(lst)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert me["returncode"] == 0, me["stderr"]
+    assert me["received_sha256"] == expected_sha256(50 * MB)
+    assert me["subflows"] == 2 and all(b > 0 for b in me["subflow_rx_bytes"]), me
+    sf = [e for e in mon.events() if e["event"] == "SF_ESTABLISHED"]
+    assert sf and sf[0].get("saddr4") == topology.peer_addr(2)
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtMPJoinSynTx") == 1
+    assert nstat_errors(diff) == {}
