@@ -64,6 +64,8 @@ _FAIL = int(mo.OPTION_MPTCP_FAIL)
 _CSUMREQD = int(mo.OPTION_MPTCP_CSUMREQD)
 _MPJ_SYNACK = int(mo.OPTION_MPTCP_MPJ_SYNACK)
 _MPJ_ACK = int(mo.OPTION_MPTCP_MPJ_ACK)
+_SENDING = (State.ESTABLISHED, State.CLOSE_WAIT)
+STALE_RTOS = 2  # consecutive RTOs that make a subflow stale (Linux stale_loss_cnt: 4)
 
 
 def _near32(ref_off: int, ref_wire: int, low: int) -> int:
@@ -143,6 +145,7 @@ class MptcpConnection:
         self.snd_nxt = 0             # next offset to map onto a subflow
         self.write_off = 0           # end of what the application gave us
         self.snd_wnd_end = 0         # the peer's data-level window right edge (offset)
+        self.reinject: list[tuple[int, int]] = []  # data ranges to send again
         self.data_fin_queued = False  # the application closed: DATA_FIN after write_off
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
@@ -204,6 +207,24 @@ class MptcpConnection:
         if not ack64:
             return _near32(self.snd_una, self.wire_dsn(self.snd_una), ack)
         return unwrap64(self.snd_una, (ack - self.local_idsn - 1) & M64)
+
+    def _signal_engine(self) -> TcpEngine | None:
+        """The engine to carry connection-level signals (DATA_FIN, data ACKs): the
+        master while it works, else any working subflow."""
+        for sf in self.subflows:
+            eng = sf.engine
+            if eng is not None and not sf.stale and sf.join_failed is None and \
+                    sf.fully_established and eng.state in _SENDING:
+                return eng
+        return self.master.engine
+
+    def _ack_on_every_subflow(self) -> None:
+        """A DATA_FIN rides on a pure ACK of each subflow (any path may be the one
+        that works; the duplicates are harmless at the data level)."""
+        for sf in self.subflows:
+            eng = sf.engine
+            if eng is not None and sf.join_failed is None and sf.fully_established:
+                eng.ack_now()
 
     @property
     def master(self) -> Subflow:
@@ -551,6 +572,9 @@ class MptcpConnection:
     def _after_subflow_io(self, sf: Subflow, now: float) -> None:
         eng = sf.engine
         assert eng is not None
+        if sf.stale and eng.rto_retries == 0:
+            sf.stale = False  # it got an ACK: its path works again
+            self.counters["SubflowRecover"] += 1
         if sf.join_failed is not None and not sf.resetting and eng.state in (
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
             self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, sf.join_failed)
@@ -697,6 +721,8 @@ class MptcpConnection:
                 self.events.append(ev)  # StateChanged: for traces and observers
 
     def _subflow_closed(self, sf: Subflow, error: str | None) -> None:
+        if not sf.stale:
+            self._queue_reinject(sf, "closed")
         if sf.join:
             self.sf_event("SF_CLOSED", sf, sf.join_failed or error)
         live = [s for s in self.subflows if s is not sf and s.engine is not None
@@ -704,7 +730,11 @@ class MptcpConnection:
                 and s.engine.state not in (State.CLOSED, State.TIME_WAIT)]
         if live:
             return
-        if error is not None:
+        if self.peer_fin and self.data_fin_acked:
+            # the data-level close is complete: every byte is through both ways, however
+            # the subflows ended (a stale one is reset on purpose)
+            self._emit_closed(None)
+        elif error is not None:
             self._emit_closed(self.reset_error if error == "reset" and self.reset_error
                               else error)
         elif self.fallback or (self.peer_fin and self.data_fin_acked):
@@ -725,7 +755,7 @@ class MptcpConnection:
                 out.append((eng, seg))
             self._after_subflow_io(sf, now)
         if self.data_fin_to_signal():
-            eng = self.master.engine
+            eng = self._signal_engine()
             if not self.data_fin_on_wire and eng is not None:
                 # the ACK asked for it went out as data segments (they carry their
                 # mappings, not the DATA_FIN): a pure ACK with it, now
@@ -742,13 +772,13 @@ class MptcpConnection:
         backup subflows only when no other can send. Each subflow holds about two
         cwnds, so the choice is made again as they drain."""
         ready = [sf for sf in self.subflows if sf.engine is not None and sf.fully_established
-                 and sf.join_failed is None
-                 and sf.engine.state in (State.ESTABLISHED, State.CLOSE_WAIT)]
+                 and sf.join_failed is None and not sf.stale and sf.engine.state in _SENDING]
         regular = [sf for sf in ready if not sf.backup]
         ready = regular or ready
         if not ready:
             return
-        while self.snd_nxt < self.write_off and self.snd_nxt < self._wnd_end():
+        while self.reinject or (self.snd_nxt < self.write_off
+                                and self.snd_nxt < self._wnd_end()):
             best: Subflow | None = None
             best_t = 0.0
             for sf in ready:
@@ -766,8 +796,46 @@ class MptcpConnection:
                     best, best_t = sf, t
             if best is None:
                 break
-            self._push_chunk(best)
+            if self.reinject:
+                self._reinject_chunk(best)
+            else:
+                self._push_chunk(best)
         self._maybe_close_subflows(None)
+
+    def _reinject_chunk(self, sf: Subflow) -> None:
+        """Send again, on `sf`, data a dead or stale subflow carried and the peer has
+        not data-acked (RFC 8684 3.3.6; Linux `__mptcp_retrans`): a new mapping with
+        the old data sequence numbers; the receiver drops what it already has."""
+        start, end = self.reinject[0]
+        start = max(start, self.snd_una)
+        if start >= end:
+            self.reinject.pop(0)
+            return
+        eng = sf.engine
+        assert eng is not None
+        mss = max(eng.mss, 1)
+        n = min(end - start, max(1, MAX_MAP // mss) * mss,
+                eng.config.snd_buf - eng.send_buffered)
+        pieces = self.sndbuf.pieces(start, n)
+        chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        csum = crypto.dss_checksum(self.wire_dsn(start), sf.tx_next, n, chunk) \
+            if self.csum_enabled else 0
+        sent = eng.send(chunk)
+        sf.add_tx_map(TxMap(sf.tx_next, sent, start, csum))
+        self.counters["Reinjected"] += sent
+        if start + sent >= end:
+            self.reinject.pop(0)
+        else:
+            self.reinject[0] = (start + sent, end)
+
+    def _queue_reinject(self, sf: Subflow, why: str) -> None:
+        """Everything `sf` carried that is not data-acked goes to the reinject queue."""
+        todo = [(m.data_off, m.data_off + m.length) for m in sf.tx_maps
+                if m.data_off + m.length > self.snd_una]
+        if todo and len(self.subflows) > 1:
+            log.info("reinjecting %d ranges of a %s subflow", len(todo), why)
+            self.reinject.extend(todo)
+            self.reinject.sort()
 
     def _push_chunk(self, sf: Subflow) -> None:
         """One mapping onto `sf`: ~64 KB, a whole number of its segments (a GSO
@@ -826,16 +894,21 @@ class MptcpConnection:
         """Both DATA_FINs done: close the subflows with TCP FINs (RFC 8684 3.3.3)."""
         if self.data_fin_acked and self.peer_fin:
             for sf in self.subflows:
-                if sf.engine is not None and sf.engine.state in (State.ESTABLISHED,
-                                                                  State.CLOSE_WAIT):
-                    sf.engine.close(now or 0.0)
+                eng = sf.engine
+                if eng is None or eng.is_closed:
+                    continue
+                if sf.stale and len(self.subflows) > 1 and eng.state is not State.CLOSED:
+                    # its path is down: a FIN would wait out every retransmission
+                    sf.reset_reason = mo.MPTCP_RST_EUNSPEC
+                    sf.resetting = True
+                    eng.abort(now or 0.0)
+                elif eng.state in _SENDING:
+                    eng.close(now or 0.0)
         elif self.data_fin_to_signal() and not self._data_fin_signalled:
             # once: an ACK carries it now; the DATA_FIN timer repeats it if unacked
             # (an ACK per poll would be a storm of duplicate ACKs)
             self._data_fin_signalled = True
-            eng = self.master.engine
-            if eng is not None:
-                eng.ack_now()
+            self._ack_on_every_subflow()
 
     def _set_fully_established(self) -> None:
         if not self.fully_established and self.remote_key is not None:
@@ -883,7 +956,7 @@ class MptcpConnection:
 
     # ---- timers ------------------------------------------------------------------------------
     def _rto(self) -> float:
-        eng = self.master.engine
+        eng = self._signal_engine()
         return (eng.rto if eng is not None else 1.0) * (1 << self._data_fin_backoff)
 
     def poll_timeout(self) -> float | None:
@@ -901,13 +974,26 @@ class MptcpConnection:
             # our DATA_FIN was not data-acked: signal it again (on a pure ACK)
             self._data_fin_backoff = min(self._data_fin_backoff + 1, 6)
             self._t_data_fin = now + self._rto()
-            eng = self.master.engine
-            if eng is not None:
-                eng.ack_now()
+            self._ack_on_every_subflow()
         for sf in self.subflows:
             eng = sf.engine
             if eng is not None:
                 dl = eng.poll_timeout()
                 if dl is not None and dl <= now:
                     eng.handle_timeout(now)
+                    self._check_stale(sf)
                 self._after_subflow_io(sf, now)
+
+    def _check_stale(self, sf: Subflow) -> None:
+        """A subflow whose RTO fired STALE_RTOS times in a row (its path is probably
+        down) stops being scheduled and its unacked data is reinjected elsewhere
+        (Linux marks it stale after net.mptcp.stale_loss_cnt); an ACK revives it."""
+        eng = sf.engine
+        assert eng is not None
+        if not sf.stale and eng.rto_retries >= STALE_RTOS and len(self.subflows) > 1:
+            sf.stale = True
+            self.counters["SubflowStale"] += 1
+            self.sf_event("SF_STALE", sf)
+            self._queue_reinject(sf, "stale")
+            if self.data_fin_acked and self.peer_fin:
+                self._maybe_close_subflows(None)  # resets it: the data is all through

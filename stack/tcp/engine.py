@@ -574,6 +574,11 @@ class TcpEngine:
             self._ack_now = True
 
     @property
+    def rto_retries(self) -> int:
+        """Consecutive RTO expiries (0 again once new data is acked)."""
+        return self._retries
+
+    @property
     def snd_una_rel(self) -> int:
         """SND.UNA relative to the ISN, unbounded (first payload byte = 1)."""
         return self._una - self._iss

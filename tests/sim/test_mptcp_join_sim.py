@@ -109,3 +109,55 @@ def test_bad_hmac_in_the_third_ack_is_refused_with_a_reset() -> None:
     assert any(isinstance(e, MptcpEvent) for e in msk_b.events) or True
     assert sf.engine.is_closed or sf.engine.state.name == "CLOSED"
     assert ca.msk.subflows[0].engine.state.name == "ESTABLISHED"  # the connection lives
+
+
+def test_a_path_dies_mid_transfer_and_every_byte_arrives_on_the_other() -> None:
+    # both subflows up and carrying data, then path 1 (10.0.1.2's) goes dark both ways:
+    # its unacked data is reinjected on the join, the transfer completes, and the
+    # connection closes (the stale master is reset, not FIN-closed into the void)
+    cut = {"on": False}
+
+    def path1_down(pkt: bytes) -> bool:
+        return cut["on"] and A1 in (pkt[12:16], pkt[16:20])
+
+    data = random.Random(6).randbytes(6_000_000)
+    a, b, net = two_path_pair(seed=6, profile=LinkProfile(delay=0.003, rate_bps=100e6,
+                                                          drop_filter=path1_down))
+    b.listen(5000)
+    from tests.sim.apps import Side
+    ca = a.connect(B1, 5000, 0.0, join_from=[(A2, False)])
+    sa, sb = Side(conn=ca, data=data), Side(data=b"")
+    from stack.host import Accepted
+
+    def drive(stack: Stack, side: Side) -> None:
+        while (ev := stack.poll_event()) is not None:
+            if isinstance(ev, Accepted):
+                side.conn = ev.conn
+                continue
+            side.events.append(ev.event)
+            if type(ev.event).__name__ == "Closed":
+                side.closed, side.error = True, ev.event.error
+        if side.conn is None:
+            return
+        side.got += side.conn.sock.recv()
+        if side.closed:
+            return
+        if side.sent < len(side.data):
+            side.sent += side.conn.sock.send(memoryview(side.data)[side.sent:])
+        elif not side.closing and (side is sa or side.conn.msk.peer_fin):
+            side.conn.sock.close(net.now)
+            side.closing = True
+        stack.touch(side.conn)
+
+    def done() -> bool:
+        drive(a, sa)
+        drive(b, sb)
+        if not cut["on"] and len(sb.got) > 1_500_000:
+            assert len(ca.msk.subflows) == 2 and ca.msk.subflows[1].tx_next > 1
+            cut["on"] = True
+        return sa.closed and sb.closed
+
+    assert net.run_until(done, 300)
+    assert bytes(sb.got) == data
+    assert sa.error is None and sb.error is None
+    assert a.all_counters()["SubflowStale"] == 1 and a.all_counters()["Reinjected"] > 0
