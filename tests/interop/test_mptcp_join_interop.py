@@ -93,3 +93,38 @@ def test_kernel_client_with_a_subflow_endpoint_joins_our_listener(
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtMPJoinSynTx") == 1
     assert nstat_errors(diff) == {}
+
+
+@pytest.fixture
+def shaped_paths(topology: Topology):  # type: ignore[no-untyped-def]
+    """Both paths at 100 Mbit/s each way (tbf), so a 60 MB transfer lasts seconds."""
+    for ns in (topology.user_ns, topology.peer_ns):
+        for i in (1, 2):
+            topology.run_in(ns, "tc", "qdisc", "replace", "dev", f"path{i}", "root", "tbf",
+                            "rate", "100mbit", "burst", "64kb", "latency", "50ms")
+    yield
+    for ns in (topology.user_ns, topology.peer_ns):
+        for i in (1, 2):
+            topology.run_in(ns, "tc", "qdisc", "del", "dev", f"path{i}", "root", check=False)
+    topology.run_peer("ip", "link", "set", "path1", "up")
+
+
+def path1_down_after(topo: Topology, seconds: float) -> subprocess.Popen[str]:
+    return topo.popen_peer("sh", "-c", f"sleep {seconds}; ip link set path1 down")
+
+
+def test_path1_dies_during_60mb_our_client_completes_on_path2(
+        topology: Topology, shaped_paths: None) -> None:
+    srv = topology.popen_peer(*topology.kpeer("server", "--port", 6210, "--mptcp"))
+    topology.wait_listening(topology.peer_ns, 6210)
+    cut = path1_down_after(topology, 1.5)
+    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 6210,
+                                "--subflow", topology.our_addr(2), "--send-bytes", 60 * MB,
+                                "--json", "--stats", "--timeout", "60"), timeout=90)
+    cut.wait(timeout=10)
+    kernel = first_report(srv)
+    assert me["returncode"] == 0, me["stderr"]
+    assert kernel["rx_bytes"] == 60 * MB and kernel["rx_sha256"] == me["sent_sha256"]
+    assert me["subflows"] == 2 and me["subflow_bytes"][1] > 30 * MB  # path 2 took over
+    assert "SubflowStale" in me["stderr"] and "Reinjected" in me["stderr"]
+
