@@ -331,9 +331,11 @@ class Server:
 
 
 async def start_server(client_connected_cb: ClientCallback, port: int, *, host: str | None = None,
-                       shell: TunShell | None = None, backlog: int | None = None) -> Server:
+                       shell: TunShell | None = None, backlog: int | None = None,
+                       announce: list[str] | None = None) -> Server:
     """Listen on `port` (on `host`, or every local address); for each established
     connection call `client_connected_cb(reader, writer)` (a coroutine becomes a task)."""
     sh = _shell(shell)
-    lst = sh.stack.listen(port, hostmod.ip(host) if host else None, backlog)
+    lst = sh.stack.listen(port, hostmod.ip(host) if host else None, backlog,
+                          announce=[hostmod.ip(a) for a in announce or []])
     return Server(sh, lst, client_connected_cb)

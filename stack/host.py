@@ -71,7 +71,7 @@ class Connection:
     `sock` is what the layer above talks to: the msk, or the engine for plain TCP.
     `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("app", "engine", "engines", "join_from", "key", "listener", "msk")
+    __slots__ = ("announce", "app", "engine", "engines", "join_from", "key", "listener", "msk")
 
     def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
                  msk: MptcpConnection | None = None) -> None:
@@ -84,6 +84,7 @@ class Connection:
         # local addresses to open joins from once fully established (like the kernel's
         # `subflow` endpoints), with their backup flag
         self.join_from: list[tuple[Addr, bool]] = []
+        self.announce: list[Addr] = []  # our addresses to ADD_ADDR once fully established
 
     @property
     def sock(self) -> TcpEngine | MptcpConnection:
@@ -103,7 +104,7 @@ class Connection:
 
 
 class Listener:
-    __slots__ = ("addr", "backlog", "closed", "half_open", "mptcp", "port")
+    __slots__ = ("addr", "announce", "backlog", "closed", "half_open", "mptcp", "port")
 
     def __init__(self, port: int, addr: Addr | None, backlog: int,
                  mptcp: MptcpConfig | None = None) -> None:
@@ -113,6 +114,7 @@ class Listener:
         self.half_open = 0  # connections in SYN-RECEIVED (the SYN backlog)
         self.closed = False
         self.mptcp = mptcp  # None: plain TCP only; else MPTCP when the SYN asks for it
+        self.announce: list[Addr] = []  # like kernel `signal` endpoints: ADD_ADDR these
 
 
 # Host-level events, from poll_event(): (connection, engine event) or a new connection.
@@ -159,13 +161,15 @@ class Stack:
 
     # ---------------------------------------------------------------- user calls
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
-               mptcp: MptcpConfig | None | bool = True) -> Listener:
+               mptcp: MptcpConfig | None | bool = True,
+               announce: list[Addr] | None = None) -> Listener:
         """Listen on `port`. `mptcp`: True = the stack's MPTCP config (if any), False =
         plain TCP only, or an explicit MptcpConfig."""
         if (addr, port) in self.listeners:
             raise OSError(f"port {port} is already listening")
         cfg = self.config.mptcp if mptcp is True else (mptcp or None)
         lst = Listener(port, addr, backlog or self.config.syn_backlog, cfg)
+        lst.announce = list(announce or [])
         self.listeners[(addr, port)] = lst
         return lst
 
@@ -316,10 +320,43 @@ class Stack:
         self.counters["InDelivers"] += 1
         self._dirty.add(conn)
 
-    def add_subflow(self, conn: Connection, local: Addr, now: float,
-                    backup: bool = False) -> TcpEngine:
-        """Open a join (MP_JOIN) from `local` to the connection's remote address and
-        port, as a kernel `subflow` endpoint does (RFC 8684 3.2)."""
+    def _path_manager(self, conn: Connection, ev: MptcpEvent, now: float) -> None:
+        """The in-stack path manager (Linux pm_netlink's decisions): once fully
+        established, open the joins asked for and announce our extra addresses; join
+        an address the peer announces while the accepted limit allows."""
+        msk = conn.msk
+        assert msk is not None
+        if ev.name == "ESTABLISHED":
+            joins, conn.join_from = conn.join_from, []
+            for addr, backup in joins:
+                self._try_join(conn, addr, now, backup)
+            for addr in conn.announce:
+                msk.announce(self._addr_id(addr), addr)
+            conn.announce = []
+        elif ev.name == "ANNOUNCED" and msk.client:
+            info = dict(ev.subflow)
+            peer_addr, port = info["addr"], info["port"]
+            assert isinstance(peer_addr, bytes) and isinstance(port, int)
+            if msk.add_addr_accepted >= msk.config.add_addr_accepted_max:
+                msk.counters["AddAddrNotAccepted"] += 1
+                return
+            msk.add_addr_accepted += 1
+            self._try_join(conn, self.source_for(peer_addr), now, False, peer_addr,
+                           port or conn.key[3])
+
+    def _try_join(self, conn: Connection, local: Addr, now: float, backup: bool,
+                  remote: Addr | None = None, rport: int | None = None) -> None:
+        try:
+            self.add_subflow(conn, local, now, backup, remote, rport)
+        except OSError as e:
+            self.counters["JoinNotOpened"] += 1
+            log.info("no join from %s: %s", ntoa(local), e)
+
+    def add_subflow(self, conn: Connection, local: Addr, now: float, backup: bool = False,
+                    remote: Addr | None = None, rport: int | None = None) -> TcpEngine:
+        """Open a join (MP_JOIN) from `local` to `remote`:`rport` (default: the
+        connection's remote address and port), as a kernel `subflow` endpoint or an
+        accepted ADD_ADDR does (RFC 8684 3.2)."""
         msk = conn.msk
         if msk is None or not msk.fully_established or msk.fallback:
             raise OSError("joins need an MPTCP connection that is fully established")
@@ -327,7 +364,8 @@ class Stack:
             raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
         if len(msk.subflows) - 1 >= msk.config.subflows_max:
             raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
-        remote, rport = conn.key[2], conn.key[3]
+        remote = remote or conn.key[2]
+        rport = rport or conn.key[3]
         lport = self._ephemeral_port(local, remote, rport)
         key = (local, lport, remote, rport)
         sf = Subflow(msk, join=True, initiator=True, backup=backup,
@@ -367,6 +405,7 @@ class Stack:
         conn = Connection(key, eng, lst, msk)
         if msk is not None:
             self.tokens[msk.local_token] = conn
+            conn.announce = [a for a in lst.announce if a != key[0]]
         self.counters["InDelivers"] += 1
         lst.half_open += 1
         self.conns[key] = conn
@@ -478,15 +517,8 @@ class Stack:
     def _collect_events(self, conn: Connection, now: float) -> None:
         eng = conn.sock
         while (ev := eng.poll_event()) is not None:
-            if type(ev) is MptcpEvent and ev.name == "ESTABLISHED" and conn.join_from:
-                # fully established: now the joins may go (RFC 8684 3.2)
-                joins, conn.join_from = conn.join_from, []
-                for addr, backup in joins:
-                    try:
-                        self.add_subflow(conn, addr, now, backup)
-                    except OSError as e:
-                        self.counters["JoinNotOpened"] += 1
-                        log.info("no join from %s: %s", ntoa(addr), e)
+            if type(ev) is MptcpEvent:
+                self._path_manager(conn, ev, now)
             if conn.listener is not None and isinstance(ev, Connected):
                 conn.listener.half_open -= 1
                 lst, conn.listener = conn.listener, None

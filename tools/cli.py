@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("port", type=int)
     lp.add_argument("--echo", action="store_true", help="send back what arrives")
     lp.add_argument("--once", action="store_true", help="serve the first connection, then exit")
+    lp.add_argument("--announce", action="append", metavar="A", default=[],
+                    help="announce our address A (ADD_ADDR) to each MPTCP client once fully "
+                         "established, like a kernel 'signal' endpoint (repeatable)")
     b = sub.add_parser("bench", help="goodput of our stack vs the kernel (see tools/bench.py)",
                        add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
@@ -347,7 +350,7 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
                 else:
                     _report(res, args)
 
-            server = await start_server(serve, args.port, shell=shell)
+            server = await start_server(serve, args.port, shell=shell, announce=args.announce)
             print(f"listening on port {args.port} at {', '.join(_addrs(shell))}",
                   file=sys.stderr, flush=True)
             await done.wait()

@@ -89,6 +89,8 @@ class MptcpConfig:
     # 57% of the time; 16 MB took kernel->ours from ~4.8 to ~6.0 Gbit/s.
     rcv_buf: int = 16 << 20
     subflows_max: int = 8           # additional subflows (joins) accepted or opened
+    add_addr_accepted_max: int = 8  # announced addresses we join (kernel default: 0)
+    add_addr_timeout: float = 2.0   # re-send an unechoed ADD_ADDR after this (doubling)
     # connection-level send buffer, kept until data-acked: it holds what the subflows
     # hold plus what they delivered but the peer has not data-acked yet, so it must be
     # well above a subflow's 4 MB (at 4 MB, data-ACK lag halved our goodput)
@@ -146,6 +148,14 @@ class MptcpConnection:
         self.write_off = 0           # end of what the application gave us
         self.snd_wnd_end = 0         # the peer's data-level window right edge (offset)
         self.reinject: list[tuple[int, int]] = []  # data ranges to send again
+        # ADD_ADDR (RFC 8684 3.4.1): ours to send, ours sent and not yet echoed
+        # (id -> (addr, deadline, tries)), the peer's to echo, the peer's accepted
+        self.add_addr_queue: list[tuple[int, bytes]] = []
+        self.add_addr_sent: dict[int, tuple[bytes, float, int]] = {}
+        self.echo_queue: list[mo.AddAddr] = []
+        self.add_addr_accepted = 0
+        self.remote_addrs: dict[int, tuple[bytes, int | None]] = {}  # the peer's, by id
+        self.now = 0.0
         self.data_fin_queued = False  # the application closed: DATA_FIN after write_off
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
@@ -217,6 +227,58 @@ class MptcpConnection:
                     sf.fully_established and eng.state in _SENDING:
                 return eng
         return self.master.engine
+
+    def announce(self, addr_id: int, addr: bytes) -> None:
+        """Announce one of our addresses to the peer (ADD_ADDR with its HMAC, sent
+        on a pure ACK once fully established, repeated until echoed), like a kernel
+        `signal` endpoint."""
+        self.add_addr_queue.append((addr_id, addr))
+        eng = self._signal_engine()
+        if eng is not None:
+            eng.ack_now()
+
+    def add_addr_to_send(self) -> mo.AddAddr | None:
+        """For the writer: the next ADD_ADDR (an echo first), taken off its queue."""
+        if self.echo_queue:
+            return self.echo_queue.pop(0)
+        if self.add_addr_queue and self.fully_established and self.remote_key is not None:
+            addr_id, addr = self.add_addr_queue.pop(0)
+            hmac = crypto.add_addr_hmac(self.local_key, self.remote_key, addr_id, addr, None)
+            tries = self.add_addr_sent.get(addr_id, (addr, 0.0, 0))[2] + 1
+            self.add_addr_sent[addr_id] = (addr, self.now + self.config.add_addr_timeout
+                                           * (1 << (tries - 1)), tries)
+            self.counters["AddAddrTx"] += 1
+            return mo.AddAddr(addr_id, addr, None, hmac, False, 1)
+        return None
+
+    def _rx_add_addr(self, ro: mo.ReceivedOptions) -> None:
+        a = ro.addr
+        if a is None:
+            return
+        if ro.echo:
+            if self.add_addr_sent.pop(a.addr_id, None) is not None:
+                self.counters["EchoAdd"] += 1
+            return
+        assert self.remote_key is not None
+        want = crypto.add_addr_hmac(self.remote_key, self.local_key, a.addr_id, a.addr, a.port)
+        if a.version != 0 and ro.ahmac != want:
+            self.counters["AddAddrHMacFailure"] += 1  # silently ignored (RFC 8684 3.4.1)
+            return
+        self.counters["AddAddr"] += 1
+        self.echo_queue.append(mo.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
+        eng = self._signal_engine()
+        if eng is not None:
+            eng.ack_now()
+        if self.remote_addrs.get(a.addr_id) == (a.addr, a.port):
+            self.counters["AddAddrRepeated"] += 1  # our echo was late: echo again, no more
+            return
+        self.remote_addrs[a.addr_id] = (a.addr, a.port)
+        import socket as _socket
+        detail = f"{_socket.inet_ntoa(a.addr) if len(a.addr) == 4 else a.addr.hex()}" \
+            f":{a.port or 0} id {a.addr_id}"
+        self.events.append(MptcpEvent("ANNOUNCED", self.local_token, self.remote_token, detail,
+                                      (("remid", a.addr_id), ("addr", a.addr),
+                                       ("port", a.port or 0))))
 
     def _ack_on_every_subflow(self) -> None:
         """A DATA_FIN rides on a pure ACK of each subflow (any path may be the one
@@ -384,6 +446,8 @@ class MptcpConnection:
             self._fall_back("the peer's first segment after the handshake had no DSS "
                             "(options stripped?)")
             return True
+        if s & _ADD_ADDR and self.remote_key is not None:
+            self._rx_add_addr(ro)
         if s & _DSS:
             return self._rx_dss(sf, ro, payload_len, hdr.window)
         if s & _FAIL:
@@ -431,6 +495,8 @@ class MptcpConnection:
             assert eng is not None
             eng.ack_now()  # the fourth ACK: the joiner may send data after it
             self.sf_event("SF_ESTABLISHED", sf)
+        if s & _ADD_ADDR and sf.join_failed is None:
+            self._rx_add_addr(ro)
         if s & _DSS and sf.join_failed is None:
             return self._rx_dss(sf, ro, payload_len, window)
         return True
@@ -744,6 +810,7 @@ class MptcpConnection:
 
     # ---- output ----------------------------------------------------------------------------
     def poll_transmit(self, now: float) -> list[tuple[TcpEngine, OutSegment]]:
+        self.now = now
         out: list[tuple[TcpEngine, OutSegment]] = []
         if not self.fallback and self._connected:
             self._push()
@@ -961,6 +1028,9 @@ class MptcpConnection:
 
     def poll_timeout(self) -> float | None:
         best = self._t_data_fin
+        for _addr, deadline, _tries in self.add_addr_sent.values():
+            if best is None or deadline < best:
+                best = deadline
         for sf in self.subflows:
             if sf.engine is not None:
                 t = sf.engine.poll_timeout()
@@ -969,6 +1039,19 @@ class MptcpConnection:
         return best
 
     def handle_timeout(self, now: float) -> None:
+        self.now = now
+        for addr_id, (addr, deadline, tries) in list(self.add_addr_sent.items()):
+            if deadline <= now:
+                # not echoed: announce again (a few times, backing off), then give up
+                if tries < 5:
+                    self.add_addr_queue.append((addr_id, addr))
+                    self.add_addr_sent[addr_id] = (addr, float("inf"), tries)
+                    eng = self._signal_engine()
+                    if eng is not None:
+                        eng.ack_now()
+                else:
+                    del self.add_addr_sent[addr_id]
+                    self.counters["AddAddrTxDrop"] += 1
         t = self._t_data_fin
         if t is not None and now >= t:
             # our DATA_FIN was not data-acked: signal it again (on a pure ACK)

@@ -39,13 +39,14 @@ class OutOptions:
     mpc: mo.MpCapable | None = None
     mpj: mo.MpJoinSyn | mo.MpJoinSynAck | mo.MpJoinAck | None = None
     dss: mo.Dss | None = None
+    add_addr: mo.AddAddr | None = None
     fail: mo.MpFail | None = None
     fastclose: mo.MpFastclose | None = None
     rst: mo.MpTcpRst | None = None
 
     def suboptions(self) -> list[mo.MptcpOption]:
-        return [o for o in (self.mpc, self.mpj, self.dss, self.fail, self.fastclose, self.rst)
-                if o is not None]
+        return [o for o in (self.mpc, self.mpj, self.dss, self.add_addr, self.fail,
+                            self.fastclose, self.rst) if o is not None]
 
 
 def write_options(opts: OutOptions) -> list[TcpOption]:
@@ -114,8 +115,28 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
         established_options_dss(sf, seq, payload_len, remaining, opts)
     used = sum(aligned(mo.option_len(o)) for o in opts.suboptions())
+    used += established_options_add_addr(sf, payload_len, remaining - used, opts)
     established_options_mp_fail(sf, remaining - used, opts)
     return opts
+
+
+def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
+                                 opts: OutOptions) -> int:
+    """`mptcp_established_options_add_addr`: an ADD_ADDR (or the echo of the peer's)
+    on a pure ACK when it fits beside the DSS; the option bytes it took."""
+    if payload_len or opts.mpc is not None:
+        return 0
+    msk = sf.msk
+    if not msk.echo_queue and not (msk.add_addr_queue and msk.fully_established):
+        return 0
+    need = mo.TCPOLEN_MPTCP_ADD_ADDR_BASE if msk.echo_queue else mo.TCPOLEN_MPTCP_ADD_ADDR
+    if remaining < need:
+        return 0
+    a = msk.add_addr_to_send()
+    if a is None:
+        return 0
+    opts.add_addr = a
+    return aligned(mo.option_len(a))
 
 
 def established_options_mpj(sf: Subflow, seq: int, payload_len: int, remaining: int,

@@ -128,3 +128,63 @@ def test_path1_dies_during_60mb_our_client_completes_on_path2(
     assert me["subflows"] == 2 and me["subflow_bytes"][1] > 30 * MB  # path 2 took over
     assert "SubflowStale" in me["stderr"] and "Reinjected" in me["stderr"]
 
+
+
+def test_our_listener_announces_path2_and_the_kernel_client_joins_it(
+        topology: Topology, no_endpoints: None) -> None:
+    before = topology.nstat_peer()
+    mon = Monitor(topology)
+    lst = ours.start_listener(topology, 6220, "--once", "--json", "--stats",
+                              "--announce", topology.our_addr(2))
+    cli = topology.run_peer(*topology.kpeer("client", topology.our_addr(1), 6220, "--mptcp",
+                                            "--send-bytes", 50 * MB), timeout=120)
+    me = ours.result(lst)
+    assert cli.returncode == 0 and me["returncode"] == 0, me["stderr"]
+    assert me["received_sha256"] == expected_sha256(50 * MB)
+    assert me["subflows"] == 2 and all(b > 0 for b in me["subflow_rx_bytes"])
+    evs = mon.events()
+    assert any(e["event"] == "ANNOUNCED" and e.get("daddr4") == topology.our_addr(2)
+               for e in evs), evs
+    assert any(e["event"] == "SF_ESTABLISHED" and e.get("daddr4") == topology.our_addr(2)
+               for e in evs)
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtAddAddr") == 1 and diff.get("MPTcpExtEchoAddTx", 0) >= 1
+    assert "EchoAdd" in me["stderr"]  # the kernel echoed our ADD_ADDR
+    assert nstat_errors(diff) == {}
+
+
+def test_kernel_server_signal_endpoint_our_client_joins_it(
+        topology: Topology, no_endpoints: None, shaped_paths: None) -> None:
+    # shaped: at full speed 50 MB is through before the announcement can matter
+    topology.run_peer("ip", "mptcp", "endpoint", "add", topology.peer_addr(2), "dev", "path2",
+                      "signal")
+    before = topology.nstat_peer()
+    srv = topology.popen_peer(*topology.kpeer("server", "--port", 6221, "--mptcp"))
+    topology.wait_listening(topology.peer_ns, 6221)
+    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 6221,
+                                "--send-bytes", 50 * MB, "--json", "--stats"), timeout=120)
+    kernel = first_report(srv)
+    assert "AddAddr " in me["stderr"]  # we accepted the kernel's ADD_ADDR (HMAC checked)
+    assert me["returncode"] == 0, me["stderr"]
+    assert kernel["rx_sha256"] == me["sent_sha256"] and kernel["rx_bytes"] == 50 * MB
+    assert me["subflows"] == 2 and all(b > 0 for b in me["subflow_bytes"]), me
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtEchoAdd", 0) >= 1  # the kernel got our echo
+    assert diff.get("MPTcpExtMPJoinSynRx") == 1
+    assert nstat_errors(diff) == {}
+
+
+def test_path1_dies_during_60mb_kernel_client_completes_on_path2(
+        topology: Topology, shaped_paths: None, no_endpoints: None) -> None:
+    # our listener announces 10.0.2.2, so the kernel's second subflow runs on path 2
+    lst = ours.start_listener(topology, 6222, "--once", "--json",
+                              "--announce", topology.our_addr(2))
+    cut = path1_down_after(topology, 1.5)
+    cli = topology.run_peer(*topology.kpeer("client", topology.our_addr(1), 6222, "--mptcp",
+                                            "--send-bytes", 60 * MB), timeout=120)
+    cut.wait(timeout=10)
+    me = ours.result(lst, timeout=60)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert me["returncode"] == 0, me["stderr"]
+    assert me["received"] == 60 * MB and me["received_sha256"] == expected_sha256(60 * MB)
+    assert me["subflows"] == 2 and me["subflow_rx_bytes"][1] > 30 * MB
