@@ -265,6 +265,9 @@ class MptcpConnection:
             self.counters["AddAddrHMacFailure"] += 1  # silently ignored (RFC 8684 3.4.1)
             return
         self.counters["AddAddr"] += 1
+        # any further ack, an ADD_ADDR included, makes the connection fully established
+        # (Linux check_fully_established), so the join it invites may go at once
+        self._set_fully_established()
         self.echo_queue.append(mo.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
         eng = self._signal_engine()
         if eng is not None:

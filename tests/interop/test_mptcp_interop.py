@@ -148,7 +148,7 @@ def test_ss_shows_the_kernel_side_as_mptcp_with_our_idsn(topology: Topology) -> 
     try:
         out = ""
         for _ in range(100):
-            out = topology.run_peer("ss", "-MHni", check=False).stdout
+            out = topology.run_peer("ss", "-MHni", "sport = :6120", check=False).stdout
             if "token:" in out:
                 break
             time.sleep(0.05)
