@@ -4,6 +4,7 @@ connection or a TCP engine), both ways, then close, and report what arrived."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stack.host import Accepted, Connection, Stack, StackConfig, ip
@@ -43,14 +44,17 @@ class Side:
 
 def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
          port: int = 5000, max_time: float = 600.0,
-         after_handshake: LinkProfile | None = None) -> tuple[Side, Side]:
+         after_handshake: LinkProfile | None = None,
+         join_from: list[tuple[bytes, bool]] | None = None,
+         on_step: Callable[[Side, Side], None] | None = None) -> tuple[Side, Side]:
     """a connects to b:port; each sends its data then closes once the peer's stream
     ended too. Returns both sides (bytes received, close error, events).
     `after_handshake`: the link profile from the moment the client's MPTCP connection
-    is fully established (or plain TCP is up) on."""
+    is fully established (or plain TCP is up) on. `join_from`: the client's MPTCP
+    joins (address, backup). `on_step(client, server)`: called at every step."""
     b.listen(port)
     sa, sb = Side(data=data_a), Side(data=data_b)
-    sa.conn = a.connect(B, port, net.now)
+    sa.conn = a.connect(B, port, net.now, join_from=join_from)
 
     def drive(stack: Stack, side: Side) -> None:
         while (ev := stack.poll_event()) is not None:
@@ -78,6 +82,8 @@ def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
         nonlocal after_handshake
         drive(a, sa)
         drive(b, sb)
+        if on_step is not None:
+            on_step(sa, sb)
         if after_handshake is not None and sa.conn is not None:
             msk = sa.conn.msk
             if msk is None or msk.fully_established or msk.fallback:

@@ -26,14 +26,7 @@ def two_path_pair(seed: int = 1, profile: LinkProfile | None = None,
 def run_with_join(data: bytes, seed: int = 1, profile: LinkProfile | None = None,
                   backup: bool = False):  # type: ignore[no-untyped-def]
     a, b, net = two_path_pair(seed, profile)
-    orig_connect = a.connect
-
-    def connect(*args, **kw):  # type: ignore[no-untyped-def]
-        conn = orig_connect(*args, **kw)
-        conn.join_from.append((A2, backup))
-        return conn
-    a.connect = connect  # type: ignore[method-assign]
-    sa, sb = bulk(a, b, net, data, data[::-1])
+    sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, backup)])
     return a, b, sa, sb
 
 
@@ -123,41 +116,17 @@ def test_a_path_dies_mid_transfer_and_every_byte_arrives_on_the_other() -> None:
     data = random.Random(6).randbytes(6_000_000)
     a, b, net = two_path_pair(seed=6, profile=LinkProfile(delay=0.003, rate_bps=100e6,
                                                           drop_filter=path1_down))
-    b.listen(5000)
-    from tests.sim.apps import Side
-    ca = a.connect(B1, 5000, 0.0, join_from=[(A2, False)])
-    sa, sb = Side(conn=ca, data=data), Side(data=b"")
-    from stack.host import Accepted
 
-    def drive(stack: Stack, side: Side) -> None:
-        while (ev := stack.poll_event()) is not None:
-            if isinstance(ev, Accepted):
-                side.conn = ev.conn
-                continue
-            side.events.append(ev.event)
-            if type(ev.event).__name__ == "Closed":
-                side.closed, side.error = True, ev.event.error
-        if side.conn is None:
-            return
-        side.got += side.conn.sock.recv()
-        if side.closed:
-            return
-        if side.sent < len(side.data):
-            side.sent += side.conn.sock.send(memoryview(side.data)[side.sent:])
-        elif not side.closing and (side is sa or side.conn.msk.peer_fin):
-            side.conn.sock.close(net.now)
-            side.closing = True
-        stack.touch(side.conn)
-
-    def done() -> bool:
-        drive(a, sa)
-        drive(b, sb)
-        if not cut["on"] and len(sb.got) > 1_500_000:
-            assert len(ca.msk.subflows) == 2 and ca.msk.subflows[1].tx_next > 1
+    def cut_once_the_join_carries_data(sa: object, sb: object) -> None:
+        got = len(sb.got)  # type: ignore[attr-defined]
+        if not cut["on"] and got > 1_500_000:
+            msk = sa.conn.msk  # type: ignore[attr-defined]
+            assert len(msk.subflows) == 2 and msk.subflows[1].tx_next > 1
             cut["on"] = True
-        return sa.closed and sb.closed
 
-    assert net.run_until(done, 300)
+    sa, sb = bulk(a, b, net, data, join_from=[(A2, False)], max_time=300,
+                  on_step=cut_once_the_join_carries_data)
+    assert sa.closed and sb.closed
     assert bytes(sb.got) == data
     assert sa.error is None and sb.error is None
     assert a.all_counters()["SubflowStale"] == 1 and a.all_counters()["Reinjected"] > 0
