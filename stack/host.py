@@ -24,7 +24,7 @@ from stack.mptcp.connection import MptcpConfig, MptcpConnection, MptcpEvent
 from stack.mptcp.subflow import Subflow
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
 from stack.wire import MalformedPacket, icmp, ipv4, tcp
-from stack.wire.checksum import ones_sum
+from stack.wire.checksum import ones_sum, pseudo_header_sum_v4
 from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 
 log = logging.getLogger(__name__)
@@ -505,7 +505,7 @@ class Stack:
         buf[20 + thl:] = seg.payload
         struct.pack_into("!H", buf, 10, _ipv4_header_checksum(buf))
         partial = self.config.tx_csum_offload
-        pseudo = ones_sum(src + dst, ipv4.PROTO_TCP + thl + plen)
+        pseudo = pseudo_header_sum_v4(src, dst, ipv4.PROTO_TCP, thl + plen)
         if partial:
             # virtio-net NEEDS_CSUM: the field holds the folded pseudo-header sum.
             struct.pack_into("!H", buf, 36, pseudo)

@@ -97,8 +97,6 @@ class TunShell:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._token: contextvars.Token[TunShell] | None = None
-        self.write_errors = 0
-        self.started_at = 0.0
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Self:
@@ -113,7 +111,6 @@ class TunShell:
         self._tun, self._fd = open_tun(self.dev, self.offload)
         self._loop.add_reader(self._fd, self._on_readable)
         self._token = current_shell.set(self)
-        self.started_at = self.now()
 
     def close(self) -> None:
         if self._loop is not None and self._fd >= 0:
@@ -165,7 +162,6 @@ class TunShell:
         except OSError:
             # The device queue is full or gone: the segment is lost like on a wire, and
             # TCP's retransmission recovers it. Count it so a bench can see it.
-            self.write_errors += 1
             self.stack.counters["TunWriteErrors"] += 1
 
     def flush(self) -> None:

@@ -20,6 +20,7 @@ connection becomes the master subflow's plain TCP byte stream, reported as FALLB
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,10 +190,9 @@ class MptcpConnection:
     def sf_event(self, name: str, sf: Subflow, detail: str | None = None) -> None:
         eng = sf.engine
         assert eng is not None
-        import socket as _socket
         self.events.append(MptcpEvent(name, self.local_token, self.remote_token, detail, (
-            ("saddr4", _socket.inet_ntoa(eng.local_addr)), ("sport", eng.local_port),
-            ("daddr4", _socket.inet_ntoa(eng.remote_addr)), ("dport", eng.remote_port),
+            ("saddr4", socket.inet_ntoa(eng.local_addr)), ("sport", eng.local_port),
+            ("daddr4", socket.inet_ntoa(eng.remote_addr)), ("dport", eng.remote_port),
             ("locid", sf.local_id), ("remid", sf.remote_id), ("backup", int(sf.backup)))))
 
     def set_remote_key(self, key: int) -> None:
@@ -276,8 +276,7 @@ class MptcpConnection:
             self.counters["AddAddrRepeated"] += 1  # our echo was late: echo again, no more
             return
         self.remote_addrs[a.addr_id] = (a.addr, a.port)
-        import socket as _socket
-        detail = f"{_socket.inet_ntoa(a.addr) if len(a.addr) == 4 else a.addr.hex()}" \
+        detail = f"{socket.inet_ntoa(a.addr) if len(a.addr) == 4 else a.addr.hex()}" \
             f":{a.port or 0} id {a.addr_id}"
         self.events.append(MptcpEvent("ANNOUNCED", self.local_token, self.remote_token, detail,
                                       (("remid", a.addr_id), ("addr", a.addr),

@@ -1378,10 +1378,6 @@ class TcpEngine:
                         (ack & MASK) if with_ack else 0, RST | ACK if with_ack else RST, 0, opts)
         self._pending_rst.append(OutSegment(hdr, b""))
 
-    def _ts_opts(self, now: float) -> list[TcpOption]:
-        return [_NOP, _NOP, Timestamps((int(now * 1000) + self._ts_offset) & MASK,
-                                       self._ts_recent)]
-
     def _syn_segment(self, now: float) -> OutSegment:
         """SYN or SYN/ACK, options in Linux's order (`tcp_options_write()`):
         MSS, SACK_PERM, TS, NOP, WS."""

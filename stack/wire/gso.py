@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 from stack.wire import ipv4, tcp
-from stack.wire.checksum import internet_checksum, ones_sum
+from stack.wire.checksum import internet_checksum, pseudo_header_sum_v4
 
 _PSH_FIN = tcp.PSH | tcp.FIN
 
@@ -20,7 +20,7 @@ def complete_checksum(packet: bytes | bytearray) -> bytes:
     struct.pack_into("!H", buf, ihl + 16, 0)
     src, dst = bytes(buf[12:16]), bytes(buf[16:20])
     seg = memoryview(buf)[ihl:]
-    pseudo = ones_sum(src + dst, ipv4.PROTO_TCP + len(seg))
+    pseudo = pseudo_header_sum_v4(src, dst, ipv4.PROTO_TCP, len(seg))
     struct.pack_into("!H", buf, ihl + 16, internet_checksum(seg, pseudo))
     return bytes(buf)
 
