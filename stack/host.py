@@ -158,6 +158,9 @@ class Stack:
         self._out: list[Datagram] = []  # host-generated packets (RST, ICMP replies)
         self._dirty: set[Connection] = set()  # engines that may have something to send
         self.tap: Tap | None = None
+        # our addresses whose subflows are backups (a kernel endpoint's `backup` flag):
+        # joins from them, and joins to them that we accept, carry the B flag
+        self.backup_addrs: set[Addr] = set()
 
     # ---------------------------------------------------------------- user calls
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
@@ -303,12 +306,12 @@ class Stack:
             self._reply_rst(iph, hdr, 0, "join-unknown-token",
                             mo.MpTcpRst(mo.MPTCP_RST_EMPTCP, 0))
             return
-        if len(msk.subflows) - 1 >= msk.config.subflows_max:
+        if msk.live_joins() >= msk.config.subflows_max:
             msk.counters["MPJoinRejected"] += 1
             self._reply_rst(iph, hdr, 0, "join-over-limit",
                             mo.MpTcpRst(mo.MPTCP_RST_ERESOURCE, 0))
             return
-        sf = Subflow(msk, join=True, initiator=False,
+        sf = Subflow(msk, join=True, initiator=False, backup=key[0] in self.backup_addrs,
                      local_id=self._addr_id(key[0]),
                      local_nonce=int.from_bytes(self.randbytes(4), "big"))
         eng = TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3], iss=self._isn(key, now),
@@ -341,6 +344,7 @@ class Stack:
                 msk.counters["AddAddrNotAccepted"] += 1
                 return
             msk.add_addr_accepted += 1
+            msk.accepted_ids.add(int(info["remid"]))  # type: ignore[call-overload]
             self._try_join(conn, self.source_for(peer_addr), now, False, peer_addr,
                            port or conn.key[3])
 
@@ -362,13 +366,14 @@ class Stack:
             raise OSError("joins need an MPTCP connection that is fully established")
         if local not in self._addrset:
             raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
-        if len(msk.subflows) - 1 >= msk.config.subflows_max:
+        if msk.live_joins() >= msk.config.subflows_max:
             raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
         remote = remote or conn.key[2]
         rport = rport or conn.key[3]
         lport = self._ephemeral_port(local, remote, rport)
         key = (local, lport, remote, rport)
-        sf = Subflow(msk, join=True, initiator=True, backup=backup,
+        sf = Subflow(msk, join=True, initiator=True,
+                     backup=backup or local in self.backup_addrs,
                      local_id=self._addr_id(local),
                      local_nonce=int.from_bytes(self.randbytes(4), "big"))
         eng = TcpEngine(local, lport, remote, rport, iss=self._isn(key, now), now=now,
@@ -380,6 +385,56 @@ class Stack:
         eng.connect(now)
         self._dirty.add(conn)
         return eng
+
+    # ---- the runtime path manager (what the kernel's userspace PM offers) -----------
+    def remove_subflow(self, conn: Connection, local: Addr, now: float,
+                       remote: Addr | None = None) -> int:
+        """Close our subflows from `local` (to `remote`, if given) without withdrawing
+        the address (`ip mptcp subflow destroy`); their unacknowledged data is sent
+        again on the others. Returns how many were closed."""
+        msk = self._msk_of(conn)
+        n = msk.remove_subflows(lambda sf: _sf_matches(sf, local, remote), now,
+                                f"subflow from {ntoa(local)} removed")
+        self._dirty.add(conn)
+        return n
+
+    def announce(self, conn: Connection, addr: Addr) -> None:
+        """ADD_ADDR one of our addresses (`ip mptcp endpoint add A signal`, or the
+        userspace PM's `announce`)."""
+        msk = self._msk_of(conn)
+        if addr not in self._addrset:
+            raise OSError(f"{ntoa(addr)} is not one of this stack's addresses")
+        if not msk.fully_established:
+            conn.announce.append(addr)  # the path manager sends it once established
+        else:
+            msk.announce(self._addr_id(addr), addr)
+        self._dirty.add(conn)
+
+    def remove_addr(self, conn: Connection, addr: Addr, now: float) -> int:
+        """Withdraw one of our addresses: REMOVE_ADDR with its id, and our subflows
+        from it closed (`ip mptcp endpoint delete`). Returns the subflows closed."""
+        msk = self._msk_of(conn)
+        if addr not in self._addrset:
+            raise OSError(f"{ntoa(addr)} is not one of this stack's addresses")
+        n = msk.remove_addr(self._addr_id(addr), now)
+        self._dirty.add(conn)
+        return n
+
+    def set_backup(self, conn: Connection, local: Addr, backup: bool,
+                   remote: Addr | None = None) -> int:
+        """Mark our subflows from `local` as backup or not, telling the peer with
+        MP_PRIO (`ip mptcp endpoint change A backup|nobackup`). Returns how many
+        subflows changed."""
+        msk = self._msk_of(conn)
+        n = sum(msk.set_backup(sf, backup) for sf in list(msk.subflows)
+                if _sf_matches(sf, local, remote))
+        self._dirty.add(conn)
+        return n
+
+    def _msk_of(self, conn: Connection) -> MptcpConnection:
+        if conn.msk is None or conn.msk.fallback:
+            raise OSError("not an MPTCP connection (plain TCP or fallen back)")
+        return conn.msk
 
     def _addr_id(self, addr: Addr) -> int:
         """Our address id for `addr`: its index among our addresses (the first is 0,
@@ -605,6 +660,12 @@ class Stack:
 
     def connections(self) -> Iterator[Connection]:
         return iter(self._unique_conns())
+
+
+def _sf_matches(sf: Subflow, local: Addr, remote: Addr | None) -> bool:
+    eng = sf.engine
+    return eng is not None and eng.local_addr == local and (
+        remote is None or eng.remote_addr == remote)
 
 
 def _asks_for_mptcp(hdr: TcpHeader, cfg: MptcpConfig) -> bool:

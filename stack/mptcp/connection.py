@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from stack.buffers import take_front
 from stack.mptcp import crypto
 from stack.mptcp import options as mo
+from stack.mptcp.sched import Scheduler, make_scheduler
 from stack.mptcp.sendqueue import SendQueue
 from stack.mptcp.subflow import RxMap, Subflow, TxMap
 from stack.tcp.assembler import Assembler
@@ -61,6 +62,8 @@ _MPC_ACK = int(mo.OPTION_MPTCP_MPC_ACK)
 _MPTCPS_MPC = int(mo.OPTIONS_MPTCP_MPC)
 _DSS = int(mo.OPTION_MPTCP_DSS)
 _ADD_ADDR = int(mo.OPTION_MPTCP_ADD_ADDR)
+_RM_ADDR = int(mo.OPTION_MPTCP_RM_ADDR)
+_PRIO = int(mo.OPTION_MPTCP_PRIO)
 _FAIL = int(mo.OPTION_MPTCP_FAIL)
 _CSUMREQD = int(mo.OPTION_MPTCP_CSUMREQD)
 _MPJ_SYNACK = int(mo.OPTION_MPTCP_MPJ_SYNACK)
@@ -74,6 +77,14 @@ def _near32(ref_off: int, ref_wire: int, low: int) -> int:
     value has the low 32 bits `low`: `Seq64.expand32` without objects, per segment."""
     d = (low - ref_wire) & 0xFFFFFFFF
     return ref_off + (d - (1 << 32) if d >= 1 << 31 else d)
+
+
+def _has_room(sf: Subflow) -> bool:
+    """Whether a subflow takes another chunk: about two cwnds queued, enough to keep it
+    busy, little enough that a subflow joining later (or a faster one) gets its share."""
+    eng = sf.engine
+    assert eng is not None
+    return eng.send_buffered < min(eng.config.snd_buf, max(2 * eng.cwnd, 4 * MAX_MAP))
 
 
 def unwrap64(ref: int, raw: int) -> int:
@@ -92,6 +103,7 @@ class MptcpConfig:
     subflows_max: int = 8           # additional subflows (joins) accepted or opened
     add_addr_accepted_max: int = 8  # announced addresses we join (kernel default: 0)
     add_addr_timeout: float = 2.0   # re-send an unechoed ADD_ADDR after this (doubling)
+    scheduler: str = "default"      # default | roundrobin | redundant (stack.mptcp.sched)
     # connection-level send buffer, kept until data-acked: it holds what the subflows
     # hold plus what they delivered but the peer has not data-acked yet, so it must be
     # well above a subflow's 4 MB (at 4 MB, data-ACK lag halved our goodput)
@@ -101,7 +113,8 @@ class MptcpConfig:
 @dataclass(frozen=True, slots=True)
 class MptcpEvent:
     """A connection-level event, named as `ip mptcp monitor` names them (CREATED,
-    ESTABLISHED, CLOSED) plus ours (FALLBACK, MP_FAIL, MP_FASTCLOSE, MP_TCPRST)."""
+    ESTABLISHED, ANNOUNCED, REMOVED, SF_ESTABLISHED, SF_PRIORITY, SF_CLOSED, CLOSED)
+    plus ours (FALLBACK, MP_FAIL, MP_FASTCLOSE, MP_TCPRST, JOIN_FAILED, SF_STALE)."""
     name: str
     token: int
     remote_token: int | None = None
@@ -135,6 +148,7 @@ class MptcpConnection:
         self.fallback_reason: str | None = None
         self.fastclosing = False
         self.subflows: list[Subflow] = []
+        self.scheduler: Scheduler = make_scheduler(config.scheduler)
         self.events: deque[Event | MptcpEvent] = deque()
         self._connected = False
         self._created_emitted = False
@@ -154,6 +168,8 @@ class MptcpConnection:
         self.add_addr_queue: list[tuple[int, bytes]] = []
         self.add_addr_sent: dict[int, tuple[bytes, float, int]] = {}
         self.echo_queue: list[mo.AddAddr] = []
+        self.rm_addr_queue: list[int] = []  # our address ids to REMOVE_ADDR (RFC 8684 3.4.2)
+        self.accepted_ids: set[int] = set()  # the peer's announced ids we joined
         self.add_addr_accepted = 0
         self.remote_addrs: dict[int, tuple[bytes, int | None]] = {}  # the peer's, by id
         self.now = 0.0
@@ -193,7 +209,7 @@ class MptcpConnection:
         self.events.append(MptcpEvent(name, self.local_token, self.remote_token, detail, (
             ("saddr4", socket.inet_ntoa(eng.local_addr)), ("sport", eng.local_port),
             ("daddr4", socket.inet_ntoa(eng.remote_addr)), ("dport", eng.remote_port),
-            ("locid", sf.local_id), ("remid", sf.remote_id), ("backup", int(sf.backup)))))
+            ("locid", sf.local_id), ("remid", sf.remote_id), ("backup", int(sf.is_backup)))))
 
     def set_remote_key(self, key: int) -> None:
         self.remote_key = key
@@ -224,7 +240,7 @@ class MptcpConnection:
         for sf in self.subflows:
             eng = sf.engine
             if eng is not None and not sf.stale and sf.join_failed is None and \
-                    sf.fully_established and eng.state in _SENDING:
+                    sf.closing is None and sf.fully_established and eng.state in _SENDING:
                 return eng
         return self.master.engine
 
@@ -235,7 +251,63 @@ class MptcpConnection:
         self.add_addr_queue.append((addr_id, addr))
         eng = self._signal_engine()
         if eng is not None:
-            eng.ack_now()
+            eng.send_pure_ack()
+
+    def remove_addr(self, addr_id: int, now: float) -> int:
+        """Withdraw one of our addresses (Linux `mptcp_pm_remove_addr` and
+        `mptcp_pm_remove_subflow`): a REMOVE_ADDR with its id on a pure ACK (the peer
+        closes its subflows to it), any pending ADD_ADDR of it cancelled, and our
+        subflows from it closed. Returns how many subflows were closed."""
+        self.add_addr_queue = [(i, a) for i, a in self.add_addr_queue if i != addr_id]
+        self.add_addr_sent.pop(addr_id, None)
+        closed = self.remove_subflows(lambda sf: sf.local_id == addr_id, now,
+                                      f"our address id {addr_id} was removed")
+        if addr_id not in self.rm_addr_queue:
+            self.rm_addr_queue.append(addr_id)
+        eng = self._signal_engine()
+        if eng is not None:
+            eng.send_pure_ack()
+        return closed
+
+    def remove_subflows(self, which: Callable[[Subflow], bool], now: float, why: str) -> int:
+        """Close the subflows `which` selects (the userspace PM's `subflow destroy`):
+        no longer scheduled, what they carried and the peer has not data-acked is sent
+        again on the others, then a FIN (an RST if the path looks dead)."""
+        n = 0
+        for sf in self.subflows:
+            eng = sf.engine
+            if eng is None or eng.is_closed or sf.closing is not None or not which(sf):
+                continue
+            n += 1
+            self.counters["RmSubflow"] += 1
+            self._close_subflow(sf, why, now)
+        return n
+
+    def _close_subflow(self, sf: Subflow, why: str, now: float) -> None:
+        eng = sf.engine
+        assert eng is not None
+        log.info("closing subflow: %s", why)
+        self._queue_reinject(sf, "closing")
+        sf.closing = why
+        if sf.stale or eng.state not in _SENDING:
+            sf.reset_reason = mo.MPTCP_RST_EUNSPEC
+            sf.resetting = True
+            eng.abort(now)
+        else:
+            eng.close(now)
+
+    def set_backup(self, sf: Subflow, backup: bool) -> bool:
+        """Ask the peer to treat `sf` as a backup subflow, or no longer (MP_PRIO on
+        that subflow, RFC 8684 3.3.8; the kernel's `ip mptcp endpoint change ...
+        backup`). Our scheduler honours our own request too. False if nothing changed."""
+        eng = sf.engine
+        if eng is None or eng.is_closed or sf.backup == backup:
+            return False
+        sf.backup = backup
+        sf.send_mp_prio = True
+        eng.send_pure_ack()
+        self.sf_event("SF_PRIORITY", sf, "sent MP_PRIO")
+        return True
 
     def add_addr_to_send(self) -> mo.AddAddr | None:
         """For the writer: the next ADD_ADDR (an echo first), taken off its queue."""
@@ -271,7 +343,7 @@ class MptcpConnection:
         self.echo_queue.append(mo.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
         eng = self._signal_engine()
         if eng is not None:
-            eng.ack_now()
+            eng.send_pure_ack()
         if self.remote_addrs.get(a.addr_id) == (a.addr, a.port):
             self.counters["AddAddrRepeated"] += 1  # our echo was late: echo again, no more
             return
@@ -282,13 +354,44 @@ class MptcpConnection:
                                       (("remid", a.addr_id), ("addr", a.addr),
                                        ("port", a.port or 0))))
 
+    def _rx_rm_addr(self, ro: mo.ReceivedOptions) -> None:
+        """REMOVE_ADDR (RFC 8684 3.4.2; Linux `mptcp_pm_nl_rm_addr_received`): the
+        peer withdrew addresses: close every subflow to them, forget them (an accepted
+        ADD_ADDR frees its slot), one REMOVED event each."""
+        for addr_id in ro.rm_list:
+            self.counters["RmAddr"] += 1
+            self.remote_addrs.pop(addr_id, None)
+            if addr_id in self.accepted_ids:
+                self.accepted_ids.discard(addr_id)
+                self.add_addr_accepted -= 1
+            self.remove_subflows(lambda sf, i=addr_id: sf.remote_id == i, self.now,
+                                 f"the peer removed its address id {addr_id}")
+            self.events.append(MptcpEvent("REMOVED", self.local_token, self.remote_token,
+                                          f"id {addr_id}", (("remid", addr_id),)))
+
+    def _rx_prio(self, sf: Subflow, ro: mo.ReceivedOptions) -> None:
+        """MP_PRIO (RFC 8684 3.3.8; Linux `mptcp_pm_mp_prio_received`): the peer
+        wants the subflow it arrived on used as a backup (or no longer)."""
+        self.counters["MPPrioRx"] += 1
+        if ro.prio_addr_id is not None:
+            return  # v0 names an address id; we only speak v0's handshake
+        sf.remote_backup = ro.backup
+        self.sf_event("SF_PRIORITY", sf, "received MP_PRIO")
+
+    def live_joins(self) -> int:
+        """Additional subflows open or opening (what the subflow limit counts)."""
+        return sum(1 for sf in self.subflows[1:] if sf.engine is not None
+                   and not sf.engine.is_closed and sf.join_failed is None
+                   and sf.closing is None)
+
     def _ack_on_every_subflow(self) -> None:
         """A DATA_FIN rides on a pure ACK of each subflow (any path may be the one
         that works; the duplicates are harmless at the data level)."""
         for sf in self.subflows:
             eng = sf.engine
-            if eng is not None and sf.join_failed is None and sf.fully_established:
-                eng.ack_now()
+            if eng is not None and sf.join_failed is None and sf.fully_established \
+                    and sf.closing is None:
+                eng.send_pure_ack()
 
     @property
     def master(self) -> Subflow:
@@ -409,12 +512,15 @@ class MptcpConnection:
         if flags & RST:
             if s & _RST:
                 self.counters["MPRstRx"] += 1
-                self.reset_error = f"MP_TCPRST reason {ro.reset_reason} " \
-                                   f"({mo.MptcpResetReason(ro.reset_reason).name})" \
+                why = f"MP_TCPRST reason {ro.reset_reason} " \
+                      f"({mo.MptcpResetReason(ro.reset_reason).name})" \
                     if ro.reset_reason in mo.MptcpResetReason._value2member_map_ \
                     else f"MP_TCPRST reason {ro.reset_reason}"
+                sf.reset_why = why
+                if sf is self.master:
+                    self.reset_error = why
                 self.events.append(MptcpEvent("MP_TCPRST", self.local_token, self.remote_token,
-                                              self.reset_error))
+                                              why))
             if s & _FASTCLOSE and ro.rcvr_key == self.local_key:
                 self._fastclose_rx(sf)
             return True
@@ -450,6 +556,8 @@ class MptcpConnection:
             return True
         if s & _ADD_ADDR and self.remote_key is not None:
             self._rx_add_addr(ro)
+        if s & (_RM_ADDR | _PRIO):
+            self._rx_pm(sf, ro, s)
         if s & _DSS:
             return self._rx_dss(sf, ro, payload_len, hdr.window)
         if s & _FAIL:
@@ -465,7 +573,7 @@ class MptcpConnection:
                 self._join_failed(sf, "the SYN/ACK carried no MP_JOIN", "MPJoinSynAckMissing")
                 return True  # accept it so that the reset can be sent
             self.counters["MPJoinSynAckRx"] += 1
-            sf.remote_nonce, sf.remote_id = ro.nonce, ro.join_id
+            sf.remote_nonce, sf.remote_id, sf.remote_backup = ro.nonce, ro.join_id, ro.backup
             assert self.remote_key is not None
             want = crypto.join_synack_hmac(self.remote_key, self.local_key, ro.nonce,
                                            sf.local_nonce, self.version)
@@ -475,7 +583,7 @@ class MptcpConnection:
             return True
         if flags & SYN:  # we are the responder: the SYN (the host checked the token)
             self.counters["MPJoinSynRx"] += 1
-            sf.remote_nonce, sf.remote_id, sf.backup = ro.nonce, ro.join_id, ro.backup
+            sf.remote_nonce, sf.remote_id, sf.remote_backup = ro.nonce, ro.join_id, ro.backup
             return True
         if sf.initiator:
             if not sf.fully_established and sf.join_failed is None:
@@ -499,9 +607,17 @@ class MptcpConnection:
             self.sf_event("SF_ESTABLISHED", sf)
         if s & _ADD_ADDR and sf.join_failed is None:
             self._rx_add_addr(ro)
+        if s & (_RM_ADDR | _PRIO) and sf.join_failed is None:
+            self._rx_pm(sf, ro, s)
         if s & _DSS and sf.join_failed is None:
             return self._rx_dss(sf, ro, payload_len, window)
         return True
+
+    def _rx_pm(self, sf: Subflow, ro: mo.ReceivedOptions, s: int) -> None:
+        if s & _RM_ADDR:
+            self._rx_rm_addr(ro)
+        if s & _PRIO:
+            self._rx_prio(sf, ro)
 
     def _join_failed(self, sf: Subflow, why: str, counter: str) -> None:
         """Refuse the join: the subflow is reset (MP_TCPRST reason 1) once the engine
@@ -540,6 +656,10 @@ class MptcpConnection:
             if ro.csum_reqd:
                 self.csum_enabled = True
             self._emit_created()
+            # the server holds both keys now: fully established (Linux
+            # `subflow_syn_recv_sock` -> `mptcp_subflow_fully_established`), so the
+            # client may join at once
+            self._set_fully_established()
             return True
         self.counters["MPCapableFallbackACK"] += 1
         self._fall_back("the third ACK carried no MP_CAPABLE")
@@ -555,9 +675,7 @@ class MptcpConnection:
             # (Linux msk->wnd_end; beyond it the kernel drops: NoDSSInWindow).
             eng = sf.engine
             if eng is not None:
-                edge = ack + (window << eng.snd_wscale)
-                if edge > self.snd_wnd_end:
-                    self.snd_wnd_end = edge
+                self.snd_wnd_end = max(self.snd_wnd_end, ack + (window << eng.snd_wscale))
             self._set_fully_established()
         if not ro.use_map:
             return True
@@ -626,11 +744,10 @@ class MptcpConnection:
         self.reset_error = "the peer fast-closed the connection (MP_FASTCLOSE)"
         self.events.append(MptcpEvent("MP_FASTCLOSE", self.local_token, self.remote_token,
                                       self.reset_error))
+        self._emit_closed(self.reset_error)  # whichever subflow's close comes last
         for sf in self.subflows:
             if sf is not on_rst and sf.engine is not None and not sf.engine.is_closed:
                 sf.engine.abort(0.0)
-        if on_rst is None:
-            self._emit_closed("reset")
 
     # ---- pulling subflow data up to the data level -------------------------------------
     def subflow_io(self, engine: TcpEngine, now: float) -> None:
@@ -781,6 +898,10 @@ class MptcpConnection:
                 if self.fallback:
                     self.peer_fin = True
                     self.events.append(PeerFinished())
+                elif not (self.peer_fin and self.data_fin_acked) and sf.closing is None:
+                    # the peer closed this subflow alone (it removed it): stop using
+                    # it, send its unacknowledged data elsewhere, close our side too
+                    self.remove_subflows(lambda x: x is sf, now, "the peer closed the subflow")
             elif t is WritableSpace or t is DataReadable:
                 pass  # the data level decides (and we pull after every input)
             elif t is Closed:
@@ -789,12 +910,12 @@ class MptcpConnection:
                 self.events.append(ev)  # StateChanged: for traces and observers
 
     def _subflow_closed(self, sf: Subflow, error: str | None) -> None:
-        if not sf.stale:
+        if not sf.stale and sf.closing is None:
             self._queue_reinject(sf, "closed")
-        if sf.join:
-            self.sf_event("SF_CLOSED", sf, sf.join_failed or error)
+        if sf.join or sf.closing is not None:
+            self.sf_event("SF_CLOSED", sf, sf.join_failed or sf.reset_why or error or sf.closing)
         live = [s for s in self.subflows if s is not sf and s.engine is not None
-                and not s.engine.is_closed
+                and not s.engine.is_closed and s.closing is None
                 and s.engine.state not in (State.CLOSED, State.TIME_WAIT)]
         if live:
             return
@@ -803,8 +924,8 @@ class MptcpConnection:
             # the subflows ended (a stale one is reset on purpose)
             self._emit_closed(None)
         elif error is not None:
-            self._emit_closed(self.reset_error if error == "reset" and self.reset_error
-                              else error)
+            why = sf.reset_why or self.reset_error
+            self._emit_closed(why if error == "reset" and why else error)
         elif self.fallback or (self.peer_fin and self.data_fin_acked):
             self._emit_closed(None)
         else:
@@ -835,46 +956,62 @@ class MptcpConnection:
         return out
 
     def _push(self) -> None:
-        """Map unsent data onto subflows, one chunk (one mapping) at a time, each to the
-        subflow with the lowest expected time to deliver it (Linux's default
-        scheduler: bytes queued over the rate cwnd/srtt, like its "linger time");
-        backup subflows only when no other can send. Each subflow holds about two
-        cwnds, so the choice is made again as they drain."""
+        """Map data onto subflows, one chunk (one mapping, ~64 KB) at a time, to the
+        subflows the scheduler picks (stack.mptcp.sched; the default is Linux's:
+        among those with room, the lowest expected time to deliver). Backup subflows
+        are offered only when no other can send. Each subflow holds about two cwnds, so
+        the choice is made again as they drain. Data to reinject goes first."""
         ready = [sf for sf in self.subflows if sf.engine is not None and sf.fully_established
-                 and sf.join_failed is None and not sf.stale and sf.engine.state in _SENDING]
-        regular = [sf for sf in ready if not sf.backup]
+                 and sf.join_failed is None and sf.closing is None and not sf.stale
+                 and sf.engine.state in _SENDING]
+        regular = [sf for sf in ready if not sf.is_backup]
         ready = regular or ready
         if not ready:
             return
+        pick = self.scheduler.pick
         while self.reinject or (self.snd_nxt < self.write_off
                                 and self.snd_nxt < self._wnd_end()):
-            best: Subflow | None = None
-            best_t = 0.0
-            for sf in ready:
-                eng = sf.engine
-                assert eng is not None
-                # about two cwnds queued per subflow: enough to keep it busy, little
-                # enough that a subflow joining later (or a faster one) gets its share
-                cap = min(eng.config.snd_buf, max(2 * eng.cwnd, 4 * MAX_MAP))
-                room = cap - eng.send_buffered
-                if room <= 0:
-                    continue
-                rate = max(eng.cwnd, eng.mss) / (eng.srtt or 0.001)
-                t = (eng.send_buffered + MAX_MAP) / rate
-                if best is None or t < best_t:
-                    best, best_t = sf, t
-            if best is None:
+            open_ = [sf for sf in ready if _has_room(sf)]
+            chosen = pick(open_, ready) if open_ else ()
+            if not chosen:
                 break
             if self.reinject:
-                self._reinject_chunk(best)
-            else:
-                self._push_chunk(best)
+                self._reinject_chunk(chosen[0])
+                continue
+            start = self.snd_nxt
+            eng = chosen[0].engine
+            assert eng is not None
+            chunk_max = max(1, MAX_MAP // max(eng.mss, 1)) * max(eng.mss, 1)
+            n = self._map(chosen[0], start, min(self.write_off, self._wnd_end()) - start,
+                          chunk_max)
+            self.snd_nxt += n
+            for sf in chosen[1:]:  # the redundant scheduler: the same data on each
+                if self._map(sf, start, n, n):
+                    self.counters["RedundantTx"] += 1
         self._maybe_close_subflows(None)
 
+    def _map(self, sf: Subflow, start: int, n: int, chunk_max: int) -> int:
+        """Hand data [start, start+n) (at most `chunk_max` and what the subflow's send
+        buffer takes) to `sf` as one mapping; the bytes mapped. A chunk is a whole
+        number of the subflow's segments, so a GSO super-packet is exactly one mapping
+        (the engine never cuts across one)."""
+        eng = sf.engine
+        assert eng is not None
+        n = min(n, chunk_max, eng.config.snd_buf - eng.send_buffered)
+        if n <= 0:
+            return 0
+        pieces = self.sndbuf.pieces(start, n)
+        chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        csum = crypto.dss_checksum(self.wire_dsn(start), sf.tx_next, n, chunk) \
+            if self.csum_enabled else 0
+        sent = eng.send(chunk)  # the room was checked: all of it
+        sf.add_tx_map(TxMap(sf.tx_next, sent, start, csum))
+        return sent
+
     def _reinject_chunk(self, sf: Subflow) -> None:
-        """Send again, on `sf`, data a dead or stale subflow carried and the peer has
-        not data-acked (RFC 8684 3.3.6; Linux `__mptcp_retrans`): a new mapping with
-        the old data sequence numbers; the receiver drops what it already has."""
+        """Send again, on `sf`, data a dead, stale or removed subflow carried and the
+        peer has not data-acked (RFC 8684 3.3.6; Linux `__mptcp_retrans`): a new
+        mapping with the old data sequence numbers; the receiver drops what it has."""
         start, end = self.reinject[0]
         start = max(start, self.snd_una)
         if start >= end:
@@ -883,14 +1020,7 @@ class MptcpConnection:
         eng = sf.engine
         assert eng is not None
         mss = max(eng.mss, 1)
-        n = min(end - start, max(1, MAX_MAP // mss) * mss,
-                eng.config.snd_buf - eng.send_buffered)
-        pieces = self.sndbuf.pieces(start, n)
-        chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        csum = crypto.dss_checksum(self.wire_dsn(start), sf.tx_next, n, chunk) \
-            if self.csum_enabled else 0
-        sent = eng.send(chunk)
-        sf.add_tx_map(TxMap(sf.tx_next, sent, start, csum))
+        sent = self._map(sf, start, end - start, max(1, MAX_MAP // mss) * mss)
         self.counters["Reinjected"] += sent
         if start + sent >= end:
             self.reinject.pop(0)
@@ -905,23 +1035,6 @@ class MptcpConnection:
             log.info("reinjecting %d ranges of a %s subflow", len(todo), why)
             self.reinject.extend(todo)
             self.reinject.sort()
-
-    def _push_chunk(self, sf: Subflow) -> None:
-        """One mapping onto `sf`: ~64 KB, a whole number of its segments (a GSO
-        super-packet is then exactly one mapping; the engine never cuts across one)."""
-        eng = sf.engine
-        assert eng is not None
-        mss = max(eng.mss, 1)
-        chunk_max = max(1, MAX_MAP // mss) * mss
-        room = eng.config.snd_buf - eng.send_buffered
-        n = min(self.write_off - self.snd_nxt, room, chunk_max, self._wnd_end() - self.snd_nxt)
-        pieces = self.sndbuf.pieces(self.snd_nxt, n)
-        chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        csum = crypto.dss_checksum(self.wire_dsn(self.snd_nxt), sf.tx_next, n, chunk) \
-            if self.csum_enabled else 0
-        sent = eng.send(chunk)  # room >= n: all of it
-        sf.add_tx_map(TxMap(sf.tx_next, sent, self.snd_nxt, csum))
-        self.snd_nxt += sent
 
     def _wnd_end(self) -> int:
         """How far we may map: the peer's data-level window edge once a data ACK

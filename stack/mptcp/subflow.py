@@ -59,7 +59,10 @@ class Subflow:
         self.engine: TcpEngine | None = None
         self.local_id = local_id
         self.remote_id = remote_id
-        self.backup = backup
+        self.backup = backup          # we asked the peer to use it only as a backup
+        self.remote_backup = False    # the peer asked us (its MP_JOIN B flag or MP_PRIO)
+        self.send_mp_prio = False     # our `backup` changed: MP_PRIO on the next pure ACK
+        self.closing: str | None = None  # removed (why): no new data, FIN or RST under way
         # MP_JOIN (RFC 8684 3.2): a subflow added to an established connection
         self.join = join
         self.initiator = initiator       # we sent this subflow's SYN
@@ -77,8 +80,15 @@ class Subflow:
         self.send_mp_fail: int | None = None  # DSN to report in an MP_FAIL, once
         self.send_infinite_map = False  # after MP_FAIL: one infinite mapping, then TCP
         self.reset_reason = 0         # MP_TCPRST reason on an RST we send
+        self.reset_why: str | None = None  # the MP_TCPRST reason on an RST we received
         self.resetting = False        # the engine is about to send an RST
         self._memo: tuple[object, list[TcpOption]] = (None, [])
+
+    @property
+    def is_backup(self) -> bool:
+        """Backup in either direction's view (Linux `subflow->backup ||
+        subflow->request_bkup`): scheduled only when no other subflow works."""
+        return self.backup or self.remote_backup
 
     # ---- the Ulp hooks (stack.tcp.engine.Ulp) ------------------------------------------
     def syn_options(self, remaining: int) -> list[TcpOption]:
@@ -94,7 +104,8 @@ class Subflow:
         msk = self.msk
         memo_key: tuple[object, ...] | None = None
         if (payload_len and not self.resetting and not msk.fallback
-                and self.send_mp_fail is None
+                and self.send_mp_fail is None and not self.send_mp_prio
+                and not msk.rm_addr_queue
                 and (msk.fully_established or not msk.client or seq != 1)):
             # A data segment in the steady state: the writer would give a DSS whose
             # every field follows from the mapping, the data ACK and the room, so the

@@ -40,13 +40,15 @@ class OutOptions:
     mpj: mo.MpJoinSyn | mo.MpJoinSynAck | mo.MpJoinAck | None = None
     dss: mo.Dss | None = None
     add_addr: mo.AddAddr | None = None
+    rm_addr: mo.RemoveAddr | None = None
+    prio: mo.MpPrio | None = None
     fail: mo.MpFail | None = None
     fastclose: mo.MpFastclose | None = None
     rst: mo.MpTcpRst | None = None
 
     def suboptions(self) -> list[mo.MptcpOption]:
-        return [o for o in (self.mpc, self.mpj, self.dss, self.add_addr, self.fail,
-                            self.fastclose, self.rst) if o is not None]
+        return [o for o in (self.mpc, self.mpj, self.dss, self.add_addr, self.rm_addr,
+                            self.prio, self.fail, self.fastclose, self.rst) if o is not None]
 
 
 def write_options(opts: OutOptions) -> list[TcpOption]:
@@ -101,7 +103,8 @@ def synack_options(sf: Subflow, remaining: int) -> OutOptions | None:
 def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
                         remaining: int) -> OutOptions | None:
     """`mptcp_established_options`: MP_CAPABLE on the client's third ACK and first data
-    (`mptcp_established_options_mp`), else a DSS (`..._dss`); then MP_FAIL if due."""
+    (`mptcp_established_options_mp`), else a DSS (`..._dss`); then, in the room left,
+    an ADD_ADDR or else a REMOVE_ADDR, an MP_PRIO and an MP_FAIL, each if due."""
     msk = sf.msk
     if msk.fallback:
         # plain TCP now, but an MP_FAIL or the one infinite mapping may still be due
@@ -115,7 +118,11 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
         established_options_dss(sf, seq, payload_len, remaining, opts)
     used = sum(aligned(mo.option_len(o)) for o in opts.suboptions())
-    used += established_options_add_addr(sf, payload_len, remaining - used, opts)
+    added = established_options_add_addr(sf, payload_len, remaining - used, opts)
+    if not added:
+        added = established_options_rm_addr(sf, remaining - used, opts)
+    used += added
+    used += established_options_mp_prio(sf, remaining - used, opts)
     established_options_mp_fail(sf, remaining - used, opts)
     return opts
 
@@ -137,6 +144,34 @@ def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
         return 0
     opts.add_addr = a
     return aligned(mo.option_len(a))
+
+
+def established_options_rm_addr(sf: Subflow, remaining: int, opts: OutOptions) -> int:
+    """`mptcp_established_options_rm_addr`: REMOVE_ADDR with as many of the queued
+    address ids as fit (up to the kernel's MPTCP_RM_IDS_MAX, 8); the bytes it took."""
+    msk = sf.msk
+    if not msk.rm_addr_queue or opts.mpc is not None:
+        return 0
+    fit = min(len(msk.rm_addr_queue), mo.MPTCP_RM_IDS_MAX)
+    while fit and aligned(mo.TCPOLEN_MPTCP_RM_ADDR_BASE + fit) > remaining:
+        fit -= 1
+    if not fit:
+        return 0
+    ids, msk.rm_addr_queue = msk.rm_addr_queue[:fit], msk.rm_addr_queue[fit:]
+    opts.rm_addr = mo.RemoveAddr(tuple(ids))
+    msk.counters["RmAddrTx"] += 1
+    return aligned(mo.option_len(opts.rm_addr))
+
+
+def established_options_mp_prio(sf: Subflow, remaining: int, opts: OutOptions) -> int:
+    """`mptcp_established_options_mp_prio`: MP_PRIO with our backup wish for this
+    subflow, once after it changed (RFC 8684 3.3.8)."""
+    if not sf.send_mp_prio or opts.mpc is not None or remaining < aligned(mo.TCPOLEN_MPTCP_PRIO):
+        return 0
+    sf.send_mp_prio = False
+    opts.prio = mo.MpPrio(sf.backup)
+    sf.msk.counters["MPPrioTx"] += 1
+    return aligned(mo.TCPOLEN_MPTCP_PRIO)
 
 
 def established_options_mpj(sf: Subflow, seq: int, payload_len: int, remaining: int,

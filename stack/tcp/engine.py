@@ -299,6 +299,7 @@ class TcpEngine:
         self._fin_rcvd = False
         self._ooo_fin: int | None = None  # offset of a FIN that arrived out of order
         self._ack_now = False
+        self._pure_ack = False           # the ULP needs a segment without data (see send_pure_ack)
         self._unacked_bytes = 0          # received since our last ACK (delayed ACK)
         self._last_ack_sent = 0
 
@@ -447,7 +448,7 @@ class TcpEngine:
         self._set_state(State.CLOSED)
         self._t_rtx = self._t_dack = self._t_persist = None
         self._t_keepalive = self._t_timewait = None
-        self._probe_due = self._ack_now = self._syn_pending = False
+        self._probe_due = self._ack_now = self._syn_pending = self._pure_ack = False
         self._buf = bytearray()
         self._buf_start = self._nxt
         self._ooo.clear()
@@ -573,6 +574,13 @@ class TcpEngine:
         if self._state in _SYNCHRONIZED:
             self._ack_now = True
 
+    def send_pure_ack(self) -> None:
+        """Send a segment without data at the next poll_transmit, even if data segments
+        go too: some MPTCP signals (ADD_ADDR, REMOVE_ADDR, MP_PRIO, DATA_FIN) only ride
+        on a pure ACK (Linux `__mptcp_subflow_send_ack`)."""
+        if self._state in _SYNCHRONIZED:
+            self._pure_ack = True
+
     @property
     def rto_retries(self) -> int:
         """Consecutive RTO expiries (0 again once new data is acked)."""
@@ -595,7 +603,11 @@ class TcpEngine:
         grows by >= 2 MSS, or from (nearly) zero by the SWS threshold (Linux
         `tcp_cleanup_rbuf()`). The ULP calls this when its own reader drains."""
         if self._state in _SYNCHRONIZED and not self._fin_rcvd:
-            grow = self._rnxt + self._free_space() - self._rcv_adv
+            # the most the window field can say: a bigger buffer (an MPTCP connection's
+            # shared one) must not make every read look like a window update, or each
+            # read sends an ACK the peer counts as a duplicate
+            free = min(self._free_space(), 0xFFFF << self._rcv_wscale)
+            grow = self._rnxt + free - self._rcv_adv
             cur = self._rcv_adv - self._rnxt
             if grow >= 2 * self._mss or (cur < self._mss and grow >= self._sws_threshold()):
                 self._ack_now = True
@@ -1448,7 +1460,8 @@ class TcpEngine:
                 # `tcp_xmit_probe_skb()`); the peer answers with an ACK
                 self._probe_due = False
                 out.append(self._segment(self._una - 1, ACK, b"", now))
-            if self._ack_now and not self._ack_segs:
+            if (self._ack_now and not self._ack_segs) or self._pure_ack:
+                self._pure_ack = False
                 out.append(self._segment(self._nxt, ACK, b"", now,
                                          sack=self._sack_ok and bool(self._ooo)))
                 self.counters["OutAcks"] += 1

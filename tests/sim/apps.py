@@ -27,6 +27,18 @@ def mptcp_pair(seed: int = 1, profile: LinkProfile | None = None, *, csum_a: boo
     return a, b, SimNet([a, b], seed=seed, profile=profile)
 
 
+def multipath_pair(seed: int = 1, profile: LinkProfile | None = None, paths: int = 2,
+                   cfg_a: MptcpConfig | None = None, cfg_b: MptcpConfig | None = None,
+                   ) -> tuple[Stack, Stack, SimNet]:
+    """Two MPTCP stacks with one address per path each, as the topology has them: a
+    (the client, ours) 10.0.i.2 and b 10.0.i.1."""
+    a = Stack([ip(f"10.0.{i}.2") for i in range(1, paths + 1)], rng=random.Random(seed),
+              config=StackConfig(mptcp=cfg_a or MptcpConfig()))
+    b = Stack([ip(f"10.0.{i}.1") for i in range(1, paths + 1)], rng=random.Random(seed + 1),
+              config=StackConfig(mptcp=cfg_b or MptcpConfig()))
+    return a, b, SimNet([a, b], seed=seed, profile=profile)
+
+
 @dataclass
 class Side:
     conn: Connection | None = None
@@ -46,13 +58,15 @@ def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
          port: int = 5000, max_time: float = 600.0,
          after_handshake: LinkProfile | None = None,
          join_from: list[tuple[bytes, bool]] | None = None,
+         announce: list[bytes] | None = None,
          on_step: Callable[[Side, Side], None] | None = None) -> tuple[Side, Side]:
     """a connects to b:port; each sends its data then closes once the peer's stream
     ended too. Returns both sides (bytes received, close error, events).
     `after_handshake`: the link profile from the moment the client's MPTCP connection
     is fully established (or plain TCP is up) on. `join_from`: the client's MPTCP
-    joins (address, backup). `on_step(client, server)`: called at every step."""
-    b.listen(port)
+    joins (address, backup); `announce`: the server's ADD_ADDRs. `on_step(client,
+    server)`: called at every step."""
+    b.listen(port, announce=announce)
     sa, sb = Side(data=data_a), Side(data=data_b)
     sa.conn = a.connect(B, port, net.now, join_from=join_from)
 

@@ -47,7 +47,7 @@ class SimNet:
         self.profiles: dict[tuple[int, int], LinkProfile] = {}  # (src, dst) stack index
         self._q: list[_InFlight] = []
         self._n = 0
-        self._busy_until: dict[tuple[int, int], float] = {}
+        self._busy_until: dict[tuple[bytes, bytes], float] = {}
         self.delivered = 0
         self.dropped = 0
         self.owner = {a: i for i, s in enumerate(stacks) for a in s.addrs}
@@ -72,9 +72,12 @@ class SimNet:
                 continue
             at = self.now
             if prof.rate_bps:
-                start = max(at, self._busy_until.get((src, dst), 0.0))
+                # one serialisation queue per path (address pair), as the topology has
+                # one link per path
+                link = (p[12:16], p[16:20])
+                start = max(at, self._busy_until.get(link, 0.0))
                 at = start + len(p) * 8 / prof.rate_bps
-                self._busy_until[(src, dst)] = at
+                self._busy_until[link] = at
             at += prof.delay + self.rng.random() * prof.jitter
             if self.rng.random() < prof.reorder:
                 at += prof.reorder_delay

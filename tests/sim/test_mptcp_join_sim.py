@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import random
 
-from stack.host import Stack, StackConfig, ip
+from stack.host import Stack, ip
 from stack.mptcp import options as mo
-from stack.mptcp.connection import MptcpConfig
 from stack.wire import ipv4, tcp
-from tests.sim.apps import bulk
+from tests.sim.apps import bulk, multipath_pair
 from tests.sim.net import LinkProfile, SimNet
 
 A1, A2 = ip("10.0.1.2"), ip("10.0.2.2")
@@ -18,9 +17,7 @@ B1, B2 = ip("10.0.1.1"), ip("10.0.2.1")
 
 def two_path_pair(seed: int = 1, profile: LinkProfile | None = None,
                   ) -> tuple[Stack, Stack, SimNet]:
-    a = Stack([A1, A2], rng=random.Random(seed), config=StackConfig(mptcp=MptcpConfig()))
-    b = Stack([B1, B2], rng=random.Random(seed + 1), config=StackConfig(mptcp=MptcpConfig()))
-    return a, b, SimNet([a, b], seed=seed, profile=profile)
+    return multipath_pair(seed, profile)
 
 
 def run_with_join(data: bytes, seed: int = 1, profile: LinkProfile | None = None,

@@ -1,0 +1,96 @@
+"""Packet schedulers: which subflow(s) carry the next chunk of data.
+
+The connection (`MptcpConnection._push`) offers a scheduler the subflows that may send
+(`ready`: fully established, working; backups only when no regular subflow works) and
+those of them that can take a chunk now (`candidates`: below their queue cap, about
+two cwnds), and maps the chunk onto the subflows it returns, in order. The first one
+must be a candidate and gets new data; any further ones get the same data again (same
+data sequence numbers, their own subflow mappings), which is how `redundant`
+duplicates.
+
+A scheduler is any object with `name` and `pick(candidates, ready) -> sequence of
+subflows` (an empty one: send nothing now). `SCHEDULERS` names the built-in ones; add your own
+there. Linux has the same split: `net.mptcp.scheduler` selects a `struct
+mptcp_sched_ops` whose `get_send` marks the subflows to use (`mptcp_subflow_set_scheduled`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from stack.mptcp.subflow import Subflow
+
+CHUNK = 65535  # the data a pick is for: one mapping, at most a 16-bit data-level length
+
+
+class Scheduler(Protocol):
+    name: str
+
+    def pick(self, candidates: Sequence[Subflow],
+             ready: Sequence[Subflow]) -> Sequence[Subflow]: ...
+
+
+class LowestDelay:
+    """Linux's default (`mptcp_subflow_get_send`): the subflow that would deliver the
+    chunk soonest, its queued bytes plus the chunk over its rate cwnd / srtt (the
+    kernel's "linger time")."""
+    name = "default"
+
+    def pick(self, candidates: Sequence[Subflow],
+             ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
+        best: Subflow | None = None
+        best_t = 0.0
+        for sf in candidates:
+            eng = sf.engine
+            assert eng is not None
+            t = (eng.send_buffered + CHUNK) * (eng.srtt or 0.001) / max(eng.cwnd, eng.mss)
+            if best is None or t < best_t:
+                best, best_t = sf, t
+        return () if best is None else (best,)
+
+
+class RoundRobin:
+    """Each chunk to the next subflow in turn (the kernel's BPF `bpf_rr` example): an
+    even split by bytes, whatever each path's speed; a slow path holds the others back
+    once the shared receive window fills with its out-of-order data."""
+    name = "roundrobin"
+
+    def __init__(self) -> None:
+        self._last: Subflow | None = None
+
+    def pick(self, candidates: Sequence[Subflow],
+             ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
+        if not candidates:
+            return ()
+        order = candidates[0].msk.subflows  # creation order
+        last = order.index(self._last) if self._last in order else -1
+        nxt = next((sf for sf in candidates if order.index(sf) > last), candidates[0])
+        self._last = nxt
+        return (nxt,)
+
+
+class Redundant:
+    """Every chunk on every working subflow (the kernel's BPF `bpf_red` example): the
+    fastest path delivers each byte first, so a lossy or slow path costs no latency,
+    at the price of sending everything N times. The pace is the fastest subflow's; a
+    slower one queues up to its send buffer and then misses chunks."""
+    name = "redundant"
+
+    def pick(self, candidates: Sequence[Subflow],
+             ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
+        first = _LOWEST.pick(candidates)
+        return (*first, *(sf for sf in ready if sf not in first)) if first else ()
+
+
+_LOWEST = LowestDelay()
+SCHEDULERS: dict[str, type] = {c.name: c for c in (LowestDelay, RoundRobin, Redundant)}
+
+
+def make_scheduler(name: str) -> Scheduler:
+    try:
+        return SCHEDULERS[name]()  # type: ignore[no-any-return]
+    except KeyError:
+        raise ValueError(f"unknown MPTCP scheduler {name!r} "
+                         f"(choose from {', '.join(SCHEDULERS)})") from None

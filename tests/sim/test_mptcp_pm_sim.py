@@ -1,0 +1,261 @@
+"""The runtime path manager and the schedulers between two of our stacks: removing a
+subflow or an address (REMOVE_ADDR) from either side, MP_PRIO both ways, backups
+taking over, the subflow limits, round-robin and redundant scheduling, MP_FASTCLOSE
+across several subflows, checksums and three paths. Every transfer checks its bytes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from stack.host import ip
+from stack.mptcp.connection import MptcpConfig, MptcpEvent
+from stack.mptcp.subflow import Subflow
+from tests.sim.apps import Side, bulk, multipath_pair
+from tests.sim.net import LinkProfile
+
+A1, A2, A3 = ip("10.0.1.2"), ip("10.0.2.2"), ip("10.0.3.2")
+B1, B2 = ip("10.0.1.1"), ip("10.0.2.1")
+FAST = LinkProfile(delay=0.003, rate_bps=100e6)
+
+
+def once(cond: Callable[[Side, Side], bool],
+         act: Callable[[Side, Side], None]) -> Callable[[Side, Side], None]:
+    """An on_step hook that runs `act` the first time `cond` holds."""
+    done = [False]
+
+    def step(sa: Side, sb: Side) -> None:
+        if not done[0] and sa.conn is not None and sb.conn is not None and cond(sa, sb):
+            done[0] = True
+            act(sa, sb)
+    return step
+
+
+def both_carry(sa: Side, sb: Side) -> bool:
+    """Both of the client's subflows have carried data (the join is in use)."""
+    msk = sa.conn.msk  # type: ignore[union-attr]
+    return len(msk.subflows) == 2 and msk.subflows[1].tx_next > 200_000
+
+
+def gone(sf: object) -> bool:
+    """The subflow's TCP connection is over (TIME-WAIT counts: its active closer)."""
+    eng = sf.engine  # type: ignore[attr-defined]
+    return eng.is_closed or eng.state.name in ("TIME_WAIT", "CLOSED")
+
+
+def sf_events(side: Side, name: str) -> list[MptcpEvent]:
+    return [e for e in side.events if isinstance(e, MptcpEvent) and e.name == name]
+
+
+def test_removing_our_subflow_mid_transfer_loses_no_byte() -> None:
+    data = random.Random(1).randbytes(5_000_000)
+    a, b, net = multipath_pair(seed=1, profile=FAST)
+    sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, False)],
+                  on_step=once(both_carry, lambda sa, sb: a.remove_subflow(sa.conn, A2, net.now)))
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    assert sa.error is None and sb.error is None
+    join_a, join_b = sa.conn.msk.subflows[1], sb.conn.msk.subflows[1]
+    assert join_a.closing and gone(join_a) and gone(join_b)
+    assert a.all_counters()["RmSubflow"] == 1
+    assert sf_events(sb, "SF_CLOSED")  # the peer saw its subflow go (its FIN)
+    assert not a.all_counters()["RmAddrTx"]  # a subflow, not the address
+
+
+def test_remove_addr_from_the_client_closes_the_servers_subflow() -> None:
+    data = random.Random(2).randbytes(5_000_000)
+    a, b, net = multipath_pair(seed=2, profile=FAST)
+    sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, False)],
+                  on_step=once(both_carry, lambda sa, sb: a.remove_addr(sa.conn, A2, net.now)))
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    assert sa.error is None and sb.error is None
+    ca, cb = a.all_counters(), b.all_counters()
+    assert ca["RmAddrTx"] == 1 and cb["RmAddr"] == 1
+    (removed,) = sf_events(sb, "REMOVED")
+    assert dict(removed.subflow)["remid"] == 1  # 10.0.2.2 is our address id 1
+    assert gone(sb.conn.msk.subflows[1])
+
+
+def test_remove_addr_from_the_server_of_an_announced_address() -> None:
+    # b announces 10.0.2.1, a joins it, then b withdraws it: a closes the join and
+    # frees the accepted-address slot
+    data = random.Random(3).randbytes(5_000_000)
+    a, b, net = multipath_pair(seed=3, profile=FAST)
+    sa, sb = bulk(a, b, net, data, data[::-1], announce=[B2],
+                  on_step=once(both_carry, lambda sa, sb: b.remove_addr(sb.conn, B2, net.now)))
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    assert sa.error is None and sb.error is None
+    msk = sa.conn.msk
+    assert gone(msk.subflows[1]) and msk.add_addr_accepted == 0
+    assert 1 not in msk.remote_addrs
+    assert a.all_counters()["RmAddr"] == 1 and b.all_counters()["RmAddrTx"] == 1
+
+
+def test_mp_prio_makes_the_peer_stop_sending_on_the_subflow() -> None:
+    # b sends; a tells b (MP_PRIO) that its join is a backup: b maps no new data on it
+    data = random.Random(4).randbytes(6_000_000)
+    a, b, net = multipath_pair(seed=4, profile=FAST)
+    at: dict[str, int] = {}
+
+    def flip(sa: Side, sb: Side) -> None:
+        assert a.set_backup(sa.conn, A2, True) == 1  # type: ignore[arg-type]
+
+    def carried(sa: Side, sb: Side) -> bool:
+        return len(sb.conn.msk.subflows) == 2 and sb.conn.msk.subflows[1].tx_next > 200_000
+
+    def watch(sa: Side, sb: Side) -> None:
+        flip_step(sa, sb)
+        join_b = sb.conn.msk.subflows[1] if sb.conn and len(sb.conn.msk.subflows) > 1 else None
+        if join_b is not None and join_b.remote_backup and "tx" not in at:
+            at["tx"] = join_b.tx_next  # what b had mapped when MP_PRIO arrived
+
+    flip_step = once(carried, flip)
+    sa, sb = bulk(a, b, net, b"", data, join_from=[(A2, False)], on_step=watch)
+    assert bytes(sa.got) == data and sa.error is None and sb.error is None
+    join_b = sb.conn.msk.subflows[1]
+    assert join_b.remote_backup and join_b.is_backup
+    assert join_b.tx_next == at["tx"]  # nothing new after MP_PRIO
+    assert a.all_counters()["MPPrioTx"] == 1 and b.all_counters()["MPPrioRx"] == 1
+    assert sf_events(sb, "SF_PRIORITY") and dict(sf_events(sb, "SF_PRIORITY")[0].subflow)[
+        "backup"] == 1
+
+
+def test_mp_prio_clears_backup_and_the_subflow_carries_data_again() -> None:
+    data = random.Random(5).randbytes(4_000_000)
+    a, b, net = multipath_pair(seed=5, profile=FAST)
+
+    def unbackup(sa: Side, sb: Side) -> None:
+        assert a.set_backup(sa.conn, A2, False) == 1  # type: ignore[arg-type]
+
+    def joined(sa: Side, sb: Side) -> bool:
+        return len(sa.conn.msk.subflows) == 2 and sa.conn.msk.subflows[1].fully_established \
+            and len(sb.got) > 500_000  # type: ignore[union-attr]
+
+    sa, sb = bulk(a, b, net, data, join_from=[(A2, True)], on_step=once(joined, unbackup))
+    assert bytes(sb.got) == data and sa.error is None
+    join_a = sa.conn.msk.subflows[1]
+    assert not join_a.backup and join_a.tx_next > 200_000
+    assert not sb.conn.msk.subflows[1].remote_backup
+
+
+def test_a_backup_takes_over_when_the_only_regular_path_dies() -> None:
+    cut = {"on": False}
+
+    def path1_down(pkt: bytes) -> bool:
+        return cut["on"] and A1 in (pkt[12:16], pkt[16:20])
+
+    data = random.Random(6).randbytes(4_000_000)
+    a, b, net = multipath_pair(seed=6, profile=LinkProfile(delay=0.003, rate_bps=100e6,
+                                                           drop_filter=path1_down))
+    mapped_on_backup_before: list[int] = []
+
+    def kill(sa: Side, sb: Side) -> None:
+        mapped_on_backup_before.append(sa.conn.msk.subflows[1].tx_next)  # type: ignore[union-attr]
+        cut["on"] = True
+
+    def started(sa: Side, sb: Side) -> bool:
+        return len(sa.conn.msk.subflows) == 2 and sa.conn.msk.subflows[1].fully_established \
+            and len(sb.got) > 1_000_000  # type: ignore[union-attr]
+
+    sa, sb = bulk(a, b, net, data, join_from=[(A2, True)], max_time=300,
+                  on_step=once(started, kill))
+    assert bytes(sb.got) == data and sa.error is None and sb.error is None
+    assert mapped_on_backup_before == [1]  # idle while path 1 worked
+    assert sa.conn.msk.subflows[1].tx_next > 2_000_000  # then it carried the rest
+
+
+@pytest.mark.parametrize("sched", ["roundrobin", "redundant"])
+def test_alternative_schedulers_deliver_every_byte(sched: str) -> None:
+    data = random.Random(7).randbytes(3_000_000)
+    a, b, net = multipath_pair(seed=7, profile=FAST, cfg_a=MptcpConfig(scheduler=sched))
+    sa, sb = bulk(a, b, net, data, join_from=[(A2, False)])
+    assert bytes(sb.got) == data and sa.error is None and sb.error is None
+    master, join = sa.conn.msk.subflows
+    if sched == "redundant":
+        # once the join is up, chunks go on both: much of the data is sent twice
+        assert master.tx_next + join.tx_next > 1.5 * len(data)
+        assert a.all_counters()["RedundantTx"] > 10
+    else:
+        # both paths used; the master's head start (the join comes one round trip
+        # later) is all that separates them
+        assert min(master.tx_next, join.tx_next) > 0.3 * len(data)
+        assert not a.all_counters()["RedundantTx"]
+
+
+def test_round_robin_takes_turns_and_skips_a_full_subflow() -> None:
+    a = multipath_pair(paths=3, cfg_a=MptcpConfig(scheduler="roundrobin"))[0]
+    msk = a.connect(B1, 5000, 0.0).msk
+    sfs = [msk.master] + [Subflow(msk, join=True) for _ in range(2)]
+    msk.subflows[1:] = sfs[1:]
+    rr = msk.scheduler
+    assert [rr.pick(sfs)[0] for _ in range(4)] == [sfs[0], sfs[1], sfs[2], sfs[0]]
+    assert rr.pick([sfs[0], sfs[2]])[0] is sfs[2]  # sfs[1] had no room: skipped
+    assert rr.pick([sfs[0], sfs[1]])[0] is sfs[0]  # wraps around
+
+
+def test_an_unknown_scheduler_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown MPTCP scheduler 'fastest'"):
+        multipath_pair(cfg_a=MptcpConfig(scheduler="fastest"))[0].connect(B1, 5000, 0.0)
+
+
+def test_three_paths_three_subflows_all_carry_data() -> None:
+    data = random.Random(8).randbytes(6_000_000)
+    a, b, net = multipath_pair(seed=8, profile=FAST, paths=3)
+    sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, False), (A3, False)])
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    for side in (sa, sb):
+        sfs = side.conn.msk.subflows
+        assert len(sfs) == 3 and all(sf.tx_next > 300_000 for sf in sfs), \
+            [sf.tx_next for sf in sfs]
+    assert len(sf_events(sb, "SF_ESTABLISHED")) == 2
+
+
+def test_checksums_with_two_subflows_and_loss() -> None:
+    data = random.Random(9).randbytes(3_000_000)
+    prof = LinkProfile(delay=0.003, loss=0.01, reorder=0.02, rate_bps=100e6)
+    a, b, net = multipath_pair(seed=9, profile=prof, cfg_a=MptcpConfig(checksum=True))
+    sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, False)])
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    assert sa.conn.msk.csum_enabled and sb.conn.msk.csum_enabled
+    assert all(sf.tx_next > 100_000 for sf in sa.conn.msk.subflows)
+    assert not a.all_counters()["DataCsumErr"] and not b.all_counters()["DataCsumErr"]
+
+
+def test_the_subflow_limit_refuses_a_join_with_reason_resource() -> None:
+    data = random.Random(10).randbytes(500_000)
+    a, b, net = multipath_pair(seed=10, profile=FAST, cfg_b=MptcpConfig(subflows_max=0))
+    sa, sb = bulk(a, b, net, data, join_from=[(A2, False)])
+    assert bytes(sb.got) == data and sa.error is None
+    assert b.all_counters()["MPJoinRejected"] == 1
+    (closed,) = sf_events(sa, "SF_CLOSED")
+    assert "reason 2" in (closed.detail or "")
+
+
+def test_the_add_addr_limit_leaves_an_announced_address_unjoined() -> None:
+    data = random.Random(11).randbytes(500_000)
+    a, b, net = multipath_pair(seed=11, profile=FAST, cfg_a=MptcpConfig(add_addr_accepted_max=0))
+    sa, sb = bulk(a, b, net, data, announce=[B2])
+    assert bytes(sb.got) == data
+    assert len(sa.conn.msk.subflows) == 1
+    assert a.all_counters()["AddAddrNotAccepted"] == 1 and a.all_counters()["AddAddr"] == 1
+
+
+@pytest.mark.parametrize("who", ["client", "server"])
+def test_fastclose_with_two_subflows_resets_every_subflow(who: str) -> None:
+    data = random.Random(12).randbytes(20_000_000)
+    a, b, net = multipath_pair(seed=12, profile=FAST)
+
+    def abort(sa: Side, sb: Side) -> None:
+        side = sa if who == "client" else sb
+        side.conn.sock.abort(net.now)  # type: ignore[union-attr]
+
+    sa, sb = bulk(a, b, net, data, data, join_from=[(A2, False)], max_time=60,
+                  on_step=once(both_carry, abort))
+    aborter, peer = (sa, sb) if who == "client" else (sb, sa)
+    ca, cp = (a, b) if who == "client" else (b, a)
+    assert aborter.error == "aborted"
+    assert peer.error is not None and "MP_FASTCLOSE" in peer.error
+    assert ca.all_counters()["MPFastcloseTx"] >= 1 and cp.all_counters()["MPFastcloseRx"] == 1
+    assert all(gone(sf) for sf in peer.conn.msk.subflows)
+    assert len(peer.conn.msk.subflows) == 2
