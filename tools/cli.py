@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
-from stack.host import Connection, StackConfig
+from stack.host import Connection, StackConfig, ip
 from stack.mptcp.connection import MptcpConfig
 from stack.shell import DeviceError, TunShell, wall_clock_offset
 from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
+from stack.mptcp.sched import SCHEDULERS
+from tools import control
 from tools.events import EventLog
 from tools.trace import LadderTracer
 
@@ -39,6 +41,10 @@ examples (inside the user namespace: ip netns exec mptcp-user ...):
   mptcp-tun connect 10.0.1.1 5000 --output got.bin             # receive until the peer closes
   mptcp-tun listen 5000 --once --output got.bin --pcap run.pcap
   mptcp-tun listen 5000 --echo                                 # echo server, until Ctrl-C
+  mptcp-tun connect 10.0.1.1 5000 --subflow 10.0.2.2 --send-bytes 50M   # two paths
+  mptcp-tun listen 5000 --announce 10.0.2.2 --control /tmp/ctl &        # steer it live:
+  mptcp-tun ctl /tmp/ctl status                                # subflows, bytes on each
+  mptcp-tun ctl /tmp/ctl backup 10.0.1.2 on                    # MP_PRIO (see 'ctl -h')
   mptcp-tun bench                                              # goodput vs the kernel
 
 exit status: 0 the connection ended cleanly and every byte was delivered; 1 the
@@ -62,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mptcp-tun", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A userspace TCP/MPTCP stack on a TUN device, talking to a real Linux peer.",
         epilog=EPILOG)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{connect,listen,bench}")
+    sub = p.add_subparsers(dest="command", required=True,
+                           metavar="{connect,listen,ctl,bench}")
 
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("device and addresses")
@@ -90,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="congestion control (default: cubic, as Linux)")
     g.add_argument("--timeout", type=float, metavar="S",
                    help="give up after S seconds (exit 1)")
+    g = common.add_argument_group("multipath")
+    g.add_argument("--limits", nargs=2, type=int, metavar=("SUBFLOWS", "ADD_ADDR_ACCEPTED"),
+                   default=[8, 8],
+                   help="most additional subflows per connection, and most announced "
+                        "addresses we join (default: 8 8; the kernel's are 2 0)")
+    g.add_argument("--backup", action="append", metavar="A", default=[],
+                   help="subflows from our address A are backups: sent with the MP_JOIN B "
+                        "flag, used only when no other subflow works (repeatable)")
+    g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="default",
+                   help="which subflow carries the next data: default (lowest expected "
+                        "delivery time, as Linux), roundrobin, redundant (all of them)")
+    g.add_argument("--control", metavar="SOCKET",
+                   help="accept path-manager commands on this Unix socket while running "
+                        "(add/remove subflows, announce/remove addresses, MP_PRIO, "
+                        "fastclose): see 'mptcp-tun ctl --help'")
     g = common.add_argument_group("observability")
     g.add_argument("--events", metavar="FILE", help="JSON lines of connection events")
     g.add_argument("--pcap", metavar="FILE", help="write every packet to FILE (Wireshark)")
@@ -106,8 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--subflow", action="append", metavar="A", default=[],
                    help="open an MPTCP join from our address A once the connection is "
                         "fully established, like a kernel 'subflow' endpoint (repeatable)")
-    c.add_argument("--backup", action="append", metavar="A", default=[],
-                   help="subflows from our address A are backup subflows (MP_JOIN B flag)")
     lp = sub.add_parser("listen", parents=[common], help="passive open on PORT",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     lp.add_argument("port", type=int)
@@ -116,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--announce", action="append", metavar="A", default=[],
                     help="announce our address A (ADD_ADDR) to each MPTCP client once fully "
                          "established, like a kernel 'signal' endpoint (repeatable)")
+    sub.add_parser("ctl", help="send a command to a running mptcp-tun --control SOCKET",
+                   add_help=False)
     b = sub.add_parser("bench", help="goodput of our stack vs the kernel (see tools/bench.py)",
                        add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
@@ -300,19 +322,22 @@ def open_outputs(args: argparse.Namespace) -> Outputs:
 async def amain(args: argparse.Namespace, io: Outputs) -> int:
     rng = random.Random(args.seed)
     tcfg = TcpConfig(nagle=not args.no_nagle, congestion=args.congestion)
-    mcfg = None if args.no_mptcp else MptcpConfig(version=args.mptcp_version,
-                                                   checksum=args.checksum)
+    mcfg = None if args.no_mptcp else MptcpConfig(
+        version=args.mptcp_version, checksum=args.checksum, scheduler=args.scheduler,
+        subflows_max=args.limits[0], add_addr_accepted_max=args.limits[1])
     shell = TunShell(args.dev, args.addr, offload=not args.no_offload,
                      config=StackConfig(tcp=tcfg, mptcp=mcfg),
                      rng=random.Random(rng.getrandbits(64)),
                      randbytes=random.Random(rng.getrandbits(64)).randbytes
                      if args.seed is not None else os.urandom)
+    shell.stack.backup_addrs = {ip(a) for a in args.backup}
     tracer = LadderTracer() if args.trace else None
     if tracer is not None:
         tracer.stack = shell.stack  # derived values are checked against the stack's view
     pcap, sink = io.pcap, io.sink
     results: list[Result] = []
     interrupted = False
+    ctl_server: asyncio.AbstractServer | None = None
     shell.start()
     try:
         clock = wall_clock_offset(shell)
@@ -325,6 +350,8 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
             shell.stack.tap = tap
         if io.events is not None:
             shell.observers.append(EventLog(io.events, shell.now()))
+        if args.control:
+            ctl_server = await control.serve(shell, args.control)
         source = payload_source(args, io.send, rng)
         if args.command == "connect":
             res = Result(started=time.monotonic())
@@ -332,8 +359,7 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
             try:
                 reader, writer = await open_connection(args.host, args.port, shell=shell,
                                                        local_port=args.local_port,
-                                                       subflows=args.subflow,
-                                                       backup=args.backup)
+                                                       subflows=args.subflow)
             except OSError as e:
                 res.error, res.ended = str(e), time.monotonic()
             else:
@@ -365,6 +391,10 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
                 res.error = "interrupted"
                 res.ended = res.ended or time.monotonic()
     finally:
+        if ctl_server is not None:
+            ctl_server.close()
+            with contextlib.suppress(OSError):
+                os.unlink(args.control)
         shell.close()
     if args.command == "connect" or args.once or interrupted:
         for res in results:
@@ -388,9 +418,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "bench":
         from tools import bench
         return bench.main(argv[1:])
+    if argv and argv[0] == "ctl":
+        return control.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.send and args.send_bytes is not None:
         print("mptcp-tun: --send and --send-bytes are exclusive", file=sys.stderr)
+        return EXIT_USAGE
+    if any(n < 0 for n in args.limits):
+        print("mptcp-tun: --limits takes two numbers >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        for a in args.backup + getattr(args, "subflow", []) + getattr(args, "announce", []):
+            ip(a)
+    except OSError:
+        print(f"mptcp-tun: not an IPv4 address: {a!r}", file=sys.stderr)
         return EXIT_USAGE
     if args.send and not os.path.isfile(args.send):
         print(f"mptcp-tun: --send {args.send}: no such file", file=sys.stderr)

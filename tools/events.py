@@ -6,6 +6,7 @@ token fields; MPTCP events add them."""
 from __future__ import annotations
 
 import json
+import socket
 from typing import TextIO
 
 from stack.host import Accepted, Connection, ConnEvent, HostEvent
@@ -36,11 +37,17 @@ class EventLog:
         if ev.conn.msk is not None:
             # MPTCP: the connection-level events, with tokens (as `ip mptcp monitor`)
             if isinstance(e, MptcpEvent):
+                # SF_* / ANNOUNCED / REMOVED: the subflow's own addresses and ids
+                sub = {k: socket.inet_ntoa(v) if isinstance(v, bytes) and len(v) == 4
+                       else v for k, v in e.subflow}
+                if "addr" in sub:
+                    sub["daddr4"] = sub.pop("addr")
                 self.emit(e.name, ev.conn, now, token=f"{e.token:08x}",
                           remote_token=None if e.remote_token is None
                           else f"{e.remote_token:08x}",
-                          error=e.detail if e.name == "CLOSED" else None,
-                          reason=e.detail if e.name != "CLOSED" else None)
+                          error=e.detail if e.name in ("CLOSED", "SF_CLOSED") else None,
+                          reason=e.detail if e.name not in ("CLOSED", "SF_CLOSED") else None,
+                          **sub)
             return
         if isinstance(e, StateChanged) and e.new in (State.SYN_SENT, State.SYN_RECEIVED):
             self.emit("CREATED", ev.conn, now)

@@ -116,7 +116,8 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
     if established_options_mpj(sf, seq, payload_len, remaining, opts):
         return opts
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
-        established_options_dss(sf, seq, payload_len, remaining, opts)
+        established_options_dss(sf, seq, payload_len, remaining, opts,
+                                data_fin_ok=payload_len > 0 or not _pm_signal_due(sf))
     used = sum(aligned(mo.option_len(o)) for o in opts.suboptions())
     added = established_options_add_addr(sf, payload_len, remaining - used, opts)
     if not added:
@@ -125,6 +126,14 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
     used += established_options_mp_prio(sf, remaining - used, opts)
     established_options_mp_fail(sf, remaining - used, opts)
     return opts
+
+
+def _pm_signal_due(sf: Subflow) -> bool:
+    """A path-manager suboption waits for a pure ACK: ADD_ADDR (or its echo),
+    REMOVE_ADDR, MP_PRIO."""
+    msk = sf.msk
+    return bool(msk.echo_queue or (msk.add_addr_queue and msk.fully_established)
+                or msk.rm_addr_queue or sf.send_mp_prio)
 
 
 def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
@@ -215,11 +224,13 @@ def established_options_mp(sf: Subflow, seq: int, payload_len: int, remaining: i
 
 
 def established_options_dss(sf: Subflow, seq: int, payload_len: int, remaining: int,
-                            opts: OutOptions) -> None:
+                            opts: OutOptions, data_fin_ok: bool = True) -> None:
     """`mptcp_established_options_dss`: the data ACK (64 bits, as Linux once it has
     seen a 64-bit DSN; we always send 64) and, on a data segment, the mapping that
     covers it (the one it was first sent with: retransmissions reuse it). Without
-    payload, a pending DATA_FIN is signalled as a one-byte mapping with ssn 0."""
+    payload, a pending DATA_FIN is signalled as a one-byte mapping with ssn 0, unless
+    a path-manager signal needs the room (`data_fin_ok` false): then the DATA_FIN
+    goes on another pure ACK right after."""
     msk = sf.msk
     csum = msk.csum_enabled
     dsn: int | None = None
@@ -231,6 +242,10 @@ def established_options_dss(sf: Subflow, seq: int, payload_len: int, remaining: 
         if m is not None:
             dsn, ssn, length = msk.wire_dsn(m.data_off), m.ssn, m.length
             checksum = m.csum if csum else None
+    elif msk.data_fin_to_signal() and not data_fin_ok:
+        eng = sf.engine
+        if eng is not None:
+            eng.send_pure_ack()
     elif msk.data_fin_to_signal():
         dsn, ssn, length, data_fin = msk.wire_dsn(msk.write_off), 0, 1, True
         msk.data_fin_on_wire = True

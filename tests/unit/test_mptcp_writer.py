@@ -157,3 +157,52 @@ def test_v0_syn_carries_a_12_byte_mp_capable_with_the_key() -> None:
     (mpc,) = wa.segs[0][2]
     assert mpc.version == 0 and mo.option_len(mpc) == 12
     assert mpc.sender_key == sa.conn.msk.local_key
+
+
+# --- path-manager suboptions: on pure ACKs, in the room the DSS leaves ----------------
+def _established_pair():  # type: ignore[no-untyped-def]
+    a, b, net = mptcp_pair(seed=12)
+    b.listen(5000)
+    conn = a.connect(b.addrs[0], 5000, 0.0)
+    net.run(0.1)
+    conn.sock.send(b"x")  # the server's data ACK makes the client fully established
+    a.touch(conn)
+    net.run(0.2)
+    assert conn.msk.fully_established
+    wa = Wire()
+    a.tap = wa
+    return a, net, conn, wa
+
+
+def test_mp_prio_rides_a_pure_ack_beside_the_data_ack() -> None:
+    a, net, conn, wa = _established_pair()
+    assert a.set_backup(conn, conn.key[0], True) == 1
+    net.run(0.05)
+    h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, mo.MpPrio) for o in s[2]))
+    assert plen == 0 and h.flags == tcp.ACK
+    dss, prio = opts
+    assert isinstance(dss, mo.Dss) and dss.dsn is None and dss.data_ack is not None
+    assert prio == mo.MpPrio(True) and mo.option_len(prio) == 3
+    assert a.set_backup(conn, conn.key[0], True) == 0  # no change, no MP_PRIO
+
+
+def test_remove_addr_carries_the_address_id() -> None:
+    a, net, conn, wa = _established_pair()
+    a.remove_addr(conn, conn.key[0], net.now)
+    net.run(0.05)
+    _, plen, opts, _ = wa.first(lambda s: any(isinstance(o, mo.RemoveAddr) for o in s[2]))
+    assert plen == 0 and opts[-1] == mo.RemoveAddr((0,))  # the initial address is id 0
+
+
+def test_a_due_data_fin_yields_the_pure_ack_to_mp_prio_and_follows_it() -> None:
+    # a DSS with DATA_FIN (28 bytes) + timestamps fill the option space: the MP_PRIO
+    # goes first with the data ACK alone, the DATA_FIN on the next pure ACK
+    a, net, conn, wa = _established_pair()
+    conn.msk.close(net.now)
+    a.set_backup(conn, conn.key[0], True)
+    a.touch(conn)
+    for d in a.poll_transmit(net.now):
+        pass
+    pure = [s for s in wa.segs if s[1] == 0]
+    assert isinstance(pure[0][2][1], mo.MpPrio) and not pure[0][2][0].data_fin
+    assert pure[1][2][0].data_fin and len(pure[1][2]) == 1
