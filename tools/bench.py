@@ -7,6 +7,14 @@ Measures, each as goodput seen by the receiver:
   ours   -> kernel   `mptcp-tun connect 10.0.1.1 ... --send-bytes N` into a kernel sink;
   kernel -> ours     a kernel source into `mptcp-tun listen ... --once`;
 and prints each with its ratio to the kernel in the same direction. `--json` for machines.
+
+With `--paths 2`: MPTCP over two paths (each shaped with `tbf rate RATE` both ways,
+`--rate 50mbit` by default; `--rate none` leaves them unshaped), the aggregate goodput
+of our MPTCP against the kernel's MPTCP in the same run. Up: the peer's kernel server
+announces 10.0.2.1 (a `signal` endpoint) and the client, ours or a kernel socket in the
+user namespace, joins it from its path-2 address. Down: the client in the peer
+namespace joins the path-2 address the server announces (ours: `--announce`).
+
 Needs root (it builds its own namespaces with netns-setup.sh --prefix and removes them).
 """
 
@@ -28,14 +36,17 @@ KPEER = ROOT / "tests" / "interop" / "kpeer.py"
 
 
 class Topology:
-    def __init__(self, prefix: str, keep: bool) -> None:
-        self.prefix, self.keep = prefix, keep
+    def __init__(self, prefix: str, keep: bool, paths: int = 1) -> None:
+        self.prefix, self.keep, self.paths = prefix, keep, paths
         self.user, self.peer = f"{prefix}-user", f"{prefix}-peer"
 
     def __enter__(self) -> Self:
-        subprocess.run([str(SETUP), "up", "--paths", "1", "--prefix", self.prefix], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([str(SETUP), "up", "--paths", str(self.paths), "--prefix", self.prefix],
+                       check=True, stdout=subprocess.DEVNULL)
         return self
+
+    def sh(self, ns: str, *argv: str) -> None:
+        subprocess.run(self.cmd(ns, *argv), check=True, stdout=subprocess.DEVNULL)
 
     def __exit__(self, *exc: object) -> None:
         if not self.keep:
@@ -160,11 +171,100 @@ def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
     return res
 
 
+def shape(topo: Topology, rate: str | None) -> None:
+    """tbf on every path, both directions (as the interop tests shape them)."""
+    for ns in (topo.user, topo.peer):
+        for i in range(1, topo.paths + 1):
+            if rate:
+                topo.sh(ns, "tc", "qdisc", "replace", "dev", f"path{i}", "root", "tbf", "rate",
+                        rate, "burst", "64kb", "latency", "50ms")
+            else:
+                subprocess.run(topo.cmd(ns, "tc", "qdisc", "del", "dev", f"path{i}", "root"),
+                               check=False, capture_output=True)
+
+
+def _endpoints(topo: Topology, ns: str, signal: str | None) -> None:
+    topo.sh(ns, "ip", "mptcp", "endpoint", "flush")
+    if signal:
+        topo.sh(ns, "ip", "mptcp", "endpoint", "add", signal, "dev", "path2", "signal")
+
+
+def measure_multipath(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
+                      timeout: float, base_port: int = 5301) -> dict[str, Any]:
+    """MPTCP over paths 1 and 2: kernel<->kernel and ours<->kernel, both directions,
+    receiver-measured aggregate goodput, plus the bytes each of our subflows carried."""
+    cc = ["--cc", "cubic", "--mptcp"]
+    ours_opts = [] if offload else ["--no-offload"]
+    p = [str(base_port + i) for i in range(4)]
+    topo.sh(topo.user, "ip", "mptcp", "limits", "set", "subflows", "8", "add_addr_accepted", "8")
+    res: dict[str, Any] = {}
+    # up: the peer's server announces 10.0.2.1; each client joins it over path 2
+    _endpoints(topo, topo.peer, "10.0.2.1")
+    _endpoints(topo, topo.user, None)
+    srv, _ = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", p[0], "--once", *cc),
+                       _kpeer(topo, topo.user, "source", "10.0.1.1", p[0], "--bind",
+                              "10.0.1.254", "--seconds", str(kernel_seconds), *cc),
+                       topo.peer, int(p[0]), topo, timeout)
+    res["kernel_to_kernel_up_mbps"] = srv["rx_mbps"]
+    res["kernel_to_kernel_up_subflows"] = 1 + srv.get("subflows", 0)
+    srv, ours = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", p[1], "--once", *cc),
+                          _ours(topo, "connect", "10.0.1.1", p[1], "--send-bytes",
+                                str(nbytes), "--json", *ours_opts),
+                          topo.peer, int(p[1]), topo, timeout)
+    res["ours_to_kernel_mbps"] = srv["rx_mbps"]
+    res["ours_to_kernel_subflow_bytes"] = ours["subflow_bytes"]
+    res["ours_to_kernel_ok"] = srv["rx_bytes"] == nbytes and ours["clean"] and ours["mptcp"]
+    # down: the server (user namespace) announces its path-2 address
+    _endpoints(topo, topo.peer, None)
+    _endpoints(topo, topo.user, "10.0.2.254")
+    srv, _ = _run_pair(_kpeer(topo, topo.user, "sink", "--port", p[2], "--once", *cc),
+                       _kpeer(topo, topo.peer, "source", "10.0.1.254", p[2], "--seconds",
+                              str(kernel_seconds), *cc),
+                       topo.user, int(p[2]), topo, timeout)
+    res["kernel_to_kernel_down_mbps"] = srv["rx_mbps"]
+    res["kernel_to_kernel_down_subflows"] = 1 + srv.get("subflows", 0)
+    _endpoints(topo, topo.user, None)
+    ours, _ = _run_pair(_ours(topo, "listen", p[3], "--once", "--json", "--announce",
+                              "10.0.2.2", *ours_opts),
+                        _kpeer(topo, topo.peer, "source", "10.0.1.2", p[3], "--bytes",
+                               str(nbytes), *cc),
+                        topo.user, int(p[3]), topo, timeout)
+    res["kernel_to_ours_mbps"] = ours["goodput_mbps"]
+    res["kernel_to_ours_subflow_bytes"] = ours["subflow_rx_bytes"]
+    res["kernel_to_ours_ok"] = ours["received"] == nbytes and ours["clean"] and ours["mptcp"]
+    res["ratio_ours_to_kernel"] = res["ours_to_kernel_mbps"] / res["kernel_to_kernel_up_mbps"]
+    res["ratio_kernel_to_ours"] = res["kernel_to_ours_mbps"] / res["kernel_to_kernel_down_mbps"]
+    return res
+
+
+def print_multipath(res: dict[str, Any], nbytes: int) -> None:
+    shaped = f"each shaped with tbf rate {res['rate']}" if res["rate"] else "unshaped"
+    mode = "with TUN offloads" if res["offload"] else "without offloads"
+    print(f"MPTCP aggregate goodput over 2 paths ({shaped}), {nbytes} bytes through our "
+          f"stack, {mode}")
+    mb = lambda v: "/".join(f"{b / 1e6:.1f}" for b in v)  # noqa: E731
+    print(f"  kernel -> kernel (up)    {res['kernel_to_kernel_up_mbps']:10.1f} Mbit/s   "
+          f"{res['kernel_to_kernel_up_subflows']} subflows")
+    print(f"  ours   -> kernel         {res['ours_to_kernel_mbps']:10.1f} Mbit/s   "
+          f"{res['ratio_ours_to_kernel']:.3f} x kernel   MB per subflow "
+          f"{mb(res['ours_to_kernel_subflow_bytes'])}   bytes ok: {res['ours_to_kernel_ok']}")
+    print(f"  kernel -> kernel (down)  {res['kernel_to_kernel_down_mbps']:10.1f} Mbit/s   "
+          f"{res['kernel_to_kernel_down_subflows']} subflows")
+    print(f"  kernel -> ours           {res['kernel_to_ours_mbps']:10.1f} Mbit/s   "
+          f"{res['ratio_kernel_to_ours']:.3f} x kernel   MB per subflow "
+          f"{mb(res['kernel_to_ours_subflow_bytes'])}   bytes ok: {res['kernel_to_ours_ok']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mptcp-tun bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bytes", type=int, default=200_000_000,
-                   help="bytes each way through our stack (default 200 MB)")
+    p.add_argument("--bytes", type=int,
+                   help="bytes each way through our stack (default 200 MB; 60 MB with "
+                        "--paths 2 and a --rate)")
+    p.add_argument("--paths", type=int, choices=[1, 2], default=1,
+                   help="2: MPTCP over two paths, ours vs the kernel's (see above)")
+    p.add_argument("--rate", default="50mbit",
+                   help="with --paths 2: tbf rate of each path, both ways ('none': unshaped)")
     p.add_argument("--kernel-seconds", type=float, default=3.0,
                    help="duration of each kernel->kernel run (default 3 s)")
     p.add_argument("--no-offload", action="store_true",
@@ -178,6 +278,20 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("mptcp-tun bench: needs root (it builds network namespaces)", file=sys.stderr)
         return 3
+    if args.paths == 2:
+        rate = None if args.rate == "none" else args.rate
+        nbytes = args.bytes or (60_000_000 if rate else 200_000_000)
+        with Topology(args.prefix, args.keep, paths=2) as topo:
+            shape(topo, rate)
+            res = measure_multipath(topo, nbytes, max(args.kernel_seconds, 5.0 if rate else 0),
+                                    not args.no_offload, args.timeout)
+        res.update(rate=rate, bytes=nbytes, offload=not args.no_offload)
+        if args.json:
+            print(json.dumps(res))
+        else:
+            print_multipath(res, nbytes)
+        return 0 if res["ours_to_kernel_ok"] and res["kernel_to_ours_ok"] else 1
+    args.bytes = args.bytes or 200_000_000
     with Topology(args.prefix, args.keep) as topo:
         res = measure(topo, args.bytes, args.kernel_seconds, not args.no_offload, args.timeout)
     if args.json:

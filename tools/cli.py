@@ -22,7 +22,7 @@ from typing import BinaryIO, TextIO
 
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
 from stack.host import Connection, StackConfig, ip
-from stack.mptcp.connection import MptcpConfig
+from stack.mptcp.connection import FAULTS, MptcpConfig
 from stack.shell import DeviceError, TunShell, wall_clock_offset
 from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="default",
                    help="which subflow carries the next data: default (lowest expected "
                         "delivery time, as Linux), roundrobin, redundant (all of them)")
+    g.add_argument("--fault", action="append", choices=sorted(FAULTS), default=[],
+                   help="inject a protocol fault, to see the peer refuse it: "
+                        + "; ".join(f"{k}: {v}" for k, v in sorted(FAULTS.items())))
     g.add_argument("--control", metavar="SOCKET",
                    help="accept path-manager commands on this Unix socket while running "
                         "(add/remove subflows, announce/remove addresses, MP_PRIO, "
@@ -324,7 +327,8 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
     tcfg = TcpConfig(nagle=not args.no_nagle, congestion=args.congestion)
     mcfg = None if args.no_mptcp else MptcpConfig(
         version=args.mptcp_version, checksum=args.checksum, scheduler=args.scheduler,
-        subflows_max=args.limits[0], add_addr_accepted_max=args.limits[1])
+        subflows_max=args.limits[0], add_addr_accepted_max=args.limits[1],
+        faults=frozenset(args.fault))
     shell = TunShell(args.dev, args.addr, offload=not args.no_offload,
                      config=StackConfig(tcp=tcfg, mptcp=mcfg),
                      rng=random.Random(rng.getrandbits(64)),

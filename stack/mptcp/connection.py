@@ -104,10 +104,20 @@ class MptcpConfig:
     add_addr_accepted_max: int = 8  # announced addresses we join (kernel default: 0)
     add_addr_timeout: float = 2.0   # re-send an unechoed ADD_ADDR after this (doubling)
     scheduler: str = "default"      # default | roundrobin | redundant (stack.mptcp.sched)
+    # deliberate protocol faults, to watch a peer refuse them (see FAULTS)
+    faults: frozenset[str] = frozenset()
     # connection-level send buffer, kept until data-acked: it holds what the subflows
     # hold plus what they delivered but the peer has not data-acked yet, so it must be
     # well above a subflow's 4 MB (at 4 MB, data-ACK lag halved our goodput)
     snd_buf: int = 16 << 20
+
+
+FAULTS = {
+    "join-token": "our MP_JOIN SYNs carry a token that is not the peer's (expect an RST, "
+                  "MP_TCPRST reason 1; the kernel counts MPJoinNoTokenFound)",
+    "join-hmac": "our MP_JOIN third ACKs carry a wrong HMAC (expect an RST; the kernel "
+                 "counts MPJoinAckHMacFailure)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +210,16 @@ class MptcpConnection:
     def join_ack_hmac(self, sf: Subflow) -> bytes:
         """The joiner's HMAC: leftmost 160 bits of HMAC(Key_A || Key_B, R_A || R_B)."""
         assert self.remote_key is not None
-        return crypto.join_ack_hmac(self.local_key, self.remote_key, sf.local_nonce,
+        hmac = crypto.join_ack_hmac(self.local_key, self.remote_key, sf.local_nonce,
                                     sf.remote_nonce, self.version)
+        if "join-hmac" in self.config.faults:
+            hmac = bytes([hmac[0] ^ 0xFF]) + hmac[1:]
+        return hmac
+
+    def join_token(self) -> int:
+        """The token our MP_JOIN SYN names: the peer's (RFC 8684 3.2)."""
+        assert self.remote_token is not None
+        return self.remote_token ^ (1 if "join-token" in self.config.faults else 0)
 
     def sf_event(self, name: str, sf: Subflow, detail: str | None = None) -> None:
         eng = sf.engine
@@ -284,17 +302,21 @@ class MptcpConnection:
         return n
 
     def _close_subflow(self, sf: Subflow, why: str, now: float) -> None:
+        """A FIN after what the subflow holds (it still delivers that: sending it again
+        elsewhere would only be duplicate data for the peer); an RST if its path looks
+        dead, its data then sent again on the others. Either way it takes no new data.
+        (Linux reinjects the whole unacked queue on any subflow close.)"""
         eng = sf.engine
         assert eng is not None
         log.info("closing subflow: %s", why)
-        self._queue_reinject(sf, "closing")
         sf.closing = why
-        if sf.stale or eng.state not in _SENDING:
+        if sf.stale or eng.state in (State.SYN_SENT, State.SYN_RECEIVED):
+            self._queue_reinject(sf, "removed")
             sf.reset_reason = mo.MPTCP_RST_EUNSPEC
             sf.resetting = True
             eng.abort(now)
         else:
-            eng.close(now)
+            eng.close(now)  # (a no-op once our FIN is out)
 
     def set_backup(self, sf: Subflow, backup: bool) -> bool:
         """Ask the peer to treat `sf` as a backup subflow, or no longer (MP_PRIO on
@@ -758,7 +780,7 @@ class MptcpConnection:
         eng = sf.engine
         assert eng is not None
         if sf.stale and eng.rto_retries == 0:
-            sf.stale = False  # it got an ACK: its path works again
+            sf.stale = sf.reinjected = False  # it got an ACK: its path works again
             self.counters["SubflowRecover"] += 1
         if sf.join_failed is not None and not sf.resetting and eng.state in (
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
@@ -910,7 +932,7 @@ class MptcpConnection:
                 self.events.append(ev)  # StateChanged: for traces and observers
 
     def _subflow_closed(self, sf: Subflow, error: str | None) -> None:
-        if not sf.stale and sf.closing is None:
+        if sf.closing is None or error is not None:
             self._queue_reinject(sf, "closed")
         if sf.join or sf.closing is not None:
             self.sf_event("SF_CLOSED", sf, sf.join_failed or sf.reset_why or error or sf.closing)
@@ -1028,7 +1050,11 @@ class MptcpConnection:
             self.reinject[0] = (start + sent, end)
 
     def _queue_reinject(self, sf: Subflow, why: str) -> None:
-        """Everything `sf` carried that is not data-acked goes to the reinject queue."""
+        """Everything `sf` carried that is not data-acked goes to the reinject queue
+        (once, until the subflow works again)."""
+        if sf.reinjected:
+            return
+        sf.reinjected = True
         todo = [(m.data_off, m.data_off + m.length) for m in sf.tx_maps
                 if m.data_off + m.length > self.snd_una]
         if todo and len(self.subflows) > 1:

@@ -71,6 +71,7 @@ class Subflow:
         self.fully_established = not join  # a join carries data only after the 4th ACK
         self.join_failed: str | None = None  # why the join was refused (for traces)
         self.stale = False  # repeated RTOs: not scheduled, its data reinjected
+        self.reinjected = False  # its un-data-acked data went to the reinject queue
         self._tx_starts: list[int] = []
         self._tx_maps: list[TxMap] = []
         self.tx_next = 1              # relative ssn of the next byte handed to the engine

@@ -73,7 +73,7 @@ def syn_options(sf: Subflow, remaining: int) -> OutOptions | None:
         if remaining < mo.TCPOLEN_MPTCP_MPJ_SYN or msk.remote_token is None:
             return None
         msk.counters["MPJoinSynTx"] += 1
-        return OutOptions(mpj=mo.MpJoinSyn(sf.backup, sf.local_id, msk.remote_token,
+        return OutOptions(mpj=mo.MpJoinSyn(sf.backup, sf.local_id, msk.join_token(),
                                            sf.local_nonce))
     if msk.fallback or remaining < mo.TCPOLEN_MPTCP_MPC_SYN:
         return None

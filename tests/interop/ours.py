@@ -3,11 +3,15 @@ tests: start it, wait for its listener, collect its JSON summary."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.interop.harness import REPO, Topology
@@ -51,3 +55,35 @@ def result(p: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, Any]:
     rec["returncode"] = p.returncode
     rec["stderr"] = err
     return rec
+
+
+def ctl(path: str | Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
+    """One `--control` command to a running mptcp-tun; its JSON answer (the Unix socket
+    lives in the filesystem, so no namespace is needed to reach it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)  # type: ignore[no-any-return]
+
+
+def wait_for(path: str | Path, pred: Callable[[dict[str, Any]], bool],
+             timeout: float = 30.0) -> dict[str, Any]:
+    """Poll `status` until `pred(connection)` holds for our (only) connection; that
+    connection's status."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            last = ctl(path, "status")
+            for conn in last.get("connections", []):
+                if pred(conn):
+                    return conn  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"condition not reached in {timeout} s; last status: {last}")
