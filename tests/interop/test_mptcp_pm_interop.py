@@ -73,7 +73,7 @@ def test_three_paths_three_subflows_all_carry_data(topology: Topology) -> None:
     me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 6300,
                                 "--subflow", topology.our_addr(2),
                                 "--subflow", topology.our_addr(3),
-                                "--send-bytes", 100 * MB, "--json"), timeout=180)
+                                "--send-bytes", 100 * MB, "--json", "--stats"), timeout=180)
     kernel = first_report(srv)
     assert me["returncode"] == 0, me["stderr"]
     assert kernel["rx_bytes"] == 100 * MB and kernel["rx_sha256"] == me["sent_sha256"]
@@ -84,7 +84,7 @@ def test_three_paths_three_subflows_all_carry_data(topology: Topology) -> None:
     assert sfe == {topology.our_addr(2), topology.our_addr(3)}
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtMPJoinAckRx") == 2
-    assert nstat_errors(diff) == {}
+    assert nstat_errors(diff) == {}, me["stderr"]
 
 
 # --- removing a subflow or an address -----------------------------------------------------
