@@ -11,8 +11,6 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
-
 from tests.interop import ours
 from tests.interop.harness import Topology, nstat_diff, nstat_errors
 from tests.interop.payload import expected_sha256
@@ -41,13 +39,6 @@ def first_report(p: subprocess.Popen[str], timeout: float = 120) -> dict[str, An
 
 def path_rx_bytes(topo: Topology, ns: str, dev: str) -> int:
     return int(topo.run_in(ns, "cat", f"/sys/class/net/{dev}/statistics/rx_bytes").stdout)
-
-
-@pytest.fixture
-def no_endpoints(topology: Topology):  # type: ignore[no-untyped-def]
-    topology.run_peer("ip", "mptcp", "endpoint", "flush")
-    yield
-    topology.run_peer("ip", "mptcp", "endpoint", "flush")
 
 
 def test_our_client_joins_a_second_subflow_on_path2(topology: Topology) -> None:
@@ -93,24 +84,6 @@ def test_kernel_client_with_a_subflow_endpoint_joins_our_listener(
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtMPJoinSynTx") == 1
     assert nstat_errors(diff) == {}
-
-
-@pytest.fixture
-def shaped_paths(topology: Topology):  # type: ignore[no-untyped-def]
-    """Both paths at 100 Mbit/s each way (tbf), so a 60 MB transfer lasts seconds."""
-    for ns in (topology.user_ns, topology.peer_ns):
-        for i in (1, 2):
-            topology.run_in(ns, "tc", "qdisc", "replace", "dev", f"path{i}", "root", "tbf",
-                            "rate", "100mbit", "burst", "64kb", "latency", "50ms")
-    yield
-    for ns in (topology.user_ns, topology.peer_ns):
-        for i in (1, 2):
-            topology.run_in(ns, "tc", "qdisc", "del", "dev", f"path{i}", "root", check=False)
-    topology.run_peer("ip", "link", "set", "path1", "up")
-    # a kernel subflow cut off by a path-down test lingers (FIN-WAIT-1, backing off) and,
-    # with path 1 back, would end during the next test and move its counters: destroy
-    # what is left of this test's connections
-    topology.run_peer("ss", "-K", "-tn", "state", "connected", check=False)
 
 
 def path1_down_after(topo: Topology, seconds: float) -> subprocess.Popen[str]:

@@ -20,12 +20,7 @@ from tests.interop import ours
 from tests.interop.harness import Topology, nstat_diff, nstat_errors
 from tests.interop.payload import expected_sha256
 from tests.interop.test_mptcp_interop import Monitor
-from tests.interop.test_mptcp_join_interop import (  # noqa: F401  (fixtures)
-    first_report,
-    no_endpoints,
-    path_rx_bytes,
-    shaped_paths,
-)
+from tests.interop.test_mptcp_join_interop import first_report, path_rx_bytes
 
 MB = 1_000_000
 
