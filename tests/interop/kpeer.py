@@ -280,8 +280,10 @@ def do_listen(opts: argparse.Namespace, mode: str) -> int:
     while True:
         s, _ = ls.accept()
         if opts.once:
-            ls.close()
+            # the listener stays open while the connection runs: the kernel takes
+            # MP_JOIN SYNs for it through the listener
             handle(s)
+            ls.close()
             return status
         threading.Thread(target=handle, args=(s,), daemon=True).start()
 
