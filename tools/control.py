@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from stack.host import Addr, Connection, Stack, ip, ntoa
 
@@ -200,22 +200,31 @@ def main(argv: list[str]) -> int:
         return 2 if len(argv) < 1 else 0
     path, words = argv[0], argv[1:] or ["status"]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5.0)
-            s.connect(path)
-            s.sendall((" ".join(words) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
+        answer = request(path, " ".join(words))
     except OSError as e:
         print(f"mptcp-tun ctl: {path}: {e.strerror or e} (is mptcp-tun running with "
               f"--control {path}?)", file=sys.stderr)
         return 3
-    print(buf.decode().strip())
-    try:
-        return 0 if json.loads(buf).get("ok") else 1
     except ValueError:
-        return 1
+        print(f"mptcp-tun ctl: {path}: not an mptcp-tun control socket", file=sys.stderr)
+        return 3
+    print(json.dumps(answer))
+    return 0 if answer.get("ok") else 1
+
+
+def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one command to a `--control` socket; its JSON answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(command.encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    answer = json.loads(buf)
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")
+    return answer

@@ -234,6 +234,17 @@ class Topology:
         out, err = p.communicate(timeout=timeout)
         return parse_report(out, err, p.returncode)
 
+    def kernel_abort(self, addr: str, port: int, after: float) -> None:
+        """A kernel MPTCP client in the peer namespace that connects, reads nothing and
+        closes after `after` s: closing with unread data aborts the connection (RST
+        with MP_FASTCLOSE and MP_TCPRST)."""
+        code = ("import socket, time\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+                f"s.connect(('{addr}', {port}))\n"
+                f"time.sleep({after})\n"
+                "s.close()\n")
+        self.run_peer("python3", "-c", code, timeout=30)
+
     def wait_listening(self, ns: str, port: int, timeout: float = 10) -> None:
         """Wait until a TCP (or MPTCP) listener on `port` exists in `ns`."""
         deadline = time.monotonic() + timeout

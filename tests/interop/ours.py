@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.interop.harness import REPO, Topology
+from tools import control
 
 
 def argv(*args: Any) -> list[str]:
@@ -60,17 +60,7 @@ def result(p: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, Any]:
 def ctl(path: str | Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
     """One `--control` command to a running mptcp-tun; its JSON answer (the Unix socket
     lives in the filesystem, so no namespace is needed to reach it)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(command.encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)  # type: ignore[no-any-return]
+    return control.request(str(path), command, timeout)
 
 
 def wait_for(path: str | Path, pred: Callable[[dict[str, Any]], bool],

@@ -245,12 +245,7 @@ def test_kernel_fastclose_with_mp_tcprst_is_received(topology: Topology,
     events = tmp_path / "ev.jsonl"
     lst = ours.start_listener(topology, 6140, "--once", "--json", "--send-bytes", 4 * MB,
                               "--stats", "--events", events)
-    code = ("import socket, time\n"
-            "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
-            f"s.connect(('{topology.our_addr(1)}', 6140))\n"
-            "time.sleep(0.5)\n"
-            "s.close()\n")
-    topology.run_peer("python3", "-c", code, timeout=30)
+    topology.kernel_abort(topology.our_addr(1), 6140, after=0.5)
     me = ours.result(lst, timeout=30)
     assert me["returncode"] == 1 and not me["clean"]
     assert re.search(r"^MPFastcloseRx\s+1$", me["stderr"], re.MULTILINE), me["stderr"]

@@ -124,3 +124,15 @@ class SimNet:
         while self.step(end):
             pass
         self.now = max(self.now, end)
+
+
+class PathCut:
+    """A `drop_filter` that takes down the path of address `addr` (every packet to or
+    from it is lost) once `down` is set."""
+
+    def __init__(self, addr: bytes) -> None:
+        self.addr = addr
+        self.down = False
+
+    def __call__(self, pkt: bytes) -> bool:
+        return self.down and self.addr in (pkt[12:16], pkt[16:20])

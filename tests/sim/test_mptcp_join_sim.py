@@ -9,7 +9,7 @@ from stack.host import Stack, ip
 from stack.mptcp import options as mo
 from stack.wire import ipv4, tcp
 from tests.sim.apps import bulk, multipath_pair
-from tests.sim.net import LinkProfile, SimNet
+from tests.sim.net import LinkProfile, PathCut, SimNet
 
 A1, A2 = ip("10.0.1.2"), ip("10.0.2.2")
 B1, B2 = ip("10.0.1.1"), ip("10.0.2.1")
@@ -105,21 +105,17 @@ def test_a_path_dies_mid_transfer_and_every_byte_arrives_on_the_other() -> None:
     # both subflows up and carrying data, then path 1 (10.0.1.2's) goes dark both ways:
     # its unacked data is reinjected on the join, the transfer completes, and the
     # connection closes (the stale master is reset, not FIN-closed into the void)
-    cut = {"on": False}
-
-    def path1_down(pkt: bytes) -> bool:
-        return cut["on"] and A1 in (pkt[12:16], pkt[16:20])
-
+    path1 = PathCut(A1)
     data = random.Random(6).randbytes(6_000_000)
     a, b, net = two_path_pair(seed=6, profile=LinkProfile(delay=0.003, rate_bps=100e6,
-                                                          drop_filter=path1_down))
+                                                          drop_filter=path1))
 
     def cut_once_the_join_carries_data(sa: object, sb: object) -> None:
         got = len(sb.got)  # type: ignore[attr-defined]
-        if not cut["on"] and got > 1_500_000:
+        if not path1.down and got > 1_500_000:
             msk = sa.conn.msk  # type: ignore[attr-defined]
             assert len(msk.subflows) == 2 and msk.subflows[1].tx_next > 1
-            cut["on"] = True
+            path1.down = True
 
     sa, sb = bulk(a, b, net, data, join_from=[(A2, False)], max_time=300,
                   on_step=cut_once_the_join_carries_data)

@@ -14,7 +14,7 @@ from stack.host import ip
 from stack.mptcp.connection import MptcpConfig, MptcpEvent
 from stack.mptcp.subflow import Subflow
 from tests.sim.apps import Side, bulk, multipath_pair
-from tests.sim.net import LinkProfile
+from tests.sim.net import LinkProfile, PathCut
 
 A1, A2, A3 = ip("10.0.1.2"), ip("10.0.2.2"), ip("10.0.3.2")
 B1, B2 = ip("10.0.1.1"), ip("10.0.2.1")
@@ -140,19 +140,15 @@ def test_mp_prio_clears_backup_and_the_subflow_carries_data_again() -> None:
 
 
 def test_a_backup_takes_over_when_the_only_regular_path_dies() -> None:
-    cut = {"on": False}
-
-    def path1_down(pkt: bytes) -> bool:
-        return cut["on"] and A1 in (pkt[12:16], pkt[16:20])
-
+    path1 = PathCut(A1)
     data = random.Random(6).randbytes(4_000_000)
     a, b, net = multipath_pair(seed=6, profile=LinkProfile(delay=0.003, rate_bps=100e6,
-                                                           drop_filter=path1_down))
+                                                           drop_filter=path1))
     mapped_on_backup_before: list[int] = []
 
     def kill(sa: Side, sb: Side) -> None:
         mapped_on_backup_before.append(sa.conn.msk.subflows[1].tx_next)  # type: ignore[union-attr]
-        cut["on"] = True
+        path1.down = True
 
     def started(sa: Side, sb: Side) -> bool:
         return len(sa.conn.msk.subflows) == 2 and sa.conn.msk.subflows[1].fully_established \
