@@ -593,7 +593,7 @@ class MptcpConnection:
         if s & (_RM_ADDR | _PRIO):
             self._rx_pm(sf, ro, s)
         if s & _DSS:
-            return self._rx_dss(sf, ro, payload_len, hdr.window)
+            return self._rx_dss(sf, ro, s, payload_len, hdr.window)
         if s & _FAIL:
             self._rx_mp_fail(sf, ro)
         return True
@@ -644,7 +644,7 @@ class MptcpConnection:
         if s & (_RM_ADDR | _PRIO) and sf.join_failed is None:
             self._rx_pm(sf, ro, s)
         if s & _DSS and sf.join_failed is None:
-            return self._rx_dss(sf, ro, payload_len, window)
+            return self._rx_dss(sf, ro, s, payload_len, window)
         return True
 
     def _rx_pm(self, sf: Subflow, ro: mo.ReceivedOptions, s: int) -> None:
@@ -699,7 +699,7 @@ class MptcpConnection:
         self._fall_back("the third ACK carried no MP_CAPABLE")
         return False
 
-    def _rx_dss(self, sf: Subflow, ro: mo.ReceivedOptions, payload_len: int,
+    def _rx_dss(self, sf: Subflow, ro: mo.ReceivedOptions, s: int, payload_len: int,
                 window: int) -> bool:
         if ro.use_ack:
             ack = self._ack_off(ro.data_ack, ro.ack64)
@@ -723,7 +723,7 @@ class MptcpConnection:
             if ssn and ssn - sf.rx_next >= 1 << 31:
                 ssn -= 1 << 32
             dsn, dsn64 = ro.data_seq, ro.dsn64
-        has_csum = bool(ro.suboptions & _CSUMREQD)
+        has_csum = bool(s & _CSUMREQD)
         if has_csum != self.csum_enabled:
             # RFC 8684 3.3: a checksum where none was negotiated, or none where one
             # was, is a protocol error: reset the subflow.
