@@ -190,6 +190,7 @@ class MptcpConnection:
         self.add_addr_queue: list[tuple[int, bytes]] = []
         self.add_addr_sent: dict[int, tuple[bytes, float, int]] = {}
         self.echo_queue: list[mo.AddAddr] = []
+        self._close_todo: list[Subflow] = []  # removed subflows whose FIN/RST is due
         self.rm_addr_queue: list[int] = []  # our address ids to REMOVE_ADDR (RFC 8684 3.4.2)
         self.accepted_ids: set[int] = set()  # the peer's announced ids we joined
         self.add_addr_accepted = 0
@@ -318,17 +319,24 @@ class MptcpConnection:
         elsewhere would only be duplicate data for the peer); an RST if its path looks
         dead, its data then sent again on the others. Either way it takes no new data.
         (Linux reinjects the whole unacked queue on any subflow close.)"""
-        eng = sf.engine
-        assert eng is not None
         log.info("closing subflow: %s", why)
-        sf.closing = why
-        if sf.stale or eng.state in (State.SYN_SENT, State.SYN_RECEIVED):
-            self._queue_reinject(sf, "removed")
-            sf.reset_reason = mo.MPTCP_RST_EUNSPEC
-            sf.resetting = True
-            eng.abort(now)
-        else:
-            eng.close(now)  # (a no-op once our FIN is out)
+        sf.closing = why  # no new data from now on
+        # the FIN or RST itself waits until no engine is in the middle of a segment
+        # (a REMOVE_ADDR may arrive on the very subflow it removes)
+        self._close_todo.append(sf)
+
+    def _finish_closes(self, now: float) -> None:
+        todo, self._close_todo = self._close_todo, []
+        for sf in todo:
+            eng = sf.engine
+            assert eng is not None
+            if sf.stale or eng.state in (State.SYN_SENT, State.SYN_RECEIVED):
+                self._queue_reinject(sf, "removed")
+                sf.reset_reason = mo.MPTCP_RST_EUNSPEC
+                sf.resetting = True
+                eng.abort(now)
+            else:
+                eng.close(now)  # (a no-op once our FIN is out)
 
     def set_backup(self, sf: Subflow, backup: bool) -> bool:
         """Ask the peer to treat `sf` as a backup subflow, or no longer (MP_PRIO on
@@ -789,6 +797,8 @@ class MptcpConnection:
         self._after_subflow_io(self.subflow_of(engine), now)
 
     def _after_subflow_io(self, sf: Subflow, now: float) -> None:
+        if self._close_todo:
+            self._finish_closes(now)
         eng = sf.engine
         assert eng is not None
         if sf.stale and eng.rto_retries == 0:
@@ -969,6 +979,8 @@ class MptcpConnection:
     def poll_transmit(self, now: float) -> list[tuple[TcpEngine, OutSegment]]:
         self.now = now
         out: list[tuple[TcpEngine, OutSegment]] = []
+        if self._close_todo:
+            self._finish_closes(now)
         if not self.fallback and self._connected:
             self._push()
         for sf in self.subflows:

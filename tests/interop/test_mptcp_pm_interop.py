@@ -128,7 +128,7 @@ def test_kernel_removes_its_announced_address(topology: Topology, no_endpoints: 
     before = topology.nstat_peer()
     srv = kernel_server(topology, 6320)
     p = ours.start(topology, "connect", topology.peer_addr(1), 6320, "--send-bytes", 60 * MB,
-                   "--json", "--stats", "--control", ctl)
+                   "--json", "--stats", "--control", ctl, "--timeout", 60)
     ours.wait_for(ctl, lambda c: len(c["subflows"]) == 2
                   and remote_sf(c, topology.peer_addr(2))["tx_bytes"] > 5 * MB)
     topology.run_peer("ip", "mptcp", "endpoint", "delete", "id",
