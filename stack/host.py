@@ -161,6 +161,10 @@ class Stack:
         # our addresses whose subflows are backups (a kernel endpoint's `backup` flag):
         # joins from them, and joins to them that we accept, carry the B flag
         self.backup_addrs: set[Addr] = set()
+        # our addresses flagged `fullmesh` (a kernel `subflow fullmesh` endpoint): an
+        # address the peer announces is joined from each of them, not just from the
+        # one routed towards it
+        self.fullmesh_addrs: list[Addr] = []
 
     # ---------------------------------------------------------------- user calls
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
@@ -326,13 +330,15 @@ class Stack:
     def _path_manager(self, conn: Connection, ev: MptcpEvent, now: float) -> None:
         """The in-stack path manager (Linux pm_netlink's decisions): once fully
         established, open the joins asked for and announce our extra addresses; join
-        an address the peer announces while the accepted limit allows."""
+        an address the peer announces while the accepted limit allows (from every
+        fullmesh address of ours, else from the one on its subnet)."""
         msk = conn.msk
         assert msk is not None
         if ev.name == "ESTABLISHED":
             joins, conn.join_from = conn.join_from, []
             for addr, backup in joins:
-                self._try_join(conn, addr, now, backup)
+                if addr != conn.key[0]:  # the initial subflow already runs from there
+                    self._try_join(conn, addr, now, backup)
             for addr in conn.announce:
                 msk.announce(self._addr_id(addr), addr)
             conn.announce = []
@@ -345,8 +351,9 @@ class Stack:
                 return
             msk.add_addr_accepted += 1
             msk.accepted_ids.add(int(info["remid"]))  # type: ignore[call-overload]
-            self._try_join(conn, self.source_for(peer_addr), now, False, peer_addr,
-                           port or conn.key[3])
+            for local in self.fullmesh_addrs or [self.source_for(peer_addr)]:
+                self._try_join(conn, local, now, local in self.backup_addrs, peer_addr,
+                               port or conn.key[3])
 
     def _try_join(self, conn: Connection, local: Addr, now: float, backup: bool,
                   remote: Addr | None = None, rport: int | None = None) -> None:

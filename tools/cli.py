@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backup", action="append", metavar="A", default=[],
                    help="subflows from our address A are backups: sent with the MP_JOIN B "
                         "flag, used only when no other subflow works (repeatable)")
+    g.add_argument("--fullmesh", action="append", metavar="A", default=[],
+                   help="join every address the peer announces from our address A (and "
+                        "from each other --fullmesh address), like a kernel 'subflow "
+                        "fullmesh' endpoint; connect also opens a join from A at once "
+                        "(repeatable)")
     g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="default",
                    help="which subflow carries the next data: default (lowest expected "
                         "delivery time, as Linux), roundrobin, redundant (all of them)")
@@ -335,6 +340,7 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
                      randbytes=random.Random(rng.getrandbits(64)).randbytes
                      if args.seed is not None else os.urandom)
     shell.stack.backup_addrs = {ip(a) for a in args.backup}
+    shell.stack.fullmesh_addrs = [ip(a) for a in args.fullmesh]
     tracer = LadderTracer() if args.trace else None
     if tracer is not None:
         tracer.stack = shell.stack  # derived values are checked against the stack's view
@@ -363,7 +369,7 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
             try:
                 reader, writer = await open_connection(args.host, args.port, shell=shell,
                                                        local_port=args.local_port,
-                                                       subflows=args.subflow)
+                                                       subflows=_joins_from(args))
             except OSError as e:
                 res.error, res.ended = str(e), time.monotonic()
             else:
@@ -412,6 +418,12 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
     return EXIT_OK if results and all(r.clean for r in results) else EXIT_CONN
 
 
+def _joins_from(args: argparse.Namespace) -> list[str]:
+    """connect: the addresses to open joins from once fully established: --subflow
+    ones and --fullmesh ones (the stack skips the initial subflow's own)."""
+    return list(dict.fromkeys(args.subflow + args.fullmesh))
+
+
 def _addrs(shell: TunShell) -> list[str]:
     from stack.host import ntoa
     return [ntoa(a) for a in shell.stack.addrs]
@@ -432,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         print("mptcp-tun: --limits takes two numbers >= 0", file=sys.stderr)
         return EXIT_USAGE
     try:
-        for a in args.backup + getattr(args, "subflow", []) + getattr(args, "announce", []):
+        for a in args.backup + args.fullmesh + getattr(args, "subflow", []) \
+                + getattr(args, "announce", []):
             ip(a)
     except OSError:
         print(f"mptcp-tun: not an IPv4 address: {a!r}", file=sys.stderr)

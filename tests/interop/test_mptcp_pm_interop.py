@@ -323,3 +323,24 @@ def test_checksums_on_two_subflows(topology: Topology) -> None:
     assert all(b > MB for b in me["subflow_bytes"]), me["subflow_bytes"]
     diff = nstat_diff(before, topology.nstat_peer())
     assert nstat_errors(diff) == {}
+
+
+# --- fullmesh -----------------------------------------------------------------------------
+def test_fullmesh_joins_the_kernels_announced_address_from_both_of_ours(
+        topology: Topology, no_endpoints: None) -> None:
+    topology.run_peer("ip", "mptcp", "endpoint", "add", topology.peer_addr(2), "dev", "path2",
+                      "signal")
+    before = topology.nstat_peer()
+    srv = kernel_server(topology, 6398)
+    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 6398,
+                                "--fullmesh", topology.our_addr(1),
+                                "--fullmesh", topology.our_addr(2),
+                                "--send-bytes", 60 * MB, "--json"), timeout=180)
+    kernel = first_report(srv)
+    assert me["returncode"] == 0, me["stderr"]
+    assert kernel["rx_bytes"] == 60 * MB and kernel["rx_sha256"] == me["sent_sha256"]
+    # 10.0.1.2 -> 10.0.1.1 (initial), 10.0.2.2 -> 10.0.1.1, and both to 10.0.2.1
+    assert me["subflows"] == 4, me
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtMPJoinAckRx") == 3
+    assert nstat_errors(diff) == {}

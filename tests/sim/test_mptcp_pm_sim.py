@@ -255,3 +255,16 @@ def test_fastclose_with_two_subflows_resets_every_subflow(who: str) -> None:
     assert ca.all_counters()["MPFastcloseTx"] >= 1 and cp.all_counters()["MPFastcloseRx"] == 1
     assert all(gone(sf) for sf in peer.conn.msk.subflows)
     assert len(peer.conn.msk.subflows) == 2
+
+
+def test_fullmesh_joins_an_announced_address_from_every_fullmesh_address() -> None:
+    # like a kernel client with `subflow fullmesh` endpoints 10.0.1.2 and 10.0.2.2: the
+    # server's ADD_ADDR 10.0.2.1 is joined from both; 10.0.2.2 also joins 10.0.1.1
+    data = random.Random(13).randbytes(3_000_000)
+    a, b, net = multipath_pair(seed=13, profile=FAST)
+    a.fullmesh_addrs = [A1, A2]
+    sa, sb = bulk(a, b, net, data, announce=[B2], join_from=[(A1, False), (A2, False)])
+    assert bytes(sb.got) == data and sa.error is None and sb.error is None
+    pairs = {(sf.engine.local_addr, sf.engine.remote_addr) for sf in sa.conn.msk.subflows}
+    assert pairs == {(A1, B1), (A2, B1), (A1, B2), (A2, B2)}
+    assert all(sf.fully_established and sf.tx_next > 1 for sf in sa.conn.msk.subflows)
