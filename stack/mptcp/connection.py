@@ -1048,10 +1048,13 @@ class MptcpConnection:
             return 0
         pieces = self.sndbuf.pieces(start, n)
         chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        csum = crypto.dss_checksum(self.wire_dsn(start), sf.tx_next, n, chunk) \
-            if self.csum_enabled else 0
+        ssn = sf.tx_next
         sent = eng.send(chunk)  # the room was checked: all of it
-        sf.add_tx_map(TxMap(sf.tx_next, sent, start, csum))
+        if sent <= 0:
+            return 0
+        csum = crypto.dss_checksum(self.wire_dsn(start), ssn, sent, memoryview(chunk)[:sent]) \
+            if self.csum_enabled else 0
+        sf.add_tx_map(TxMap(ssn, sent, start, csum))
         return sent
 
     def _reinject_chunk(self, sf: Subflow) -> None:
