@@ -255,7 +255,9 @@ def test_our_fastclose_resets_both_subflows(topology: Topology, tmp_path: Path) 
     p = ours.start(topology, "connect", topology.peer_addr(1), 6370, "--subflow",
                    topology.our_addr(2), "--send-bytes", 2000 * MB, "--json", "--stats",
                    "--control", ctl)
-    ours.wait_for(ctl, lambda c: sf(c, topology.our_addr(2))["tx_bytes"] > 3 * MB)
+    # both subflows up and data flowing (unshaped, the join may carry none of it)
+    ours.wait_for(ctl, lambda c: c["sent"] > 100 * MB and len(c["subflows"]) == 2
+                  and all(s["established"] for s in c["subflows"]))
     assert ours.ctl(ctl, "fastclose")["ok"]
     me = ours.result(p, timeout=60)
     kernel = first_report(srv)
