@@ -143,6 +143,9 @@ def test_kernel_removes_its_announced_address(topology: Topology, no_endpoints: 
     assert remote_sf(conn, topology.peer_addr(2))["closing"]
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtRmAddrTx", 1) >= 1
+    # the kernel closes its subflow to the removed address at once; with our data still
+    # unread in it that close is an RST (+ MP_TCPRST): expected
+    diff.pop("MPTcpExtMPRstTx", None)
     assert nstat_errors(diff) == {}
 
 
@@ -321,7 +324,8 @@ def test_checksums_on_two_subflows(topology: Topology) -> None:
                                 "--send-bytes", 50 * MB, "--json", "--stats",
                                 "--timeout", 60), timeout=180)
     kernel = first_report(srv)
-    assert me["returncode"] == 0, me["stderr"]
+    assert me["returncode"] == 0, (me["stderr"], me["subflow_bytes"], kernel,
+                                   nstat_diff(before, topology.nstat_peer()))
     assert me["checksum"] and me["subflows"] == 2
     assert kernel["rx_bytes"] == 50 * MB and kernel["rx_sha256"] == me["sent_sha256"]
     assert all(b > MB for b in me["subflow_bytes"]), me["subflow_bytes"]
