@@ -128,12 +128,16 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
     return opts
 
 
+def _add_addr_due(sf: Subflow) -> bool:
+    """An ADD_ADDR of ours (once fully established) or the echo of the peer's waits."""
+    msk = sf.msk
+    return bool(msk.echo_queue or (msk.add_addr_queue and msk.fully_established))
+
+
 def _pm_signal_due(sf: Subflow) -> bool:
     """A path-manager suboption waits for a pure ACK: ADD_ADDR (or its echo),
     REMOVE_ADDR, MP_PRIO."""
-    msk = sf.msk
-    return bool(msk.echo_queue or (msk.add_addr_queue and msk.fully_established)
-                or msk.rm_addr_queue or sf.send_mp_prio)
+    return _add_addr_due(sf) or bool(sf.msk.rm_addr_queue) or sf.send_mp_prio
 
 
 def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
@@ -142,9 +146,9 @@ def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
     on a pure ACK when it fits beside the DSS; the option bytes it took."""
     if payload_len or opts.mpc is not None:
         return 0
-    msk = sf.msk
-    if not msk.echo_queue and not (msk.add_addr_queue and msk.fully_established):
+    if not _add_addr_due(sf):
         return 0
+    msk = sf.msk
     need = mo.TCPOLEN_MPTCP_ADD_ADDR_BASE if msk.echo_queue else mo.TCPOLEN_MPTCP_ADD_ADDR
     if remaining < need:
         return 0
