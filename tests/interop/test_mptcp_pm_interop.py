@@ -114,6 +114,14 @@ def test_we_remove_our_second_subflow_mid_transfer(topology: Topology, shaped_pa
         # the kernel closes its side of the removed subflow at once, and with data of
         # ours still unread in it that close is an RST (+ MP_TCPRST): expected
         diff.pop("MPTcpExtMPRstTx", None)
+        # that RST loses what sat unread in the kernel's subflow, so we reinject all that
+        # was not data-acked (as Linux's __mptcp_retransmit_pending_data does); part of it
+        # may have reached the kernel's msk already (data-level out-of-order, or a DATA_ACK
+        # still on its way), which the kernel counts as DuplicateData: a few segments of
+        # what we reinjected, never more
+        dup = diff.pop("MPTcpExtDuplicateData", 0)
+        reinjected = counter(me["stderr"], "Reinjected")
+        assert dup == 0 or 0 < dup <= -(-reinjected // 1000), (dup, reinjected)
     else:
         assert not diff.get("MPTcpExtRmAddr") and counter(me["stderr"], "RmSubflow") == 1
     assert nstat_errors(diff) == {}
