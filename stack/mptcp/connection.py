@@ -70,6 +70,8 @@ _MPJ_SYNACK = int(mo.OPTION_MPTCP_MPJ_SYNACK)
 _MPJ_ACK = int(mo.OPTION_MPTCP_MPJ_ACK)
 _SENDING = (State.ESTABLISHED, State.CLOSE_WAIT)
 STALE_RTOS = 2  # consecutive RTOs that make a subflow stale (Linux stale_loss_cnt: 4)
+MIN_RTX_TIMEOUT = 0.2  # the data-level RTO's floor (Linux TCP_RTO_MIN) ...
+MAX_RTX_TIMEOUT = 60.0  # ... and its ceiling (TCP_RTO_MAX is 120 s)
 
 
 def _near32(ref_off: int, ref_wire: int, low: int) -> int:
@@ -185,6 +187,8 @@ class MptcpConnection:
         self.write_off = 0           # end of what the application gave us
         self.snd_wnd_end = 0         # the peer's data-level window right edge (offset)
         self.reinject: list[tuple[int, int]] = []  # data ranges to send again
+        self._t_rtx: float | None = None  # data-level retransmission timer (Linux msk's)
+        self._rtx_backoff = 0
         # ADD_ADDR (RFC 8684 3.4.1): ours to send, ours sent and not yet echoed
         # (id -> (addr, deadline, tries)), the peer's to echo, the peer's accepted
         self.add_addr_queue: list[tuple[int, bytes]] = []
@@ -999,6 +1003,11 @@ class MptcpConnection:
                 out.extend((eng, seg) for seg in eng.poll_transmit(now))
             if self._t_data_fin is None and self.data_fin_on_wire:
                 self._t_data_fin = now + self._rto()
+        if self.snd_una < self.snd_nxt and not self.fallback:
+            if self._t_rtx is None:
+                self._t_rtx = now + self._rtx_timeout()
+        else:
+            self._t_rtx = None
         return out
 
     def _push(self) -> None:
@@ -1007,11 +1016,7 @@ class MptcpConnection:
         among those with room, the lowest expected time to deliver). Backup subflows
         are offered only when no other can send. Each subflow holds about two cwnds, so
         the choice is made again as they drain. Data to reinject goes first."""
-        ready = [sf for sf in self.subflows if sf.engine is not None and sf.fully_established
-                 and sf.join_failed is None and sf.closing is None and not sf.stale
-                 and sf.engine.state in _SENDING]
-        regular = [sf for sf in ready if not sf.is_backup]
-        ready = regular or ready
+        ready = self._sendable()
         if not ready:
             return
         pick = self.scheduler.pick
@@ -1035,6 +1040,14 @@ class MptcpConnection:
                 if self._map(sf, start, n, n):
                     self.counters["RedundantTx"] += 1
         self._maybe_close_subflows(None)
+
+    def _sendable(self) -> list[Subflow]:
+        """The subflows new data may go to: established, not closing, stale or failed;
+        the non-backup ones, or the backups when no other one works."""
+        ready = [sf for sf in self.subflows if sf.engine is not None and sf.fully_established
+                 and sf.join_failed is None and sf.closing is None and not sf.stale
+                 and sf.engine.state in _SENDING]
+        return [sf for sf in ready if not sf.is_backup] or ready
 
     def _map(self, sf: Subflow, start: int, n: int, chunk_max: int) -> int:
         """Hand data [start, start+n) (at most `chunk_max` and what the subflow's send
@@ -1120,6 +1133,8 @@ class MptcpConnection:
         if n > 0:
             self.sndbuf.release(off)
             self.snd_una = off
+            self._t_rtx = None  # progress: poll_transmit re-arms it for what is left
+            self._rtx_backoff = 0
             if self._want_writable and len(self.sndbuf) < self.config.snd_buf:
                 self._want_writable = False
                 self.events.append(WritableSpace())
@@ -1193,8 +1208,40 @@ class MptcpConnection:
         eng = self._signal_engine()
         return (eng.rto if eng is not None else 1.0) * (1 << self._data_fin_backoff)
 
+    def _rtx_timeout(self) -> float:
+        """The data-level RTO: the largest RTO of the subflows data may be on (Linux
+        `mptcp_set_timeout`), at least TCP's minimum, doubled per fruitless expiry."""
+        rto = max((sf.engine.rto for sf in self.subflows
+                   if sf.engine is not None and not sf.engine.is_closed), default=1.0)
+        return min(max(rto, MIN_RTX_TIMEOUT) * (1 << self._rtx_backoff), MAX_RTX_TIMEOUT)
+
+    def _retransmit_head(self) -> None:
+        """The data ACK has not moved for a data-level RTO while data is out (Linux
+        `mptcp_retransmit_timer` -> `__mptcp_retrans`). Every subflow may have
+        delivered its part, yet the peer still lack some: the kernel drops bytes
+        its subflow already TCP-acked when the msk is short of memory
+        (`__mptcp_move_skb`), and no subflow will ever send those again. So the first
+        not data-acked chunk goes out again, as a new mapping, on a subflow with
+        nothing queued (`mptcp_subflow_get_retrans`: a busy one would only queue it
+        behind its own data, and its own retransmissions may still fill the gap);
+        none idle: the next expiry tries again."""
+        idle = [sf for sf in self._sendable()
+                if sf.engine is not None and sf.engine.send_buffered == 0]
+        if not idle or self.snd_una >= self.snd_nxt:
+            return
+        sf = min(idle, key=lambda x: x.engine.srtt or 1.0)  # type: ignore[union-attr]
+        eng = sf.engine
+        assert eng is not None
+        sent = self._map(sf, self.snd_una, self.snd_nxt - self.snd_una, _chunk_max(eng))
+        if sent:
+            self.counters["MPTCPRetrans"] += 1
+            log.info("data-level RTO: %d bytes at data offset %d sent again on subflow %d",
+                     sent, self.snd_una, sf.local_id)
+
     def poll_timeout(self) -> float | None:
         best = self._t_data_fin
+        if self._t_rtx is not None and (best is None or self._t_rtx < best):
+            best = self._t_rtx
         for _addr, deadline, _tries in self.add_addr_sent.values():
             if best is None or deadline < best:
                 best = deadline
@@ -1219,6 +1266,11 @@ class MptcpConnection:
                 else:
                     del self.add_addr_sent[addr_id]
                     self.counters["AddAddrTxDrop"] += 1
+        t = self._t_rtx
+        if t is not None and now >= t:
+            self._rtx_backoff = min(self._rtx_backoff + 1, 7)
+            self._t_rtx = now + self._rtx_timeout()
+            self._retransmit_head()
         t = self._t_data_fin
         if t is not None and now >= t:
             # our DATA_FIN was not data-acked: signal it again (on a pure ACK)

@@ -46,6 +46,35 @@ def test_gso_super_packets_with_checksums_and_loss() -> None:
     assert b.all_counters()["DSSNotMatching"] == 0 and b.all_counters()["DataCsumErr"] == 0
 
 
+@pytest.mark.parametrize("csum", [False, True], ids=["plain", "checksum"])
+def test_data_the_peer_dropped_after_tcp_acking_it_is_sent_again(csum: bool) -> None:
+    # the kernel drops bytes its subflow already TCP-acked when the msk is short of
+    # memory (`__mptcp_move_skb`): no subflow sends them again, the data ACK stops, and
+    # only the data-level retransmission timer (Linux `__mptcp_retrans`) recovers
+    a, b, net = mptcp_pair(seed=3, profile=LinkProfile(delay=0.004), csum_a=csum)
+    da = payload(3 * MB)
+    dropped: list[tuple[int, int]] = []
+
+    def drop_once(sa: object, sb: object) -> None:
+        msk = sb.conn.msk  # type: ignore[attr-defined]
+        if dropped or getattr(msk, "_deliver_orig", None):
+            return
+        msk._deliver_orig = deliver = msk._deliver
+
+        def lossy(off: int, data: bytes) -> None:
+            if not dropped and off >= MB:
+                dropped.append((off, len(data)))  # TCP-acked, never delivered
+                return
+            deliver(off, data)
+        msk._deliver = lossy
+
+    sa, sb = bulk(a, b, net, da, on_step=lambda sa, sb: sb.conn and drop_once(sa, sb),
+                  max_time=120)
+    assert dropped and sb.got == da and sa.error is None and sb.error is None
+    assert a.all_counters()["MPTCPRetrans"] >= 1
+    assert a.all_counters()["RetransSegs"] == 0  # TCP had nothing to repair
+
+
 def test_tokens_keys_and_idsn_agree_on_both_sides() -> None:
     a, b, net = mptcp_pair(seed=8)
     sa, sb = bulk(a, b, net, payload(100_000))
