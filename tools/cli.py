@@ -177,6 +177,7 @@ class Result:
     subflows: int = 1
     subflow_bytes: list[int] = field(default_factory=list)  # data mapped onto each
     subflow_rx_bytes: list[int] = field(default_factory=list)  # data received on each
+    resent_bytes: int = 0        # data sent again at the data level (reinjection, data RTO)
 
     def take_mptcp(self, conn: Connection) -> None:
         msk = conn.msk
@@ -195,6 +196,7 @@ class Result:
         live = [sf for sf in msk.subflows if sf.fully_established and sf.join_failed is None]
         self.subflow_bytes = [sf.tx_next - 1 for sf in live]
         self.subflow_rx_bytes = [sf.rx_next - 1 for sf in live]
+        self.resent_bytes = msk.counters["Reinjected"] + msk.counters["MPTCPRetransBytes"]
 
     def summary(self, args: argparse.Namespace) -> dict[str, object]:
         secs = max(self.ended - self.started, 1e-9)
@@ -202,7 +204,7 @@ class Result:
                 "received": self.received, "seconds": round(secs, 6),
                 "goodput_mbps": round((self.sent + self.received) * 8 / secs / 1e6, 3),
                 "subflows": self.subflows, "subflow_bytes": self.subflow_bytes,
-                "subflow_rx_bytes": self.subflow_rx_bytes,
+                "subflow_rx_bytes": self.subflow_rx_bytes, "resent_bytes": self.resent_bytes,
                 "mptcp": self.mptcp and not self.fallback,
                 "fallback": self.fallback, "fallback_reason": self.fallback_reason,
                 "checksum": self.checksum, "token": self.token,

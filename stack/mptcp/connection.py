@@ -410,7 +410,8 @@ class MptcpConnection:
             if addr_id in self.accepted_ids:
                 self.accepted_ids.discard(addr_id)
                 self.add_addr_accepted -= 1
-            self.remove_subflows(lambda sf, i=addr_id: sf.remote_id == i, self.now,
+            gone = {sf for sf in self.subflows if sf.remote_id == addr_id}
+            self.remove_subflows(gone.__contains__, self.now,
                                  f"the peer removed its address id {addr_id}")
             self.events.append(MptcpEvent("REMOVED", self.local_token, self.remote_token,
                                           f"id {addr_id}", (("remid", addr_id),)))
@@ -1235,6 +1236,7 @@ class MptcpConnection:
         sent = self._map(sf, self.snd_una, self.snd_nxt - self.snd_una, _chunk_max(eng))
         if sent:
             self.counters["MPTCPRetrans"] += 1
+            self.counters["MPTCPRetransBytes"] += sent
             log.info("data-level RTO: %d bytes at data offset %d sent again on subflow %d",
                      sent, self.snd_una, sf.local_id)
 

@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,11 @@ def counter(stderr: str, name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def allow_rst_on_removal(diff: dict[str, int], me: dict) -> None:
-    """Take from a kernel counter diff what removing an address legitimately costs.
-
-    The kernel closes its side of a subflow to a removed address at once; with data of
-    ours still unread in it, that close is an RST + MP_TCPRST (MPRstTx). The RST loses
-    that data, so we reinject everything not yet data-acked (as Linux's
-    `__mptcp_retransmit_pending_data` does). Part of it may already sit in the kernel's
-    msk (out of order at the data level, or its DATA_ACK still on the way): the kernel
-    counts those segments as DuplicateData -- a few segments of what we reinjected,
-    never more."""
+def allow_rst_on_removal(diff: dict[str, int]) -> None:
+    """The kernel closes its side of a subflow to a removed address at once; with data
+    of ours still unread in it, that close is an RST + MP_TCPRST (MPRstTx). We reinject
+    what it lost (the DuplicateData that may cost is judged by `nstat_errors`)."""
     diff.pop("MPTcpExtMPRstTx", None)
-    dup = diff.pop("MPTcpExtDuplicateData", 0)
-    reinjected = counter(me["stderr"], "Reinjected")
-    assert dup == 0 or 0 < dup <= -(-reinjected // 1000), (dup, reinjected)
 
 
 def kernel_endpoint_id(topo: Topology, addr: str) -> int:
@@ -96,7 +86,7 @@ def test_three_paths_three_subflows_all_carry_data(topology: Topology) -> None:
     assert sfe == {topology.our_addr(2), topology.our_addr(3)}
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtMPJoinAckRx") == 2
-    assert nstat_errors(diff) == {}, me["stderr"]
+    assert nstat_errors(diff, me) == {}, me["stderr"]
 
 
 # --- removing a subflow or an address -----------------------------------------------------
@@ -127,10 +117,10 @@ def test_we_remove_our_second_subflow_mid_transfer(topology: Topology, shaped_pa
     if how == "address":
         assert diff.get("MPTcpExtRmAddr") == 1 and counter(me["stderr"], "RmAddrTx") == 1
         assert any(e["event"] == "REMOVED" and e.get("remid") == "1" for e in evs), evs
-        allow_rst_on_removal(diff, me)
+        allow_rst_on_removal(diff)
     else:
         assert not diff.get("MPTcpExtRmAddr") and counter(me["stderr"], "RmSubflow") == 1
-    assert nstat_errors(diff) == {}
+    assert nstat_errors(diff, me) == {}
 
 
 def test_kernel_removes_its_announced_address(topology: Topology, no_endpoints: None,
@@ -158,8 +148,8 @@ def test_kernel_removes_its_announced_address(topology: Topology, no_endpoints: 
     assert remote_sf(conn, topology.peer_addr(2))["closing"]
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtRmAddrTx", 1) >= 1
-    allow_rst_on_removal(diff, me)
-    assert nstat_errors(diff) == {}
+    allow_rst_on_removal(diff)
+    assert nstat_errors(diff, me) == {}
 
 
 def test_kernel_client_removes_its_subflow_endpoint(topology: Topology, no_endpoints: None,
@@ -231,7 +221,7 @@ def test_our_mp_prio_stops_the_kernel_sending_on_a_subflow(
     evs = mon.events()
     prio = [e for e in evs if e["event"] in ("SF_PRIO", "SF_PRIORITY")]  # iproute2: SF_PRIO
     assert prio and prio[0].get("backup") == "1", evs
-    assert nstat_errors(diff) == {}
+    assert nstat_errors(diff, me) == {}
 
 
 def test_kernel_mp_prio_makes_us_stop_sending_on_a_subflow(
@@ -330,29 +320,24 @@ def test_the_kernel_refuses_a_bad_join_and_the_connection_lives(
 
 # --- checksums with two subflows --------------------------------------------------------
 def test_checksums_on_two_subflows(topology: Topology) -> None:
-    # KNOWN FLAKE (issue 4 note): about 1 run in 7 of this file, the transfer stops
-    # early (~13 MB: TCP-acked, never data-acked, nothing in flight) until --timeout.
-    # Not reproduced outside pytest in 38 runs; one retry, each stall recorded as a
-    # warning with our counters, until it is understood.
-    for attempt in (1, 2):
-        before = topology.nstat_peer()
-        srv = kernel_server(topology, 6395 + 10 * attempt)
-        me = ours.result(ours.start(topology, "connect", topology.peer_addr(1),
-                                    6395 + 10 * attempt, "--subflow", topology.our_addr(2),
-                                    "--checksum", "--send-bytes", 50 * MB, "--json", "--stats",
-                                    "--timeout", 20), timeout=60)
-        kernel = first_report(srv)
-        diff = nstat_diff(before, topology.nstat_peer())
-        if me["returncode"] == 130 and attempt == 1:
-            warnings.warn(f"checksum transfer stalled: ours {me['stderr']!r}, kernel "
-                          f"{kernel}, kernel MPTcpExt {mptcp_counters(diff)}", stacklevel=1)
-            continue
-        break
+    # With checksums the kernel now and then leaves its data ACK behind (a stall until
+    # --timeout, 1 run in ~7, before we had a data-level RTO; issue 4 note): all our
+    # data TCP-acked, none of it data-acked. Our data-level RTO sends the head again,
+    # the kernel drops it as DuplicateData and its ACK carries the data ACK.
+    # Measured: 2 of 25 runs, each MPTCPRetrans 1 and kernel DuplicateData 1.
+    before = topology.nstat_peer()
+    srv = kernel_server(topology, 6395)
+    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 6395,
+                                "--subflow", topology.our_addr(2), "--checksum",
+                                "--send-bytes", 50 * MB, "--json", "--stats",
+                                "--timeout", 30), timeout=60)
+    kernel = first_report(srv)
+    diff = nstat_diff(before, topology.nstat_peer())
     assert me["returncode"] == 0, (me["stderr"], kernel, mptcp_counters(diff))
     assert me["checksum"] and me["subflows"] == 2
     assert kernel["rx_bytes"] == 50 * MB and kernel["rx_sha256"] == me["sent_sha256"]
     assert all(b > MB for b in me["subflow_bytes"]), me["subflow_bytes"]
-    assert nstat_errors(diff) == {}
+    assert nstat_errors(diff, me) == {}, (me["stderr"], mptcp_counters(diff))
 
 
 # --- fullmesh -----------------------------------------------------------------------------
@@ -373,4 +358,4 @@ def test_fullmesh_joins_the_kernels_announced_address_from_both_of_ours(
     assert me["subflows"] == 4, me
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtMPJoinAckRx") == 3
-    assert nstat_errors(diff) == {}
+    assert nstat_errors(diff, me) == {}
