@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -159,15 +160,34 @@ def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: floa
 
 
 def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
-            timeout: float) -> dict[str, Any]:
-    res: dict[str, Any] = {"bytes": nbytes, "offload": offload}
-    res["tcp"] = measure_proto(topo, False, nbytes, kernel_seconds, offload, timeout, 5201)
-    res["mptcp"] = measure_proto(topo, True, nbytes, kernel_seconds, offload, timeout, 5211)
+            timeout: float, repeat: int = 1) -> dict[str, Any]:
+    """TCP and MPTCP, `repeat` times, interleaved (so a drift of the machine touches
+    both alike); each figure is the median of its runs, each run kept under "runs"."""
+    runs: dict[str, list[dict[str, Any]]] = {"tcp": [], "mptcp": []}
+    for i in range(repeat):
+        for proto, base in (("tcp", 5201), ("mptcp", 5211)):
+            runs[proto].append(measure_proto(topo, proto == "mptcp", nbytes, kernel_seconds,
+                                             offload, timeout, base + 20 * i))
+    res: dict[str, Any] = {"bytes": nbytes, "offload": offload, "repeat": repeat}
+    for proto, rs in runs.items():
+        med: dict[str, Any] = {k: statistics.median(r[k] for r in rs)
+                               for k in rs[0] if k.endswith("_mbps")}
+        med.update({k: all(r[k] for r in rs) for k in rs[0] if k.endswith("_ok")})
+        med["ratio_ours_to_kernel"] = med["ours_to_kernel_mbps"] / med["kernel_to_kernel_up_mbps"]
+        med["ratio_kernel_to_ours"] = med["kernel_to_ours_mbps"] / \
+            med["kernel_to_kernel_down_mbps"]
+        res[proto] = med
     # the issue-3 target: our MPTCP goodput against our plain TCP goodput
     res["ours_mptcp_vs_tcp_up"] = res["mptcp"]["ours_to_kernel_mbps"] / \
         res["tcp"]["ours_to_kernel_mbps"]
     res["ours_mptcp_vs_tcp_down"] = res["mptcp"]["kernel_to_ours_mbps"] / \
         res["tcp"]["kernel_to_ours_mbps"]
+    # the same ratio run by run (each MPTCP run against the TCP run just before it)
+    res["ours_mptcp_vs_tcp_up_runs"] = [m["ours_to_kernel_mbps"] / t["ours_to_kernel_mbps"]
+                                        for t, m in zip(runs["tcp"], runs["mptcp"])]
+    res["ours_mptcp_vs_tcp_down_runs"] = [m["kernel_to_ours_mbps"] / t["kernel_to_ours_mbps"]
+                                          for t, m in zip(runs["tcp"], runs["mptcp"])]
+    res["runs"] = runs
     return res
 
 
@@ -242,7 +262,8 @@ def print_multipath(res: dict[str, Any], nbytes: int) -> None:
     mode = "with TUN offloads" if res["offload"] else "without offloads"
     print(f"MPTCP aggregate goodput over 2 paths ({shaped}), {nbytes} bytes through our "
           f"stack, {mode}")
-    mb = lambda v: "/".join(f"{b / 1e6:.1f}" for b in v)  # noqa: E731
+    def mb(v: list[int]) -> str:
+        return "/".join(f"{b / 1e6:.1f}" for b in v)
     print(f"  kernel -> kernel (up)    {res['kernel_to_kernel_up_mbps']:10.1f} Mbit/s   "
           f"{res['kernel_to_kernel_up_subflows']} subflows")
     print(f"  ours   -> kernel         {res['ours_to_kernel_mbps']:10.1f} Mbit/s   "
@@ -267,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --paths 2: tbf rate of each path, both ways ('none': unshaped)")
     p.add_argument("--kernel-seconds", type=float, default=3.0,
                    help="duration of each kernel->kernel run (default 3 s)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run TCP and MPTCP N times each, interleaved, and report medians "
+                        "(this machine's figures vary by 20%% and more from run to run)")
     p.add_argument("--no-offload", action="store_true",
                    help="run our stack without TUN offloads (MTU-sized frames, Python checksums)")
     p.add_argument("--prefix", default=f"bench{os.getpid() % 10000}",
@@ -293,12 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if res["ours_to_kernel_ok"] and res["kernel_to_ours_ok"] else 1
     args.bytes = args.bytes or 200_000_000
     with Topology(args.prefix, args.keep) as topo:
-        res = measure(topo, args.bytes, args.kernel_seconds, not args.no_offload, args.timeout)
+        res = measure(topo, args.bytes, args.kernel_seconds, not args.no_offload, args.timeout,
+                      max(args.repeat, 1))
     if args.json:
         print(json.dumps(res))
     else:
         mode = "with TUN offloads" if res["offload"] else "without offloads"
-        print(f"bulk goodput over path1, MTU 1500, {args.bytes} bytes through our stack, {mode}")
+        med = f", medians of {res['repeat']} runs" if res["repeat"] > 1 else ""
+        print(f"bulk goodput over path1, MTU 1500, {args.bytes} bytes through our stack, "
+              f"{mode}{med}")
         for proto in ("tcp", "mptcp"):
             r = res[proto]
             print(f" {proto.upper()}")
@@ -310,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['ratio_kernel_to_ours']:.3f} x kernel   bytes ok: {r['kernel_to_ours_ok']}")
         print(f" our MPTCP / our TCP: {res['ours_mptcp_vs_tcp_up']:.3f} sending, "
               f"{res['ours_mptcp_vs_tcp_down']:.3f} receiving")
+        if res["repeat"] > 1:
+            for way in ("up", "down"):
+                each = " ".join(f"{x:.2f}" for x in res[f"ours_mptcp_vs_tcp_{way}_runs"])
+                print(f"   run by run, {'sending' if way == 'up' else 'receiving'}: {each}")
     ok = all(res[p][k] for p in ("tcp", "mptcp") for k in ("ours_to_kernel_ok",
                                                             "kernel_to_ours_ok"))
     return 0 if ok else 1

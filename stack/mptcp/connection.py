@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stack.buffers import take_front
+from stack.buffers import RecvQueue
 from stack.mptcp import crypto
 from stack.mptcp import options as mo
 from stack.mptcp.sched import Scheduler, make_scheduler
@@ -207,7 +207,7 @@ class MptcpConnection:
         self.data_fin_on_wire = False  # the writer has put our DATA_FIN on a segment
         self._data_fin_backoff = 0
         # data level, receive side
-        self.rcvbuf = bytearray()
+        self.rcvbuf = RecvQueue()     # in-order data not yet read
         self.ack_off = 0             # next data offset expected (the data ACK)
         self.ooo = Assembler(config.rcv_buf)
         self.rcv_data_fin_off: int | None = None
@@ -494,7 +494,7 @@ class MptcpConnection:
         return n
 
     def recv(self, max_bytes: int = -1) -> bytes:
-        out = take_front(self.rcvbuf, max_bytes)
+        out = self.rcvbuf.take(max_bytes)
         if not out:
             return out
         for sf in self.subflows:
@@ -813,7 +813,7 @@ class MptcpConnection:
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
             self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, sf.join_failed)
         if eng.recv_buffered:
-            self._pull(sf, eng.recv())
+            self._pull(sf, eng.take_received())
         self._take_engine_events(sf, now)
         maps = sf.tx_maps
         if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel:
@@ -824,11 +824,23 @@ class MptcpConnection:
                 self._want_writable = False
                 self.events.append(WritableSpace())
 
-    def _pull(self, sf: Subflow, data: bytes) -> None:
+    def _pull(self, sf: Subflow, data: bytearray) -> None:
         """Map in-order subflow bytes to data offsets through the peer's mappings
         (checksummed mappings are verified whole before delivery)."""
-        view = memoryview(data)
         rel = sf.rx_next
+        n = len(data)
+        m = sf.rx_map_at(rel) if not self.fallback else None
+        if m is not None and m.csum is None and rel + n <= m.ssn + m.length:
+            # the usual case, all of it inside one mapping: `data` itself moves up
+            self._deliver(m.data_off + (rel - m.ssn), data)
+            rel += n
+            sf.rx_next = rel
+            if rel >= m.ssn + m.length:
+                if m.data_fin:
+                    self._rx_data_fin(m.data_off + m.length)
+                sf.forget_rx_map(m)
+            return
+        view = memoryview(data)
         while view:
             if self.fallback:
                 self._deliver(self.ack_off, view)
@@ -906,10 +918,10 @@ class MptcpConnection:
             data = memoryview(data)[self.ack_off - off:]
             off = self.ack_off
         if off == self.ack_off:
-            self.rcvbuf += data
+            self.rcvbuf.append(data)  # kept as it is: nobody changes it any more
             self.ack_off = end
             while (more := self.ooo.pop(self.ack_off)) is not None:
-                self.rcvbuf += more
+                self.rcvbuf.append(more)
                 self.ack_off += len(more)
             if not self._readable_pending:
                 self._readable_pending = True

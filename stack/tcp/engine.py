@@ -568,6 +568,17 @@ class TcpEngine:
         self.check_window_update()
         return out
 
+    def take_received(self) -> bytearray:
+        """Every in-order byte received, handed over whole and without a copy (the
+        engine starts a new buffer): for a ULP that moves them on at once, as MPTCP
+        moves subflow bytes up to its data level."""
+        buf = self._rbuf
+        if not buf:
+            return bytearray()
+        self._rbuf = bytearray()
+        self.check_window_update()
+        return buf
+
     def ack_now(self) -> None:
         """Send an ACK at the next poll_transmit (the ULP has something to say on it:
         a data ACK, a DATA_FIN, an MP_FAIL)."""
