@@ -716,15 +716,26 @@ class MptcpConnection:
                 window: int) -> bool:
         if ro.use_ack:
             ack = self._ack_off(ro.data_ack, ro.ack64)
-            self._on_data_ack(ack)
+            if ack > self.snd_una + self.data_fin_acked:  # news (after a DATA_FIN: its +1)
+                self._on_data_ack(ack)
             # The peer's receive window is shared and relative to the data ACK (RFC
             # 8684 3.3.1): its right edge bounds what we may map, on any subflow
             # (Linux msk->wnd_end; beyond it the kernel drops: NoDSSInWindow).
             eng = sf.engine
             if eng is not None:
-                self.snd_wnd_end = max(self.snd_wnd_end, ack + (window << eng.snd_wscale))
-            self._set_fully_established()
+                edge = ack + (window << eng.snd_wscale)
+                if edge > self.snd_wnd_end:
+                    self.snd_wnd_end = edge
+            if not self.fully_established:
+                self._set_fully_established()
         if not ro.use_map:
+            return True
+        # a DSS as the subflow's last one: the mapping repeated on the next segment
+        # of its chunk (the per-segment case, no mapping work); MP_CAPABLE's implicit
+        # mapping never counts
+        key = None if ro.mpc_map else (ro.data_seq, ro.subflow_seq, ro.data_len,
+                                       s & _CSUMREQD, ro.data_fin, ro.dsn64)
+        if key is not None and key == sf.rx_last_dss:
             return True
         if ro.mpc_map:
             # MP_CAPABLE with data: the implicit first mapping (RFC 8684 3.1)
@@ -755,13 +766,15 @@ class MptcpConnection:
         length = ro.data_len - (1 if ro.data_fin else 0)
         cur = sf.rx_maps.get(ssn)
         if cur is not None and cur.length == length and cur.data_off == off:
-            return True  # the mapping repeated on the next segment of its chunk
+            sf.rx_last_dss = key
+            return True  # a mapping seen before (a retransmission)
         m = RxMap(ssn, length, off, ro.csum if has_csum else None, ro.data_fin,
                   ro.data_len, (self.remote_idsn + 1 + off) & M64)
         if not sf.add_rx_map(m):
             self.counters["DSSNotMatching"] += 1
             self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, "a mapping overlapping the current one")
             return False
+        sf.rx_last_dss = key
         return True
 
     def _rx_data_fin(self, off: int) -> None:

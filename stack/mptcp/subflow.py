@@ -77,6 +77,7 @@ class Subflow:
         self.tx_next = 1              # relative ssn of the next byte handed to the engine
         self.rx_maps: dict[int, RxMap] = {}
         self.rx_cur: RxMap | None = None
+        self.rx_last_dss: tuple[int, int, int, int, bool, bool] | None = None  # msk._rx_dss
         self.rx_next = 1              # relative ssn of the next in-order byte we pull
         self.send_mp_fail: int | None = None  # DSN to report in an MP_FAIL, once
         self.send_infinite_map = False  # after MP_FAIL: one infinite mapping, then TCP

@@ -248,7 +248,9 @@ class TcpEngine:
         self._ts_offset = ts_offset
         self._state = State.CLOSED
         self._events: deque[Event] = deque()
-        self._readable_pending = False
+        # a ULP moves received bytes on itself after every input (`take_received`):
+        # no DataReadable events for it to skip, one per segment
+        self._readable_pending = ulp is not None
         self._writable_pending = False
         self._want_writable = False
         self._closed_emitted = False
@@ -571,12 +573,12 @@ class TcpEngine:
     def take_received(self) -> bytearray:
         """Every in-order byte received, handed over whole and without a copy (the
         engine starts a new buffer): for a ULP that moves them on at once, as MPTCP
-        moves subflow bytes up to its data level."""
+        moves subflow bytes up to its data level. The window is the ULP's
+        (`rcv_space`), which this move does not change: no window update here."""
         buf = self._rbuf
         if not buf:
             return bytearray()
         self._rbuf = bytearray()
-        self.check_window_update()
         return buf
 
     def ack_now(self) -> None:

@@ -108,6 +108,7 @@ TcpOption = Nop | Eol | Mss | WindowScale | SackPermitted | Sack | Timestamps | 
 
 # Exact lengths (kind+len+data) of the fixed-size options; a mismatch is malformed.
 _FIXED_LEN = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERM: 2, OPT_TIMESTAMP: 10}
+_PARSED = frozenset((OPT_MSS, OPT_WSCALE, OPT_SACK_PERM, OPT_TIMESTAMP, OPT_SACK))
 
 
 NOP = Nop()  # one shared instance (options are frozen values)
@@ -139,10 +140,14 @@ def parse_options(raw: bytes | bytearray | memoryview) -> list[TcpOption]:
         length = raw[i + 1]
         if length < 2 or i + length > n:
             raise MalformedPacket("tcp-option-length", f"kind {kind} length {length}")
+        body = raw[i + 2:i + length]
+        if kind not in _PARSED:
+            opts.append(UnknownOption(kind, bytes(body)))  # MPTCP's, per segment: first
+            i += length
+            continue
         fixed = _FIXED_LEN.get(kind)
         if fixed is not None and length != fixed:
             raise MalformedPacket("tcp-option-length", f"kind {kind} length {length}")
-        body = raw[i + 2:i + length]
         if kind == OPT_MSS:
             opts.append(Mss((body[0] << 8) | body[1]))
         elif kind == OPT_WSCALE:
@@ -157,8 +162,6 @@ def parse_options(raw: bytes | bytearray | memoryview) -> list[TcpOption]:
                 raise MalformedPacket("tcp-option-length", f"SACK length {length}")
             edges = struct.unpack_from(f"!{(length - 2) // 4}I", body)
             opts.append(Sack(tuple(zip(edges[0::2], edges[1::2]))))
-        else:
-            opts.append(UnknownOption(kind, bytes(body)))
         i += length
     return opts
 
