@@ -723,9 +723,7 @@ class MptcpConnection:
             # (Linux msk->wnd_end; beyond it the kernel drops: NoDSSInWindow).
             eng = sf.engine
             if eng is not None:
-                edge = ack + (window << eng.snd_wscale)
-                if edge > self.snd_wnd_end:
-                    self.snd_wnd_end = edge
+                self.snd_wnd_end = max(self.snd_wnd_end, ack + (window << eng.snd_wscale))
             if not self.fully_established:
                 self._set_fully_established()
         if not ro.use_map:

@@ -15,6 +15,7 @@ import bisect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stack.mptcp import options as mo
 from stack.mptcp import writer
 from stack.tcp.engine import TcpEngine
 from stack.wire.tcp import TcpHeader, TcpOption
@@ -84,7 +85,10 @@ class Subflow:
         self.reset_reason = 0         # MP_TCPRST reason on an RST we send
         self.reset_why: str | None = None  # the MP_TCPRST reason on an RST we received
         self.resetting = False        # the engine is about to send an RST
-        self._memo: tuple[object, list[TcpOption]] = (None, [])
+        # established_options' memo: the last data segment's (mapping, state), its
+        # options, and its DSS when that was all they held
+        self._memo: tuple[object, object, list[TcpOption], mo.Dss | None] = (None, None, [],
+                                                                              None)
 
     @property
     def is_backup(self) -> bool:
@@ -114,16 +118,30 @@ class Subflow:
             # options of the last such segment serve while those three are unchanged
             # (the segments of one chunk, or a GSO super-packet, share them).
             m = self.tx_map_at(seq)
-            memo_key = (m, msk.ack_off, msk.peer_fin, remaining)
-            if memo_key == self._memo[0]:
-                return self._memo[1]
+            state = (msk.ack_off, msk.peer_fin, remaining)
+            memo_m, memo_state, memo_opts, memo_dss = self._memo
+            if state == memo_state and m is not None:
+                if m is memo_m:
+                    return memo_opts
+                if memo_dss is not None:
+                    # a new chunk, all else as before (a GSO super-packet per
+                    # mapping: every one): the same DSS with this mapping in it
+                    dss = mo.Dss(memo_dss.data_ack, memo_dss.data_ack64, msk.wire_dsn(m.data_off), True,
+                                 m.ssn & 0xFFFFFFFF, m.length,
+                                 m.csum if memo_dss.checksum is not None else None)
+                    opts = writer.write_options(writer.OutOptions(dss=dss))
+                    self._memo = (m, state, opts, dss)
+                    return opts
+            memo_key = (m, state)
         if self.resetting:
             o = writer.rst_options(self, remaining)
         else:
             o = writer.established_options(self, seq, payload_len, fin, remaining)
         opts = writer.write_options(o) if o else []
         if memo_key is not None:
-            self._memo = (memo_key, opts)
+            only = o.dss if o is not None and o.suboptions() == [o.dss] else None
+            plain = only is not None and only.dsn is not None and not only.data_fin
+            self._memo = (memo_key[0], memo_key[1], opts, only if plain else None)
         return opts
 
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # space a data segment reserves (Linux reserves the same 28 bytes, "a full DSS").
 DSS_FULL = mo.TCPOLEN_MPTCP_DSS_BASE + 8 + 14
 DSS_FULL_CSUM = DSS_FULL + mo.TCPOLEN_MPTCP_DSS_CHECKSUM
+_NOP = Nop()  # options are frozen values: one padding NOP serves every segment
 
 
 def aligned(n: int) -> int:
@@ -59,7 +60,8 @@ def write_options(opts: OutOptions) -> list[TcpOption]:
         raw = mo.to_tcp_option(o)
         out.append(raw)
         pad = aligned(len(raw.data) + 2) - (len(raw.data) + 2)
-        out.extend(Nop() for _ in range(pad))
+        if pad:
+            out += [_NOP] * pad
     return out
 
 

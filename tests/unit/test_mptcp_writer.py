@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from stack.mptcp import options as mo
 from stack.wire import ipv4, tcp
 from tests.sim.apps import bulk, mptcp_pair
@@ -206,3 +208,30 @@ def test_a_due_data_fin_yields_the_pure_ack_to_mp_prio_and_follows_it() -> None:
     pure = [s for s in wa.segs if s[1] == 0]
     assert isinstance(pure[0][2][1], mo.MpPrio) and not pure[0][2][0].data_fin
     assert pure[1][2][0].data_fin and len(pure[1][2]) == 1
+
+
+@pytest.mark.parametrize("csum", [False, True], ids=["plain", "checksum"])
+def test_each_new_chunk_gets_the_dss_the_writer_itself_would_write(csum: bool) -> None:
+    # the subflow memoises a data segment's options; for the next chunk (a new mapping,
+    # all else unchanged) it swaps the mapping into the last DSS instead of asking the
+    # writer again: the options must be what the writer decides, byte for byte
+    from stack.mptcp import writer
+    from stack.mptcp.subflow import TxMap
+    a, net, conn, wa = _established_pair()
+    sf = conn.msk.subflows[0]
+    sf.msk.csum_enabled = csum
+    base = sf.tx_next
+    for i, (ssn, n, off) in enumerate([(base, 1000, 5), (base + 1000, 1400, 1005),
+                                       (base + 2400, 700, 2405)]):
+        sf.add_tx_map(TxMap(ssn, n, off, 0x1234 + i if csum else 0))
+        fast = sf.established_options(ssn, n, False, 28)
+        slow = writer.write_options(writer.established_options(sf, ssn, n, False, 28))
+        assert fast == slow, i
+        dss = _dss(fast)
+        assert isinstance(dss, mo.Dss) and dss.dsn == conn.msk.wire_dsn(off) and dss.ssn == ssn and dss.data_len == n
+        assert dss.checksum == (0x1234 + i if csum else None)
+
+
+def _dss(opts):  # type: ignore[no-untyped-def]
+    (raw,) = [o for o in opts if isinstance(o, tcp.UnknownOption)]
+    return mo.parse_body(raw.data, False, True, True)
