@@ -1242,7 +1242,7 @@ class MptcpConnection:
     def _retransmit_head(self) -> None:
         """The data ACK has not moved for a data-level RTO while data is out (Linux
         `mptcp_retransmit_timer` -> `__mptcp_retrans`). Every subflow may have
-        delivered its part, yet the peer still lack some: the kernel drops bytes
+        delivered its part, yet the peer still lacks some: the kernel drops bytes
         its subflow already TCP-acked when the msk is short of memory
         (`__mptcp_move_skb`), and no subflow will ever send those again. So the first
         not data-acked chunk goes out again, as a new mapping, on a subflow with
