@@ -847,9 +847,7 @@ class MptcpConnection:
             rel += n
             sf.rx_next = rel
             if rel >= m.ssn + m.length:
-                if m.data_fin:
-                    self._rx_data_fin(m.data_off + m.length)
-                sf.forget_rx_map(m)
+                self._map_done(sf, m)
             return
         view = memoryview(data)
         while view:
@@ -880,10 +878,14 @@ class MptcpConnection:
             rel += n
             view = view[n:]
             if rel >= m.ssn + m.length:
-                if m.data_fin:
-                    self._rx_data_fin(m.data_off + m.length)
-                sf.forget_rx_map(m)
+                self._map_done(sf, m)
         sf.rx_next = rel
+
+    def _map_done(self, sf: Subflow, m: RxMap) -> None:
+        """Every byte of mapping `m` has moved up: its DATA_FIN (if any) counts now."""
+        if m.data_fin:
+            self._rx_data_fin(m.data_off + m.length)
+        sf.forget_rx_map(m)
 
     def _data_without_mapping(self, sf: Subflow) -> bool:
         """Subflow data no mapping covers (options stripped by a middlebox, RFC 8684
