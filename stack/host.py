@@ -24,6 +24,7 @@ from stack.mptcp.connection import MptcpConfig, MptcpConnection, MptcpEvent
 from stack.mptcp.subflow import Subflow
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
 from stack.wire import MalformedPacket, icmp, ipv4, tcp
+from stack.wire import mptcp as wm
 from stack.wire.checksum import ones_sum, pseudo_header_sum_v4
 from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 
@@ -308,12 +309,12 @@ class Stack:
         if conn is None or msk is None or not msk.fully_established or msk.fallback:
             self.counters["MPJoinNoTokenFound"] += 1
             self._reply_rst(iph, hdr, 0, "join-unknown-token",
-                            mo.MpTcpRst(mo.MPTCP_RST_EMPTCP, 0))
+                            wm.MpTcpRst(wm.MPTCP_RST_EMPTCP, 0))
             return
         if msk.live_joins() >= msk.config.subflows_max:
             msk.counters["MPJoinRejected"] += 1
             self._reply_rst(iph, hdr, 0, "join-over-limit",
-                            mo.MpTcpRst(mo.MPTCP_RST_ERESOURCE, 0))
+                            wm.MpTcpRst(wm.MPTCP_RST_ERESOURCE, 0))
             return
         sf = Subflow(msk, join=True, initiator=False, backup=key[0] in self.backup_addrs,
                      local_id=self._addr_id(key[0]),
@@ -474,7 +475,7 @@ class Stack:
         self._dirty.add(conn)
 
     def _reply_rst(self, iph: ipv4.IPv4Header, hdr: TcpHeader, payload_len: int, why: str,
-                   mptcp_rst: mo.MpTcpRst | None = None) -> None:
+                   mptcp_rst: wm.MpTcpRst | None = None) -> None:
         """RFC 9293 3.10.7.1: a segment for no connection gets a RST, never an RST.
         `mptcp_rst`: an MP_TCPRST to carry (a refused join says why)."""
         if hdr.flags & RST:
@@ -488,7 +489,7 @@ class Stack:
             rst = TcpHeader(hdr.dst_port, hdr.src_port, 0, (hdr.seq + seg_len) & 0xFFFFFFFF,
                             RST | ACK, 0)
         if mptcp_rst is not None:
-            rst.options = [mo.to_tcp_option(mptcp_rst)]
+            rst.options = [wm.to_tcp_option(mptcp_rst)]
         self.counters["OutRsts"] += 1
         self._out.append(self._serialise(iph.dst, iph.src, OutSegment(rst, b"")))
 

@@ -24,10 +24,10 @@ from typing import BinaryIO, TextIO
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
 from stack.host import Connection, StackConfig, ip
 from stack.mptcp.connection import FAULTS, MptcpConfig
+from stack.mptcp.sched import SCHEDULERS
 from stack.shell import DeviceError, TunShell, wall_clock_offset
 from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
-from stack.mptcp.sched import SCHEDULERS
 from tools import control
 from tools.events import EventLog
 from tools.trace import LadderTracer

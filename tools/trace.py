@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from stack.mptcp import crypto
-from stack.mptcp.options import (
+from stack.wire import MalformedPacket, ipv4, tcp
+from stack.wire.mptcp import (
     MPC_FLAG_A,
     MPTCP_DSS_DATA_FIN,
     MPTCP_DSS_HAS_MAP,
@@ -50,7 +51,6 @@ from stack.mptcp.options import (
     describe,
     parse_body,
 )
-from stack.wire import MalformedPacket, ipv4, tcp
 from stack.wire.tcp import ACK, FIN, OPT_MPTCP, RST, SYN
 
 if TYPE_CHECKING:

@@ -44,6 +44,7 @@ from stack.tcp.engine import (
     TcpError,
     WritableSpace,
 )
+from stack.wire import mptcp as wm
 from stack.wire.tcp import ACK, RST, SYN, TcpHeader
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class MptcpConnection:
         # (id -> (addr, deadline, tries)), the peer's to echo, the peer's accepted
         self.add_addr_queue: list[tuple[int, bytes]] = []
         self.add_addr_sent: dict[int, tuple[bytes, float, int]] = {}
-        self.echo_queue: list[mo.AddAddr] = []
+        self.echo_queue: list[wm.AddAddr] = []
         self._close_todo: list[Subflow] = []  # removed subflows whose FIN/RST is due
         self.rm_addr_queue: list[int] = []  # our address ids to REMOVE_ADDR (RFC 8684 3.4.2)
         self.accepted_ids: set[int] = set()  # the peer's announced ids we joined
@@ -215,7 +216,7 @@ class MptcpConnection:
 
     # ---- identity helpers ---------------------------------------------------------------
     def mpc_flags(self) -> int:
-        return mo.MPC_FLAG_H | (mo.MPC_FLAG_A if self.csum_enabled else 0)
+        return wm.MPC_FLAG_H | (wm.MPC_FLAG_A if self.csum_enabled else 0)
 
     def join_synack_thmac(self, sf: Subflow) -> int:
         """The responder's truncated HMAC (RFC 8684 3.2): leftmost 64 bits of
@@ -336,7 +337,7 @@ class MptcpConnection:
             assert eng is not None
             if sf.stale or eng.state in (State.SYN_SENT, State.SYN_RECEIVED):
                 self._queue_reinject(sf, "removed")
-                sf.reset_reason = mo.MPTCP_RST_EUNSPEC
+                sf.reset_reason = wm.MPTCP_RST_EUNSPEC
                 sf.resetting = True
                 eng.abort(now)
             else:
@@ -355,7 +356,7 @@ class MptcpConnection:
         self.sf_event("SF_PRIORITY", sf, "sent MP_PRIO")
         return True
 
-    def add_addr_to_send(self) -> mo.AddAddr | None:
+    def add_addr_to_send(self) -> wm.AddAddr | None:
         """For the writer: the next ADD_ADDR (an echo first), taken off its queue."""
         if self.echo_queue:
             return self.echo_queue.pop(0)
@@ -366,7 +367,7 @@ class MptcpConnection:
             self.add_addr_sent[addr_id] = (addr, self.now + self.config.add_addr_timeout
                                            * (1 << (tries - 1)), tries)
             self.counters["AddAddrTx"] += 1
-            return mo.AddAddr(addr_id, addr, None, hmac, False, 1)
+            return wm.AddAddr(addr_id, addr, None, hmac, False, 1)
         return None
 
     def _rx_add_addr(self, ro: mo.ReceivedOptions) -> None:
@@ -386,7 +387,7 @@ class MptcpConnection:
         # any further ack, an ADD_ADDR included, makes the connection fully established
         # (Linux check_fully_established), so the join it invites may go at once
         self._set_fully_established()
-        self.echo_queue.append(mo.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
+        self.echo_queue.append(wm.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
         eng = self._signal_engine()
         if eng is not None:
             eng.send_pure_ack()
@@ -560,8 +561,8 @@ class MptcpConnection:
             if s & _RST:
                 self.counters["MPRstRx"] += 1
                 why = f"MP_TCPRST reason {ro.reset_reason} " \
-                      f"({mo.MptcpResetReason(ro.reset_reason).name})" \
-                    if ro.reset_reason in mo.MptcpResetReason._value2member_map_ \
+                      f"({wm.MptcpResetReason(ro.reset_reason).name})" \
+                    if ro.reset_reason in wm.MptcpResetReason._value2member_map_ \
                     else f"MP_TCPRST reason {ro.reset_reason}"
                 sf.reset_why = why
                 if sf is self.master:
@@ -750,7 +751,7 @@ class MptcpConnection:
             # RFC 8684 3.3: a checksum where none was negotiated, or none where one
             # was, is a protocol error: reset the subflow.
             self.counters["DSSChecksumMismatch"] += 1
-            self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, "DSS checksum presence mismatch")
+            self._reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "DSS checksum presence mismatch")
             return False
         off = self._rx_off(dsn, dsn64)
         if ro.data_len == 0 and not ro.data_fin:
@@ -770,7 +771,7 @@ class MptcpConnection:
                   ro.data_len, (self.remote_idsn + 1 + off) & M64)
         if not sf.add_rx_map(m):
             self.counters["DSSNotMatching"] += 1
-            self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, "a mapping overlapping the current one")
+            self._reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "a mapping overlapping the current one")
             return False
         sf.rx_last_dss = key
         return True
@@ -792,7 +793,7 @@ class MptcpConnection:
             sf.send_infinite_map = True
             self._fall_back("the peer sent MP_FAIL (bad DSS checksum)", infinite=True)
         else:
-            self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
+            self._reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
 
     def _fastclose_rx(self, on_rst: Subflow | None) -> None:
         """MP_FASTCLOSE with our key (RFC 8684 3.5): the peer aborted the connection.
@@ -822,7 +823,7 @@ class MptcpConnection:
             self.counters["SubflowRecover"] += 1
         if sf.join_failed is not None and not sf.resetting and eng.state in (
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
-            self._reset_subflow(sf, mo.MPTCP_RST_EMPTCP, sf.join_failed)
+            self._reset_subflow(sf, wm.MPTCP_RST_EMPTCP, sf.join_failed)
         if eng.recv_buffered:
             self._pull(sf, eng.take_received())
         self._take_engine_events(sf, now)
@@ -898,7 +899,7 @@ class MptcpConnection:
                             infinite=True)
             return True
         self.counters["DSSNoMatchTCP"] += 1
-        self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "data without a mapping")
+        self._reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "data without a mapping")
         return False
 
     def _bad_checksum(self, sf: Subflow, m: RxMap) -> bool:
@@ -917,7 +918,7 @@ class MptcpConnection:
         if len(self.subflows) == 1:
             self._fall_back("a DSS checksum failed: MP_FAIL sent", infinite=True)
             return True
-        self._reset_subflow(sf, mo.MPTCP_RST_EMIDDLEBOX, "bad DSS checksum")
+        self._reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "bad DSS checksum")
         return False
 
     def _deliver(self, off: int, data: bytes | bytearray | memoryview) -> None:
@@ -1174,7 +1175,7 @@ class MptcpConnection:
                     continue
                 if sf.stale and len(self.subflows) > 1 and eng.state is not State.CLOSED:
                     # its path is down: a FIN would wait out every retransmission
-                    sf.reset_reason = mo.MPTCP_RST_EUNSPEC
+                    sf.reset_reason = wm.MPTCP_RST_EUNSPEC
                     sf.resetting = True
                     eng.abort(now or 0.0)
                 elif eng.state in _SENDING:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stack.mptcp import options as mo
-from stack.mptcp import writer
 from stack.tcp.engine import TcpEngine
+from stack.wire import mptcp as wm
 from stack.wire.tcp import TcpHeader, TcpOption
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Subflow:
         self.resetting = False        # the engine is about to send an RST
         # established_options' memo: the last data segment's (mapping, state), its
         # options, and its DSS when that was all they held
-        self._memo: tuple[object, object, list[TcpOption], mo.Dss | None] = (None, None, [],
+        self._memo: tuple[object, object, list[TcpOption], wm.Dss | None] = (None, None, [],
                                                                               None)
 
     @property
@@ -98,12 +98,12 @@ class Subflow:
 
     # ---- the Ulp hooks (stack.tcp.engine.Ulp) ------------------------------------------
     def syn_options(self, remaining: int) -> list[TcpOption]:
-        o = writer.syn_options(self, remaining)
-        return writer.write_options(o) if o else []
+        o = mo.syn_options(self, remaining)
+        return mo.write_options(o) if o else []
 
     def synack_options(self, remaining: int) -> list[TcpOption]:
-        o = writer.synack_options(self, remaining)
-        return writer.write_options(o) if o else []
+        o = mo.synack_options(self, remaining)
+        return mo.write_options(o) if o else []
 
     def established_options(self, seq: int, payload_len: int, fin: bool,
                             remaining: int) -> list[TcpOption]:
@@ -126,18 +126,18 @@ class Subflow:
                 if memo_dss is not None:
                     # a new chunk, all else as before (a GSO super-packet per
                     # mapping: every one): the same DSS with this mapping in it
-                    dss = mo.Dss(memo_dss.data_ack, memo_dss.data_ack64, msk.wire_dsn(m.data_off), True,
+                    dss = wm.Dss(memo_dss.data_ack, memo_dss.data_ack64, msk.wire_dsn(m.data_off), True,
                                  m.ssn & 0xFFFFFFFF, m.length,
                                  m.csum if memo_dss.checksum is not None else None)
-                    opts = writer.write_options(writer.OutOptions(dss=dss))
+                    opts = mo.write_options(mo.OutOptions(dss=dss))
                     self._memo = (m, state, opts, dss)
                     return opts
             memo_key = (m, state)
         if self.resetting:
-            o = writer.rst_options(self, remaining)
+            o = mo.rst_options(self, remaining)
         else:
-            o = writer.established_options(self, seq, payload_len, fin, remaining)
-        opts = writer.write_options(o) if o else []
+            o = mo.established_options(self, seq, payload_len, fin, remaining)
+        opts = mo.write_options(o) if o else []
         if memo_key is not None:
             only = o.dss if o is not None and o.suboptions() == [o.dss] else None
             plain = only is not None and only.dsn is not None and not only.data_fin
@@ -150,7 +150,7 @@ class Subflow:
     def option_reserve(self) -> int:
         if self.msk.fallback:
             return 0
-        return writer.aligned(writer.DSS_FULL_CSUM if self.msk.csum_enabled else writer.DSS_FULL)
+        return mo.aligned(mo.DSS_FULL_CSUM if self.msk.csum_enabled else mo.DSS_FULL)
 
     def segment_limit(self, seq: int) -> int:
         m = self.tx_map_at(seq)

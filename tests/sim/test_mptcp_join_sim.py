@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 
 from stack.host import Stack, ip
-from stack.mptcp import options as mo
 from stack.wire import ipv4, tcp
+from stack.wire import mptcp as wm
 from tests.sim.apps import bulk, multipath_pair
 from tests.sim.net import LinkProfile, PathCut, SimNet
 
@@ -66,15 +66,15 @@ def test_unknown_token_gets_rst_with_mp_tcprst_reason_1() -> None:
     a, b, net = two_path_pair()
     b.listen(5000)
     h = tcp.TcpHeader(40000, 5000, 1000, 0, tcp.SYN, 65535,
-                      [mo.to_tcp_option(mo.MpJoinSyn(False, 1, 0xDEADBEEF, 42))])
+                      [wm.to_tcp_option(wm.MpJoinSyn(False, 1, 0xDEADBEEF, 42))])
     seg = tcp.emit(h, b"", A2, B1)
     b.feed(ipv4.emit(ipv4.IPv4Header(A2, B1, ipv4.PROTO_TCP), len(seg)) + seg, 0.0)
     (rst,) = b.poll_transmit(0.0)
     ih, end = ipv4.parse(rst.data)
     rh, _ = tcp.parse(rst.data[ih.header_len:end])
     assert rh.flags & tcp.RST
-    (opt,) = [mo.parse_tcp_option(o) for o in rh.options if isinstance(o, tcp.UnknownOption)]
-    assert opt == mo.MpTcpRst(mo.MPTCP_RST_EMPTCP, 0)
+    (opt,) = [wm.parse_tcp_option(o) for o in rh.options if isinstance(o, tcp.UnknownOption)]
+    assert opt == wm.MpTcpRst(wm.MPTCP_RST_EMPTCP, 0)
     assert b.counters["MPJoinNoTokenFound"] == 1
 
 

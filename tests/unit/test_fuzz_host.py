@@ -163,15 +163,15 @@ def test_random_mptcp_options_on_live_segments_never_raise(
 
 
 def test_every_valid_mptcp_option_kind_on_a_live_connection_is_absorbed() -> None:
-    from stack.mptcp import options as mo
+    from stack.wire import mptcp as wm
     a, b, net, conn = mptcp_established()
     eng = conn.engine  # type: ignore[attr-defined]
-    for o in (mo.MpCapable(1, 1, 1, 2), mo.MpJoinSyn(False, 1, 2, 3), mo.AddAddr(3, A, None, 7,
-              False, 1), mo.RemoveAddr((1, 2)), mo.MpPrio(True, None), mo.MpFail(99),
-              mo.MpFastclose(12345), mo.Dss(data_ack=1, data_ack64=True),
-              mo.Dss(dsn=5, dsn64=True, ssn=77, data_len=10)):
+    for o in (wm.MpCapable(1, 1, 1, 2), wm.MpJoinSyn(False, 1, 2, 3), wm.AddAddr(3, A, None, 7,
+              False, 1), wm.RemoveAddr((1, 2)), wm.MpPrio(True, None), wm.MpFail(99),
+              wm.MpFastclose(12345), wm.Dss(data_ack=1, data_ack64=True),
+              wm.Dss(dsn=5, dsn64=True, ssn=77, data_len=10)):
         h = tcp.TcpHeader(40000, 5000, eng.snd_nxt.value, eng.rcv_nxt.value, tcp.ACK, 500,
-                          [mo.to_tcp_option(o)])
+                          [wm.to_tcp_option(o)])
         seg = tcp.emit(h, b"", A, B)
         b.feed(ipv4.emit(ipv4.IPv4Header(A, B, ipv4.PROTO_TCP), len(seg)) + seg, net.now)
         b.poll_transmit(net.now)

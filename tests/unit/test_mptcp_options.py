@@ -51,6 +51,12 @@ from stack.mptcp.options import (
     OPTION_MPTCP_PRIO,
     OPTION_MPTCP_RM_ADDR,
     OPTION_MPTCP_RST,
+    MptcpSuboption,
+    parse_received,
+)
+from stack.wire import MalformedPacket, ipv4, tcp
+from stack.wire import mptcp as wm
+from stack.wire.mptcp import (
     AddAddr,
     Dss,
     MpCapable,
@@ -62,18 +68,15 @@ from stack.mptcp.options import (
     MpPrio,
     MptcpOption,
     MpTcpRst,
-    MptcpSuboption,
     RemoveAddr,
     UnknownMptcp,
     describe,
     emit_option,
     option_len,
     parse_option,
-    parse_received,
     parse_tcp_option,
     to_tcp_option,
 )
-from stack.wire import MalformedPacket, ipv4, tcp
 from tests.unit import golden
 
 S, A, R, F, P = tcp.SYN, tcp.ACK, tcp.RST, tcp.FIN, tcp.PSH
@@ -341,7 +344,7 @@ GOLDEN_OPTIONS: dict[str, tuple[list[MptcpOption], MptcpSuboption]] = {
     "ADD_ADDR_PORT": ([AddAddr(6, IP_10_0_2_1, 10100, 0xC901121ABAABD63A)],
                       OPTION_MPTCP_ADD_ADDR),
     "ADD_ADDR_PORT_ECHO": ([AddAddr(6, IP_10_0_2_1, 10100, None, True)], OPTION_MPTCP_ADD_ADDR),
-    "TCPRST_EMPTCP": ([MpTcpRst(mo.MPTCP_RST_EMPTCP, 0)], OPTION_MPTCP_RST),
+    "TCPRST_EMPTCP": ([MpTcpRst(wm.MPTCP_RST_EMPTCP, 0)], OPTION_MPTCP_RST),
     "MPJ_SYN_BACKUP": ([MpJoinSyn(True, 7, 0xA710EFE2, 0xDA948654)], OPTION_MPTCP_MPJ_SYN),
     "MPJ_SYNACK_3": ([MpJoinSynAck(False, 0, 0xCF0CA7467B561584, 0x3DCE3FD8)],
                      OPTION_MPTCP_MPJ_SYNACK),
@@ -431,7 +434,7 @@ def test_golden_received_fields() -> None:
 
     th, _ = segment(GOLDEN["TCPRST_EMPTCP"])
     ro, _ = parse_received(th.options, th.flags, False)
-    assert (ro.reset_reason, ro.reset_transient) == (mo.MPTCP_RST_EMPTCP, False)
+    assert (ro.reset_reason, ro.reset_transient) == (wm.MPTCP_RST_EMPTCP, False)
 
 
 def test_golden_story() -> None:
@@ -440,7 +443,7 @@ def test_golden_story() -> None:
     assert key_token(0xD8EBE01306E522E8) == 0x19F8BAD9  # B's server key -> MPJ_SYN token
     assert key_token(0x8A50066F9A320EF1) == 0xAD3FC087  # D's server key -> MPJ_SYN_2 token
     (m,), _ = GOLDEN_OPTIONS["CSUM_MPC_ACK_DATA"]
-    assert isinstance(m, MpCapable) and m.flags & mo.MPC_FLAG_A and m.flags & mo.MPC_FLAG_H
+    assert isinstance(m, MpCapable) and m.flags & wm.MPC_FLAG_A and m.flags & wm.MPC_FLAG_H
 
 
 def test_kernel_layout_details() -> None:
@@ -566,7 +569,7 @@ SAMPLES: list[tuple[MptcpOption, str]] = [
     # MP_FAIL, MP_FASTCLOSE, MP_TCPRST
     (MpFail(int(K1, 16)), "1e0c6000" + K1),
     (MpFastclose(int(K2, 16)), "1e0c7000" + K2),
-    (MpTcpRst(mo.MPTCP_RST_EMIDDLEBOX, mo.MPTCP_RST_TRANSIENT), "1e048106"),
+    (MpTcpRst(wm.MPTCP_RST_EMIDDLEBOX, wm.MPTCP_RST_TRANSIENT), "1e048106"),
     (MpTcpRst(0xFF, 0x0F), "1e048fff"),
     # unassigned subtypes
     (UnknownMptcp(9, bytes.fromhex("9abc")), "1e049abc"),
@@ -978,7 +981,7 @@ def opts_of(*values: MptcpOption) -> list[tcp.TcpOption]:
 
 
 def test_tcprst_only_with_rst() -> None:
-    rst = MpTcpRst(mo.MPTCP_RST_EPROHIBIT, mo.MPTCP_RST_TRANSIENT)
+    rst = MpTcpRst(wm.MPTCP_RST_EPROHIBIT, wm.MPTCP_RST_TRANSIENT)
     ro, reasons = parse_received(opts_of(rst), A)
     assert not ro.suboptions and reasons == ["mptcp-tcprst-without-rst"]
     ro, reasons = parse_received(opts_of(rst), R | A)

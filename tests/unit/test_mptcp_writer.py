@@ -10,6 +10,7 @@ import pytest
 
 from stack.mptcp import options as mo
 from stack.wire import ipv4, tcp
+from stack.wire import mptcp as wm
 from tests.sim.apps import bulk, mptcp_pair
 from tests.sim.net import LinkProfile
 
@@ -20,7 +21,7 @@ class Wire:
     """Every packet a stack sends: (tcp header, payload length, MPTCP options)."""
 
     def __init__(self) -> None:
-        self.segs: list[tuple[tcp.TcpHeader, int, list[mo.MptcpOption], int]] = []
+        self.segs: list[tuple[tcp.TcpHeader, int, list[wm.MptcpOption], int]] = []
 
     def __call__(self, direction: str, pkt: bytes) -> None:
         if direction != "out":
@@ -29,11 +30,11 @@ class Wire:
         if ih.proto != ipv4.PROTO_TCP:
             return
         h, off = tcp.parse(pkt[ih.header_len:end])
-        opts = [mo.parse_tcp_option(o) for o in h.options
+        opts = [wm.parse_tcp_option(o) for o in h.options
                 if isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP]
         self.segs.append((h, end - ih.header_len - off, opts, len(pkt)))
 
-    def first(self, pred) -> tuple[tcp.TcpHeader, int, list[mo.MptcpOption], int]:  # type: ignore[no-untyped-def]
+    def first(self, pred) -> tuple[tcp.TcpHeader, int, list[wm.MptcpOption], int]:  # type: ignore[no-untyped-def]
         return next(s for s in self.segs if pred(s))
 
 
@@ -53,20 +54,20 @@ def test_syn_carries_a_4_byte_mp_capable_v1_without_a_key() -> None:
     wa, _, _, _ = run(b"x" * 1000)
     syn, _, (mpc,), _ = wa.segs[0]
     assert syn.flags == tcp.SYN
-    assert mpc == mo.MpCapable(1, mo.MPC_FLAG_H) and mo.option_len(mpc) == 4
+    assert mpc == wm.MpCapable(1, wm.MPC_FLAG_H) and wm.option_len(mpc) == 4
 
 
 def test_checksum_request_sets_the_a_flag_on_the_syn() -> None:
     wa, wb, _, _ = run(b"x" * 1000, csum=True)
-    assert wa.segs[0][2][0].flags == mo.MPC_FLAG_A | mo.MPC_FLAG_H
+    assert wa.segs[0][2][0].flags == wm.MPC_FLAG_A | wm.MPC_FLAG_H
     # the server, not asked itself, echoes nothing but its own flags; both use checksums
-    assert wb.segs[0][2][0].flags == mo.MPC_FLAG_A | mo.MPC_FLAG_H
+    assert wb.segs[0][2][0].flags == wm.MPC_FLAG_A | wm.MPC_FLAG_H
 
 
 def test_synack_carries_the_server_key_in_12_bytes() -> None:
     _, wb, _, sb = run(b"x" * 1000)
     synack, _, (mpc,), _ = wb.segs[0]
-    assert synack.flags == tcp.SYN | tcp.ACK and mo.option_len(mpc) == 12
+    assert synack.flags == tcp.SYN | tcp.ACK and wm.option_len(mpc) == 12
     assert mpc.sender_key == sb.conn.msk.local_key
 
 
@@ -75,7 +76,7 @@ def test_third_ack_carries_both_keys_in_20_bytes_client_key_first() -> None:
     # data segment is the third ACK and carries MP_CAPABLE with data instead)
     wa, _, sa, sb = run(b"", b"x" * 1000)
     ack, plen, (mpc,), _ = wa.segs[1]
-    assert ack.flags == tcp.ACK and plen == 0 and mo.option_len(mpc) == 20
+    assert ack.flags == tcp.ACK and plen == 0 and wm.option_len(mpc) == 20
     assert (mpc.sender_key, mpc.receiver_key) == (sa.conn.msk.local_key, sb.conn.msk.local_key)
 
 
@@ -83,18 +84,18 @@ def test_mp_capable_with_data_on_the_first_data_segment_only() -> None:
     wa, _, sa, _ = run(bytes(300_000))
     data = [s for s in wa.segs if s[1] > 0]
     first, plen, (mpc,), _ = data[0]
-    assert isinstance(mpc, mo.MpCapable) and mo.option_len(mpc) == 22
+    assert isinstance(mpc, wm.MpCapable) and wm.option_len(mpc) == 22
     assert mpc.data_len >= plen  # the whole first mapping, which may span segments
     for _h, _n, opts, _ in data[1:]:
         if _h.seq != first.seq:  # (a retransmission of it would repeat it)
-            assert not any(isinstance(o, mo.MpCapable) for o in opts)
-    assert any(isinstance(o, mo.Dss) for o in data[-1][2])
+            assert not any(isinstance(o, wm.MpCapable) for o in opts)
+    assert any(isinstance(o, wm.Dss) for o in data[-1][2])
 
 
 def test_mp_capable_with_data_and_checksum_is_24_bytes() -> None:
     wa, _, _, _ = run(bytes(5000), csum=True)
     (mpc,) = next(s for s in wa.segs if s[1] > 0)[2]
-    assert mo.option_len(mpc) == 24 and mpc.checksum is not None
+    assert wm.option_len(mpc) == 24 and mpc.checksum is not None
 
 
 def test_dss_carries_64_bit_dsn_and_data_ack_and_fits_the_mtu() -> None:
@@ -103,7 +104,7 @@ def test_dss_carries_64_bit_dsn_and_data_ack_and_fits_the_mtu() -> None:
     for h, plen, opts, size in wa.segs:
         assert size <= 1500  # the send MSS leaves room for a full DSS
         for o in opts:
-            if isinstance(o, mo.Dss) and o.dsn is not None and not o.data_fin:
+            if isinstance(o, wm.Dss) and o.dsn is not None and not o.data_fin:
                 assert o.dsn64 and o.data_ack64
                 off = (o.dsn - msk.local_idsn - 1) & M64
                 assert off == o.ssn - 1  # one subflow: subflow byte n is data byte n-1
@@ -112,9 +113,9 @@ def test_dss_carries_64_bit_dsn_and_data_ack_and_fits_the_mtu() -> None:
 
 def test_data_fin_on_a_pure_ack_maps_one_byte_with_ssn_0() -> None:
     wa, _, sa, _ = run(bytes(10_000))
-    h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, mo.Dss) and o.data_fin
+    h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, wm.Dss) and o.data_fin
                                               for o in s[2]))
-    (dss,) = [o for o in opts if isinstance(o, mo.Dss)]
+    (dss,) = [o for o in opts if isinstance(o, wm.Dss)]
     msk = sa.conn.msk
     assert plen == 0 and dss.ssn == 0 and dss.data_len == 1
     assert dss.dsn == (msk.local_idsn + 1 + 10_000) & M64
@@ -123,7 +124,7 @@ def test_data_fin_on_a_pure_ack_maps_one_byte_with_ssn_0() -> None:
 def test_data_ack_is_the_peers_idsn_plus_one_plus_bytes_received() -> None:
     _, wb, sa, _ = run(bytes(10_000))
     acks = [o.data_ack for _, _, opts, _ in wb.segs for o in opts
-            if isinstance(o, mo.Dss) and o.data_ack is not None]
+            if isinstance(o, wm.Dss) and o.data_ack is not None]
     idsn = sa.conn.msk.local_idsn
     assert acks and all(0 <= (a - idsn - 1) & M64 <= 10_001 for a in acks)
     assert (idsn + 1 + 10_000 + 1) & M64 == acks[-1]  # every byte, then our DATA_FIN
@@ -136,7 +137,7 @@ def test_a_retransmission_reuses_the_mapping_its_bytes_were_first_sent_with() ->
     first_map: dict[int, tuple[int, int, int]] = {}
     for h, plen, opts, _ in wa.segs:
         for o in opts:
-            if isinstance(o, mo.Dss) and o.dsn is not None and o.data_len > 1:
+            if isinstance(o, wm.Dss) and o.dsn is not None and o.data_len > 1:
                 first_map.setdefault(o.ssn, (o.dsn, o.ssn, o.data_len))
                 assert first_map[o.ssn] == (o.dsn, o.ssn, o.data_len)
     assert sb.got == bytes(2_000_000)
@@ -157,7 +158,7 @@ def test_retransmitted_pieces_carry_the_super_packet_mapping_under_loss() -> Non
 def test_v0_syn_carries_a_12_byte_mp_capable_with_the_key() -> None:
     wa, _, sa, _ = run(b"x" * 1000, version=0)
     (mpc,) = wa.segs[0][2]
-    assert mpc.version == 0 and mo.option_len(mpc) == 12
+    assert mpc.version == 0 and wm.option_len(mpc) == 12
     assert mpc.sender_key == sa.conn.msk.local_key
 
 
@@ -180,11 +181,11 @@ def test_mp_prio_rides_a_pure_ack_beside_the_data_ack() -> None:
     a, net, conn, wa = _established_pair()
     assert a.set_backup(conn, conn.key[0], True) == 1
     net.run(0.05)
-    h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, mo.MpPrio) for o in s[2]))
+    h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, wm.MpPrio) for o in s[2]))
     assert plen == 0 and h.flags == tcp.ACK
     dss, prio = opts
-    assert isinstance(dss, mo.Dss) and dss.dsn is None and dss.data_ack is not None
-    assert prio == mo.MpPrio(True) and mo.option_len(prio) == 3
+    assert isinstance(dss, wm.Dss) and dss.dsn is None and dss.data_ack is not None
+    assert prio == wm.MpPrio(True) and wm.option_len(prio) == 3
     assert a.set_backup(conn, conn.key[0], True) == 0  # no change, no MP_PRIO
 
 
@@ -192,8 +193,8 @@ def test_remove_addr_carries_the_address_id() -> None:
     a, net, conn, wa = _established_pair()
     a.remove_addr(conn, conn.key[0], net.now)
     net.run(0.05)
-    _, plen, opts, _ = wa.first(lambda s: any(isinstance(o, mo.RemoveAddr) for o in s[2]))
-    assert plen == 0 and opts[-1] == mo.RemoveAddr((0,))  # the initial address is id 0
+    _, plen, opts, _ = wa.first(lambda s: any(isinstance(o, wm.RemoveAddr) for o in s[2]))
+    assert plen == 0 and opts[-1] == wm.RemoveAddr((0,))  # the initial address is id 0
 
 
 def test_a_due_data_fin_yields_the_pure_ack_to_mp_prio_and_follows_it() -> None:
@@ -206,7 +207,7 @@ def test_a_due_data_fin_yields_the_pure_ack_to_mp_prio_and_follows_it() -> None:
     for d in a.poll_transmit(net.now):
         pass
     pure = [s for s in wa.segs if s[1] == 0]
-    assert isinstance(pure[0][2][1], mo.MpPrio) and not pure[0][2][0].data_fin
+    assert isinstance(pure[0][2][1], wm.MpPrio) and not pure[0][2][0].data_fin
     assert pure[1][2][0].data_fin and len(pure[1][2]) == 1
 
 
@@ -215,7 +216,6 @@ def test_each_new_chunk_gets_the_dss_the_writer_itself_would_write(csum: bool) -
     # the subflow memoises a data segment's options; for the next chunk (a new mapping,
     # all else unchanged) it swaps the mapping into the last DSS instead of asking the
     # writer again: the options must be what the writer decides, byte for byte
-    from stack.mptcp import writer
     from stack.mptcp.subflow import TxMap
     a, net, conn, wa = _established_pair()
     sf = conn.msk.subflows[0]
@@ -225,13 +225,13 @@ def test_each_new_chunk_gets_the_dss_the_writer_itself_would_write(csum: bool) -
                                        (base + 2400, 700, 2405)]):
         sf.add_tx_map(TxMap(ssn, n, off, 0x1234 + i if csum else 0))
         fast = sf.established_options(ssn, n, False, 28)
-        slow = writer.write_options(writer.established_options(sf, ssn, n, False, 28))
+        slow = mo.write_options(mo.established_options(sf, ssn, n, False, 28))
         assert fast == slow, i
         dss = _dss(fast)
-        assert isinstance(dss, mo.Dss) and dss.dsn == conn.msk.wire_dsn(off) and dss.ssn == ssn and dss.data_len == n
+        assert isinstance(dss, wm.Dss) and dss.dsn == conn.msk.wire_dsn(off) and dss.ssn == ssn and dss.data_len == n
         assert dss.checksum == (0x1234 + i if csum else None)
 
 
 def _dss(opts):  # type: ignore[no-untyped-def]
     (raw,) = [o for o in opts if isinstance(o, tcp.UnknownOption)]
-    return mo.parse_body(raw.data, False, True, True)
+    return wm.parse_body(raw.data, False, True, True)

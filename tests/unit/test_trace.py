@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from stack.host import Connection, Stack, StackConfig, ip
 from stack.mptcp import crypto
-from stack.mptcp import options as mo
 from stack.mptcp.connection import MptcpConfig
 from stack.wire import ipv4, tcp
+from stack.wire import mptcp as wm
 from tests.sim.net import SimNet
 from tests.unit import golden
 from tests.unit import test_mptcp_options as captured
@@ -84,20 +84,20 @@ def without_mptcp(pkt: bytes) -> bytes:
     return rebuild(pkt, options=opts)
 
 
-def with_mptcp(pkt: bytes, *opts: mo.MptcpOption) -> bytes:
+def with_mptcp(pkt: bytes, *opts: wm.MptcpOption) -> bytes:
     """The packet with its MPTCP options replaced by `opts` (padded with NOPs)."""
     base = [o for o in mptcp_options(pkt)
             if not (isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP)]
-    new: list[tcp.TcpOption] = base + [mo.to_tcp_option(o) for o in opts]
+    new: list[tcp.TcpOption] = base + [wm.to_tcp_option(o) for o in opts]
     while len(tcp.emit_options(new)) % 4:
         new.append(tcp.Nop())
     return rebuild(pkt, options=new)
 
 
 def segment(src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int,
-            opts: list[mo.MptcpOption], payload: bytes = b"") -> bytes:
+            opts: list[wm.MptcpOption], payload: bytes = b"") -> bytes:
     th = tcp.TcpHeader(sport, dport, seq, ack, flags, 65535,
-                       [mo.to_tcp_option(o) for o in opts])
+                       [wm.to_tcp_option(o) for o in opts])
     while len(tcp.emit_options(th.options)) % 4:
         th.options.append(tcp.Nop())
     body = tcp.emit(th, payload, ip(src), ip(dst))
@@ -194,7 +194,7 @@ def test_checksum_of_a_mapping_over_several_segments_is_not_checked() -> None:
 
 # --- corruption: MISMATCH -----------------------------------------------------------------
 def test_third_ack_echoing_a_wrong_key_is_a_mismatch() -> None:
-    bad_ack = with_mptcp(golden.MPTCP_ACK, mo.MpCapable(1, 0x01, CLIENT_KEY, SERVER_KEY ^ 1))
+    bad_ack = with_mptcp(golden.MPTCP_ACK, wm.MpCapable(1, 0x01, CLIENT_KEY, SERVER_KEY ^ 1))
     text = trace([("out", golden.MPTCP_SYN), ("in", golden.MPTCP_SYNACK), ("out", bad_ack)])
     line = lines_with(text, "receiver key")[0]
     assert f"receiver key 0x{SERVER_KEY ^ 1:016x} == the peer's key in the SYN/ACK: MISMATCH" \
@@ -204,7 +204,7 @@ def test_third_ack_echoing_a_wrong_key_is_a_mismatch() -> None:
 
 def test_changed_sender_key_is_a_mismatch() -> None:
     bad_data = with_mptcp(golden.MPTCP_DATA_MPC,
-                          mo.MpCapable(1, 0x01, CLIENT_KEY + 1, SERVER_KEY, 100))
+                          wm.MpCapable(1, 0x01, CLIENT_KEY + 1, SERVER_KEY, 100))
     text = trace(MPTCP_HANDSHAKE[:3] + [("out", bad_data)])
     assert "sender key" in text and "our key in its earlier MP_CAPABLE: MISMATCH" in text
 
@@ -224,7 +224,7 @@ def test_corrupted_payload_gives_a_checksum_mismatch() -> None:
 def test_first_mapping_not_at_idsn_plus_one_is_a_mismatch() -> None:
     srv1 = idsn(SERVER_KEY) + 1
     bad = with_mptcp(golden.MPTCP_DATA_DSS,
-                     mo.Dss(idsn(CLIENT_KEY) + 101, True, srv1 + 5, True, 1, 100))
+                     wm.Dss(idsn(CLIENT_KEY) + 101, True, srv1 + 5, True, 1, 100))
     text = trace(MPTCP_HANDSHAKE[:4] + [("in", bad)])
     line = lines_with(text, "first mapping from peer")[0]
     assert "MISMATCH" in line and "IDSN(peer)+1+5" in line
@@ -280,7 +280,7 @@ def test_third_ack_without_mp_capable_is_a_fallback() -> None:
 
 
 def test_infinite_mapping_is_shown() -> None:
-    inf = with_mptcp(golden.MPTCP_DATA_DSS, mo.Dss(idsn(CLIENT_KEY) + 101, True,
+    inf = with_mptcp(golden.MPTCP_DATA_DSS, wm.Dss(idsn(CLIENT_KEY) + 101, True,
                                                    idsn(SERVER_KEY) + 1, True, 1, 0))
     text = trace(MPTCP_HANDSHAKE[:4] + [("in", inf)])
     assert "infinite mapping (data_len 0)" in text
@@ -292,11 +292,11 @@ def connection_b_handshake() -> list[tuple[str, bytes]]:
     its real keys (from test_mptcp_crypto.py), so the tracer knows them."""
     c, s = ("10.0.1.254", 0xC885), ("10.0.1.1", 7101)
     return [
-        ("out", segment(*c, *s, tcp.SYN, 1000, 0, [mo.MpCapable(1, 0x01)])),
+        ("out", segment(*c, *s, tcp.SYN, 1000, 0, [wm.MpCapable(1, 0x01)])),
         ("in", segment(*s, *c, tcp.SYN | tcp.ACK, 5000, 1001,
-                       [mo.MpCapable(1, 0x01, KEY_B_SRV)])),
+                       [wm.MpCapable(1, 0x01, KEY_B_SRV)])),
         ("out", segment(*c, *s, tcp.ACK, 1001, 5001,
-                        [mo.MpCapable(1, 0x01, KEY_B_CLI, KEY_B_SRV)])),
+                        [wm.MpCapable(1, 0x01, KEY_B_CLI, KEY_B_SRV)])),
     ]
 
 
@@ -325,7 +325,7 @@ def test_add_addr_and_join_hmacs_from_the_kernel() -> None:
 
 def test_bad_join_hmac_is_a_mismatch() -> None:
     bad = with_mptcp(captured.MPJ_SYNACK,
-                     mo.MpJoinSynAck(False, 5, 0xB7D47096C7C9D2A1 ^ 1, 0x5DA7E308))
+                     wm.MpJoinSynAck(False, 5, 0xB7D47096C7C9D2A1 ^ 1, 0x5DA7E308))
     text = trace(connection_b_handshake() + [("out", captured.MPJ_SYN), ("in", bad)])
     assert "join thmac" in text and lines_with(text, "join thmac")[0].endswith("MISMATCH")
 
