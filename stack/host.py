@@ -18,14 +18,17 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from stack.counters import format_counters
+from stack.mib import DropReason, Mib, format_counters
 from stack.mptcp import options as mo
-from stack.mptcp.connection import MptcpConfig, MptcpConnection, MptcpEvent
-from stack.mptcp.subflow import Subflow
+from stack.mptcp.connection import MptcpConfig, MptcpConnection
+from stack.mptcp.events import MptcpEvent
+from stack.mptcp.pm import EndpointFlags, EndpointTable, JoinRequest
+from stack.mptcp.subflow import Subflow, check_join_req
+from stack.mptcp.token import TokenTable
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
+from stack.tcp.seq import seq_between
 from stack.wire import MalformedPacket, icmp, ipv4, tcp
 from stack.wire import mptcp as wm
-from stack.wire.checksum import ones_sum, pseudo_header_sum_v4
 from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ class Connection:
     `sock` is what the layer above talks to: the msk, or the engine for plain TCP.
     `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("announce", "app", "engine", "engines", "join_from", "key", "listener", "msk")
+    __slots__ = ("app", "engine", "engines", "key", "listener", "msk")
 
     def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
                  msk: MptcpConnection | None = None) -> None:
@@ -82,10 +85,6 @@ class Connection:
         self.msk = msk
         self.listener = listener
         self.app: object = None
-        # local addresses to open joins from once fully established (like the kernel's
-        # `subflow` endpoints), with their backup flag
-        self.join_from: list[tuple[Addr, bool]] = []
-        self.announce: list[Addr] = []  # our addresses to ADD_ADDR once fully established
 
     @property
     def sock(self) -> TcpEngine | MptcpConnection:
@@ -148,7 +147,9 @@ class Stack:
         self.rng = rng or random.Random()
         # MPTCP keys: a CSPRNG in the shell (os.urandom), the seeded rng in tests
         self.randbytes = randbytes or self.rng.randbytes
-        self.tokens: dict[int, Connection] = {}  # the token table (Linux token.c)
+        self.tokens: TokenTable[Connection] = TokenTable()
+        # our addresses as MPTCP endpoints (ids, flags: `ip mptcp endpoint`)
+        self.endpoints = EndpointTable(self.addrs)
         self._isn_secret = self.rng.randbytes(16)
         self._ident = self.rng.randrange(1 << 16)
         self.conns: dict[Key, Connection] = {}
@@ -159,13 +160,28 @@ class Stack:
         self._out: list[Datagram] = []  # host-generated packets (RST, ICMP replies)
         self._dirty: set[Connection] = set()  # engines that may have something to send
         self.tap: Tap | None = None
-        # our addresses whose subflows are backups (a kernel endpoint's `backup` flag):
-        # joins from them, and joins to them that we accept, carry the B flag
-        self.backup_addrs: set[Addr] = set()
-        # our addresses flagged `fullmesh` (a kernel `subflow fullmesh` endpoint): an
-        # address the peer announces is joined from each of them, not just from the
-        # one routed towards it
-        self.fullmesh_addrs: list[Addr] = []
+
+    # Endpoint flags for all of our addresses at once (the CLI's --backup/--fullmesh).
+    @property
+    def backup_addrs(self) -> set[Addr]:
+        """Our addresses whose subflows are backups (a kernel endpoint's `backup`
+        flag): joins from them, and joins to them that we accept, carry the B flag."""
+        return set(self.endpoints.with_flag(EndpointFlags.BACKUP))
+
+    @backup_addrs.setter
+    def backup_addrs(self, addrs: set[Addr]) -> None:
+        self.endpoints.set_flag(list(addrs), EndpointFlags.BACKUP)
+
+    @property
+    def fullmesh_addrs(self) -> list[Addr]:
+        """Our `fullmesh` addresses (a kernel `subflow fullmesh` endpoint): an address
+        the peer announces is joined from each of them, not just from the one routed
+        towards it."""
+        return self.endpoints.with_flag(EndpointFlags.FULLMESH)
+
+    @fullmesh_addrs.setter
+    def fullmesh_addrs(self, addrs: list[Addr]) -> None:
+        self.endpoints.set_flag(addrs, EndpointFlags.FULLMESH)
 
     # ---------------------------------------------------------------- user calls
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
@@ -201,34 +217,34 @@ class Stack:
         if key in self.conns:
             raise OSError(f"{ntoa(local)}:{local_port} -> {ntoa(remote)}:{remote_port} is in use")
         cfg = self.config.mptcp if mptcp is True else (mptcp or None)
-        msk = sf = None
-        if cfg is not None:
+
+        def make_engine(ulp: Subflow | None) -> TcpEngine:
+            return TcpEngine(local, local_port, remote, remote_port, iss=self._isn(key, now),
+                             now=now, config=config or self.config.tcp,
+                             ts_offset=self.rng.getrandbits(32), ulp=ulp)
+
+        msk = None
+        if cfg is None:
+            eng = make_engine(None)
+        else:
             msk = self._new_msk(True, cfg, now)
-            sf = Subflow(msk)
-        eng = TcpEngine(local, local_port, remote, remote_port, iss=self._isn(key, now), now=now,
-                        config=config or self.config.tcp, ts_offset=self.rng.getrandbits(32),
-                        ulp=sf)
-        if msk is not None and sf is not None:
-            msk.add_subflow(sf, eng)
+            eng = msk.add_subflow(make_engine).engine
+            msk.pm.subflow_addrs = list(join_from or [])
         conn = Connection(key, eng, None, msk)
         if msk is not None:
-            self.tokens[msk.local_token] = conn
-            conn.join_from = list(join_from or [])
+            self.tokens.add(msk.local_token, conn)
         self.conns[key] = conn
         eng.connect(now)
         self._dirty.add(conn)
         return conn
 
     def _new_msk(self, client: bool, cfg: MptcpConfig, now: float) -> MptcpConnection:
-        msk = MptcpConnection(client=client, config=cfg, randbytes=self.randbytes,
-                              token_in_use=self.tokens.__contains__, now=now)
-        return msk
+        return MptcpConnection(client=client, config=cfg, randbytes=self.randbytes,
+                               token_in_use=self.tokens.__contains__, now=now,
+                               endpoints=self.endpoints)
 
     def source_for(self, remote: Addr) -> Addr:
-        for a in self.addrs:
-            if a[:3] == remote[:3]:
-                return a
-        return self.addrs[0]
+        return self.endpoints.source_for(remote)
 
     def touch(self, conn: Connection) -> None:
         """The layer above called send/recv/close on `conn`: poll it at the next transmit."""
@@ -240,21 +256,21 @@ class Stack:
         checksum (virtio-net DATA_VALID / NEEDS_CSUM), so it is not verified again.
         Never raises for anything in the packet: every packet is either delivered
         (`InDelivers`) or dropped and counted under `Drop:<reason>`."""
-        self.counters["InReceives"] += 1
+        self.counters[Mib.InReceives] += 1
         if self.tap is not None:
             self.tap("in", bytes(packet))
         try:
             version = ipv4.version_of(packet)
             if version != 4:
-                self._drop("ipv6-unsupported" if version == 6 else "ip-bad-version")
+                self._drop(DropReason.IPV6_UNSUPPORTED if version == 6 else DropReason.IP_BAD_VERSION)
                 return
             iph, end = ipv4.parse(packet)
             if iph.dst not in self._addrset:
-                self._drop("not-our-address")
+                self._drop(DropReason.NOT_OUR_ADDRESS)
                 return
             if iph.is_fragment:
-                self.counters["ReasmFails"] += 1
-                self._drop("ipv4-fragment")
+                self.counters[Mib.ReasmFails] += 1
+                self._drop(DropReason.IPV4_FRAGMENT)
                 return
             body = memoryview(packet)[iph.header_len:end]
             if iph.proto == ipv4.PROTO_TCP:
@@ -262,12 +278,12 @@ class Stack:
             elif iph.proto == ipv4.PROTO_ICMP:
                 self._icmp_input(iph, body, now)
             else:
-                self.counters["InUnknownProtos"] += 1
-                self._drop("unknown-protocol")
+                self.counters[Mib.InUnknownProtos] += 1
+                self._drop(DropReason.UNKNOWN_PROTOCOL)
         except MalformedPacket as e:
             if e.reason.endswith("checksum"):
-                self.counters["InCsumErrors"] += 1
-            self.counters["InHdrErrors"] += 1
+                self.counters[Mib.InCsumErrors] += 1
+            self.counters[Mib.InHdrErrors] += 1
             self._drop(e.reason)
 
     def _drop(self, reason: str) -> None:
@@ -281,7 +297,7 @@ class Stack:
         key = (iph.dst, hdr.dst_port, iph.src, hdr.src_port)
         conn = self.conns.get(key)
         if conn is not None:
-            self.counters["InDelivers"] += 1
+            self.counters[Mib.InDelivers] += 1
             if conn.msk is not None:
                 conn.msk.feed(conn.engines[key], hdr, payload, now)
             else:
@@ -297,145 +313,115 @@ class Stack:
                     return
             self._passive_open(lst, key, hdr, now)
             return
-        self._reply_rst(iph, hdr, len(payload), "no-socket")
+        self._reply_rst(iph, hdr, len(payload), DropReason.NO_SOCKET)
 
     def _passive_join(self, iph: ipv4.IPv4Header, key: Key, hdr: TcpHeader,
                       ro: mo.ReceivedOptions, now: float) -> None:
-        """A SYN with MP_JOIN (RFC 8684 3.2; Linux subflow_check_req): find the
-        connection by token; unknown token -> RST with MP_TCPRST reason 1, over the
-        subflow limit -> RST. A join never falls back to TCP."""
+        """A SYN with MP_JOIN: the MPTCP layer decides (`check_join_req`, the token
+        table names the connection); the host answers a refusal with its RST, or
+        builds the subflow's engine."""
         conn = self.tokens.get(ro.token)
         msk = conn.msk if conn is not None else None
-        if conn is None or msk is None or not msk.fully_established or msk.fallback:
-            self.counters["MPJoinNoTokenFound"] += 1
-            self._reply_rst(iph, hdr, 0, "join-unknown-token",
-                            wm.MpTcpRst(wm.MPTCP_RST_EMPTCP, 0))
+        no = check_join_req(msk)
+        if no is not None:
+            (msk.counters if msk is not None and no.counter != Mib.MPJoinNoTokenFound
+             else self.counters)[no.counter] += 1
+            self._reply_rst(iph, hdr, 0, no.drop, wm.MpTcpRst(no.rst_reason, 0))
             return
-        if msk.live_joins() >= msk.config.subflows_max:
-            msk.counters["MPJoinRejected"] += 1
-            self._reply_rst(iph, hdr, 0, "join-over-limit",
-                            wm.MpTcpRst(wm.MPTCP_RST_ERESOURCE, 0))
-            return
-        sf = Subflow(msk, join=True, initiator=False, backup=key[0] in self.backup_addrs,
-                     local_id=self._addr_id(key[0]),
-                     local_nonce=int.from_bytes(self.randbytes(4), "big"))
-        eng = TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3], iss=self._isn(key, now),
-                                   now=now, config=self.config.tcp,
-                                   ts_offset=self.rng.getrandbits(32), ulp=sf)
-        msk.add_subflow(sf, eng)
-        conn.engines[key] = eng
+        assert conn is not None and msk is not None
+
+        def make_engine(ulp: Subflow) -> TcpEngine:
+            return TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3],
+                                        iss=self._isn(key, now), now=now,
+                                        config=self.config.tcp,
+                                        ts_offset=self.rng.getrandbits(32), ulp=ulp)
+
+        flags = self.endpoints.flags_of(key[0])
+        sf = msk.add_subflow(make_engine, join=True, initiator=False,
+                             backup=bool(flags & EndpointFlags.BACKUP),
+                             local_id=self.endpoints.id_of(key[0]),
+                             local_nonce=int.from_bytes(self.randbytes(4), "big"))
+        conn.engines[key] = sf.engine
         self.conns[key] = conn
-        self.counters["InDelivers"] += 1
+        self.counters[Mib.InDelivers] += 1
         self._dirty.add(conn)
 
-    def _path_manager(self, conn: Connection, ev: MptcpEvent, now: float) -> None:
-        """The in-stack path manager (Linux pm_netlink's decisions): once fully
-        established, open the joins asked for and announce our extra addresses; join
-        an address the peer announces while the accepted limit allows (from every
-        fullmesh address of ours, else from the one on its subnet)."""
+    def _open_joins(self, conn: Connection, now: float) -> None:
+        """Build the engines for the joins the path manager asked for."""
+        assert conn.msk is not None
+        for req in conn.msk.pm.take_joins():
+            try:
+                self._open_join(conn, req, now)
+            except OSError as e:
+                self.counters[Mib.JoinNotOpened] += 1
+                log.info("no join from %s: %s", ntoa(req.local), e)
+
+    def _open_join(self, conn: Connection, req: JoinRequest, now: float) -> TcpEngine:
+        """Open a join (MP_JOIN, RFC 8684 3.2) from `req.local` to `req.remote`:
+        `req.rport` (default: the connection's remote address and port)."""
         msk = conn.msk
         assert msk is not None
-        if ev.name == "ESTABLISHED":
-            joins, conn.join_from = conn.join_from, []
-            for addr, backup in joins:
-                if addr != conn.key[0]:  # the initial subflow already runs from there
-                    self._try_join(conn, addr, now, backup)
-            for addr in conn.announce:
-                msk.announce(self._addr_id(addr), addr)
-            conn.announce = []
-        elif ev.name == "ANNOUNCED" and msk.client:
-            info = dict(ev.subflow)
-            peer_addr, port = info["addr"], info["port"]
-            assert isinstance(peer_addr, bytes) and isinstance(port, int)
-            if msk.add_addr_accepted >= msk.config.add_addr_accepted_max:
-                msk.counters["AddAddrNotAccepted"] += 1
-                return
-            msk.add_addr_accepted += 1
-            msk.accepted_ids.add(int(info["remid"]))  # type: ignore[call-overload]
-            for local in self.fullmesh_addrs or [self.source_for(peer_addr)]:
-                self._try_join(conn, local, now, local in self.backup_addrs, peer_addr,
-                               port or conn.key[3])
+        if not msk.pm.can_add_subflow():
+            raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
+        remote = req.remote or conn.key[2]
+        rport = req.rport or conn.key[3]
+        lport = self._ephemeral_port(req.local, remote, rport)
+        key = (req.local, lport, remote, rport)
 
-    def _try_join(self, conn: Connection, local: Addr, now: float, backup: bool,
-                  remote: Addr | None = None, rport: int | None = None) -> None:
-        try:
-            self.add_subflow(conn, local, now, backup, remote, rport)
-        except OSError as e:
-            self.counters["JoinNotOpened"] += 1
-            log.info("no join from %s: %s", ntoa(local), e)
+        def make_engine(ulp: Subflow) -> TcpEngine:
+            return TcpEngine(req.local, lport, remote, rport, iss=self._isn(key, now), now=now,
+                             config=conn.engine.config, ts_offset=self.rng.getrandbits(32),
+                             ulp=ulp)
 
+        sf = msk.add_subflow(make_engine, join=True, initiator=True, backup=req.backup,
+                             local_id=self.endpoints.id_of(req.local),
+                             local_nonce=int.from_bytes(self.randbytes(4), "big"))
+        conn.engines[key] = sf.engine
+        self.conns[key] = conn
+        msk.counters[Mib.MPJoinSynTxAttempts] += 1
+        sf.engine.connect(now)
+        self._dirty.add(conn)
+        return sf.engine
+
+    # ---- the runtime path manager: thin calls into the connection's (the kernel's
+    # ---- userspace PM commands; `mptcp-tun ctl` uses them)
     def add_subflow(self, conn: Connection, local: Addr, now: float, backup: bool = False,
                     remote: Addr | None = None, rport: int | None = None) -> TcpEngine:
-        """Open a join (MP_JOIN) from `local` to `remote`:`rport` (default: the
-        connection's remote address and port), as a kernel `subflow` endpoint or an
-        accepted ADD_ADDR does (RFC 8684 3.2)."""
-        msk = conn.msk
-        if msk is None or not msk.fully_established or msk.fallback:
+        """`ip mptcp subflow add`: open a join from `local` to `remote`:`rport`
+        (default: the connection's remote address and port)."""
+        if conn.msk is None:
             raise OSError("joins need an MPTCP connection that is fully established")
-        if local not in self._addrset:
-            raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
-        if msk.live_joins() >= msk.config.subflows_max:
-            raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
-        remote = remote or conn.key[2]
-        rport = rport or conn.key[3]
-        lport = self._ephemeral_port(local, remote, rport)
-        key = (local, lport, remote, rport)
-        sf = Subflow(msk, join=True, initiator=True,
-                     backup=backup or local in self.backup_addrs,
-                     local_id=self._addr_id(local),
-                     local_nonce=int.from_bytes(self.randbytes(4), "big"))
-        eng = TcpEngine(local, lport, remote, rport, iss=self._isn(key, now), now=now,
-                        config=conn.engine.config, ts_offset=self.rng.getrandbits(32), ulp=sf)
-        msk.add_subflow(sf, eng)
-        conn.engines[key] = eng
-        self.conns[key] = conn
-        msk.counters["MPJoinSynTxAttempts"] += 1
-        eng.connect(now)
-        self._dirty.add(conn)
-        return eng
+        return self._open_join(conn, conn.msk.pm.subflow_create(local, backup, remote, rport),
+                               now)
 
-    # ---- the runtime path manager (what the kernel's userspace PM offers) -----------
     def remove_subflow(self, conn: Connection, local: Addr, now: float,
                        remote: Addr | None = None) -> int:
-        """Close our subflows from `local` (to `remote`, if given) without withdrawing
-        the address (`ip mptcp subflow destroy`); their unacknowledged data is sent
-        again on the others. Returns how many were closed."""
-        msk = self._msk_of(conn)
-        n = msk.remove_subflows(lambda sf: _sf_matches(sf, local, remote), now,
-                                f"subflow from {ntoa(local)} removed")
+        """`ip mptcp subflow del`: close our subflows from `local` (to `remote`)."""
+        n = self._msk_of(conn).pm.subflow_destroy(local, remote)
         self._dirty.add(conn)
         return n
 
     def announce(self, conn: Connection, addr: Addr) -> None:
-        """ADD_ADDR one of our addresses (`ip mptcp endpoint add A signal`, or the
-        userspace PM's `announce`)."""
+        """ADD_ADDR one of our addresses (`ip mptcp endpoint add A signal`)."""
         msk = self._msk_of(conn)
-        if addr not in self._addrset:
-            raise OSError(f"{ntoa(addr)} is not one of this stack's addresses")
-        if not msk.fully_established:
-            conn.announce.append(addr)  # the path manager sends it once established
-        else:
-            msk.announce(self._addr_id(addr), addr)
+        self._check_ours(addr)
+        msk.pm.announce(self.endpoints.id_of(addr), addr)
         self._dirty.add(conn)
 
     def remove_addr(self, conn: Connection, addr: Addr, now: float) -> int:
-        """Withdraw one of our addresses: REMOVE_ADDR with its id, and our subflows
-        from it closed (`ip mptcp endpoint delete`). Returns the subflows closed."""
+        """Withdraw one of our addresses (`ip mptcp endpoint delete`): REMOVE_ADDR,
+        and our subflows from it closed. Returns the subflows closed."""
         msk = self._msk_of(conn)
-        if addr not in self._addrset:
-            raise OSError(f"{ntoa(addr)} is not one of this stack's addresses")
-        n = msk.remove_addr(self._addr_id(addr), now)
+        self._check_ours(addr)
+        n = msk.pm.remove_addr(self.endpoints.id_of(addr))
         self._dirty.add(conn)
         return n
 
     def set_backup(self, conn: Connection, local: Addr, backup: bool,
                    remote: Addr | None = None) -> int:
-        """Mark our subflows from `local` as backup or not, telling the peer with
-        MP_PRIO (`ip mptcp endpoint change A backup|nobackup`). Returns how many
-        subflows changed."""
-        msk = self._msk_of(conn)
-        n = sum(msk.set_backup(sf, backup) for sf in list(msk.subflows)
-                if _sf_matches(sf, local, remote))
+        """`ip mptcp endpoint change A backup|nobackup`: MP_PRIO on our subflows from
+        `local`. Returns how many subflows changed."""
+        n = self._msk_of(conn).pm.set_backup(local, backup, remote)
         self._dirty.add(conn)
         return n
 
@@ -444,32 +430,35 @@ class Stack:
             raise OSError("not an MPTCP connection (plain TCP or fallen back)")
         return conn.msk
 
-    def _addr_id(self, addr: Addr) -> int:
-        """Our address id for `addr`: its index among our addresses (the first is 0,
-        the initial subflow's, as the kernel numbers them)."""
-        return self.addrs.index(addr) if addr in self._addrset else 0
+    def _check_ours(self, addr: Addr) -> None:
+        if addr not in self._addrset:
+            raise OSError(f"{ntoa(addr)} is not one of this stack's addresses")
 
     def _passive_open(self, lst: Listener, key: Key, hdr: TcpHeader, now: float) -> None:
         if lst.half_open >= lst.backlog:
             # RFC 4987 would answer with a SYN cookie; we drop and count, as Linux does
             # without cookies, and the peer retransmits its SYN.
-            self.counters["ListenOverflows"] += 1
-            self._drop("syn-backlog-full")
+            self.counters[Mib.ListenOverflows] += 1
+            self._drop(DropReason.SYN_BACKLOG_FULL)
             return
-        msk = sf = None
+
+        def make_engine(ulp: Subflow | None) -> TcpEngine:
+            return TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3],
+                                        iss=self._isn(key, now), now=now,
+                                        config=self.config.tcp,
+                                        ts_offset=self.rng.getrandbits(32), ulp=ulp)
+
+        msk = None
         if lst.mptcp is not None and _asks_for_mptcp(hdr, lst.mptcp):
             msk = self._new_msk(False, lst.mptcp, now)
-            sf = Subflow(msk)
-        eng = TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3], iss=self._isn(key, now),
-                                   now=now, config=self.config.tcp,
-                                   ts_offset=self.rng.getrandbits(32), ulp=sf)
-        if msk is not None and sf is not None:
-            msk.add_subflow(sf, eng)
+            eng = msk.add_subflow(make_engine).engine
+            msk.pm.signal_addrs = [a for a in lst.announce if a != key[0]]
+        else:
+            eng = make_engine(None)
         conn = Connection(key, eng, lst, msk)
         if msk is not None:
-            self.tokens[msk.local_token] = conn
-            conn.announce = [a for a in lst.announce if a != key[0]]
-        self.counters["InDelivers"] += 1
+            self.tokens.add(msk.local_token, conn)
+        self.counters[Mib.InDelivers] += 1
         lst.half_open += 1
         self.conns[key] = conn
         self._dirty.add(conn)
@@ -490,26 +479,26 @@ class Stack:
                             RST | ACK, 0)
         if mptcp_rst is not None:
             rst.options = [wm.to_tcp_option(mptcp_rst)]
-        self.counters["OutRsts"] += 1
+        self.counters[Mib.OutRsts] += 1
         self._out.append(self._serialise(iph.dst, iph.src, OutSegment(rst, b"")))
 
     def _icmp_input(self, iph: ipv4.IPv4Header, body: memoryview, now: float) -> None:
         msg = icmp.parse(body)
-        self.counters["IcmpInMsgs"] += 1
+        self.counters[Mib.IcmpInMsgs] += 1
         if msg.type == icmp.ECHO_REQUEST:
-            self.counters["IcmpInEchos"] += 1
-            self.counters["InDelivers"] += 1
+            self.counters[Mib.IcmpInEchos] += 1
+            self.counters[Mib.InDelivers] += 1
             reply = icmp.emit(icmp.echo_reply(msg))
             self._ident = (self._ident + 1) & 0xFFFF
             h = ipv4.IPv4Header(iph.dst, iph.src, ipv4.PROTO_ICMP, ttl=self.config.ttl,
                                 ident=self._ident)
-            self.counters["IcmpOutEchoReps"] += 1
+            self.counters[Mib.IcmpOutEchoReps] += 1
             self._out.append(Datagram(ipv4.emit(h, len(reply)) + reply))
         elif msg.type == icmp.DEST_UNREACH:
-            self.counters["IcmpInDestUnreachs"] += 1
+            self.counters[Mib.IcmpInDestUnreachs] += 1
             self._icmp_error(msg, now)
         else:
-            self._drop("icmp-unhandled-type")
+            self._drop(DropReason.ICMP_UNHANDLED_TYPE)
 
     def _icmp_error(self, msg: icmp.IcmpMessage, now: float) -> None:
         """Find the connection the quoted datagram belongs to (our packet: src is ours)
@@ -517,18 +506,18 @@ class Stack:
         (RFC 5927 section 4.1) so a blind attacker cannot kill connections."""
         inner, _ = ipv4.parse(msg.data, verify_checksum=False, quoted=True)
         if inner.proto != ipv4.PROTO_TCP or len(msg.data) < inner.header_len + 8:
-            self._drop("icmp-error-unusable")
+            self._drop(DropReason.ICMP_ERROR_UNUSABLE)
             return
         sport, dport, seq = struct.unpack_from("!HHI", msg.data, inner.header_len)
         conn = self.conns.get((inner.src, sport, inner.dst, dport))
         if conn is None:
-            self._drop("icmp-error-no-socket")
+            self._drop(DropReason.ICMP_ERROR_NO_SOCKET)
             return
         eng = conn.engine
-        if not _seq_between(seq, eng.snd_una.value, eng.snd_nxt.value):
-            self._drop("icmp-error-bad-seq")
+        if not seq_between(seq, eng.snd_una.value, eng.snd_nxt.value):
+            self._drop(DropReason.ICMP_ERROR_BAD_SEQ)
             return
-        self.counters["InDelivers"] += 1
+        self.counters[Mib.InDelivers] += 1
         eng.on_icmp_error(icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"), now)
         if conn.msk is not None:
             conn.msk.subflow_io(eng, now)
@@ -540,6 +529,8 @@ class Stack:
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
             if conn.msk is not None:
+                if conn.msk.pm.joins:
+                    self._open_joins(conn, now)
                 for eng, seg in conn.msk.poll_transmit(now):
                     out.append(self._serialise(eng.local_addr, eng.remote_addr, seg))
             else:
@@ -549,39 +540,20 @@ class Stack:
         if self.tap is not None:
             for d in out:
                 self.tap("out", d.data)
-        self.counters["OutRequests"] += len(out)
+        self.counters[Mib.OutRequests] += len(out)
         return out
 
     def _serialise(self, src: Addr, dst: Addr, seg: OutSegment) -> Datagram:
-        hdr = seg.hdr
         self._ident = (self._ident + 1) & 0xFFFF
-        opts = tcp.emit_options(hdr.options) if hdr.options else b""
-        thl = tcp.HEADER_LEN + len(opts)
-        plen = len(seg.payload)
-        total = ipv4.HEADER_LEN + thl + plen
-        buf = bytearray(total)
-        _IP_TCP.pack_into(buf, 0, 0x45, 0, total, self._ident, ipv4.FLAG_DF, self.config.ttl,
-                          ipv4.PROTO_TCP, 0, src, dst,
-                          hdr.src_port, hdr.dst_port, hdr.seq, hdr.ack,
-                          (thl // 4) << 12 | hdr.flags, hdr.window, 0, hdr.urgent)
-        buf[40:40 + len(opts)] = opts
-        buf[20 + thl:] = seg.payload
-        struct.pack_into("!H", buf, 10, _ipv4_header_checksum(buf))
         partial = self.config.tx_csum_offload
-        pseudo = pseudo_header_sum_v4(src, dst, ipv4.PROTO_TCP, thl + plen)
-        if partial:
-            # virtio-net NEEDS_CSUM: the field holds the folded pseudo-header sum.
-            struct.pack_into("!H", buf, 36, pseudo)
-        else:
-            struct.pack_into("!H", buf, 36, ~ones_sum(memoryview(buf)[20:], pseudo) & 0xFFFF)
-        return Datagram(bytes(buf), seg.gso_size, partial, ipv4.HEADER_LEN, thl)
+        data, thl = tcp.emit_ipv4_segment(src, dst, self._ident, self.config.ttl, seg.hdr,
+                                          seg.payload, partial)
+        return Datagram(data, seg.gso_size, partial, ipv4.HEADER_LEN, thl)
 
     # ---------------------------------------------------------------- events and timers
     def _collect_events(self, conn: Connection, now: float) -> None:
         eng = conn.sock
         while (ev := eng.poll_event()) is not None:
-            if type(ev) is MptcpEvent:
-                self._path_manager(conn, ev, now)
             if conn.listener is not None and isinstance(ev, Connected):
                 conn.listener.half_open -= 1
                 lst, conn.listener = conn.listener, None
@@ -610,8 +582,7 @@ class Stack:
             if conn.msk is not None:
                 self.closed_counters.update(conn.msk.counters)
                 conn.msk.counters.clear()
-                if self.tokens.get(conn.msk.local_token) is conn:
-                    del self.tokens[conn.msk.local_token]
+                self.tokens.remove(conn.msk.local_token, conn)
 
     def poll_event(self) -> HostEvent | None:
         return self._events.popleft() if self._events else None
@@ -682,15 +653,3 @@ def _asks_for_mptcp(hdr: TcpHeader, cfg: MptcpConfig) -> bool:
     ro, _ = mo.parse_received(hdr.options, hdr.flags, False, accept_v0=cfg.version == 0)
     return bool(ro.suboptions & mo.OPTION_MPTCP_MPC_SYN) and (ro.version or 0) >= cfg.version \
         and (cfg.version == 0) == (ro.version == 0)
-
-
-def _seq_between(seq: int, lo: int, hi: int) -> bool:
-    """lo <= seq <= hi modulo 2**32 (raw values from an ICMP quote)."""
-    return (seq - lo) & 0xFFFFFFFF <= (hi - lo) & 0xFFFFFFFF
-
-
-_IP_TCP = struct.Struct("!BBHHHBBH4s4sHHIIHHHH")
-
-
-def _ipv4_header_checksum(buf: bytearray) -> int:
-    return ~ones_sum(memoryview(buf)[:20]) & 0xFFFF

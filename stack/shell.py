@@ -24,6 +24,8 @@ from typing import Self
 
 from stack import host as hostmod
 from stack.host import ConnEvent, Datagram, HostEvent, Stack, StackConfig
+from stack.mib import Mib
+from stack.mptcp.connection import MptcpConfig
 from stack.wire import vnet
 
 TUNSETOFFLOAD = 0x400454D0
@@ -73,15 +75,27 @@ class TunShell:
 
     `async with TunShell(dev, addrs) as shell:` opens the device, and makes `shell` the
     default for `stack.api.open_connection` / `start_server` within the block.
+
+    MPTCP is on by default, as in the CLI: without `config` the stack gets
+    `StackConfig(mptcp=MptcpConfig())` (MP_CAPABLE v1 on our SYNs, accepted by our
+    listeners, fallback to TCP when the peer does not answer it). `mptcp=False` asks
+    for plain TCP; a `config` is used as given (its `mptcp` field decides) unless
+    `mptcp` is True or False.
     """
 
     def __init__(self, dev: str = "mptun0", addrs: list[str] | None = None, *,
                  offload: bool = True, config: StackConfig | None = None,
+                 mptcp: bool | None = None,
                  rng: random.Random | None = None,
                  randbytes: Callable[[int], bytes] = os.urandom) -> None:
         self.dev = dev
         self.offload = offload
-        config = config or StackConfig()
+        if config is None:
+            config = StackConfig(mptcp=MptcpConfig())
+        if mptcp is False:
+            config.mptcp = None
+        elif mptcp is True and config.mptcp is None:
+            config.mptcp = MptcpConfig()
         if offload:
             config.tx_csum_offload = True
             if config.tcp.gso_segments <= 1:
@@ -97,6 +111,9 @@ class TunShell:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._token: contextvars.Token[TunShell] | None = None
+        # The `now` last given to the stack (feed, poll_transmit, handle_timeout): while
+        # a `Stack.tap` runs, the time of its packet in the stack's clock (loop time).
+        self.stack_now = 0.0
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Self:
@@ -108,6 +125,7 @@ class TunShell:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.stack_now = self.now()
         self._tun, self._fd = open_tun(self.dev, self.offload)
         self._loop.add_reader(self._fd, self._on_readable)
         self._token = current_shell.set(self)
@@ -134,6 +152,7 @@ class TunShell:
     # ---------------------------------------------------------------- I/O
     def _on_readable(self) -> None:
         feed, read, fd, now = self.stack.feed, os.read, self._fd, self.now()
+        self.stack_now = now
         vnet_len = vnet.HEADER_LEN if self.offload else 0
         for _ in range(READ_BATCH):
             try:
@@ -141,7 +160,7 @@ class TunShell:
             except BlockingIOError:
                 break
             except OSError:
-                self.stack.counters["TunReadErrors"] += 1
+                self.stack.counters[Mib.TunReadErrors] += 1
                 break
             if vnet_len:
                 trusted = bool(pkt[0] & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
@@ -162,7 +181,7 @@ class TunShell:
         except OSError:
             # The device queue is full or gone: the segment is lost like on a wire, and
             # TCP's retransmission recovers it. Count it so a bench can see it.
-            self.stack.counters["TunWriteErrors"] += 1
+            self.stack.counters[Mib.TunWriteErrors] += 1
 
     def flush(self) -> None:
         """Write everything due, deliver events, re-arm the timer."""
@@ -170,6 +189,7 @@ class TunShell:
         if self._fd < 0:
             return
         stack, now = self.stack, self.now()
+        self.stack_now = now
         for _ in range(4):  # events may make the app send more; a few rounds settle it
             out = stack.poll_transmit(now)
             for d in out:
@@ -219,7 +239,8 @@ class TunShell:
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
-        self.stack.handle_timeout(self.now())
+        self.stack_now = now = self.now()
+        self.stack.handle_timeout(now)
         self.flush()
 
 
@@ -241,5 +262,6 @@ def default_addrs(dev: str = "mptun0") -> list[str]:
 
 
 def wall_clock_offset(shell: TunShell) -> float:
-    """Add to a loop time to get a UNIX timestamp (for pcap records)."""
+    """Add to a loop time (`shell.now()`, `shell.stack_now`) to get a UNIX timestamp
+    (for pcap records)."""
     return time.time() - shell.now()

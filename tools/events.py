@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from typing import TextIO
 
 from stack.host import Accepted, Connection, ConnEvent, HostEvent
-from stack.mptcp.connection import MptcpEvent
+from stack.mptcp.events import MptcpEvent, MptcpEventType
 from stack.tcp.engine import Closed, Connected, State, StateChanged
 
 
@@ -37,17 +38,13 @@ class EventLog:
         if ev.conn.msk is not None:
             # MPTCP: the connection-level events, with tokens (as `ip mptcp monitor`)
             if isinstance(e, MptcpEvent):
-                # SF_* / ANNOUNCED / REMOVED: the subflow's own addresses and ids
-                sub = {k: socket.inet_ntoa(v) if isinstance(v, bytes) and len(v) == 4
-                       else v for k, v in e.subflow}
-                if "addr" in sub:
-                    sub["daddr4"] = sub.pop("addr")
+                closing = e.name in (MptcpEventType.CLOSED, MptcpEventType.SF_CLOSED)
                 self.emit(e.name, ev.conn, now, token=f"{e.token:08x}",
                           remote_token=None if e.remote_token is None
                           else f"{e.remote_token:08x}",
-                          error=e.detail if e.name in ("CLOSED", "SF_CLOSED") else None,
-                          reason=e.detail if e.name not in ("CLOSED", "SF_CLOSED") else None,
-                          **sub)
+                          error=e.detail if closing else None,
+                          reason=None if closing else e.detail,
+                          **_fields(e))
             return
         if isinstance(e, StateChanged) and e.new in (State.SYN_SENT, State.SYN_RECEIVED):
             self.emit("CREATED", ev.conn, now)
@@ -55,3 +52,22 @@ class EventLog:
             self.emit("ESTABLISHED", ev.conn, now)
         elif isinstance(e, Closed):
             self.emit("CLOSED", ev.conn, now, error=e.error)
+
+
+def _fields(e: MptcpEvent) -> dict[str, object]:
+    """SF_* events: the subflow's own addresses, ports and ids; ANNOUNCED / REMOVED:
+    the peer's address id (and address and port), as `ip mptcp monitor` prints them."""
+    return dict(_present(e))
+
+
+def _present(e: MptcpEvent) -> Iterator[tuple[str, object]]:
+    for name, value in (("saddr4", e.saddr), ("daddr4", e.daddr), ("sport", e.sport),
+                        ("dport", e.dport), ("locid", e.locid), ("remid", e.remid),
+                        ("backup", e.backup), ("port", e.port)):
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            value = socket.inet_ntoa(value) if len(value) == 4 else value.hex()
+        elif isinstance(value, bool):
+            value = int(value)
+        yield name, value

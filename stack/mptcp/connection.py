@@ -1,14 +1,18 @@
 """The MPTCP connection: the per-connection control block (Linux `struct mptcp_sock`,
-"msk"; RFC 8684's connection level).
+"msk"; RFC 8684's connection level; the kernel's `protocol.c`).
 
 It owns the keys and tokens, the 64-bit data sequence spaces (DSN, data ACK), the
 data-level send buffer (kept until data-acked, so a dead subflow's bytes can be sent
-again), data-level reassembly, the connection-level receive window, DATA_FIN, and its
-subflows (the master first; joins later). To the layer above it looks like one TCP
-socket: `send`, `recv`, `close`, `abort`, events, timers.
+again) and send path, the connection-level timers, the subflows (the master first;
+joins later) and the lifecycle of both. To the layer above it looks like one TCP
+socket: `send`, `recv`, `close`, `abort`, events, timers. Around it, one module per
+concern, each naming the kernel file it mirrors: `options` (options.c: what arrives,
+what the writer puts on a segment), `subflow` (subflow.c: the subflow state and
+handshakes), `recv` (the data-level receive path), `pm` (the path manager), `sched`
+(the schedulers), `token` (the token table), `crypto`.
 
 Data offsets: inside, data sequence numbers are unbounded offsets from the first data
-byte (offset 0 = IDSN + 1); `wire_dsn` / `_rx_off` convert at the wire, the one place
+byte (offset 0 = IDSN + 1); `wire_dsn` / `rx_off` convert at the wire, the one place
 64-bit modular arithmetic happens. Receive-side 32-bit values are widened against the
 current state (Linux `expand_seq`).
 
@@ -26,11 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stack.buffers import RecvQueue
-from stack.mptcp import crypto
+from stack.mib import Mib
+from stack.mptcp import crypto, recv
 from stack.mptcp import options as mo
+from stack.mptcp.events import MptcpEvent, MptcpEventType
+from stack.mptcp.pm import EndpointTable, PathManager
 from stack.mptcp.sched import Scheduler, make_scheduler
 from stack.mptcp.sendqueue import SendQueue
-from stack.mptcp.subflow import RxMap, Subflow, TxMap
+from stack.mptcp.subflow import Subflow, SubflowState, TxMap
 from stack.tcp.assembler import Assembler
 from stack.tcp.engine import (
     Closed,
@@ -44,49 +51,25 @@ from stack.tcp.engine import (
     TcpError,
     WritableSpace,
 )
+from stack.tcp.seq import near32, unwrap64
 from stack.wire import mptcp as wm
-from stack.wire.tcp import ACK, RST, SYN, TcpHeader
+from stack.wire.tcp import TcpHeader
 
 log = logging.getLogger(__name__)
 
 M64 = (1 << 64) - 1
-H63 = 1 << 63
-MAX_MAP = 65535  # the data-level length field is 16 bits
-
-
-# The suboption bits as plain ints (the per-segment tests avoid IntFlag arithmetic).
-_RST = int(mo.OPTION_MPTCP_RST)
-_FASTCLOSE = int(mo.OPTION_MPTCP_FASTCLOSE)
-_MPC_SYN = int(mo.OPTION_MPTCP_MPC_SYN)
-_MPC_SYNACK = int(mo.OPTION_MPTCP_MPC_SYNACK)
-_MPC_ACK = int(mo.OPTION_MPTCP_MPC_ACK)
-_MPTCPS_MPC = int(mo.OPTIONS_MPTCP_MPC)
-_DSS = int(mo.OPTION_MPTCP_DSS)
-_ADD_ADDR = int(mo.OPTION_MPTCP_ADD_ADDR)
-_RM_ADDR = int(mo.OPTION_MPTCP_RM_ADDR)
-_PRIO = int(mo.OPTION_MPTCP_PRIO)
-_FAIL = int(mo.OPTION_MPTCP_FAIL)
-_CSUMREQD = int(mo.OPTION_MPTCP_CSUMREQD)
-_MPJ_SYNACK = int(mo.OPTION_MPTCP_MPJ_SYNACK)
-_MPJ_ACK = int(mo.OPTION_MPTCP_MPJ_ACK)
-_SENDING = (State.ESTABLISHED, State.CLOSE_WAIT)
+MAX_MAP = wm.MAX_DATA_LEN
 STALE_RTOS = 2  # consecutive RTOs that make a subflow stale (Linux stale_loss_cnt: 4)
 MIN_RTX_TIMEOUT = 0.2  # the data-level RTO's floor (Linux TCP_RTO_MIN) ...
 MAX_RTX_TIMEOUT = 60.0  # ... and its ceiling (TCP_RTO_MAX is 120 s)
-
-
-def _near32(ref_off: int, ref_wire: int, low: int) -> int:
-    """The offset nearest `ref_off` (whose 64-bit wire value is `ref_wire`) whose wire
-    value has the low 32 bits `low`: `Seq64.expand32` without objects, per segment."""
-    d = (low - ref_wire) & 0xFFFFFFFF
-    return ref_off + (d - (1 << 32) if d >= 1 << 31 else d)
+_SF = SubflowState
+_CONNECTING = (State.SYN_SENT, State.SYN_RECEIVED)
 
 
 def _has_room(sf: Subflow) -> bool:
     """Whether a subflow takes another chunk: about two cwnds queued, enough to keep it
     busy, little enough that a subflow joining later (or a faster one) gets its share."""
     eng = sf.engine
-    assert eng is not None
     return eng.send_buffered < min(eng.config.snd_buf, max(2 * eng.cwnd, 4 * MAX_MAP))
 
 
@@ -100,11 +83,6 @@ def _chunk_max(eng: TcpEngine) -> int:
     if eng.config.gso_segments > 1:
         segs = min(segs, eng.config.gso_segments)
     return max(1, segs) * mss
-
-
-def unwrap64(ref: int, raw: int) -> int:
-    """The offset nearest `ref` whose value modulo 2**64 is `raw`."""
-    return ref + ((raw - ref + H63) & M64) - H63
 
 
 @dataclass
@@ -135,52 +113,43 @@ FAULTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class MptcpEvent:
-    """A connection-level event, named as `ip mptcp monitor` names them (CREATED,
-    ESTABLISHED, ANNOUNCED, REMOVED, SF_ESTABLISHED, SF_PRIORITY, SF_CLOSED, CLOSED)
-    plus ours (FALLBACK, MP_FAIL, MP_FASTCLOSE, MP_TCPRST, JOIN_FAILED, SF_STALE)."""
-    name: str
-    token: int
-    remote_token: int | None = None
-    detail: str | None = None
-    # SF_* events: the subflow's own addresses and ids, as `ip mptcp monitor` prints them
-    subflow: tuple[tuple[str, object], ...] = ()
-
-
 class MptcpConnection:
     """One MPTCP connection (msk)."""
 
     def __init__(self, *, client: bool, config: MptcpConfig, randbytes: Callable[[int], bytes],
-                 token_in_use: Callable[[int], bool], now: float) -> None:
+                 token_in_use: Callable[[int], bool], now: float,
+                 endpoints: EndpointTable) -> None:
         self.client = client
         self.config = config
         self.version = config.version
+        self.now = now
         key = crypto.generate_unique_key(randbytes, token_in_use, self.version)
         self.counters: Counter[str] = Counter()
         if key is None:
             # five colliding keys in a row: the kernel falls back (MPFallbackTokenInit)
             key = crypto.generate_key(randbytes)
-            self.counters["MPFallbackTokenInit"] += 1
+            self.counters[Mib.MPFallbackTokenInit] += 1
         self.local_key = key
         self.local_token, self.local_idsn = crypto.key_token_idsn(key, self.version)
         self.remote_key: int | None = None
         self.remote_token: int | None = None
         self.remote_idsn = 0
         self.csum_enabled = config.checksum
+        # lifecycle (RFC 8684 3.1, 3.3.3, 3.7): the connection's facts, each set once
         self.fully_established = False
         self.fallback = False
         self.fallback_reason: str | None = None
         self.fastclosing = False
-        self.subflows: list[Subflow] = []
-        self.scheduler: Scheduler = make_scheduler(config.scheduler)
-        self.events: deque[Event | MptcpEvent] = deque()
+        self.reset_error: str | None = None
         self._connected = False
         self._created_emitted = False
         self._closed_emitted = False
-        self._readable_pending = False
+        self.subflows: list[Subflow] = []
+        self.pm = PathManager(self, endpoints)
+        self.scheduler: Scheduler = make_scheduler(config.scheduler)
+        self.events: deque[Event | MptcpEvent] = deque()
+        self.readable_pending = False
         self._want_writable = False
-        self.reset_error: str | None = None
         # data level, send side (offsets; see the module docstring)
         self.sndbuf = SendQueue()    # bytes from snd_una (kept until data-acked)
         self.snd_una = 0
@@ -190,31 +159,21 @@ class MptcpConnection:
         self.reinject: list[tuple[int, int]] = []  # data ranges to send again
         self._t_rtx: float | None = None  # data-level retransmission timer (Linux msk's)
         self._rtx_backoff = 0
-        # ADD_ADDR (RFC 8684 3.4.1): ours to send, ours sent and not yet echoed
-        # (id -> (addr, deadline, tries)), the peer's to echo, the peer's accepted
-        self.add_addr_queue: list[tuple[int, bytes]] = []
-        self.add_addr_sent: dict[int, tuple[bytes, float, int]] = {}
-        self.echo_queue: list[wm.AddAddr] = []
         self._close_todo: list[Subflow] = []  # removed subflows whose FIN/RST is due
-        self.rm_addr_queue: list[int] = []  # our address ids to REMOVE_ADDR (RFC 8684 3.4.2)
-        self.accepted_ids: set[int] = set()  # the peer's announced ids we joined
-        self.add_addr_accepted = 0
-        self.remote_addrs: dict[int, tuple[bytes, int | None]] = {}  # the peer's, by id
-        self.now = 0.0
         self.data_fin_queued = False  # the application closed: DATA_FIN after write_off
         self.data_fin_acked = False
         self._t_data_fin: float | None = None
         self._data_fin_signalled = False
-        self.data_fin_on_wire = False  # the writer has put our DATA_FIN on a segment
+        self.data_fin_on_wire = False  # a segment carried our DATA_FIN
         self._data_fin_backoff = 0
-        # data level, receive side
+        # data level, receive side (stack.mptcp.recv)
         self.rcvbuf = RecvQueue()     # in-order data not yet read
         self.ack_off = 0             # next data offset expected (the data ACK)
         self.ooo = Assembler(config.rcv_buf)
         self.rcv_data_fin_off: int | None = None
         self.peer_fin = False
 
-    # ---- identity helpers ---------------------------------------------------------------
+    # ---- identity --------------------------------------------------------------------------
     def mpc_flags(self) -> int:
         return wm.MPC_FLAG_H | (wm.MPC_FLAG_A if self.csum_enabled else 0)
 
@@ -239,14 +198,6 @@ class MptcpConnection:
         assert self.remote_token is not None
         return self.remote_token ^ (1 if "join-token" in self.config.faults else 0)
 
-    def sf_event(self, name: str, sf: Subflow, detail: str | None = None) -> None:
-        eng = sf.engine
-        assert eng is not None
-        self.events.append(MptcpEvent(name, self.local_token, self.remote_token, detail, (
-            ("saddr4", socket.inet_ntoa(eng.local_addr)), ("sport", eng.local_port),
-            ("daddr4", socket.inet_ntoa(eng.remote_addr)), ("dport", eng.remote_port),
-            ("locid", sf.local_id), ("remid", sf.remote_id), ("backup", int(sf.is_backup)))))
-
     def set_remote_key(self, key: int) -> None:
         self.remote_key = key
         self.remote_token, self.remote_idsn = crypto.key_token_idsn(key, self.version)
@@ -257,208 +208,249 @@ class MptcpConnection:
     def wire_data_ack(self) -> int:
         return (self.remote_idsn + 1 + self.ack_off + (1 if self.peer_fin else 0)) & M64
 
-    def _rx_off(self, dsn: int, dsn64: bool) -> int:
+    def rx_off(self, dsn: int, dsn64: bool) -> int:
         """A received DSN as a data offset; a 32-bit one is the offset nearest the
         data ACK with those low bits (Linux `expand_seq`)."""
         if not dsn64:
-            return _near32(self.ack_off, (self.remote_idsn + 1 + self.ack_off) & M64, dsn)
+            return near32(self.ack_off, (self.remote_idsn + 1 + self.ack_off) & M64, dsn)
         return unwrap64(self.ack_off, (dsn - self.remote_idsn - 1) & M64)
 
     def _ack_off(self, ack: int, ack64: bool) -> int:
         """A received data ACK as a send offset (32-bit: nearest to snd_una)."""
         if not ack64:
-            return _near32(self.snd_una, self.wire_dsn(self.snd_una), ack)
+            return near32(self.snd_una, self.wire_dsn(self.snd_una), ack)
         return unwrap64(self.snd_una, (ack - self.local_idsn - 1) & M64)
 
-    def _signal_engine(self) -> TcpEngine | None:
-        """The engine to carry connection-level signals (DATA_FIN, data ACKs): the
-        master while it works, else any working subflow."""
+    # ---- events and lifecycle ------------------------------------------------------------
+    def event(self, name: MptcpEventType, detail: str | None = None, **fields: object) -> None:
+        self.events.append(MptcpEvent(name, self.local_token, self.remote_token, detail,
+                                      **fields))  # type: ignore[arg-type]
+
+    def sf_event(self, name: MptcpEventType, sf: Subflow, detail: str | None = None) -> None:
+        """An SF_* event with the subflow's addresses and ids (`ip mptcp monitor`)."""
+        eng = sf.engine
+        self.event(name, detail, saddr=eng.local_addr, sport=eng.local_port,
+                   daddr=eng.remote_addr, dport=eng.remote_port, locid=sf.local_id,
+                   remid=sf.remote_id, backup=sf.is_backup)
+
+    def emit_created(self) -> None:
+        if not self._created_emitted:
+            self._created_emitted = True
+            self.event(MptcpEventType.CREATED)
+
+    def set_fully_established(self) -> None:
+        """RFC 8684 3.1: both keys known and the peer's use of them confirmed
+        (`mptcp_pm_fully_established`): ESTABLISHED, and the path manager's turn."""
+        if not self.fully_established and self.remote_key is not None:
+            self.fully_established = True
+            self.event(MptcpEventType.ESTABLISHED)
+            self.pm.fully_established()
+
+    def _emit_closed(self, error: str | None) -> None:
+        if not self._closed_emitted:
+            self._closed_emitted = True
+            self.event(MptcpEventType.CLOSED, error)
+            self.events.append(Closed(error))
+
+    def fall_back(self, reason: str, infinite: bool = False) -> None:
+        """Become plain TCP on the master subflow (RFC 8684 3.7), reported as FALLBACK."""
+        if self.fallback:
+            return
+        self.fallback = True
+        self.fallback_reason = reason
+        self.counters[Mib.InfiniteFallback if infinite else Mib.Fallback] += 1
+        self.event(MptcpEventType.FALLBACK, reason)
+        log.info("MPTCP fallback: %s", reason)
+        eng = self.master.engine
+        # bytes not yet mapped go straight to TCP; acked-at-TCP is acked from now on
+        rest = b"".join(self.sndbuf.pieces(self.snd_nxt, self.write_off - self.snd_nxt))
+        if rest:
+            eng.send(rest)
+        self.snd_nxt = self.write_off
+        if self.data_fin_queued:
+            eng.close(self.now)
+
+    # ---- subflows ------------------------------------------------------------------------
+    @property
+    def master(self) -> Subflow:
+        return self.subflows[0]
+
+    def add_subflow(self, make_engine: Callable[[Subflow], TcpEngine], **kw: object) -> Subflow:
+        """A new subflow whose engine `make_engine` builds (the host owns ports and
+        ISNs); `kw` are `Subflow`'s (ids, nonce, join, backup, initiator)."""
+        sf = Subflow(self, make_engine, **kw)  # type: ignore[arg-type]
+        self.subflows.append(sf)
+        return sf
+
+    def subflow_of(self, engine: TcpEngine) -> Subflow:
+        sf = engine.ulp
+        if not isinstance(sf, Subflow) or sf.msk is not self:
+            raise KeyError("not a subflow of this connection")
+        return sf
+
+    def signal_engine(self) -> TcpEngine:
+        """The engine to carry connection-level signals (DATA_FIN, data ACKs, path
+        manager options): the first subflow that can send, else the master."""
         for sf in self.subflows:
-            eng = sf.engine
-            if eng is not None and not sf.stale and sf.join_failed is None and \
-                    sf.closing is None and sf.fully_established and eng.state in _SENDING:
-                return eng
+            if sf.can_send:
+                return sf.engine
         return self.master.engine
 
-    def announce(self, addr_id: int, addr: bytes) -> None:
-        """Announce one of our addresses to the peer (ADD_ADDR with its HMAC, sent
-        on a pure ACK once fully established, repeated until echoed), like a kernel
-        `signal` endpoint."""
-        self.add_addr_queue.append((addr_id, addr))
-        eng = self._signal_engine()
-        if eng is not None:
+    def signal_soon(self, now: bool = False) -> None:
+        """A pure ACK on the signal subflow for a path-manager option (`now`: at the
+        next poll even without other news, as a timer expiry needs)."""
+        eng = self.signal_engine()
+        if now:
+            eng.ack_now()
+        else:
             eng.send_pure_ack()
-
-    def remove_addr(self, addr_id: int, now: float) -> int:
-        """Withdraw one of our addresses (Linux `mptcp_pm_remove_addr` and
-        `mptcp_pm_remove_subflow`): a REMOVE_ADDR with its id on a pure ACK (the peer
-        closes its subflows to it), any pending ADD_ADDR of it cancelled, and our
-        subflows from it closed. Returns how many subflows were closed."""
-        self.add_addr_queue = [(i, a) for i, a in self.add_addr_queue if i != addr_id]
-        self.add_addr_sent.pop(addr_id, None)
-        closed = self.remove_subflows(lambda sf: sf.local_id == addr_id, now,
-                                      f"our address id {addr_id} was removed")
-        if addr_id not in self.rm_addr_queue:
-            self.rm_addr_queue.append(addr_id)
-        eng = self._signal_engine()
-        if eng is not None:
-            eng.send_pure_ack()
-        return closed
-
-    def remove_subflows(self, which: Callable[[Subflow], bool], now: float, why: str) -> int:
-        """Close the subflows `which` selects (the userspace PM's `subflow destroy`):
-        no longer scheduled, what they carried and the peer has not data-acked is sent
-        again on the others, then a FIN (an RST if the path looks dead)."""
-        n = 0
-        for sf in self.subflows:
-            eng = sf.engine
-            if eng is None or eng.is_closed or sf.closing is not None or not which(sf):
-                continue
-            n += 1
-            self.counters["RmSubflow"] += 1
-            self._close_subflow(sf, why, now)
-        return n
-
-    def _close_subflow(self, sf: Subflow, why: str, now: float) -> None:
-        """A FIN after what the subflow holds (it still delivers that: sending it again
-        elsewhere would only be duplicate data for the peer); an RST if its path looks
-        dead, its data then sent again on the others. Either way it takes no new data.
-        (Linux reinjects the whole unacked queue on any subflow close.)"""
-        log.info("closing subflow: %s", why)
-        sf.closing = why  # no new data from now on
-        # the FIN or RST itself waits until no engine is in the middle of a segment
-        # (a REMOVE_ADDR may arrive on the very subflow it removes)
-        self._close_todo.append(sf)
-
-    def _finish_closes(self, now: float) -> None:
-        todo, self._close_todo = self._close_todo, []
-        for sf in todo:
-            eng = sf.engine
-            assert eng is not None
-            if sf.stale or eng.state in (State.SYN_SENT, State.SYN_RECEIVED):
-                self._queue_reinject(sf, "removed")
-                sf.reset_reason = wm.MPTCP_RST_EUNSPEC
-                sf.resetting = True
-                eng.abort(now)
-            else:
-                eng.close(now)  # (a no-op once our FIN is out)
-
-    def set_backup(self, sf: Subflow, backup: bool) -> bool:
-        """Ask the peer to treat `sf` as a backup subflow, or no longer (MP_PRIO on
-        that subflow, RFC 8684 3.3.8; the kernel's `ip mptcp endpoint change ...
-        backup`). Our scheduler honours our own request too. False if nothing changed."""
-        eng = sf.engine
-        if eng is None or eng.is_closed or sf.backup == backup:
-            return False
-        sf.backup = backup
-        sf.send_mp_prio = True
-        eng.send_pure_ack()
-        self.sf_event("SF_PRIORITY", sf, "sent MP_PRIO")
-        return True
-
-    def add_addr_to_send(self) -> wm.AddAddr | None:
-        """For the writer: the next ADD_ADDR (an echo first), taken off its queue."""
-        if self.echo_queue:
-            return self.echo_queue.pop(0)
-        if self.add_addr_queue and self.fully_established and self.remote_key is not None:
-            addr_id, addr = self.add_addr_queue.pop(0)
-            hmac = crypto.add_addr_hmac(self.local_key, self.remote_key, addr_id, addr, None)
-            tries = self.add_addr_sent.get(addr_id, (addr, 0.0, 0))[2] + 1
-            self.add_addr_sent[addr_id] = (addr, self.now + self.config.add_addr_timeout
-                                           * (1 << (tries - 1)), tries)
-            self.counters["AddAddrTx"] += 1
-            return wm.AddAddr(addr_id, addr, None, hmac, False, 1)
-        return None
-
-    def _rx_add_addr(self, ro: mo.ReceivedOptions) -> None:
-        a = ro.addr
-        if a is None:
-            return
-        if ro.echo:
-            if self.add_addr_sent.pop(a.addr_id, None) is not None:
-                self.counters["EchoAdd"] += 1
-            return
-        assert self.remote_key is not None
-        want = crypto.add_addr_hmac(self.remote_key, self.local_key, a.addr_id, a.addr, a.port)
-        if a.version != 0 and ro.ahmac != want:
-            self.counters["AddAddrHMacFailure"] += 1  # silently ignored (RFC 8684 3.4.1)
-            return
-        self.counters["AddAddr"] += 1
-        # any further ack, an ADD_ADDR included, makes the connection fully established
-        # (Linux check_fully_established), so the join it invites may go at once
-        self._set_fully_established()
-        self.echo_queue.append(wm.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
-        eng = self._signal_engine()
-        if eng is not None:
-            eng.send_pure_ack()
-        if self.remote_addrs.get(a.addr_id) == (a.addr, a.port):
-            self.counters["AddAddrRepeated"] += 1  # our echo was late: echo again, no more
-            return
-        self.remote_addrs[a.addr_id] = (a.addr, a.port)
-        detail = f"{socket.inet_ntoa(a.addr) if len(a.addr) == 4 else a.addr.hex()}" \
-            f":{a.port or 0} id {a.addr_id}"
-        self.events.append(MptcpEvent("ANNOUNCED", self.local_token, self.remote_token, detail,
-                                      (("remid", a.addr_id), ("addr", a.addr),
-                                       ("port", a.port or 0))))
-
-    def _rx_rm_addr(self, ro: mo.ReceivedOptions) -> None:
-        """REMOVE_ADDR (RFC 8684 3.4.2; Linux `mptcp_pm_nl_rm_addr_received`): the
-        peer withdrew addresses: close every subflow to them, forget them (an accepted
-        ADD_ADDR frees its slot), one REMOVED event each."""
-        for addr_id in ro.rm_list:
-            self.counters["RmAddr"] += 1
-            self.remote_addrs.pop(addr_id, None)
-            if addr_id in self.accepted_ids:
-                self.accepted_ids.discard(addr_id)
-                self.add_addr_accepted -= 1
-            gone = {sf for sf in self.subflows if sf.remote_id == addr_id}
-            self.remove_subflows(gone.__contains__, self.now,
-                                 f"the peer removed its address id {addr_id}")
-            self.events.append(MptcpEvent("REMOVED", self.local_token, self.remote_token,
-                                          f"id {addr_id}", (("remid", addr_id),)))
-
-    def _rx_prio(self, sf: Subflow, ro: mo.ReceivedOptions) -> None:
-        """MP_PRIO (RFC 8684 3.3.8; Linux `mptcp_pm_mp_prio_received`): the peer
-        wants the subflow it arrived on used as a backup (or no longer)."""
-        self.counters["MPPrioRx"] += 1
-        if ro.prio_addr_id is not None:
-            return  # v0 names an address id; we only speak v0's handshake
-        sf.remote_backup = ro.backup
-        self.sf_event("SF_PRIORITY", sf, "received MP_PRIO")
-
-    def live_joins(self) -> int:
-        """Additional subflows open or opening (what the subflow limit counts)."""
-        return sum(1 for sf in self.subflows[1:] if sf.engine is not None
-                   and not sf.engine.is_closed and sf.join_failed is None
-                   and sf.closing is None)
 
     def _ack_on_every_subflow(self) -> None:
         """A DATA_FIN rides on a pure ACK of each subflow (any path may be the one
         that works; the duplicates are harmless at the data level)."""
         for sf in self.subflows:
-            eng = sf.engine
-            if eng is not None and sf.join_failed is None and sf.fully_established \
-                    and sf.closing is None:
-                eng.send_pure_ack()
+            if sf.can_signal:
+                sf.engine.send_pure_ack()
 
-    @property
-    def master(self) -> Subflow:
-        return self.subflows[0]
-
-    def add_subflow(self, sf: Subflow, engine: TcpEngine) -> None:
-        sf.engine = engine
-        self.subflows.append(sf)
-
-    def subflow_of(self, engine: TcpEngine) -> Subflow:
+    def remove_subflows(self, which: Callable[[Subflow], bool], why: str) -> int:
+        """Close the subflows `which` selects (the path manager's `subflow destroy`):
+        no longer scheduled, then a FIN after what they hold (it still delivers that:
+        sending it again elsewhere would only be duplicate data for the peer), or an
+        RST if the path looks dead or the subflow never got going, its data then sent
+        again on the others. (Linux reinjects the whole unacked queue on any subflow
+        close.) The FIN or RST itself waits until no engine is in the middle of a
+        segment: a REMOVE_ADDR may arrive on the very subflow it removes."""
+        n = 0
         for sf in self.subflows:
-            if sf.engine is engine:
-                return sf
-        raise KeyError("not a subflow of this connection")
+            if sf.state not in (_SF.ACTIVE, _SF.STALE, _SF.JOINING) or sf.engine.is_closed \
+                    or not which(sf):
+                continue
+            n += 1
+            self.counters[Mib.RmSubflow] += 1
+            log.info("closing subflow: %s", why)
+            rst = sf.state is not _SF.ACTIVE  # stale (path dead) or not established
+            sf.set_state(_SF.CLOSING, why)
+            self._close_todo.append(sf)
+            if rst:
+                self._queue_reinject(sf, "removed")
+                sf.reset_reason = wm.MPTCP_RST_EUNSPEC
+        return n
+
+    def _finish_closes(self, now: float) -> None:
+        todo, self._close_todo = self._close_todo, []
+        for sf in todo:
+            eng = sf.engine
+            if sf.reset_reason is not None or eng.state in _CONNECTING:
+                self._queue_reinject(sf, "removed")
+                sf.reset_reason = wm.MPTCP_RST_EUNSPEC
+                eng.abort(now)
+            else:
+                eng.close(now)  # (a no-op once our FIN is out)
+
+    def reset_subflow(self, sf: Subflow, reason: int, why: str) -> None:
+        log.info("resetting subflow: %s", why)
+        sf.reset_reason = reason
+        sf.engine.abort(self.now)
+        if sf is self.master:
+            self.reset_error = why
+
+    def _check_stale(self, sf: Subflow) -> None:
+        """A subflow whose RTO fired STALE_RTOS times in a row (its path is probably
+        down) stops being scheduled and its unacked data is reinjected elsewhere
+        (Linux marks it stale after net.mptcp.stale_loss_cnt); an ACK revives it."""
+        if sf.state is _SF.ACTIVE and sf.engine.rto_retries >= STALE_RTOS \
+                and len(self.subflows) > 1:
+            sf.set_state(_SF.STALE)
+            self._queue_reinject(sf, "stale")
+            if self.data_fin_acked and self.peer_fin:
+                self.maybe_close_subflows()  # resets it: the data is all through
+
+    # ---- incoming signals (the options dispatch calls these) ------------------------------
+    def data_ack_received(self, sf: Subflow, ack: int, ack64: bool, window: int) -> None:
+        """A data ACK (`ack_update_msk`): what it acknowledges, and the peer's window,
+        which is shared and relative to the data ACK (RFC 8684 3.3.1): its right edge
+        bounds what we may map, on any subflow (Linux msk->wnd_end; beyond it the
+        kernel drops: NoDSSInWindow)."""
+        off = self._ack_off(ack, ack64)
+        if off > self.snd_una + self.data_fin_acked:  # news (after a DATA_FIN: its +1)
+            self._on_data_ack(off)
+        self.snd_wnd_end = max(self.snd_wnd_end, off + (window << sf.engine.snd_wscale))
+        if not self.fully_established:
+            self.set_fully_established()
+
+    def mp_fail_received(self, sf: Subflow, fail_seq: int) -> None:
+        """MP_FAIL (RFC 8684 3.7; Linux `mptcp_pm_mp_fail_received`): the peer found a
+        bad checksum. On the only subflow we fall back with an infinite mapping: plain
+        TCP from here on; with several, the subflow is reset."""
+        self.counters[Mib.MPFailRx] += 1
+        self.event(MptcpEventType.MP_FAIL, f"peer reported a failed mapping at DSN 0x{fail_seq:x}")
+        if len(self.subflows) == 1:
+            # one infinite mapping on our next data segment, then plain TCP
+            sf.send_infinite_map = True
+            self.fall_back("the peer sent MP_FAIL (bad DSS checksum)", infinite=True)
+        else:
+            self.reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
+
+    def tcprst_received(self, sf: Subflow, reason: int) -> None:
+        """An RST with MP_TCPRST: remember why, for the subflow's and maybe the
+        connection's close."""
+        self.counters[Mib.MPRstRx] += 1
+        name = wm.MptcpResetReason(reason).name \
+            if reason in wm.MptcpResetReason._value2member_map_ else None
+        why = f"MP_TCPRST reason {reason}" + (f" ({name})" if name else "")
+        sf.reset_why = why
+        if sf is self.master:
+            self.reset_error = why
+        self.event(MptcpEventType.MP_TCPRST, why)
+
+    def fastclose_received(self, on_rst: Subflow | None) -> None:
+        """MP_FASTCLOSE with our key (RFC 8684 3.5): the peer aborted the connection.
+        Every other subflow is reset; the one whose RST carried it is already gone
+        (an RST is never answered with an RST)."""
+        self.counters[Mib.MPFastcloseRx] += 1
+        self.reset_error = "the peer fast-closed the connection (MP_FASTCLOSE)"
+        self.event(MptcpEventType.MP_FASTCLOSE, self.reset_error)
+        self._emit_closed(self.reset_error)  # whichever subflow's close comes last
+        for sf in self.subflows:
+            if sf is not on_rst and not sf.engine.is_closed:
+                sf.engine.abort(self.now)
+
+    # ---- what our options used (the writer decides, this applies) -------------------------
+    def options_written(self, sf: Subflow, o: mo.OutOptions, syn: bool = False) -> None:
+        """The bookkeeping for options that go out on `sf` (`syn`: on our SYN; the
+        kernel does it while writing, in `mptcp_write_options` and the
+        `mptcp_established_options_*` helpers): queue entries taken, one-shot flags
+        cleared, counters."""
+        if syn:
+            self.counters[Mib.MPJoinSynTx if o.mpj is not None else Mib.MPCapableSYNTX] += 1
+        dss = o.dss
+        if dss is not None:
+            if dss.data_fin:
+                self.data_fin_on_wire = True
+            if dss.data_len == 0 and dss.dsn is not None:
+                sf.send_infinite_map = False
+                self.counters[Mib.InfiniteMapTx] += 1
+        if o.add_addr is not None:
+            self.pm.add_addr_written(o.add_addr, self.now)
+        if o.rm_addr is not None:
+            self.pm.rm_addr_written(len(o.rm_addr.addr_ids))
+        if o.prio is not None:
+            sf.send_mp_prio = False
+            self.counters[Mib.MPPrioTx] += 1
+        if o.fail is not None:
+            sf.send_mp_fail = None
+            self.counters[Mib.MPFailTx] += 1
+        if o.fastclose is not None:
+            self.counters[Mib.MPFastcloseTx] += 1
+        if o.rst is not None:
+            self.counters[Mib.MPRstTx] += 1
+        if o.pure_ack:
+            sf.engine.send_pure_ack()
 
     # ---- the socket-like surface (what stack.api and the host use) ---------------------
     @property
     def state(self) -> State:
-        return self.master.engine.state if self.subflows and self.master.engine else State.CLOSED
+        return self.master.engine.state if self.subflows else State.CLOSED
 
     @property
     def recv_buffered(self) -> int:
@@ -470,16 +462,13 @@ class MptcpConnection:
 
     @property
     def is_closed(self) -> bool:
-        return self._closed_emitted and all(
-            sf.engine is None or sf.engine.is_closed for sf in self.subflows)
+        return self._closed_emitted and all(sf.engine.is_closed for sf in self.subflows)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         if self.data_fin_queued or self._closed_emitted:
             raise TcpError("send() after close()")
         if self.fallback:
-            eng = self.master.engine
-            assert eng is not None
-            n = eng.send(data)
+            n = self.master.engine.send(data)
             if n < len(data):
                 self._want_writable = True
             self.write_off += n
@@ -499,8 +488,7 @@ class MptcpConnection:
         if not out:
             return out
         for sf in self.subflows:
-            if sf.engine is not None:
-                sf.engine.check_window_update()
+            sf.engine.check_window_update()
         return out
 
     def close(self, now: float) -> None:
@@ -511,10 +499,9 @@ class MptcpConnection:
         self.data_fin_queued = True
         if self.fallback:
             for sf in self.subflows:
-                if sf.engine is not None:
-                    sf.engine.close(now)
+                sf.engine.close(now)
         elif self._connected:
-            self._maybe_close_subflows(now)
+            self.maybe_close_subflows()
         # else: the DATA_FIN follows the data once the connection is up
 
     def abort(self, now: float) -> None:
@@ -522,8 +509,9 @@ class MptcpConnection:
         subflow (RFC 8684 3.5), then Closed("aborted")."""
         self.fastclosing = not self.fallback and self.remote_key is not None
         for sf in self.subflows:
-            if sf.engine is not None and not sf.engine.is_closed:
-                sf.resetting = True
+            if not sf.engine.is_closed:
+                if sf.reset_reason is None:
+                    sf.reset_reason = wm.MPTCP_RST_EUNSPEC
                 sf.engine.abort(now)
         self._emit_closed("aborted")
 
@@ -532,7 +520,7 @@ class MptcpConnection:
             return None
         ev = self.events.popleft()
         if type(ev) is DataReadable:
-            self._readable_pending = False
+            self.readable_pending = False
         return ev
 
     def rcv_space(self) -> int:
@@ -543,272 +531,17 @@ class MptcpConnection:
              now: float) -> None:
         """A segment for one of our subflows: TCP first (the engine calls `rx_options`
         through the ULP hook), then move what became in-order up to the data level."""
+        self.now = now
         engine.on_segment(hdr, payload, now)
         # Pull at once (measured: deferring the pull to the end of a read batch halved
         # kernel->ours goodput with offloads, 5-6 -> 2.7 Gbit/s, for ~5% without)
         self._after_subflow_io(self.subflow_of(engine), now)
 
     def rx_options(self, sf: Subflow, hdr: TcpHeader, payload_len: int) -> bool:
-        """The ULP `on_options` hook: read the segment's MPTCP options (Linux
-        `mptcp_incoming_options` and the subflow handshake checks). False drops it."""
-        ro, reasons = mo.parse_received(hdr.options, hdr.flags, payload_len > 0,
-                                        accept_v0=self.version == 0)
-        for r in reasons:
-            self.counters["OptionIgnored:" + r] += 1
-        flags = hdr.flags
-        s = int(ro.suboptions)  # plain int: IntFlag arithmetic costs a class call
-        if flags & RST:
-            if s & _RST:
-                self.counters["MPRstRx"] += 1
-                why = f"MP_TCPRST reason {ro.reset_reason} " \
-                      f"({wm.MptcpResetReason(ro.reset_reason).name})" \
-                    if ro.reset_reason in wm.MptcpResetReason._value2member_map_ \
-                    else f"MP_TCPRST reason {ro.reset_reason}"
-                sf.reset_why = why
-                if sf is self.master:
-                    self.reset_error = why
-                self.events.append(MptcpEvent("MP_TCPRST", self.local_token, self.remote_token,
-                                              why))
-            if s & _FASTCLOSE and ro.rcvr_key == self.local_key:
-                self._fastclose_rx(sf)
-            return True
-        if self.fallback:
-            return True
-        if sf.join:
-            return self._rx_join(sf, ro, s, flags, payload_len, hdr.window)
-        if flags & SYN:
-            if flags & ACK and self.client:
-                self._rx_synack(ro)
-            elif s & _MPC_SYN:
-                self.counters["MPCapableSYNRX"] += 1
-                if ro.csum_reqd:
-                    self.csum_enabled = True
-            return True
-        if s & _FASTCLOSE:
-            if ro.rcvr_key == self.local_key:
-                self._fastclose_rx(None)
-                return False
-            self.counters["MPFastcloseBadKey"] += 1
-        if not self.client and self.remote_key is None and not self._rx_third_ack(ro):
-            return True  # fell back
-        if (not self.fully_established and self.remote_key is not None
-                and not s & _MPTCPS_MPC
-                and not (s & _DSS and ro.use_ack)
-                and not s & _ADD_ADDR):
-            # Linux `check_fully_established`: the peer's first segment after the
-            # handshake must carry a data ACK (or MP_CAPABLE); if it does not, a
-            # middlebox strips our options: fall back to TCP.
-            self.counters["MPCapableDataFallback"] += 1
-            self._fall_back("the peer's first segment after the handshake had no DSS "
-                            "(options stripped?)")
-            return True
-        if s & _ADD_ADDR and self.remote_key is not None:
-            self._rx_add_addr(ro)
-        if s & (_RM_ADDR | _PRIO):
-            self._rx_pm(sf, ro, s)
-        if s & _DSS:
-            return self._rx_dss(sf, ro, s, payload_len, hdr.window)
-        if s & _FAIL:
-            self._rx_mp_fail(sf, ro)
-        return True
+        """The ULP `on_options` hook (`mptcp_incoming_options`): see
+        `stack.mptcp.options.incoming_options`. False drops the segment."""
+        return mo.incoming_options(self, sf, hdr, payload_len)
 
-    def _rx_join(self, sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int,
-                 payload_len: int, window: int) -> bool:
-        """A join subflow's handshake (RFC 8684 3.2; Linux subflow.c): HMACs checked
-        both ways; a failure resets the subflow, never falls back."""
-        if flags & SYN and flags & ACK:  # we are the joiner: the SYN/ACK
-            if not s & _MPJ_SYNACK:
-                self._join_failed(sf, "the SYN/ACK carried no MP_JOIN", "MPJoinSynAckMissing")
-                return True  # accept it so that the reset can be sent
-            self.counters["MPJoinSynAckRx"] += 1
-            sf.remote_nonce, sf.remote_id, sf.remote_backup = ro.nonce, ro.join_id, ro.backup
-            assert self.remote_key is not None
-            want = crypto.join_synack_hmac(self.remote_key, self.local_key, ro.nonce,
-                                           sf.local_nonce, self.version)
-            if ro.thmac != want:
-                self._join_failed(sf, f"bad SYN/ACK HMAC 0x{ro.thmac:016x}, "
-                                      f"expected 0x{want:016x}", "MPJoinSynAckHMacFailure")
-            return True
-        if flags & SYN:  # we are the responder: the SYN (the host checked the token)
-            self.counters["MPJoinSynRx"] += 1
-            sf.remote_nonce, sf.remote_id, sf.remote_backup = ro.nonce, ro.join_id, ro.backup
-            return True
-        if sf.initiator:
-            if not sf.fully_established and sf.join_failed is None:
-                # the responder's fourth ACK (any segment after the SYN/ACK)
-                sf.fully_established = True
-                self.sf_event("SF_ESTABLISHED", sf)
-        elif not sf.fully_established:
-            if not s & _MPJ_ACK:
-                self._join_failed(sf, "the third ACK carried no MP_JOIN", "MPJoinAckMissing")
-                return False
-            want_hmac = crypto.join_ack_hmac(self.remote_key or 0, self.local_key,
-                                             sf.remote_nonce, sf.local_nonce, self.version)
-            if ro.hmac != want_hmac:
-                self._join_failed(sf, "bad third-ACK HMAC", "MPJoinAckHMacFailure")
-                return False
-            self.counters["MPJoinAckRx"] += 1
-            sf.fully_established = True
-            eng = sf.engine
-            assert eng is not None
-            eng.ack_now()  # the fourth ACK: the joiner may send data after it
-            self.sf_event("SF_ESTABLISHED", sf)
-        if s & _ADD_ADDR and sf.join_failed is None:
-            self._rx_add_addr(ro)
-        if s & (_RM_ADDR | _PRIO) and sf.join_failed is None:
-            self._rx_pm(sf, ro, s)
-        if s & _DSS and sf.join_failed is None:
-            return self._rx_dss(sf, ro, s, payload_len, window)
-        return True
-
-    def _rx_pm(self, sf: Subflow, ro: mo.ReceivedOptions, s: int) -> None:
-        if s & _RM_ADDR:
-            self._rx_rm_addr(ro)
-        if s & _PRIO:
-            self._rx_prio(sf, ro)
-
-    def _join_failed(self, sf: Subflow, why: str, counter: str) -> None:
-        """Refuse the join: the subflow is reset (MP_TCPRST reason 1) once the engine
-        has finished with the segment at hand (never from inside its handling)."""
-        self.counters[counter] += 1
-        sf.join_failed = why
-        self.events.append(MptcpEvent("JOIN_FAILED", self.local_token, self.remote_token, why))
-
-    def _rx_synack(self, ro: mo.ReceivedOptions) -> None:
-        s = int(ro.suboptions)
-        if s & _MPC_SYNACK and ro.version == self.version:
-            self.counters["MPCapableSYNACKRX"] += 1
-            self.set_remote_key(ro.sndr_key)
-            if ro.csum_reqd:
-                self.csum_enabled = True
-            return
-        self.counters["MPCapableFallbackSYNACK"] += 1
-        self._fall_back("the SYN/ACK carried no MP_CAPABLE" if not s & _MPTCPS_MPC
-                        else f"the SYN/ACK answered MP_CAPABLE version {ro.version}")
-
-    def _rx_third_ack(self, ro: mo.ReceivedOptions) -> bool:
-        """The server's first established-state segment must carry MP_CAPABLE with both
-        keys (or, if that ACK was lost, MP_CAPABLE with data); otherwise fall back
-        (RFC 8684 3.1; Linux `MPCapableFallbackACK`)."""
-        if ro.suboptions & _MPC_ACK:
-            if ro.version != self.version:
-                self.counters["MPCapableFallbackACK"] += 1
-                self._fall_back(f"the third ACK carried MP_CAPABLE version {ro.version}")
-                return False
-            if ro.rcvr_key != self.local_key:
-                self.counters["MPCapableKeyMismatch"] += 1
-                self._fall_back("the third ACK echoed a key that is not ours")
-                return False
-            self.counters["MPCapableACKRX"] += 1
-            self.set_remote_key(ro.sndr_key)
-            if ro.csum_reqd:
-                self.csum_enabled = True
-            self._emit_created()
-            # the server holds both keys now: fully established (Linux
-            # `subflow_syn_recv_sock` -> `mptcp_subflow_fully_established`), so the
-            # client may join at once
-            self._set_fully_established()
-            return True
-        self.counters["MPCapableFallbackACK"] += 1
-        self._fall_back("the third ACK carried no MP_CAPABLE")
-        return False
-
-    def _rx_dss(self, sf: Subflow, ro: mo.ReceivedOptions, s: int, payload_len: int,
-                window: int) -> bool:
-        if ro.use_ack:
-            ack = self._ack_off(ro.data_ack, ro.ack64)
-            if ack > self.snd_una + self.data_fin_acked:  # news (after a DATA_FIN: its +1)
-                self._on_data_ack(ack)
-            # The peer's receive window is shared and relative to the data ACK (RFC
-            # 8684 3.3.1): its right edge bounds what we may map, on any subflow
-            # (Linux msk->wnd_end; beyond it the kernel drops: NoDSSInWindow).
-            eng = sf.engine
-            if eng is not None:
-                self.snd_wnd_end = max(self.snd_wnd_end, ack + (window << eng.snd_wscale))
-            if not self.fully_established:
-                self._set_fully_established()
-        if not ro.use_map:
-            return True
-        # a DSS as the subflow's last one: the mapping repeated on the next segment
-        # of its chunk (the per-segment case, no mapping work); MP_CAPABLE's implicit
-        # mapping never counts
-        key = None if ro.mpc_map else (ro.data_seq, ro.subflow_seq, ro.data_len,
-                                       s & _CSUMREQD, ro.data_fin, ro.dsn64)
-        if key is not None and key == sf.rx_last_dss:
-            return True
-        if ro.mpc_map:
-            # MP_CAPABLE with data: the implicit first mapping (RFC 8684 3.1)
-            self._set_fully_established()
-            ssn, dsn, dsn64 = 1, (self.remote_idsn + 1) & M64, True
-        else:
-            ssn = sf.rx_next + ((ro.subflow_seq - sf.rx_next) & 0xFFFFFFFF) \
-                if ro.subflow_seq else 0
-            if ssn and ssn - sf.rx_next >= 1 << 31:
-                ssn -= 1 << 32
-            dsn, dsn64 = ro.data_seq, ro.dsn64
-        has_csum = bool(s & _CSUMREQD)
-        if has_csum != self.csum_enabled:
-            # RFC 8684 3.3: a checksum where none was negotiated, or none where one
-            # was, is a protocol error: reset the subflow.
-            self.counters["DSSChecksumMismatch"] += 1
-            self._reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "DSS checksum presence mismatch")
-            return False
-        off = self._rx_off(dsn, dsn64)
-        if ro.data_len == 0 and not ro.data_fin:
-            # an infinite mapping (RFC 8684 3.7): the peer falls back after MP_FAIL
-            self.counters["InfiniteMapRx"] += 1
-            self._fall_back("the peer sent an infinite mapping", infinite=True)
-            return True
-        if ro.data_fin and (ssn == 0 or ro.data_len == 1 and payload_len == 0):
-            self._rx_data_fin(off)
-            return True
-        length = ro.data_len - (1 if ro.data_fin else 0)
-        cur = sf.rx_maps.get(ssn)
-        if cur is not None and cur.length == length and cur.data_off == off:
-            sf.rx_last_dss = key
-            return True  # a mapping seen before (a retransmission)
-        m = RxMap(ssn, length, off, ro.csum if has_csum else None, ro.data_fin,
-                  ro.data_len, (self.remote_idsn + 1 + off) & M64)
-        if not sf.add_rx_map(m):
-            self.counters["DSSNotMatching"] += 1
-            self._reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "a mapping overlapping the current one")
-            return False
-        sf.rx_last_dss = key
-        return True
-
-    def _rx_data_fin(self, off: int) -> None:
-        if self.rcv_data_fin_off is None:
-            self.rcv_data_fin_off = off
-        self._check_data_fin()
-
-    def _rx_mp_fail(self, sf: Subflow, ro: mo.ReceivedOptions) -> None:
-        """MP_FAIL (RFC 8684 3.7): the peer found a bad checksum. On the only subflow we
-        fall back to an infinite mapping: plain TCP from here on."""
-        self.counters["MPFailRx"] += 1
-        self.events.append(MptcpEvent("MP_FAIL", self.local_token, self.remote_token,
-                                      f"peer reported a failed mapping at DSN 0x{ro.fail_seq:x}"))
-        if len(self.subflows) == 1:
-            # Linux `mptcp_pm_mp_fail_received`: one infinite mapping on our next data
-            # segment, then plain TCP
-            sf.send_infinite_map = True
-            self._fall_back("the peer sent MP_FAIL (bad DSS checksum)", infinite=True)
-        else:
-            self._reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
-
-    def _fastclose_rx(self, on_rst: Subflow | None) -> None:
-        """MP_FASTCLOSE with our key (RFC 8684 3.5): the peer aborted the connection.
-        Every other subflow is reset; the one whose RST carried it is already gone
-        (an RST is never answered with an RST)."""
-        self.counters["MPFastcloseRx"] += 1
-        self.reset_error = "the peer fast-closed the connection (MP_FASTCLOSE)"
-        self.events.append(MptcpEvent("MP_FASTCLOSE", self.local_token, self.remote_token,
-                                      self.reset_error))
-        self._emit_closed(self.reset_error)  # whichever subflow's close comes last
-        for sf in self.subflows:
-            if sf is not on_rst and sf.engine is not None and not sf.engine.is_closed:
-                sf.engine.abort(0.0)
-
-    # ---- pulling subflow data up to the data level -------------------------------------
     def subflow_io(self, engine: TcpEngine, now: float) -> None:
         """Something happened to a subflow's engine outside `feed` (an ICMP error)."""
         self._after_subflow_io(self.subflow_of(engine), now)
@@ -816,16 +549,16 @@ class MptcpConnection:
     def _after_subflow_io(self, sf: Subflow, now: float) -> None:
         if self._close_todo:
             self._finish_closes(now)
+        if self.pm.work_pending:
+            self.pm.work()
         eng = sf.engine
-        assert eng is not None
-        if sf.stale and eng.rto_retries == 0:
-            sf.stale = sf.reinjected = False  # it got an ACK: its path works again
-            self.counters["SubflowRecover"] += 1
-        if sf.join_failed is not None and not sf.resetting and eng.state in (
+        if sf.state is _SF.STALE and eng.rto_retries == 0:
+            sf.set_state(_SF.ACTIVE)  # it got an ACK: its path works again
+        if sf.state is _SF.FAILED and sf.reset_reason is None and eng.state in (
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
-            self._reset_subflow(sf, wm.MPTCP_RST_EMPTCP, sf.join_failed)
+            self.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, sf.reason or "join refused")
         if eng.recv_buffered:
-            self._pull(sf, eng.take_received())
+            recv.pull(self, sf, eng.take_received())
         self._take_engine_events(sf, now)
         maps = sf.tx_maps
         if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel:
@@ -836,136 +569,15 @@ class MptcpConnection:
                 self._want_writable = False
                 self.events.append(WritableSpace())
 
-    def _pull(self, sf: Subflow, data: bytearray) -> None:
-        """Map in-order subflow bytes to data offsets through the peer's mappings
-        (checksummed mappings are verified whole before delivery)."""
-        rel = sf.rx_next
-        n = len(data)
-        m = sf.rx_map_at(rel) if not self.fallback else None
-        if m is not None and m.csum is None and rel + n <= m.ssn + m.length:
-            # the usual case, all of it inside one mapping: `data` itself moves up
-            self._deliver(m.data_off + (rel - m.ssn), data)
-            rel += n
-            sf.rx_next = rel
-            if rel >= m.ssn + m.length:
-                self._map_done(sf, m)
-            return
-        view = memoryview(data)
-        while view:
-            if self.fallback:
-                self._deliver(self.ack_off, view)
-                rel += len(view)
-                break
-            m = sf.rx_map_at(rel)
-            if m is None:
-                if self._data_without_mapping(sf):
-                    continue  # fell back: deliver as plain TCP
-                rel += len(view)  # reset: the bytes are dropped with the subflow
-                break
-            n = min(len(view), m.ssn + m.length - rel)
-            chunk = view[:n]
-            if m.csum is not None:
-                if m.buf is None:
-                    m.buf = bytearray()
-                m.buf += chunk
-                if len(m.buf) == m.length:
-                    if crypto.dss_checksum_ok(m.wire_dsn, m.ssn, m.wire_len, m.buf, m.csum) \
-                            or self._bad_checksum(sf, m):
-                        self._deliver(m.data_off, m.buf)
-                    else:
-                        return
-            else:
-                self._deliver(m.data_off + (rel - m.ssn), chunk)
-            rel += n
-            view = view[n:]
-            if rel >= m.ssn + m.length:
-                self._map_done(sf, m)
-        sf.rx_next = rel
-
-    def _map_done(self, sf: Subflow, m: RxMap) -> None:
-        """Every byte of mapping `m` has moved up: its DATA_FIN (if any) counts now."""
-        if m.data_fin:
-            self._rx_data_fin(m.data_off + m.length)
-        sf.forget_rx_map(m)
-
-    def _data_without_mapping(self, sf: Subflow) -> bool:
-        """Subflow data no mapping covers (options stripped by a middlebox, RFC 8684
-        3.7): on the only subflow, fall back to TCP (Linux `DSSFallback` /
-        `MPCapableDataFallback`); else reset the subflow. True if we fell back."""
-        if len(self.subflows) == 1:
-            self.counters["MPCapableDataFallback" if not self.fully_established
-                          else "DSSFallback"] += 1
-            self._fall_back("data arrived without a DSS mapping (options stripped?)",
-                            infinite=True)
-            return True
-        self.counters["DSSNoMatchTCP"] += 1
-        self._reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "data without a mapping")
-        return False
-
-    def _bad_checksum(self, sf: Subflow, m: RxMap) -> bool:
-        """RFC 8684 3.7: a bad DSS checksum. MP_FAIL with the mapping's DSN goes out;
-        on the only subflow we fall back (as Linux `subflow_check_data_avail` does, the
-        subflow's bytes from here on, these included, are the data stream: a
-        middlebox rewrote them and TCP semantics win); with several subflows the
-        subflow is reset (reason 6). True if the bytes are to be delivered."""
-        self.counters["DataCsumErr"] += 1
-        self.events.append(MptcpEvent("MP_FAIL", self.local_token, self.remote_token,
-                                      f"bad DSS checksum in the mapping at DSN 0x{m.wire_dsn:x}"))
-        sf.send_mp_fail = m.wire_dsn
-        eng = sf.engine
-        assert eng is not None
-        eng.ack_now()
-        if len(self.subflows) == 1:
-            self._fall_back("a DSS checksum failed: MP_FAIL sent", infinite=True)
-            return True
-        self._reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "bad DSS checksum")
-        return False
-
-    def _deliver(self, off: int, data: bytes | bytearray | memoryview) -> None:
-        """Data-level reassembly: in order -> the receive buffer; ahead -> held."""
-        n = len(data)
-        end = off + n
-        if end <= self.ack_off:
-            self.counters["DuplicateData"] += 1
-            return
-        if off < self.ack_off:
-            data = memoryview(data)[self.ack_off - off:]
-            off = self.ack_off
-        if off == self.ack_off:
-            self.rcvbuf.append(data)  # kept as it is: nobody changes it any more
-            self.ack_off = end
-            while (more := self.ooo.pop(self.ack_off)) is not None:
-                self.rcvbuf.append(more)
-                self.ack_off += len(more)
-            if not self._readable_pending:
-                self._readable_pending = True
-                self.events.append(DataReadable())
-            self._check_data_fin()
-        else:
-            self.counters["OFOQueue"] += 1
-            if not self.ooo.add(off, data):
-                self.counters["OFODrop"] += 1
-
-    def _check_data_fin(self) -> None:
-        if (self.rcv_data_fin_off is not None and not self.peer_fin
-                and self.ack_off == self.rcv_data_fin_off):
-            self.peer_fin = True  # the data ACK now covers the DATA_FIN (wire_data_ack)
-            self.events.append(PeerFinished())
-            for sf in self.subflows:
-                if sf.engine is not None:
-                    sf.engine.ack_now()
-            self._maybe_close_subflows(None)
-
     def _take_engine_events(self, sf: Subflow, now: float) -> None:
         eng = sf.engine
-        assert eng is not None
         while (ev := eng.poll_event()) is not None:
             t = type(ev)
             if t is Connected:
                 if sf is self.master:
                     self._connected = True
                     if not self.fallback:
-                        self._emit_created()
+                        self.emit_created()
                     self.events.append(Connected())
                     if self.data_fin_queued and self.fallback:
                         eng.close(now)
@@ -973,10 +585,10 @@ class MptcpConnection:
                 if self.fallback:
                     self.peer_fin = True
                     self.events.append(PeerFinished())
-                elif not (self.peer_fin and self.data_fin_acked) and sf.closing is None:
+                elif not (self.peer_fin and self.data_fin_acked) and sf.state is not _SF.CLOSING:
                     # the peer closed this subflow alone (it removed it): stop using
                     # it, send its unacknowledged data elsewhere, close our side too
-                    self.remove_subflows(lambda x: x is sf, now, "the peer closed the subflow")
+                    self.remove_subflows(lambda x: x is sf, "the peer closed the subflow")
             elif t is WritableSpace or t is DataReadable:
                 pass  # the data level decides (and we pull after every input)
             elif t is Closed:
@@ -985,14 +597,12 @@ class MptcpConnection:
                 self.events.append(ev)  # StateChanged: for traces and observers
 
     def _subflow_closed(self, sf: Subflow, error: str | None) -> None:
-        if sf.closing is None or error is not None:
+        """A subflow's engine closed: its data goes elsewhere unless it was removed
+        cleanly, and the connection closes with its last subflow."""
+        if sf.state is not _SF.CLOSING or error is not None:
             self._queue_reinject(sf, "closed")
-        if sf.join or sf.closing is not None:
-            self.sf_event("SF_CLOSED", sf, sf.join_failed or sf.reset_why or error or sf.closing)
-        live = [s for s in self.subflows if s is not sf and s.engine is not None
-                and not s.engine.is_closed and s.closing is None
-                and s.engine.state not in (State.CLOSED, State.TIME_WAIT)]
-        if live:
+        sf.engine_closed(error)
+        if any(s.in_service for s in self.subflows if s is not sf):
             return
         if self.peer_fin and self.data_fin_acked:
             # the data-level close is complete: every byte is through both ways, however
@@ -1001,7 +611,7 @@ class MptcpConnection:
         elif error is not None:
             why = sf.reset_why or self.reset_error
             self._emit_closed(why if error == "reset" and why else error)
-        elif self.fallback or (self.peer_fin and self.data_fin_acked):
+        elif self.fallback:
             self._emit_closed(None)
         else:
             self._emit_closed("subflow closed before the data-level close (DATA_FIN)")
@@ -1016,14 +626,12 @@ class MptcpConnection:
             self._push()
         for sf in self.subflows:
             eng = sf.engine
-            if eng is None:
-                continue
             for seg in eng.poll_transmit(now):
                 out.append((eng, seg))
             self._after_subflow_io(sf, now)
         if self.data_fin_to_signal():
-            eng = self._signal_engine()
-            if not self.data_fin_on_wire and eng is not None:
+            eng = self.signal_engine()
+            if not self.data_fin_on_wire:
                 # the ACK asked for it went out as data segments (they carry their
                 # mappings, not the DATA_FIN): a pure ACK with it, now
                 eng.ack_now()
@@ -1046,34 +654,30 @@ class MptcpConnection:
         ready = self._sendable()
         if not ready:
             return
-        pick = self.scheduler.pick
+        get_send = self.scheduler.get_send
         while self.reinject or (self.snd_nxt < self.write_off
                                 and self.snd_nxt < self._wnd_end()):
             open_ = [sf for sf in ready if _has_room(sf)]
-            chosen = pick(open_, ready) if open_ else ()
+            chosen = get_send(open_, ready) if open_ else ()
             if not chosen:
                 break
             if self.reinject:
                 self._reinject_chunk(chosen[0])
                 continue
             start = self.snd_nxt
-            eng = chosen[0].engine
-            assert eng is not None
-            chunk_max = _chunk_max(eng)
+            chunk_max = _chunk_max(chosen[0].engine)
             edge = self._wnd_end()
             n = self._map(chosen[0], start, min(self.write_off, edge) - start, chunk_max)
             self.snd_nxt += n
             for sf in chosen[1:]:  # the redundant scheduler: the same data on each
                 if self._map(sf, start, n, n):
-                    self.counters["RedundantTx"] += 1
-        self._maybe_close_subflows(None)
+                    self.counters[Mib.RedundantTx] += 1
+        self.maybe_close_subflows()
 
     def _sendable(self) -> list[Subflow]:
-        """The subflows new data may go to: established, not closing, stale or failed;
-        the non-backup ones, or the backups when no other one works."""
-        ready = [sf for sf in self.subflows if sf.engine is not None and sf.fully_established
-                 and sf.join_failed is None and sf.closing is None and not sf.stale
-                 and sf.engine.state in _SENDING]
+        """The subflows new data may go to (`can_send`): the non-backup ones, or the
+        backups when no other one works."""
+        ready = [sf for sf in self.subflows if sf.can_send]
         return [sf for sf in ready if not sf.is_backup] or ready
 
     def _map(self, sf: Subflow, start: int, n: int, chunk_max: int) -> int:
@@ -1082,7 +686,6 @@ class MptcpConnection:
         number of the subflow's segments, so a GSO super-packet is exactly one mapping
         (the engine never cuts across one)."""
         eng = sf.engine
-        assert eng is not None
         n = min(n, chunk_max, eng.config.snd_buf - eng.send_buffered)
         if n <= 0:
             return 0
@@ -1106,10 +709,8 @@ class MptcpConnection:
         if start >= end:
             self.reinject.pop(0)
             return
-        eng = sf.engine
-        assert eng is not None
-        sent = self._map(sf, start, end - start, _chunk_max(eng))
-        self.counters["Reinjected"] += sent
+        sent = self._map(sf, start, end - start, _chunk_max(sf.engine))
+        self.counters[Mib.Reinjected] += sent
         if start + sent >= end:
             self.reinject.pop(0)
         else:
@@ -1133,8 +734,7 @@ class MptcpConnection:
         told it; before that (the first data), what the master's TCP window allows."""
         if self.snd_wnd_end:
             return self.snd_wnd_end
-        eng = self.master.engine
-        return self.snd_una + (eng.snd_wnd if eng is not None else 0) + 1
+        return self.snd_una + self.master.engine.snd_wnd + 1
 
     def data_fin_to_signal(self) -> bool:
         """A DATA_FIN is due on our next segment without payload: the application
@@ -1149,13 +749,13 @@ class MptcpConnection:
         top = self.snd_nxt + (1 if self.data_fin_to_signal() or self.data_fin_acked else 0)
         if off <= self.snd_una or off > top:
             if off > top:
-                self.counters["DataAckBeyondSent"] += 1
+                self.counters[Mib.DataAckBeyondSent] += 1
             return
         if self.data_fin_queued and self.snd_nxt == self.write_off and off == self.write_off + 1:
             self.data_fin_acked = True
             self._t_data_fin = None
             off = self.write_off
-            self._maybe_close_subflows(None)
+            self.maybe_close_subflows()
         n = off - self.snd_una
         if n > 0:
             self.sndbuf.release(off)
@@ -1166,80 +766,35 @@ class MptcpConnection:
                 self._want_writable = False
                 self.events.append(WritableSpace())
 
-    def _maybe_close_subflows(self, now: float | None) -> None:
+    def maybe_close_subflows(self) -> None:
         """Both DATA_FINs done: close the subflows with TCP FINs (RFC 8684 3.3.3)."""
         if self.data_fin_acked and self.peer_fin:
             for sf in self.subflows:
                 eng = sf.engine
-                if eng is None or eng.is_closed:
+                if eng.is_closed:
                     continue
-                if sf.stale and len(self.subflows) > 1 and eng.state is not State.CLOSED:
+                if sf.state is _SF.STALE and len(self.subflows) > 1 \
+                        and eng.state is not State.CLOSED:
                     # its path is down: a FIN would wait out every retransmission
                     sf.reset_reason = wm.MPTCP_RST_EUNSPEC
-                    sf.resetting = True
-                    eng.abort(now or 0.0)
-                elif eng.state in _SENDING:
-                    eng.close(now or 0.0)
+                    eng.abort(self.now)
+                elif eng.state is State.ESTABLISHED or eng.state is State.CLOSE_WAIT:
+                    eng.close(self.now)
         elif self.data_fin_to_signal() and not self._data_fin_signalled:
             # once: an ACK carries it now; the DATA_FIN timer repeats it if unacked
             # (an ACK per poll would be a storm of duplicate ACKs)
             self._data_fin_signalled = True
             self._ack_on_every_subflow()
 
-    def _set_fully_established(self) -> None:
-        if not self.fully_established and self.remote_key is not None:
-            self.fully_established = True
-            self.events.append(MptcpEvent("ESTABLISHED", self.local_token, self.remote_token))
-
-    def _emit_created(self) -> None:
-        if not self._created_emitted:
-            self._created_emitted = True
-            self.events.append(MptcpEvent("CREATED", self.local_token, self.remote_token))
-
-    def _emit_closed(self, error: str | None) -> None:
-        if not self._closed_emitted:
-            self._closed_emitted = True
-            self.events.append(MptcpEvent("CLOSED", self.local_token, self.remote_token, error))
-            self.events.append(Closed(error))
-
-    def _fall_back(self, reason: str, infinite: bool = False) -> None:
-        """Become plain TCP on the master subflow (RFC 8684 3.7), reported as FALLBACK."""
-        if self.fallback:
-            return
-        self.fallback = True
-        self.fallback_reason = reason
-        self.counters["InfiniteFallback" if infinite else "Fallback"] += 1
-        self.events.append(MptcpEvent("FALLBACK", self.local_token, self.remote_token, reason))
-        log.info("MPTCP fallback: %s", reason)
-        eng = self.master.engine
-        if eng is not None:
-            # bytes not yet mapped go straight to TCP; acked-at-TCP is acked from now on
-            rest = b"".join(self.sndbuf.pieces(self.snd_nxt, self.write_off - self.snd_nxt))
-            if rest:
-                eng.send(rest)
-            self.snd_nxt = self.write_off
-            if self.data_fin_queued:
-                eng.close(0.0)
-
-    def _reset_subflow(self, sf: Subflow, reason: int, why: str) -> None:
-        log.info("resetting subflow: %s", why)
-        sf.reset_reason = reason
-        sf.resetting = True
-        if sf.engine is not None:
-            sf.engine.abort(0.0)
-        if sf is self.master:
-            self.reset_error = why
-
     # ---- timers ------------------------------------------------------------------------------
     def _rto(self) -> float:
-        eng = self._signal_engine()
-        return (eng.rto if eng is not None else 1.0) * (1 << self._data_fin_backoff)
+        return self.signal_engine().rto * (1 << self._data_fin_backoff)
 
     def _rtx_timeout(self) -> float:
         """The data-level RTO: the largest RTO of the subflows data may be on (Linux
         `mptcp_set_timeout`), at least TCP's minimum, doubled per fruitless expiry."""
-        rto = max((sf.engine.rto for sf in self.subflows
-                   if sf.engine is not None and not sf.engine.is_closed), default=1.0)
+        rto = max((sf.engine.rto for sf in self.subflows if not sf.engine.is_closed),
+                  default=1.0)
         return min(max(rto, MIN_RTX_TIMEOUT) * (1 << self._rtx_backoff), MAX_RTX_TIMEOUT)
 
     def _retransmit_head(self) -> None:
@@ -1248,52 +803,34 @@ class MptcpConnection:
         delivered its part, yet the peer still lacks some: the kernel drops bytes
         its subflow already TCP-acked when the msk is short of memory
         (`__mptcp_move_skb`), and no subflow will ever send those again. So the first
-        not data-acked chunk goes out again, as a new mapping, on a subflow with
-        nothing queued (`mptcp_subflow_get_retrans`: a busy one would only queue it
-        behind its own data, and its own retransmissions may still fill the gap);
-        none idle: the next expiry tries again."""
-        idle = [sf for sf in self._sendable()
-                if sf.engine is not None and sf.engine.send_buffered == 0]
-        if not idle or self.snd_una >= self.snd_nxt:
+        not data-acked chunk goes out again, as a new mapping, on the subflow the
+        scheduler's `get_retrans` picks; none: the next expiry tries again."""
+        if self.snd_una >= self.snd_nxt:
             return
-        sf = min(idle, key=lambda x: x.engine.srtt or 1.0)  # type: ignore[union-attr]
-        eng = sf.engine
-        assert eng is not None
-        sent = self._map(sf, self.snd_una, self.snd_nxt - self.snd_una, _chunk_max(eng))
+        sf = self.scheduler.get_retrans(self._sendable())
+        if sf is None:
+            return
+        sent = self._map(sf, self.snd_una, self.snd_nxt - self.snd_una, _chunk_max(sf.engine))
         if sent:
-            self.counters["MPTCPRetrans"] += 1
-            self.counters["MPTCPRetransBytes"] += sent
+            self.counters[Mib.MPTCPRetrans] += 1
+            self.counters[Mib.MPTCPRetransBytes] += sent
             log.info("data-level RTO: %d bytes at data offset %d sent again on subflow %d",
                      sent, self.snd_una, sf.local_id)
 
     def poll_timeout(self) -> float | None:
-        best = self._t_data_fin
-        if self._t_rtx is not None and (best is None or self._t_rtx < best):
-            best = self._t_rtx
-        for _addr, deadline, _tries in self.add_addr_sent.values():
-            if best is None or deadline < best:
-                best = deadline
+        deadlines = [t for t in (self._t_data_fin, self._t_rtx, self.pm.poll_timeout())
+                     if t is not None]
         for sf in self.subflows:
-            if sf.engine is not None:
-                t = sf.engine.poll_timeout()
-                if t is not None and (best is None or t < best):
-                    best = t
-        return best
+            t = sf.engine.poll_timeout()
+            if t is not None:
+                deadlines.append(t)
+        return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> None:
         self.now = now
-        for addr_id, (addr, deadline, tries) in list(self.add_addr_sent.items()):
-            if deadline <= now:
-                # not echoed: announce again (a few times, backing off), then give up
-                if tries < 5:
-                    self.add_addr_queue.append((addr_id, addr))
-                    self.add_addr_sent[addr_id] = (addr, float("inf"), tries)
-                    eng = self._signal_engine()
-                    if eng is not None:
-                        eng.ack_now()
-                else:
-                    del self.add_addr_sent[addr_id]
-                    self.counters["AddAddrTxDrop"] += 1
+        self.pm.handle_timeout(now)
+        if self.pm.work_pending:
+            self.pm.work()
         t = self._t_rtx
         if t is not None and now >= t:
             self._rtx_backoff = min(self._rtx_backoff + 1, 7)
@@ -1307,23 +844,16 @@ class MptcpConnection:
             self._ack_on_every_subflow()
         for sf in self.subflows:
             eng = sf.engine
-            if eng is not None:
-                dl = eng.poll_timeout()
-                if dl is not None and dl <= now:
-                    eng.handle_timeout(now)
-                    self._check_stale(sf)
-                self._after_subflow_io(sf, now)
+            dl = eng.poll_timeout()
+            if dl is not None and dl <= now:
+                eng.handle_timeout(now)
+                self._check_stale(sf)
+            self._after_subflow_io(sf, now)
 
-    def _check_stale(self, sf: Subflow) -> None:
-        """A subflow whose RTO fired STALE_RTOS times in a row (its path is probably
-        down) stops being scheduled and its unacked data is reinjected elsewhere
-        (Linux marks it stale after net.mptcp.stale_loss_cnt); an ACK revives it."""
-        eng = sf.engine
-        assert eng is not None
-        if not sf.stale and eng.rto_retries >= STALE_RTOS and len(self.subflows) > 1:
-            sf.stale = True
-            self.counters["SubflowStale"] += 1
-            self.sf_event("SF_STALE", sf)
-            self._queue_reinject(sf, "stale")
-            if self.data_fin_acked and self.peer_fin:
-                self._maybe_close_subflows(None)  # resets it: the data is all through
+
+def subflow_addresses(sf: Subflow) -> dict[str, object]:
+    """A subflow's addresses and ids as text, for tools (`ip mptcp monitor` names)."""
+    eng = sf.engine
+    return {"saddr4": socket.inet_ntoa(eng.local_addr), "sport": eng.local_port,
+            "daddr4": socket.inet_ntoa(eng.remote_addr), "dport": eng.remote_port,
+            "locid": sf.local_id, "remid": sf.remote_id, "backup": int(sf.is_backup)}

@@ -8,7 +8,7 @@ Mirrors the kernel's `net/mptcp/crypto.c` (`mptcp_crypto_key_sha`,
 Which library does what, and why:
 - Plain digests (token and IDSN of a key) use `hashlib`: only a digest is needed, and
   SHA-256 of 8 bytes costs ~0.4 us there against ~1.2 us through `cryptography`
-  (INTEROP.md's measurement). Token lookups for MP_JOIN and key generation call it.
+  (docs/interop.md, "Cost of Python pieces"). Token lookups for MP_JOIN and key generation call it.
 - HMACs use `cryptography` (`hazmat.primitives.hmac`): keyed MACs go through the
   vetted primitive; they run once per MP_JOIN or ADD_ADDR, so its cost does not matter.
 - The DSS checksum is the Internet checksum (`stack.wire.checksum`), the one MPTCP
@@ -69,7 +69,7 @@ def generate_unique_key(randbytes: Callable[[int], bytes], token_in_use: Callabl
                         retries: int = MPTCP_TOKEN_MAX_RETRIES) -> int | None:
     """A key whose token is not in use locally (`token_in_use(token)` is the caller's
     token table), or None after `retries` + 1 colliding keys: the kernel then falls back
-    to plain TCP and counts TokenFallbackInit (`subflow_check_req`,
+    to plain TCP and counts MPFallbackTokenInit (`subflow_check_req`,
     `mptcp_token_new_request`)."""
     for _ in range(retries + 1):
         key = generate_key(randbytes)

@@ -3,13 +3,16 @@
 - Receiving: `parse_received` reads a segment's MPTCP options into a
   `ReceivedOptions` (`struct mptcp_options_received`, `mptcp_get_options` ->
   `mptcp_parse_option`) with a `suboptions` bitmask and a reason for every option it
-  ignored. What the connection then does with them is `stack.mptcp.connection`'s
-  `rx_options` (`mptcp_incoming_options`).
+  ignored; `incoming_options` hands each to the part of the connection it is for
+  (`mptcp_incoming_options`): handshakes to `subflow`, signals to the path manager,
+  the data ACK to the send side, mappings to the receive path (`recv`).
 - Sending: `syn_options`, `synack_options` and `established_options` decide which
   suboptions a segment carries within the remaining option space
   (`mptcp_syn_options`, `mptcp_synack_options`, `mptcp_established_options`, the last
   fanning out to one helper per suboption, each charged against `remaining`), and
-  `write_options` serialises the decision (`mptcp_write_options`).
+  `write_options` serialises the decision (`mptcp_write_options`). The writer changes
+  nothing: it returns an `OutOptions`; the connection's `options_written` takes the
+  queue entries it used and clears the one-shot flags it served.
 
 Which suboptions may share a segment (as in the kernel): MP_CAPABLE or MP_JOIN on the
 handshake segments; otherwise one DSS, plus ADD_ADDR / REMOVE_ADDR / MP_PRIO / MP_FAIL
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import TYPE_CHECKING
 
+from stack.mib import Mib
+from stack.mptcp import crypto
 from stack.wire.errors import MalformedPacket
 from stack.wire.mptcp import (
     _DSS_LAYOUTS,
@@ -43,8 +48,6 @@ from stack.wire.mptcp import (
     MPTCP_DSS_HAS_MAP,
     MPTCP_RM_IDS_MAX,
     MPTCPOPT_DSS,
-    TCPOLEN_MPTCP_ADD_ADDR,
-    TCPOLEN_MPTCP_ADD_ADDR_BASE,
     TCPOLEN_MPTCP_DSS_BASE,
     TCPOLEN_MPTCP_DSS_CHECKSUM,
     TCPOLEN_MPTCP_FAIL,
@@ -77,9 +80,10 @@ from stack.wire.mptcp import (
     parse_body,
     to_tcp_option,
 )
-from stack.wire.tcp import ACK, OPT_MPTCP, RST, SYN, Nop, TcpOption, UnknownOption
+from stack.wire.tcp import ACK, OPT_MPTCP, RST, SYN, Nop, TcpHeader, TcpOption, UnknownOption
 
 if TYPE_CHECKING:
+    from stack.mptcp.connection import MptcpConnection
     from stack.mptcp.subflow import Subflow
 
 
@@ -131,6 +135,7 @@ _ADD_ADDR, _RM_ADDR, _FASTCLOSE = int(OPTION_MPTCP_ADD_ADDR), int(OPTION_MPTCP_R
 _PRIO, _RST, _DSS, _FAIL = int(OPTION_MPTCP_PRIO), int(OPTION_MPTCP_RST), int(OPTION_MPTCP_DSS), \
     int(OPTION_MPTCP_FAIL)
 _CSUMREQD = int(OPTION_MPTCP_CSUMREQD)
+_MPTCPS_MPC = int(OPTIONS_MPTCP_MPC)
 
 
 @dataclass(slots=True)
@@ -420,6 +425,9 @@ class OutOptions:
     fail: MpFail | None = None
     fastclose: MpFastclose | None = None
     rst: MpTcpRst | None = None
+    # not an option: a pure ACK must follow (a DATA_FIN gave its room to a path-manager
+    # signal and goes on the next one)
+    pure_ack: bool = False
 
     def suboptions(self) -> list[MptcpOption]:
         return [o for o in (self.mpc, self.mpj, self.dss, self.add_addr, self.rm_addr,
@@ -448,12 +456,10 @@ def syn_options(sf: Subflow, remaining: int) -> OutOptions | None:
         # MP_JOIN on the SYN: the peer's token, our nonce (RFC 8684 3.2)
         if remaining < TCPOLEN_MPTCP_MPJ_SYN or msk.remote_token is None:
             return None
-        msk.counters["MPJoinSynTx"] += 1
         return OutOptions(mpj=MpJoinSyn(sf.backup, sf.local_id, msk.join_token(),
                                            sf.local_nonce))
     if msk.fallback or remaining < TCPOLEN_MPTCP_MPC_SYN:
         return None
-    msk.counters["MPCapableSYNTX"] += 1
     if msk.version == 0:
         if remaining < TCPOLEN_MPTCP_MPC_SYNACK:
             return None
@@ -493,7 +499,7 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
         return opts
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
         established_options_dss(sf, seq, payload_len, remaining, opts,
-                                data_fin_ok=payload_len > 0 or not _pm_signal_due(sf))
+                                data_fin_ok=payload_len > 0 or not _signal_due(sf))
     used = sum(aligned(option_len(o)) for o in opts.suboptions())
     added = established_options_add_addr(sf, payload_len, remaining - used, opts)
     if not added:
@@ -504,16 +510,10 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
     return opts
 
 
-def _add_addr_due(sf: Subflow) -> bool:
-    """An ADD_ADDR of ours (once fully established) or the echo of the peer's waits."""
-    msk = sf.msk
-    return bool(msk.echo_queue or (msk.add_addr_queue and msk.fully_established))
-
-
-def _pm_signal_due(sf: Subflow) -> bool:
+def _signal_due(sf: Subflow) -> bool:
     """A path-manager suboption waits for a pure ACK: ADD_ADDR (or its echo),
     REMOVE_ADDR, MP_PRIO."""
-    return _add_addr_due(sf) or bool(sf.msk.rm_addr_queue) or sf.send_mp_prio
+    return sf.msk.pm.signal_due() or sf.send_mp_prio
 
 
 def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
@@ -522,14 +522,8 @@ def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
     on a pure ACK when it fits beside the DSS; the option bytes it took."""
     if payload_len or opts.mpc is not None:
         return 0
-    if not _add_addr_due(sf):
-        return 0
-    msk = sf.msk
-    need = TCPOLEN_MPTCP_ADD_ADDR_BASE if msk.echo_queue else TCPOLEN_MPTCP_ADD_ADDR
-    if remaining < need:
-        return 0
-    a = msk.add_addr_to_send()
-    if a is None:
+    a = sf.msk.pm.next_add_addr()
+    if a is None or remaining < aligned(option_len(a)):
         return 0
     opts.add_addr = a
     return aligned(option_len(a))
@@ -538,17 +532,15 @@ def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
 def established_options_rm_addr(sf: Subflow, remaining: int, opts: OutOptions) -> int:
     """`mptcp_established_options_rm_addr`: REMOVE_ADDR with as many of the queued
     address ids as fit (up to the kernel's MPTCP_RM_IDS_MAX, 8); the bytes it took."""
-    msk = sf.msk
-    if not msk.rm_addr_queue or opts.mpc is not None:
+    queued = sf.msk.pm.rm_addr_ids()
+    if not queued or opts.mpc is not None:
         return 0
-    fit = min(len(msk.rm_addr_queue), MPTCP_RM_IDS_MAX)
+    fit = min(len(queued), MPTCP_RM_IDS_MAX)
     while fit and aligned(TCPOLEN_MPTCP_RM_ADDR_BASE + fit) > remaining:
         fit -= 1
     if not fit:
         return 0
-    ids, msk.rm_addr_queue = msk.rm_addr_queue[:fit], msk.rm_addr_queue[fit:]
-    opts.rm_addr = RemoveAddr(tuple(ids))
-    msk.counters["RmAddrTx"] += 1
+    opts.rm_addr = RemoveAddr(tuple(queued[:fit]))
     return aligned(option_len(opts.rm_addr))
 
 
@@ -557,9 +549,7 @@ def established_options_mp_prio(sf: Subflow, remaining: int, opts: OutOptions) -
     subflow, once after it changed (RFC 8684 3.3.8)."""
     if not sf.send_mp_prio or opts.mpc is not None or remaining < aligned(TCPOLEN_MPTCP_PRIO):
         return 0
-    sf.send_mp_prio = False
     opts.prio = MpPrio(sf.backup)
-    sf.msk.counters["MPPrioTx"] += 1
     return aligned(TCPOLEN_MPTCP_PRIO)
 
 
@@ -623,12 +613,9 @@ def established_options_dss(sf: Subflow, seq: int, payload_len: int, remaining: 
             dsn, ssn, length = msk.wire_dsn(m.data_off), m.ssn, m.length
             checksum = m.csum if csum else None
     elif msk.data_fin_to_signal() and not data_fin_ok:
-        eng = sf.engine
-        if eng is not None:
-            eng.send_pure_ack()
+        opts.pure_ack = True
     elif msk.data_fin_to_signal():
         dsn, ssn, length, data_fin = msk.wire_dsn(msk.write_off), 0, 1, True
-        msk.data_fin_on_wire = True
         if csum:
             checksum = msk.data_fin_csum()
     size = TCPOLEN_MPTCP_DSS_BASE + 8
@@ -653,9 +640,7 @@ def infinite_mapping(sf: Subflow, seq: int, payload_len: int,
     everything from its first byte, subflow byte `seq` is data offset seq - 1."""
     if not sf.send_infinite_map or not payload_len or remaining < DSS_FULL:
         return None
-    sf.send_infinite_map = False
     msk = sf.msk
-    msk.counters["InfiniteMapTx"] += 1
     return OutOptions(dss=Dss(data_ack=msk.wire_data_ack(), data_ack64=True,
                                  dsn=msk.wire_dsn(seq - 1), dsn64=True, ssn=seq & 0xFFFFFFFF,
                                  data_len=0,
@@ -667,8 +652,6 @@ def established_options_mp_fail(sf: Subflow, remaining: int, opts: OutOptions) -
     once (RFC 8684 3.7)."""
     if sf.send_mp_fail is not None and remaining >= TCPOLEN_MPTCP_FAIL:
         opts.fail = MpFail(sf.send_mp_fail)
-        sf.send_mp_fail = None
-        sf.msk.counters["MPFailTx"] += 1
 
 
 def rst_options(sf: Subflow, remaining: int) -> OutOptions | None:
@@ -681,8 +664,106 @@ def rst_options(sf: Subflow, remaining: int) -> OutOptions | None:
     if msk.fastclosing and msk.remote_key is not None and remaining >= TCPOLEN_MPTCP_FASTCLOSE:
         opts.fastclose = MpFastclose(msk.remote_key)
         remaining -= TCPOLEN_MPTCP_FASTCLOSE
-        msk.counters["MPFastcloseTx"] += 1
     if remaining >= TCPOLEN_MPTCP_RST:
-        opts.rst = MpTcpRst(sf.reset_reason, 0)
-        msk.counters["MPRstTx"] += 1
+        opts.rst = MpTcpRst(sf.reset_reason or 0, 0)
     return opts
+
+
+# --- what arrives (options.c: mptcp_incoming_options) -------------------------------------
+def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
+                     payload_len: int) -> bool:
+    """The ULP `on_options` hook: read the segment's MPTCP options and hand each to
+    the part of the connection it is for (`mptcp_incoming_options`, with the subflow
+    handshake checks of `subflow.c`). False drops the segment."""
+    ro, reasons = parse_received(hdr.options, hdr.flags, payload_len > 0,
+                                 accept_v0=msk.version == 0)
+    for r in reasons:
+        msk.counters["OptionIgnored:" + r] += 1
+    flags = hdr.flags
+    s = int(ro.suboptions)  # plain int: IntFlag arithmetic costs a class call
+    if flags & RST:
+        if s & _RST:
+            msk.tcprst_received(sf, ro.reset_reason)
+        if s & _FASTCLOSE and ro.rcvr_key == msk.local_key:
+            msk.fastclose_received(sf)
+        return True
+    if msk.fallback:
+        return True
+    if sf.join:
+        if not subflow.join_rx(sf, ro, s, flags):
+            return False
+        if sf.state is subflow.SubflowState.FAILED or flags & SYN:
+            return True
+        return _established_rx(msk, sf, ro, s, payload_len, hdr.window)
+    if flags & SYN:
+        if flags & ACK and msk.client:
+            subflow.mpc_synack_rx(msk, ro)
+        elif s & _MPC_SYN:
+            msk.counters[Mib.MPCapableSYNRX] += 1
+            if ro.csum_reqd:
+                msk.csum_enabled = True
+        return True
+    if s & _FASTCLOSE:
+        if ro.rcvr_key == msk.local_key:
+            msk.fastclose_received(None)
+            return False
+        msk.counters[Mib.MPFastcloseBadKey] += 1
+    if not msk.client and msk.remote_key is None and not subflow.mpc_third_ack_rx(msk, ro):
+        return True  # fell back
+    if (not msk.fully_established and msk.remote_key is not None
+            and not s & _MPTCPS_MPC and not (s & _DSS and ro.use_ack) and not s & _ADD_ADDR):
+        # Linux `check_fully_established`: the peer's first segment after the
+        # handshake must carry a data ACK (or MP_CAPABLE); if it does not, a
+        # middlebox strips our options: fall back to TCP.
+        msk.counters[Mib.MPCapableDataFallback] += 1
+        msk.fall_back("the peer's first segment after the handshake had no DSS "
+                      "(options stripped?)")
+        return True
+    ok = _established_rx(msk, sf, ro, s, payload_len, hdr.window)
+    if s & _FAIL:
+        msk.mp_fail_received(sf, ro.fail_seq)
+    return ok
+
+
+def _established_rx(msk: MptcpConnection, sf: Subflow, ro: ReceivedOptions, s: int,
+                    payload_len: int, window: int) -> bool:
+    """The suboptions of an established subflow's segment: path-manager signals to the
+    path manager, the data ACK to the send side, the mapping to the receive path."""
+    if s & _ADD_ADDR and msk.remote_key is not None:
+        _add_addr_rx(msk, ro)
+    if s & _RM_ADDR:
+        msk.pm.rm_addr_received(ro.rm_list)
+    if s & _PRIO:
+        msk.pm.prio_received(sf, ro.backup, ro.prio_addr_id)
+    if not s & _DSS:
+        return True
+    if ro.use_ack:
+        msk.data_ack_received(sf, ro.data_ack, ro.ack64, window)
+    if not ro.use_map:
+        return True
+    return recv.mapping_received(msk, sf, ro, s, payload_len)
+
+
+def _add_addr_rx(msk: MptcpConnection, ro: ReceivedOptions) -> None:
+    """ADD_ADDR (RFC 8684 3.4.1): an echo of ours, or the peer's announcement, whose
+    HMAC must check out (else it is ignored, `add_addr_hmac_valid`)."""
+    a = ro.addr
+    if a is None:
+        return
+    if ro.echo:
+        msk.pm.add_addr_echoed(a.addr_id)
+        return
+    assert msk.remote_key is not None
+    want = crypto.add_addr_hmac(msk.remote_key, msk.local_key, a.addr_id, a.addr, a.port)
+    if a.version != 0 and ro.ahmac != want:
+        msk.counters[Mib.AddAddrHMacFailure] += 1  # silently ignored (RFC 8684 3.4.1)
+        return
+    # any further ack, an ADD_ADDR included, makes the connection fully established
+    # (Linux check_fully_established), so the join it invites may go at once
+    msk.set_fully_established()
+    msk.pm.add_addr_received(a)
+
+
+# The dispatch hands segments to modules that themselves read `ReceivedOptions` and
+# call the writer: imported last, once this module's names exist.
+from stack.mptcp import recv, subflow  # noqa: E402

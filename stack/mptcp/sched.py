@@ -1,6 +1,7 @@
-"""Packet schedulers: which subflow(s) carry the next chunk of data.
+"""Packet schedulers: which subflow(s) carry the next chunk of data, and which one
+carries data sent again (the kernel's `net/mptcp/sched.c`).
 
-The connection (`MptcpConnection._push`) offers a scheduler the subflows that may send
+`get_send`: the connection (`MptcpConnection._push`) offers the subflows that may send
 (`ready`: fully established, working; backups only when no regular subflow works) and
 those of them that can take a chunk now (`candidates`: below their queue cap, about
 two cwnds), and maps the chunk onto the subflows it returns, in order. The first one
@@ -8,10 +9,13 @@ must be a candidate and gets new data; any further ones get the same data again 
 data sequence numbers, their own subflow mappings), which is how `redundant`
 duplicates.
 
-A scheduler is any object with `name` and `pick(candidates, ready) -> sequence of
-subflows` (an empty one: send nothing now). `SCHEDULERS` names the built-in ones; add your own
-there. Linux has the same split: `net.mptcp.scheduler` selects a `struct
-mptcp_sched_ops` whose `get_send` marks the subflows to use (`mptcp_subflow_set_scheduled`).
+`get_retrans`: when the data-level retransmission timer fires, the subflow to send the
+first unacknowledged chunk on again, among the `ready` ones; None: none fits now.
+
+A scheduler is any object with `name`, `get_send` and `get_retrans`. `SCHEDULERS`
+names the built-in ones; add your own there. Linux has the same split:
+`net.mptcp.scheduler` selects a `struct mptcp_sched_ops` whose `get_send` /
+`get_retrans` mark the subflows to use (`mptcp_subflow_set_scheduled`).
 """
 
 from __future__ import annotations
@@ -19,17 +23,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from stack.wire.mptcp import MAX_DATA_LEN
+
 if TYPE_CHECKING:
     from stack.mptcp.subflow import Subflow
-
-CHUNK = 65535  # the data a pick is for: one mapping, at most a 16-bit data-level length
 
 
 class Scheduler(Protocol):
     name: str
 
-    def pick(self, candidates: Sequence[Subflow],
-             ready: Sequence[Subflow]) -> Sequence[Subflow]: ...
+    def get_send(self, candidates: Sequence[Subflow],
+                 ready: Sequence[Subflow]) -> Sequence[Subflow]: ...
+
+    def get_retrans(self, ready: Sequence[Subflow]) -> Subflow | None: ...
+
+
+def idle_lowest_rtt(ready: Sequence[Subflow]) -> Subflow | None:
+    """The kernel's `mptcp_subflow_get_retrans`: a subflow with nothing queued (a busy
+    one would only queue the chunk behind its own data, and its own retransmissions
+    may still fill the gap), the lowest smoothed RTT among them; every built-in
+    scheduler retransmits so."""
+    idle = [sf for sf in ready if sf.engine.send_buffered == 0]
+    return min(idle, key=lambda sf: sf.engine.srtt or 1.0) if idle else None
 
 
 class LowestDelay:
@@ -38,14 +53,15 @@ class LowestDelay:
     kernel's "linger time")."""
     name = "default"
 
-    def pick(self, candidates: Sequence[Subflow],
-             ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
+    get_retrans = staticmethod(idle_lowest_rtt)
+
+    def get_send(self, candidates: Sequence[Subflow],
+                 ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
         best: Subflow | None = None
         best_t = 0.0
         for sf in candidates:
             eng = sf.engine
-            assert eng is not None
-            t = (eng.send_buffered + CHUNK) * (eng.srtt or 0.001) / max(eng.cwnd, eng.mss)
+            t = (eng.send_buffered + MAX_DATA_LEN) * (eng.srtt or 0.001) / max(eng.cwnd, eng.mss)
             if best is None or t < best_t:
                 best, best_t = sf, t
         return () if best is None else (best,)
@@ -57,10 +73,12 @@ class RoundRobin:
     once the shared receive window fills with its out-of-order data."""
     name = "roundrobin"
 
+    get_retrans = staticmethod(idle_lowest_rtt)
+
     def __init__(self) -> None:
         self._last: Subflow | None = None
 
-    def pick(self, candidates: Sequence[Subflow],
+    def get_send(self, candidates: Sequence[Subflow],
              ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
         if not candidates:
             return ()
@@ -77,10 +95,11 @@ class Redundant:
     at the price of sending everything N times. The pace is the fastest subflow's; a
     slower one queues up to its send buffer and then misses chunks."""
     name = "redundant"
+    get_retrans = staticmethod(idle_lowest_rtt)
 
-    def pick(self, candidates: Sequence[Subflow],
-             ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
-        first = _LOWEST.pick(candidates)
+    def get_send(self, candidates: Sequence[Subflow],
+                 ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
+        first = _LOWEST.get_send(candidates)
         return (*first, *(sf for sf in ready if sf not in first)) if first else ()
 
 

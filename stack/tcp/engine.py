@@ -7,7 +7,7 @@ never raises for anything the peer sends: such segments are dropped and counted 
 
 Rules this file keeps:
 - Every state change goes through `_set_state()` (it emits `StateChanged`).
-- Sequence numbers become *stream offsets* at the boundary: `_unwrap(ref, raw)` turns
+- Sequence numbers become *stream offsets* at the boundary: `unwrap32(ref, raw)` turns
   a 32-bit wire number into the unbounded int closest to a reference offset whose
   low 32 bits match (offset & 0xffffffff == wire value). Inside, send and receive
   positions (`_una`, `_nxt`, `_rnxt`, ...) are such offsets and compare as plain ints,
@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stack.buffers import take_front
+from stack.mib import DropReason, Mib
 from stack.tcp.assembler import Assembler
 from stack.tcp.congestion import CongestionControl, make_congestion
 from stack.tcp.rtt import RttEstimator
-from stack.tcp.seq import Seq
+from stack.tcp.seq import Seq, unwrap32
 from stack.wire.tcp import (
     ACK,
     FIN,
@@ -215,12 +216,6 @@ _NOP = Nop()
 _SACK_PERM = SackPermitted()
 
 
-def _unwrap(ref: int, raw: int) -> int:
-    """The stream offset nearest `ref` whose low 32 bits are `raw` (the one place
-    where modular sequence arithmetic happens)."""
-    return ref + ((raw - ref + HALF) & MASK) - HALF
-
-
 def _wscale_for(rcv_buf: int) -> int:
     """Our window-scale shift: the smallest that lets the window field cover
     rcv_buf (Linux `tcp_select_initial_window()`), at most 14."""
@@ -363,6 +358,11 @@ class TcpEngine:
         return len(self._rbuf)
 
     @property
+    def ulp(self) -> Ulp | None:
+        """The upper-layer protocol this engine reports to (an MPTCP subflow), if any."""
+        return self._ulp
+
+    @property
     def is_closed(self) -> bool:
         return (self._closed_emitted and self._state is State.CLOSED
                 and not self._pending_rst)
@@ -473,7 +473,7 @@ class TcpEngine:
         if self._state is not State.CLOSED or self._used:
             raise TcpError(f"connect() in state {self._state.value}")
         self._used = True
-        self.counters["ActiveOpens"] += 1
+        self.counters[Mib.ActiveOpens] += 1
         self._syn_pending = True
         self._set_state(State.SYN_SENT)
         self._arm_keepalive(now)
@@ -493,8 +493,8 @@ class TcpEngine:
         self._used = True
         self._passive = True
         self._state = State.LISTEN
-        self.counters["InSegs"] += 1
-        self.counters["PassiveOpens"] += 1
+        self.counters[Mib.InSegs] += 1
+        self.counters[Mib.PassiveOpens] += 1
         if ulp is not None:
             ulp.on_options(hdr, 0)
         self._take_syn(hdr, now)
@@ -668,9 +668,9 @@ class TcpEngine:
     def on_icmp_error(self, kind: str, now: float) -> None:
         """ICMP destination unreachable for this connection: hard error while
         connecting, soft error later (RFC 1122 4.2.3.9, RFC 5927)."""
-        self.counters["InIcmpErrors"] += 1
+        self.counters[Mib.InIcmpErrors] += 1
         if self._state is State.SYN_SENT:
-            self.counters["AttemptFails"] += 1
+            self.counters[Mib.AttemptFails] += 1
             self._terminate(f"unreachable:{kind}")
         else:
             self._soft_error = kind
@@ -699,7 +699,7 @@ class TcpEngine:
         if t is not None and now >= t:
             self._t_dack = None
             if self._unacked_bytes:
-                self.counters["DelayedACKs"] += 1
+                self.counters[Mib.DelayedACKs] += 1
                 self._ack_now = True
         t = self._t_persist
         if t is not None and now >= t:
@@ -717,10 +717,10 @@ class TcpEngine:
         if st is State.SYN_SENT or st is State.SYN_RECEIVED:
             self._retries += 1
             if self._retries > c.syn_retries:
-                self.counters["TCPAttemptFails" if st is State.SYN_SENT else "TCPTimeouts"] += 1
+                self.counters[Mib.TCPAttemptFails if st is State.SYN_SENT else Mib.TCPTimeouts] += 1
                 self._terminate("timeout")
                 return
-            self.counters["TCPTimeouts"] += 1
+            self.counters[Mib.TCPTimeouts] += 1
             self._rtt.on_timeout()
             self._rtt_seq = None  # Karn
             self._syn_pending = True
@@ -729,10 +729,10 @@ class TcpEngine:
             return
         self._retries += 1
         if self._retries > c.data_retries:
-            self.counters["TCPAbortOnTimeout"] += 1
+            self.counters[Mib.TCPAbortOnTimeout] += 1
             self._terminate("timeout")
             return
-        self.counters["TCPTimeouts"] += 1
+        self.counters[Mib.TCPTimeouts] += 1
         flight = self._nxt - self._una
         self._cc.on_rto(flight, now, first=self._recovery != RECOV_LOSS)
         self._rtt.on_timeout()
@@ -760,7 +760,7 @@ class TcpEngine:
             self._force_send = True
         else:
             self._probe_due = True
-            self.counters["TCPWinProbe"] += 1
+            self.counters[Mib.TCPWinProbe] += 1
         self._persist_n += 1
         self._t_persist = now + self._rtt.backed_off(self._persist_n)
 
@@ -775,12 +775,12 @@ class TcpEngine:
             self._t_keepalive = now + c.keepalive_idle
             return
         if self._ka_probes >= c.keepalive_probes:
-            self.counters["TCPKeepAliveTimeout"] += 1
+            self.counters[Mib.TCPKeepAliveTimeout] += 1
             self._queue_rst(self._nxt, self._rnxt, with_ack=True, established=True)
             self._terminate("timeout")
             return
         self._ka_probes += 1
-        self.counters["TCPKeepAlive"] += 1
+        self.counters[Mib.TCPKeepAlive] += 1
         self._probe_due = True
         self._t_keepalive = now + c.keepalive_interval
 
@@ -792,7 +792,7 @@ class TcpEngine:
     # ------------------------------------------------------------------ input
     def on_segment(self, hdr: TcpHeader, payload: bytes | memoryview, now: float) -> None:
         """Process one incoming segment (or GRO super-packet) for this connection."""
-        self.counters["InSegs"] += 1
+        self.counters[Mib.InSegs] += 1
         st = self._state
         if st in _SYNCHRONIZED or st is State.SYN_RECEIVED:
             self._rcv_synchronized(hdr, payload, now)
@@ -800,33 +800,33 @@ class TcpEngine:
             self._rcv_syn_sent(hdr, payload, now)
         else:
             # CLOSED / LISTEN: the host answers unknown tuples; we hold no TCB
-            self._drop("closed")
+            self._drop(DropReason.CLOSED)
 
     def _rcv_syn_sent(self, hdr: TcpHeader, payload: bytes | memoryview, now: float) -> None:
         """RFC 9293 3.10.7.3 with RFC 5961 3.2 (RST must ack our SYN)."""
         flags = hdr.flags
         a = 0
         if flags & ACK:
-            a = _unwrap(self._una, hdr.ack)
+            a = unwrap32(self._una, hdr.ack)
             if a <= self._iss or a > self._nxt:
                 if not flags & RST:
                     self._queue_rst(a, 0, with_ack=False)
-                self._drop("bad-ack-syn-sent")
+                self._drop(DropReason.BAD_ACK_SYN_SENT)
                 return
         if flags & RST:
             if flags & ACK:
                 if self._ulp is not None:
                     self._ulp.on_options(hdr, len(payload))
-                self.counters["AttemptFails"] += 1
+                self.counters[Mib.AttemptFails] += 1
                 self._terminate("refused")
             else:
-                self._drop("rst-without-ack-syn-sent")
+                self._drop(DropReason.RST_WITHOUT_ACK_SYN_SENT)
             return
         if not flags & SYN:
-            self._drop("no-syn-syn-sent")
+            self._drop(DropReason.NO_SYN_SYN_SENT)
             return
         if self._ulp is not None and not self._ulp.on_options(hdr, len(payload)):
-            self._drop("ulp")
+            self._drop(DropReason.ULP)
             return
         self._take_syn(hdr, now)
         self._arm_keepalive(now)
@@ -850,7 +850,7 @@ class TcpEngine:
                 self._rcv_data(self._rnxt, payload, now)
         else:
             # simultaneous open (RFC 9293 figure 8): answer SYN/ACK with our ISS
-            self.counters["TCPSimultaneousOpen"] += 1
+            self.counters[Mib.TCPSimultaneousOpen] += 1
             self._rcv_adv = self._rnxt + min(self.config.rcv_buf, 0xFFFF)
             self._snd_wnd = hdr.window
             self._max_snd_wnd = self._snd_wnd
@@ -885,7 +885,7 @@ class TcpEngine:
             self._chal_sec = sec
             self._chal_count = 0
         if self._chal_count >= CHALLENGE_ACK_LIMIT:
-            self.counters["TCPChallengeACKLimit"] += 1
+            self.counters[Mib.TCPChallengeACKLimit] += 1
             return
         self._chal_count += 1
         self.counters[counter] += 1
@@ -897,16 +897,16 @@ class TcpEngine:
         flags = hdr.flags
         st = self._state
         rnxt = self._rnxt
-        seq = _unwrap(rnxt, hdr.seq)
+        seq = unwrap32(rnxt, hdr.seq)
         plen = len(payload)
 
         if st is State.SYN_RECEIVED and flags & SYN and seq + 1 == rnxt:
             if not flags & ACK:
                 # the peer retransmitted its SYN: our SYN/ACK was lost
-                self.counters["TCPSynRetrans"] += 1
+                self.counters[Mib.TCPSynRetrans] += 1
                 self._syn_pending = True
                 return
-            if _unwrap(self._una, hdr.ack) == self._nxt and not plen:
+            if unwrap32(self._una, hdr.ack) == self._nxt and not plen:
                 # simultaneous open: the peer's SYN/ACK acks our SYN
                 # (Linux `tcp_validate_incoming()`, RFC 5961 4.2 exception)
                 flags &= ~SYN
@@ -929,13 +929,13 @@ class TcpEngine:
                 and (ts_val - self._ts_recent) & MASK >= HALF):
             ts_old = True
             if (not plen and not flags & (SYN | FIN) and seq == rnxt
-                    and _unwrap(self._una, hdr.ack) <= self._una):
+                    and unwrap32(self._una, hdr.ack) <= self._una):
                 # a reordered pure duplicate ACK: harmless (Linux
                 # `tcp_disordered_ack()`); processed, TS.Recent untouched
                 pass
             elif now - self._ts_recent_stamp <= PAWS_IDLE:
-                self.counters["PAWSEstab"] += 1
-                self._drop("paws")
+                self.counters[Mib.PAWSEstab] += 1
+                self._drop(DropReason.PAWS)
                 self._ack_now = True
                 return
             else:
@@ -954,12 +954,12 @@ class TcpEngine:
             ok = (rnxt <= seq < rnxt + wnd) or (rnxt <= seq + seglen - 1 < rnxt + wnd)
         if not ok:
             if flags & RST:
-                self._drop("rst-out-of-window")
+                self._drop(DropReason.RST_OUT_OF_WINDOW)
                 return
             if wnd == 0 and seq == rnxt and flags & ACK:
                 # zero window: the data is not acceptable but the ACK is (RFC 9293:
                 # "special allowance ... valid ACKs"); typically a window probe
-                self.counters["TCPZeroWindowDrop"] += 1
+                self.counters[Mib.TCPZeroWindowDrop] += 1
                 payload = b""
                 plen = 0
                 flags &= ~FIN
@@ -969,7 +969,7 @@ class TcpEngine:
                         and seq + plen + 1 == rnxt):
                     # RFC 9293 3.10.7.4: retransmitted FIN in TIME-WAIT: ack, restart 2MSL
                     self._t_timewait = now + self.config.time_wait
-                self._drop("out-of-window")
+                self._drop(DropReason.OUT_OF_WINDOW)
                 self._ack_now = True
                 return
 
@@ -982,22 +982,22 @@ class TcpEngine:
                     self._ulp.on_options(hdr, plen)
                 self._on_reset()
             else:
-                self._drop("rst-in-window")
-                self._challenge_ack(now, "TCPChallengeACK")
+                self._drop(DropReason.RST_IN_WINDOW)
+                self._challenge_ack(now, Mib.TCPChallengeACK)
             return
 
         # SYN in a synchronized state (RFC 5961 4.2): challenge ACK
         if flags & SYN:
-            self._drop("syn-in-window")
-            self._challenge_ack(now, "TCPSYNChallenge")
+            self._drop(DropReason.SYN_IN_WINDOW)
+            self._challenge_ack(now, Mib.TCPSYNChallenge)
             return
 
         if not flags & ACK:
-            self._drop("no-ack")
+            self._drop(DropReason.NO_ACK)
             return
 
         if self._ulp is not None and not self._ulp.on_options(hdr, plen):
-            self._drop("ulp")
+            self._drop(DropReason.ULP)
             return
 
         # TS.Recent (RFC 7323 4.3): SEG.SEQ <= Last.ACK.sent
@@ -1009,12 +1009,12 @@ class TcpEngine:
             self._ka_probes = 0
             self._arm_keepalive(now)
 
-        a = _unwrap(self._una, hdr.ack)
+        a = unwrap32(self._una, hdr.ack)
         if st is State.SYN_RECEIVED:
             if not self._una < a <= self._nxt:
                 # RFC 9293: bad ACK in SYN-RECEIVED -> <SEQ=SEG.ACK><CTL=RST>
                 self._queue_rst(a, 0, with_ack=False)
-                self._drop("bad-ack-syn-received")
+                self._drop(DropReason.BAD_ACK_SYN_RECEIVED)
                 return
             self._snd_wnd = hdr.window << self._snd_wscale
             self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
@@ -1033,11 +1033,11 @@ class TcpEngine:
         else:
             # RFC 5961 5.2: ACK must lie in [SND.UNA - MAX.SND.WND, SND.NXT]
             if a > self._nxt:
-                self._drop("ack-unsent")
-                self._challenge_ack(now, "TCPChallengeACK")
+                self._drop(DropReason.ACK_UNSENT)
+                self._challenge_ack(now, Mib.TCPChallengeACK)
                 return
             if a < self._una - self._max_snd_wnd:
-                self._drop("ack-too-old")
+                self._drop(DropReason.ACK_TOO_OLD)
                 return
             if self._on_ack(a, seq, hdr.window, plen, flags, ts_ecr, sack, now):
                 return
@@ -1048,7 +1048,7 @@ class TcpEngine:
             if st in _RECEIVES_DATA:
                 self._rcv_data(seq, payload, now)
             else:
-                self._drop("data-after-fin")
+                self._drop(DropReason.DATA_AFTER_FIN)
                 self._ack_now = True
         if flags & FIN:
             self._rcv_fin(seq + plen, now)
@@ -1061,7 +1061,7 @@ class TcpEngine:
         elif st in (State.CLOSING, State.LAST_ACK, State.TIME_WAIT):
             self._terminate(None if self._fin_rcvd and st is State.TIME_WAIT else "reset")
         else:
-            self.counters["EstabResets"] += 1
+            self.counters[Mib.EstabResets] += 1
             self._terminate("reset")
 
     # ---- ACK processing (sender side) -------------------------------------------
@@ -1094,7 +1094,7 @@ class TcpEngine:
               and self._nxt > una):
             # duplicate ACK (RFC 5681 section 2)
             self._dupacks += 1
-            self.counters["TCPDupAcks"] += 1
+            self.counters[Mib.TCPDupAcks] += 1
             if not sack_ok:
                 rs = self._reno_sacked + self._mss
                 out = self._nxt - una
@@ -1197,8 +1197,8 @@ class TcpEngine:
         nxt = self._nxt
         sk = self._sacked
         for left, right in sack.blocks:
-            s = _unwrap(una, left)
-            e = _unwrap(una, right)
+            s = unwrap32(una, left)
+            e = unwrap32(una, right)
             if e <= una or e > nxt or s >= e:
                 continue
             s = max(s, una)
@@ -1236,7 +1236,7 @@ class TcpEngine:
             if nxt_then < high and not self._is_sacked(start, end):
                 if rewind < 0 or start < rewind:
                     rewind = start
-                self.counters["TCPLostRetransmit"] += 1
+                self.counters[Mib.TCPLostRetransmit] += 1
                 continue
             keep.append(m)
         self._rtx_marks = keep
@@ -1272,7 +1272,7 @@ class TcpEngine:
             self._recovery = RECOV_FAST
             self._recover = self._nxt
             self._cc.enter_recovery(self._nxt - una, now)
-            self.counters["TCPSackRecovery" if self._sack_ok else "TCPRenoRecovery"] += 1
+            self.counters[Mib.TCPSackRecovery if self._sack_ok else Mib.TCPRenoRecovery] += 1
             first = min(una + mss, self._nxt)
             self._lost_upto = max(self._lost_upto, first)
             self._high_rxt = una
@@ -1286,7 +1286,7 @@ class TcpEngine:
         if seq < rnxt:
             if end <= rnxt:
                 # entirely old: a duplicate; ack at once (RFC 9293, RFC 5681 4.2)
-                self.counters["TCPDupData"] += 1
+                self.counters[Mib.TCPDupData] += 1
                 self._ack_now = True
                 return
             payload = memoryview(payload)[rnxt - seq:]
@@ -1294,12 +1294,12 @@ class TcpEngine:
         right = self._rcv_adv
         if end > right:
             if seq >= right:
-                self._drop("beyond-window")
+                self._drop(DropReason.BEYOND_WINDOW)
                 self._ack_now = True
                 return
             payload = memoryview(payload)[:right - seq]
             end = right
-            self.counters["TCPRcvTrimmed"] += 1
+            self.counters[Mib.TCPRcvTrimmed] += 1
         if seq == rnxt:
             self._rbuf += payload
             rnxt = end
@@ -1328,10 +1328,10 @@ class TcpEngine:
                 self._rcv_fin(rnxt, now)
         else:
             # out of order: hold it, ACK at once with SACK (RFC 5681 4.2, RFC 2018)
-            self.counters["TCPOFOQueue"] += 1
+            self.counters[Mib.TCPOFOQueue] += 1
             if not self._ooo.add(seq, payload):
-                self.counters["TCPOFODrop"] += 1
-                self._drop("ofo-full")
+                self.counters[Mib.TCPOFODrop] += 1
+                self._drop(DropReason.OFO_FULL)
             self._ack_now = True
 
     def _rcv_fin(self, fin_seq: int, now: float) -> None:
@@ -1447,7 +1447,7 @@ class TcpEngine:
         if self._pending_rst:
             out += self._pending_rst
             self._pending_rst.clear()
-            self.counters["OutRsts"] += len(out)
+            self.counters[Mib.OutRsts] += len(out)
         st = self._state
         if self._syn_pending and (st is State.SYN_SENT or st is State.SYN_RECEIVED):
             self._syn_pending = False
@@ -1456,8 +1456,8 @@ class TcpEngine:
                 self._rtt_seq = self._nxt
                 self._rtt_time = now
             else:
-                self.counters["RetransSegs"] += 1
-                self.counters["TCPSynRetrans"] += 1
+                self.counters[Mib.RetransSegs] += 1
+                self.counters[Mib.TCPSynRetrans] += 1
             out.append(self._syn_segment(now))
             if self._t_rtx is None:
                 self._t_rtx = now + self._rtt.rto
@@ -1477,14 +1477,14 @@ class TcpEngine:
                 self._pure_ack = False
                 out.append(self._segment(self._nxt, ACK, b"", now,
                                          sack=self._sack_ok and bool(self._ooo)))
-                self.counters["OutAcks"] += 1
+                self.counters[Mib.OutAcks] += 1
             if self._ack_segs:
                 self._ack_now = False
                 self._unacked_bytes = 0
                 self._t_dack = None
                 self._last_ack_sent = self._rnxt
         if out:
-            self.counters["OutSegs"] += len(out)
+            self.counters[Mib.OutSegs] += len(out)
         return out
 
     def _segment(self, seq: int, flags: int, payload: bytes | memoryview, now: float,
@@ -1608,9 +1608,9 @@ class TcpEngine:
                         self._rtx_marks.append((p, p + n, self._nxt))
                     pipe += n
                     self._rtt_seq = None  # Karn
-                    self.counters["RetransSegs"] += 1
-                    self.counters["TCPFastRetrans" if self._recovery == RECOV_FAST
-                                  else "TCPLossRetrans"] += 1
+                    self.counters[Mib.RetransSegs] += 1
+                    self.counters[Mib.TCPFastRetrans if self._recovery == RECOV_FAST
+                                  else Mib.TCPLossRetrans] += 1
                     if self._t_rtx is None:
                         self._t_rtx = now + self._rtt.rto
             # 2. new data

@@ -10,6 +10,34 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+_M32 = (1 << 32) - 1
+_H32 = 1 << 31
+_M64 = (1 << 64) - 1
+_H64 = 1 << 63
+
+
+def unwrap32(ref: int, raw: int) -> int:
+    """The offset nearest `ref` whose value modulo 2**32 is `raw`."""
+    return ref + ((raw - ref + _H32) & _M32) - _H32
+
+
+def unwrap64(ref: int, raw: int) -> int:
+    """The offset nearest `ref` whose value modulo 2**64 is `raw`."""
+    return ref + ((raw - ref + _H64) & _M64) - _H64
+
+
+def near32(ref_off: int, ref_wire: int, low: int) -> int:
+    """The offset nearest `ref_off` (whose 64-bit wire value is `ref_wire`) whose wire
+    value has the low 32 bits `low` (Linux `expand_seq`), without objects: it runs per
+    segment."""
+    d = (low - ref_wire) & _M32
+    return ref_off + (d - (1 << 32) if d >= _H32 else d)
+
+
+def seq_between(seq: int, lo: int, hi: int) -> bool:
+    """lo <= seq <= hi modulo 2**32 (raw wire values)."""
+    return (seq - lo) & _M32 <= (hi - lo) & _M32
+
 
 class Seq:
     """An immutable 32-bit sequence number with modular ordering."""
@@ -69,35 +97,3 @@ class Seq:
     def in_window(self, start: Seq, size: int) -> bool:
         """start <= self < start + size (RFC 9293's acceptability test)."""
         return ((self.value - start.value) & self.MASK) < size
-
-
-class Seq64(Seq):
-    """A 64-bit data sequence number (MPTCP DSN / data ACK, RFC 8684 section 3.3)."""
-
-    __slots__ = ()
-    BITS = 64
-    MOD = 1 << 64
-    HALF = 1 << 63
-    MASK = (1 << 64) - 1
-
-    def expand32(self, low: int) -> Seq64:
-        """The 64-bit number closest to self whose low 32 bits are `low` (how Linux's
-        `expand_seq` widens a 32-bit DSN or data ACK against current state)."""
-        base = self.value & ~0xFFFFFFFF
-        cand = base | low
-        d = (cand - self.value) & self.MASK
-        if d >= self.HALF:
-            d -= self.MOD
-        if d > (1 << 31):
-            cand -= 1 << 32
-        elif d < -(1 << 31):
-            cand += 1 << 32
-        return Seq64(cand)
-
-
-def seq_max(a: Seq, b: Seq) -> Seq:
-    return max(a, b)
-
-
-def seq_min(a: Seq, b: Seq) -> Seq:
-    return min(a, b)

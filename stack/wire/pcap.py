@@ -43,7 +43,12 @@ def read(data: bytes) -> list[tuple[float, bytes]]:
 
 
 class PcapWriter:
-    """Appends packets to a pcap file; `tap(direction, packet, timestamp)` fits Stack.tap."""
+    """Appends packets to a pcap file: `write(timestamp, packet)`, one record each.
+
+    Not a `Stack.tap` by itself (a tap gets `(direction, packet)`, no time): the tap
+    calls `write` with a UNIX timestamp. tools/cli.py's tap passes the `now` the stack
+    was given for the packet (`TunShell.stack_now`) plus `wall_clock_offset`, the same
+    time it hands the --trace ladder."""
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f

@@ -25,7 +25,8 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntFlag
 
-from stack.wire.checksum import internet_checksum, ones_sum
+from stack.wire import ipv4
+from stack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum_v4
 from stack.wire.errors import MalformedPacket
 
 HEADER_LEN = 20
@@ -299,3 +300,40 @@ def checksum_v4(src: bytes, dst: bytes, segment: bytes | bytearray | memoryview)
 
 def verify_checksum_v4(src: bytes, dst: bytes, segment: bytes | bytearray | memoryview) -> bool:
     return checksum_v4(src, dst, segment) == 0
+
+
+# --- one IPv4 datagram carrying one TCP segment, serialised in one buffer (the host's
+# send path: no intermediate header bytes). Offsets within the datagram:
+_IP_TCP = struct.Struct("!BBHHHBBH4s4sHHIIHHHH")  # the IPv4 header then the TCP header
+IPV4_HEADER_LEN = ipv4.HEADER_LEN
+_IP_CSUM_OFF = 10                          # in the IPv4 header
+_TCP_CSUM_OFF = IPV4_HEADER_LEN + 16       # in the TCP header
+_TCP_OPTS_OFF = IPV4_HEADER_LEN + HEADER_LEN
+
+
+def emit_ipv4_segment(src: bytes, dst: bytes, ident: int, ttl: int, hdr: TcpHeader,
+                      payload: bytes | bytearray | memoryview,
+                      csum_partial: bool = False) -> tuple[bytes, int]:
+    """An IPv4 datagram (20-byte header, DF, `ident`, `ttl`) carrying `hdr` + `payload`,
+    both checksums filled in; with `csum_partial`, the TCP checksum field holds only the
+    folded pseudo-header sum, for the device to complete (virtio-net NEEDS_CSUM).
+    Returns the bytes and the TCP header length. Byte for byte what `ipv4.emit` +
+    `emit` give (tests/unit/test_wire.py holds it to that)."""
+    opts = emit_options(hdr.options) if hdr.options else b""
+    thl = HEADER_LEN + len(opts)
+    plen = len(payload)
+    total = IPV4_HEADER_LEN + thl + plen
+    buf = bytearray(total)
+    _IP_TCP.pack_into(buf, 0, 0x45, 0, total, ident, ipv4.FLAG_DF, ttl, ipv4.PROTO_TCP, 0, src, dst,
+                      hdr.src_port, hdr.dst_port, hdr.seq, hdr.ack,
+                      (thl // 4) << 12 | hdr.reserved << 8 | hdr.flags, hdr.window, 0,
+                      hdr.urgent)
+    buf[_TCP_OPTS_OFF:_TCP_OPTS_OFF + len(opts)] = opts
+    buf[IPV4_HEADER_LEN + thl:] = payload
+    struct.pack_into("!H", buf, _IP_CSUM_OFF,
+                     ~ones_sum(memoryview(buf)[:IPV4_HEADER_LEN]) & 0xFFFF)
+    pseudo = pseudo_header_sum_v4(src, dst, ipv4.PROTO_TCP, thl + plen)
+    csum = pseudo if csum_partial else \
+        ~ones_sum(memoryview(buf)[IPV4_HEADER_LEN:], pseudo) & 0xFFFF
+    struct.pack_into("!H", buf, _TCP_CSUM_OFF, csum)
+    return bytes(buf), thl

@@ -12,7 +12,6 @@ import pytest
 
 from stack.host import ip
 from stack.mptcp.connection import MptcpConfig, MptcpEvent
-from stack.mptcp.subflow import Subflow
 from tests.sim.apps import Side, bulk, multipath_pair
 from tests.sim.net import LinkProfile, PathCut
 
@@ -73,7 +72,7 @@ def test_remove_addr_from_the_client_closes_the_servers_subflow() -> None:
     ca, cb = a.all_counters(), b.all_counters()
     assert ca["RmAddrTx"] == 1 and cb["RmAddr"] == 1
     (removed,) = sf_events(sb, "REMOVED")
-    assert dict(removed.subflow)["remid"] == 1  # 10.0.2.2 is our address id 1
+    assert removed.remid == 1  # 10.0.2.2 is our address id 1
     assert gone(sb.conn.msk.subflows[1])
 
 
@@ -87,8 +86,8 @@ def test_remove_addr_from_the_server_of_an_announced_address() -> None:
     assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
     assert sa.error is None and sb.error is None
     msk = sa.conn.msk
-    assert gone(msk.subflows[1]) and msk.add_addr_accepted == 0
-    assert 1 not in msk.remote_addrs
+    assert gone(msk.subflows[1]) and not msk.pm.accepted_ids
+    assert 1 not in msk.pm.remote_addrs
     assert a.all_counters()["RmAddr"] == 1 and b.all_counters()["RmAddrTx"] == 1
 
 
@@ -117,8 +116,7 @@ def test_mp_prio_makes_the_peer_stop_sending_on_the_subflow() -> None:
     assert join_b.remote_backup and join_b.is_backup
     assert join_b.tx_next == at["tx"]  # nothing new after MP_PRIO
     assert a.all_counters()["MPPrioTx"] == 1 and b.all_counters()["MPPrioRx"] == 1
-    assert sf_events(sb, "SF_PRIORITY") and dict(sf_events(sb, "SF_PRIORITY")[0].subflow)[
-        "backup"] == 1
+    assert sf_events(sb, "SF_PRIORITY") and sf_events(sb, "SF_PRIORITY")[0].backup
 
 
 def test_mp_prio_clears_backup_and_the_subflow_carries_data_again() -> None:
@@ -182,12 +180,12 @@ def test_alternative_schedulers_deliver_every_byte(sched: str) -> None:
 def test_round_robin_takes_turns_and_skips_a_full_subflow() -> None:
     a = multipath_pair(paths=3, cfg_a=MptcpConfig(scheduler="roundrobin"))[0]
     msk = a.connect(B1, 5000, 0.0).msk
-    sfs = [msk.master] + [Subflow(msk, join=True) for _ in range(2)]
-    msk.subflows[1:] = sfs[1:]
+    sfs = [msk.master] + [msk.add_subflow(lambda sf: msk.master.engine, join=True)
+                          for _ in range(2)]
     rr = msk.scheduler
-    assert [rr.pick(sfs)[0] for _ in range(4)] == [sfs[0], sfs[1], sfs[2], sfs[0]]
-    assert rr.pick([sfs[0], sfs[2]])[0] is sfs[2]  # sfs[1] had no room: skipped
-    assert rr.pick([sfs[0], sfs[1]])[0] is sfs[0]  # wraps around
+    assert [rr.get_send(sfs, sfs)[0] for _ in range(4)] == [sfs[0], sfs[1], sfs[2], sfs[0]]
+    assert rr.get_send([sfs[0], sfs[2]], sfs)[0] is sfs[2]  # sfs[1] had no room: skipped
+    assert rr.get_send([sfs[0], sfs[1]], sfs)[0] is sfs[0]  # wraps around
 
 
 def test_an_unknown_scheduler_is_a_clear_error() -> None:

@@ -8,6 +8,8 @@ import random
 
 import pytest
 
+from stack.mptcp import recv
+
 from tests.sim.apps import bulk, mptcp_pair
 from tests.sim.middlebox import corrupt_payload, strip_mptcp
 from tests.sim.net import LinkProfile
@@ -55,21 +57,23 @@ def test_data_the_peer_dropped_after_tcp_acking_it_is_sent_again(csum: bool) -> 
     da = payload(3 * MB)
     dropped: list[tuple[int, int]] = []
 
-    def drop_once(sa: object, sb: object) -> None:
-        msk = sb.conn.msk  # type: ignore[attr-defined]
-        if dropped or getattr(msk, "_deliver_orig", None):
+    deliver = recv.deliver
+
+    def lossy(msk: object, off: int, data: bytes) -> None:
+        if not dropped and off >= MB and msk is b_msk[0]:
+            dropped.append((off, len(data)))  # TCP-acked, never delivered
             return
-        msk._deliver_orig = deliver = msk._deliver
+        deliver(msk, off, data)  # type: ignore[arg-type]
 
-        def lossy(off: int, data: bytes) -> None:
-            if not dropped and off >= MB:
-                dropped.append((off, len(data)))  # TCP-acked, never delivered
-                return
-            deliver(off, data)
-        msk._deliver = lossy
+    b_msk: list[object] = [None]
 
-    sa, sb = bulk(a, b, net, da, on_step=lambda sa, sb: sb.conn and drop_once(sa, sb),
-                  max_time=120)
+    def on_step(sa: object, sb: object) -> None:
+        if sb.conn is not None:  # type: ignore[attr-defined]
+            b_msk[0] = sb.conn.msk  # type: ignore[attr-defined]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(recv, "deliver", lossy)
+        sa, sb = bulk(a, b, net, da, on_step=on_step, max_time=120)
     assert dropped and sb.got == da and sa.error is None and sb.error is None
     assert a.all_counters()["MPTCPRetrans"] >= 1
     assert a.all_counters()["RetransSegs"] == 0  # TCP had nothing to repair

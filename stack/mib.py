@@ -1,0 +1,178 @@
+"""Every counter the stack keeps, named once: the kernel's SNMP/MIB names (`nstat`
+without the `Ip`/`Tcp`/`TcpExt`/`MPTcpExt` prefixes; the kernel's `net/mptcp/mib.c`
+for MPTCP), plus ours where the kernel has none (marked). Counters are
+`collections.Counter`s keyed by these members; a `Mib` member is a `str` equal to its
+name, so `--stats` prints the names as before and tests may index with plain strings.
+
+Two families are open-ended and keyed by prefix + tag: `Drop:<reason>` (a frame or
+segment dropped: a `DropReason` below, or a codec's `MalformedPacket.reason`) and
+`OptionIgnored:<reason>` (an MPTCP option the parser ignored, `parse_received`'s tags).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum, unique
+
+
+@unique
+class Mib(StrEnum):
+    # ---- IP and the host (Ip*, Icmp*) ----
+    InReceives = "InReceives"
+    InDelivers = "InDelivers"
+    InHdrErrors = "InHdrErrors"
+    InCsumErrors = "InCsumErrors"
+    InUnknownProtos = "InUnknownProtos"
+    OutRequests = "OutRequests"
+    ReasmFails = "ReasmFails"
+    IcmpInMsgs = "IcmpInMsgs"
+    IcmpInEchos = "IcmpInEchos"
+    IcmpInDestUnreachs = "IcmpInDestUnreachs"
+    IcmpOutEchoReps = "IcmpOutEchoReps"
+    InIcmpErrors = "InIcmpErrors"
+    ListenOverflows = "ListenOverflows"
+    TunReadErrors = "TunReadErrors"      # ours: the shell's device reads that failed
+    TunWriteErrors = "TunWriteErrors"    # ours: ... and writes
+    # ---- TCP (Tcp*, TcpExt*) ----
+    ActiveOpens = "ActiveOpens"
+    PassiveOpens = "PassiveOpens"
+    AttemptFails = "AttemptFails"
+    EstabResets = "EstabResets"
+    InSegs = "InSegs"
+    OutSegs = "OutSegs"
+    RetransSegs = "RetransSegs"
+    OutRsts = "OutRsts"
+    OutAcks = "OutAcks"                  # ours: pure ACKs sent
+    DelayedACKs = "DelayedACKs"
+    PAWSEstab = "PAWSEstab"
+    TCPTimeouts = "TCPTimeouts"
+    TCPSynRetrans = "TCPSynRetrans"
+    TCPAttemptFails = "TCPAttemptFails"  # ours: SYN-SENT given up after retransmissions
+    TCPAbortOnTimeout = "TCPAbortOnTimeout"
+    TCPLostRetransmit = "TCPLostRetransmit"
+    TCPFastRetrans = "TCPFastRetrans"
+    TCPLossRetrans = "TCPLossRetrans"
+    TCPSackRecovery = "TCPSackRecovery"
+    TCPRenoRecovery = "TCPRenoRecovery"
+    TCPDupAcks = "TCPDupAcks"            # ours
+    TCPDupData = "TCPDupData"            # ours
+    TCPOFOQueue = "TCPOFOQueue"
+    TCPOFODrop = "TCPOFODrop"
+    TCPRcvTrimmed = "TCPRcvTrimmed"      # ours: segments trimmed to the window
+    TCPZeroWindowDrop = "TCPZeroWindowDrop"
+    TCPWinProbe = "TCPWinProbe"
+    TCPKeepAlive = "TCPKeepAlive"        # ours
+    TCPKeepAliveTimeout = "TCPKeepAliveTimeout"  # ours
+    TCPSimultaneousOpen = "TCPSimultaneousOpen"  # ours
+    TCPChallengeACK = "TCPChallengeACK"
+    TCPSYNChallenge = "TCPSYNChallenge"
+    TCPChallengeACKLimit = "TCPChallengeACKLimit"  # ours: challenge ACKs not sent (limit)
+    # ---- MPTCP (MPTcpExt*, net/mptcp/mib.c) ----
+    MPCapableSYNRX = "MPCapableSYNRX"
+    MPCapableSYNTX = "MPCapableSYNTX"
+    MPCapableSYNACKRX = "MPCapableSYNACKRX"
+    MPCapableACKRX = "MPCapableACKRX"
+    MPCapableFallbackACK = "MPCapableFallbackACK"
+    MPCapableFallbackSYNACK = "MPCapableFallbackSYNACK"
+    MPCapableDataFallback = "MPCapableDataFallback"
+    MPCapableKeyMismatch = "MPCapableKeyMismatch"  # ours: the third ACK echoed a wrong key
+    MPFallbackTokenInit = "MPFallbackTokenInit"
+    MPTCPRetrans = "MPTCPRetrans"
+    MPTCPRetransBytes = "MPTCPRetransBytes"  # ours
+    MPJoinNoTokenFound = "MPJoinNoTokenFound"
+    MPJoinSynRx = "MPJoinSynRx"
+    MPJoinSynTx = "MPJoinSynTx"
+    MPJoinSynTxAttempts = "MPJoinSynTxAttempts"  # ours: joins we opened
+    MPJoinSynAckRx = "MPJoinSynAckRx"
+    MPJoinSynAckHMacFailure = "MPJoinSynAckHMacFailure"
+    MPJoinSynAckMissing = "MPJoinSynAckMissing"  # ours: a join's SYN/ACK without MP_JOIN
+    MPJoinAckRx = "MPJoinAckRx"
+    MPJoinAckHMacFailure = "MPJoinAckHMacFailure"
+    MPJoinAckMissing = "MPJoinAckMissing"  # ours: a join's third ACK without MP_JOIN
+    MPJoinRejected = "MPJoinRejected"
+    JoinNotOpened = "JoinNotOpened"        # ours: a join the path manager could not open
+    DSSNotMatching = "DSSNotMatching"
+    DSSNoMatchTCP = "DSSNoMatchTCP"
+    DSSChecksumMismatch = "DSSChecksumMismatch"  # ours: checksum presence not negotiated
+    DSSFallback = "DSSFallback"
+    DataCsumErr = "DataCsumErr"
+    DataAckBeyondSent = "DataAckBeyondSent"  # ours: a data ACK for data never sent
+    OFOQueue = "OFOQueue"
+    OFODrop = "OFODrop"
+    DuplicateData = "DuplicateData"
+    AddAddr = "AddAddr"
+    AddAddrTx = "AddAddrTx"
+    AddAddrTxDrop = "AddAddrTxDrop"
+    AddAddrHMacFailure = "AddAddrHMacFailure"  # ours (the kernel ignores them silently)
+    AddAddrRepeated = "AddAddrRepeated"        # ours: an ADD_ADDR we had already echoed
+    AddAddrNotAccepted = "AddAddrNotAccepted"  # ours: over add_addr_accepted_max
+    EchoAdd = "EchoAdd"
+    RmAddr = "RmAddr"
+    RmAddrTx = "RmAddrTx"
+    RmSubflow = "RmSubflow"
+    MPPrioTx = "MPPrioTx"
+    MPPrioRx = "MPPrioRx"
+    MPFailTx = "MPFailTx"
+    MPFailRx = "MPFailRx"
+    MPFastcloseTx = "MPFastcloseTx"
+    MPFastcloseRx = "MPFastcloseRx"
+    MPFastcloseBadKey = "MPFastcloseBadKey"  # ours: an MP_FASTCLOSE with a wrong key
+    MPRstTx = "MPRstTx"
+    MPRstRx = "MPRstRx"
+    InfiniteMapTx = "InfiniteMapTx"
+    InfiniteMapRx = "InfiniteMapRx"
+    Fallback = "Fallback"                  # ours: connections that fell back to TCP
+    InfiniteFallback = "InfiniteFallback"  # ours: ... through an infinite mapping
+    SubflowStale = "SubflowStale"
+    SubflowRecover = "SubflowRecover"
+    Reinjected = "Reinjected"              # ours: bytes sent again after a subflow died
+    RedundantTx = "RedundantTx"            # ours: chunks the redundant scheduler duplicated
+
+
+@unique
+class DropReason(StrEnum):
+    """Why the host or a TCP engine dropped a frame or segment it could parse
+    (counted as `Drop:<reason>`; malformed frames use the codec's reason instead)."""
+
+    # the host
+    NOT_OUR_ADDRESS = "not-our-address"
+    IPV6_UNSUPPORTED = "ipv6-unsupported"
+    IP_BAD_VERSION = "ip-bad-version"
+    IPV4_FRAGMENT = "ipv4-fragment"
+    UNKNOWN_PROTOCOL = "unknown-protocol"
+    NO_SOCKET = "no-socket"
+    SYN_BACKLOG_FULL = "syn-backlog-full"
+    JOIN_UNKNOWN_TOKEN = "join-unknown-token"
+    JOIN_OVER_LIMIT = "join-over-limit"
+    ICMP_UNHANDLED_TYPE = "icmp-unhandled-type"
+    ICMP_ERROR_UNUSABLE = "icmp-error-unusable"
+    ICMP_ERROR_NO_SOCKET = "icmp-error-no-socket"
+    ICMP_ERROR_BAD_SEQ = "icmp-error-bad-seq"
+    # a TCP engine (RFC 9293 3.10.7, RFC 5961, RFC 7323)
+    CLOSED = "closed"
+    BAD_ACK_SYN_SENT = "bad-ack-syn-sent"
+    RST_WITHOUT_ACK_SYN_SENT = "rst-without-ack-syn-sent"
+    NO_SYN_SYN_SENT = "no-syn-syn-sent"
+    ULP = "ulp"                          # the MPTCP layer refused the segment's options
+    PAWS = "paws"
+    RST_OUT_OF_WINDOW = "rst-out-of-window"
+    OUT_OF_WINDOW = "out-of-window"
+    RST_IN_WINDOW = "rst-in-window"
+    SYN_IN_WINDOW = "syn-in-window"
+    NO_ACK = "no-ack"
+    BAD_ACK_SYN_RECEIVED = "bad-ack-syn-received"
+    ACK_UNSENT = "ack-unsent"
+    ACK_TOO_OLD = "ack-too-old"
+    DATA_AFTER_FIN = "data-after-fin"
+    BEYOND_WINDOW = "beyond-window"
+    OFO_FULL = "ofo-full"
+
+
+def drop_key(reason: str) -> str:
+    """The counter a drop is kept under (`Drop:<reason>`)."""
+    return "Drop:" + reason
+
+
+def format_counters(counters: Counter[str], prefix: str = "") -> str:
+    """One `name value` per line, sorted, zero counters left out (like `nstat`)."""
+    return "\n".join(f"{prefix}{k:<32} {v}" for k, v in sorted(counters.items()) if v)

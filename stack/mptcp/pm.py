@@ -1,0 +1,359 @@
+"""The path manager: which addresses a connection announces, which subflows it opens,
+and what it does when the peer announces or withdraws addresses (RFC 8684 3.4).
+
+Mirrors the kernel's split:
+- `pm.c`, the hooks the protocol calls: `fully_established`, `add_addr_received`,
+  `add_addr_echoed`, `rm_addr_received`, `prio_received`, `subflow_closed`; each says
+  which kernel function it mirrors;
+- `pm_kernel.c`, the in-kernel policy: what the hooks decide (open the `subflow`
+  endpoints' joins and announce the `signal` ones once fully established; join an
+  announced address while `add_addr_accepted_max` allows, from every `fullmesh`
+  endpoint or else from the address routed towards it). It is all in `_policy_*`;
+- `pm_userspace.c`, the commands (`announce`, `remove_addr`, `subflow_create`,
+  `subflow_destroy`, `set_backup`): thin calls that change the same state.
+
+The path manager owns the signalling state: ADD_ADDR to send, sent and not yet echoed
+(with its retransmission deadline), echoes owed, REMOVE_ADDR ids to send, the peer's
+addresses. The option writer asks it what is due (`signal_due`, `next_add_addr`,
+`rm_addr_ids`) and the connection tells it what went out (`add_addr_written`,
+`rm_addr_written`). Joins leave it as `JoinRequest` values; the host builds their TCP
+engines (it owns ports and ISNs).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import TYPE_CHECKING
+
+from stack.mib import Mib
+from stack.mptcp import crypto
+from stack.mptcp.events import MptcpEventType
+from stack.mptcp.subflow import Subflow
+from stack.wire import mptcp as wm
+
+if TYPE_CHECKING:
+    from stack.mptcp.connection import MptcpConnection
+
+log = logging.getLogger(__name__)
+
+Addr = bytes
+ADD_ADDR_TRIES = 5  # announcements of one address before giving up (AddAddrTxDrop)
+
+
+class EndpointFlags(IntFlag):
+    """`ip mptcp endpoint` flags, the kernel's MPTCP_PM_ADDR_FLAG_* values."""
+    NONE = 0
+    SIGNAL = 1 << 0    # announce it (ADD_ADDR)
+    SUBFLOW = 1 << 1   # open a join from it
+    BACKUP = 1 << 2    # subflows from it are backups (MP_JOIN B flag, MP_PRIO)
+    FULLMESH = 1 << 3  # join every announced address from it
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """One of our addresses, as `ip mptcp endpoint show` lists it."""
+    id: int
+    addr: Addr
+    port: int | None = None
+    flags: EndpointFlags = EndpointFlags.NONE
+
+
+class EndpointTable:
+    """Our addresses with their ids and flags (the kernel's per-namespace endpoint
+    list, `pm_kernel.c`). Ids are the addresses' order, the first one 0: the initial
+    subflow's id, as the kernel numbers a connection's first address."""
+
+    def __init__(self, addrs: list[Addr]) -> None:
+        self._eps: dict[Addr, Endpoint] = {a: Endpoint(i, a) for i, a in enumerate(addrs)}
+
+    def __contains__(self, addr: object) -> bool:
+        return addr in self._eps
+
+    def __iter__(self) -> Iterator[Endpoint]:
+        return iter(self._eps.values())
+
+    def id_of(self, addr: Addr) -> int:
+        ep = self._eps.get(addr)
+        return ep.id if ep is not None else 0
+
+    def flags_of(self, addr: Addr) -> EndpointFlags:
+        ep = self._eps.get(addr)
+        return ep.flags if ep is not None else EndpointFlags.NONE
+
+    def set_flag(self, addrs: list[Addr], flag: EndpointFlags) -> None:
+        """Set `flag` on exactly `addrs` among our endpoints (clearing it elsewhere)."""
+        for ep in self._eps.values():
+            ep.flags = ep.flags | flag if ep.addr in addrs else ep.flags & ~flag
+
+    def with_flag(self, flag: EndpointFlags) -> list[Addr]:
+        return [ep.addr for ep in self._eps.values() if ep.flags & flag]
+
+    def source_for(self, remote: Addr) -> Addr:
+        """The address a packet to `remote` leaves from: the one on its /24 (the
+        topology gives each path its own subnet), else the first."""
+        for a in self._eps:
+            if a[:3] == remote[:3]:
+                return a
+        return next(iter(self._eps))
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A join the path manager wants opened: from `local` to `remote`:`rport` (None:
+    the connection's own remote address and port)."""
+    local: Addr
+    backup: bool
+    remote: Addr | None = None
+    rport: int | None = None
+
+
+@dataclass(slots=True)
+class _Sent:
+    """An ADD_ADDR of ours on the wire and not yet echoed."""
+    addr: Addr
+    deadline: float
+    tries: int
+
+
+class PathManager:
+    """One connection's path manager (the kernel's `struct mptcp_pm_data` and the
+    functions around it)."""
+
+    def __init__(self, msk: MptcpConnection, endpoints: EndpointTable) -> None:
+        self.msk = msk
+        self.endpoints = endpoints
+        # what this connection does once fully established (the kernel's `subflow`
+        # and `signal` endpoints; per connection here: connect --subflow, listen
+        # --announce)
+        self.subflow_addrs: list[tuple[Addr, bool]] = []
+        self.signal_addrs: list[Addr] = []
+        # ADD_ADDR (RFC 8684 3.4.1): ours to send, ours sent and not yet echoed, the
+        # echoes we owe the peer
+        self.add_addr_queue: list[tuple[int, Addr]] = []
+        self.add_addr_sent: dict[int, _Sent] = {}
+        self.echo_queue: list[wm.AddAddr] = []
+        self.rm_addr_queue: list[int] = []  # our ids to REMOVE_ADDR (RFC 8684 3.4.2)
+        # the peer's addresses, by id, and those we accepted (joined)
+        self.remote_addrs: dict[int, tuple[Addr, int | None]] = {}
+        self.accepted_ids: set[int] = set()
+        self.joins: list[JoinRequest] = []  # for the host to open
+        # hook work done later, outside the segment being handled (the kernel's PM
+        # worker, `mptcp_pm_worker`): the engine has finished with it by then
+        self.work_pending = False
+
+    # ---- hooks (pm.c) -------------------------------------------------------------------
+    def fully_established(self) -> None:
+        """`mptcp_pm_fully_established`: schedules the in-kernel PM's work (`work`):
+        create the `subflow` endpoints' joins and announce the `signal` ones
+        (`mptcp_pm_create_subflow_or_signal_addr`)."""
+        self.work_pending = True
+
+    def work(self) -> None:
+        """`mptcp_pm_worker`: the work the hooks scheduled."""
+        self.work_pending = False
+        initial = self.msk.master.engine.local_addr
+        joins, self.subflow_addrs = self.subflow_addrs, []
+        for addr, backup in joins:
+            if addr != initial:  # the initial subflow already runs from there
+                self.joins.append(JoinRequest(addr, backup or self._backup(addr)))
+        signals, self.signal_addrs = self.signal_addrs, []
+        for addr in signals:
+            self.announce(self.endpoints.id_of(addr), addr)
+
+    def add_addr_received(self, a: wm.AddAddr) -> None:
+        """`mptcp_pm_add_addr_received`: an announcement whose HMAC checked out. Echo it,
+        remember the address (ANNOUNCED), and let the policy decide whether to join."""
+        msk = self.msk
+        msk.counters[Mib.AddAddr] += 1
+        self.echo_queue.append(wm.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
+        msk.signal_soon()
+        if self.remote_addrs.get(a.addr_id) == (a.addr, a.port):
+            msk.counters[Mib.AddAddrRepeated] += 1  # our echo was late: echo again, no more
+            return
+        self.remote_addrs[a.addr_id] = (a.addr, a.port)
+        text = socket.inet_ntoa(a.addr) if len(a.addr) == 4 else a.addr.hex()
+        msk.event(MptcpEventType.ANNOUNCED, f"{text}:{a.port or 0} id {a.addr_id}",
+                  daddr=a.addr, remid=a.addr_id, port=a.port or 0)
+        self._policy_add_addr(a)
+
+    def add_addr_echoed(self, addr_id: int) -> None:
+        """`mptcp_pm_add_addr_echoed`: the peer echoed our ADD_ADDR; stop repeating it."""
+        if self.add_addr_sent.pop(addr_id, None) is not None:
+            self.msk.counters[Mib.EchoAdd] += 1
+
+    def rm_addr_received(self, ids: tuple[int, ...]) -> None:
+        """`mptcp_pm_rm_addr_received` (`mptcp_pm_nl_rm_addr_received`): the peer
+        withdrew addresses: close every subflow to them, forget them (an accepted
+        ADD_ADDR frees its slot), one REMOVED event each."""
+        msk = self.msk
+        for addr_id in ids:
+            msk.counters[Mib.RmAddr] += 1
+            self.remote_addrs.pop(addr_id, None)
+            self.accepted_ids.discard(addr_id)
+            msk.remove_subflows(lambda sf, i=addr_id: sf.remote_id == i,  # type: ignore[misc]
+                                f"the peer removed its address id {addr_id}")
+            msk.event(MptcpEventType.REMOVED, f"id {addr_id}", remid=addr_id)
+
+    def prio_received(self, sf: Subflow, backup: bool, v0_addr_id: int | None) -> None:
+        """`mptcp_pm_mp_prio_received`: the peer wants the subflow it arrived on used
+        as a backup (or no longer)."""
+        self.msk.counters[Mib.MPPrioRx] += 1
+        if v0_addr_id is not None:
+            return  # v0 names an address id; we only speak v0's handshake
+        sf.remote_backup = backup
+        self.msk.sf_event(MptcpEventType.SF_PRIORITY, sf, "received MP_PRIO")
+
+    # ---- the in-kernel policy (pm_kernel.c) ---------------------------------------------
+    def _policy_add_addr(self, a: wm.AddAddr) -> None:
+        """`mptcp_pm_nl_add_addr_received`: a client joins an announced address while
+        `add_addr_accepted_max` allows, from each `fullmesh` endpoint, else from the
+        address routed towards it (the kernel's `fill_local_addresses_vec`)."""
+        msk = self.msk
+        if not msk.client:
+            return
+        if len(self.accepted_ids) >= msk.config.add_addr_accepted_max:
+            msk.counters[Mib.AddAddrNotAccepted] += 1
+            return
+        self.accepted_ids.add(a.addr_id)
+        locals_ = self.endpoints.with_flag(EndpointFlags.FULLMESH) or \
+            [self.endpoints.source_for(a.addr)]
+        for local in locals_:
+            self.joins.append(JoinRequest(local, self._backup(local), a.addr,
+                                          a.port or msk.master.engine.remote_port))
+
+    # ---- commands (pm_userspace.c) ------------------------------------------------------
+    def announce(self, addr_id: int, addr: Addr) -> None:
+        """ADD_ADDR one of our addresses (with its HMAC, on a pure ACK once fully
+        established, repeated until echoed): `ip mptcp endpoint add A signal`."""
+        if not self.msk.fully_established:
+            self.signal_addrs.append(addr)  # sent by `fully_established`
+            return
+        self.add_addr_queue.append((addr_id, addr))
+        self.msk.signal_soon()
+
+    def remove_addr(self, addr_id: int) -> int:
+        """Withdraw one of our addresses (`mptcp_pm_remove_addr` and
+        `mptcp_pm_remove_subflow`): a REMOVE_ADDR with its id on a pure ACK (the peer
+        closes its subflows to it), any pending ADD_ADDR of it cancelled, and our
+        subflows from it closed. Returns how many subflows were closed."""
+        self.add_addr_queue = [(i, a) for i, a in self.add_addr_queue if i != addr_id]
+        self.add_addr_sent.pop(addr_id, None)
+        closed = self.msk.remove_subflows(lambda sf: sf.local_id == addr_id,
+                                          f"our address id {addr_id} was removed")
+        if addr_id not in self.rm_addr_queue:
+            self.rm_addr_queue.append(addr_id)
+        self.msk.signal_soon()
+        return closed
+
+    def subflow_create(self, local: Addr, backup: bool, remote: Addr | None = None,
+                       rport: int | None = None) -> JoinRequest:
+        """`ip mptcp subflow add`: a join from `local` (checked against the limit)."""
+        msk = self.msk
+        if not msk.fully_established or msk.fallback:
+            raise OSError("joins need an MPTCP connection that is fully established")
+        if local not in self.endpoints:
+            raise OSError(f"{socket.inet_ntoa(local)} is not one of this stack's addresses")
+        if not self.can_add_subflow():
+            raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
+        return JoinRequest(local, backup or self._backup(local), remote, rport)
+
+    def _backup(self, local: Addr) -> bool:
+        """Subflows from `local` are backups (its endpoint's `backup` flag)."""
+        return bool(self.endpoints.flags_of(local) & EndpointFlags.BACKUP)
+
+    def subflow_destroy(self, local: Addr, remote: Addr | None = None) -> int:
+        """`ip mptcp subflow del`: close our subflows from `local` (to `remote`)
+        without withdrawing the address; their unacknowledged data is sent again on
+        the others. Returns how many were closed."""
+        return self.msk.remove_subflows(lambda sf: _matches(sf, local, remote),
+                                        f"subflow from {socket.inet_ntoa(local)} removed")
+
+    def set_backup(self, local: Addr, backup: bool, remote: Addr | None = None) -> int:
+        """`ip mptcp endpoint change A backup|nobackup`: MP_PRIO on each of our
+        subflows from `local` whose flag changes. Returns how many changed."""
+        n = 0
+        for sf in list(self.msk.subflows):
+            eng = sf.engine
+            if not _matches(sf, local, remote) or eng.is_closed or sf.backup == backup:
+                continue
+            sf.backup = backup
+            sf.send_mp_prio = True
+            eng.send_pure_ack()
+            self.msk.sf_event(MptcpEventType.SF_PRIORITY, sf, "sent MP_PRIO")
+            n += 1
+        return n
+
+    def can_add_subflow(self) -> bool:
+        """Below `subflows_max` additional subflows (open or opening)."""
+        live = sum(1 for sf in self.msk.subflows if sf.counts_against_limit)
+        return live < self.msk.config.subflows_max
+
+    def take_joins(self) -> list[JoinRequest]:
+        joins, self.joins = self.joins, []
+        return joins
+
+    # ---- what the option writer asks, and what it tells -------------------------------
+    def signal_due(self) -> bool:
+        """An ADD_ADDR (or an echo) or a REMOVE_ADDR waits for a pure ACK."""
+        return bool(self.echo_queue or self.rm_addr_queue
+                    or (self.add_addr_queue and self.msk.fully_established))
+
+    def next_add_addr(self) -> wm.AddAddr | None:
+        """The ADD_ADDR the next pure ACK should carry: an echo first, else our next
+        announcement with its HMAC (RFC 8684 3.4.1). Nothing changes until
+        `add_addr_written`."""
+        if self.echo_queue:
+            return self.echo_queue[0]
+        msk = self.msk
+        if self.add_addr_queue and msk.fully_established and msk.remote_key is not None:
+            addr_id, addr = self.add_addr_queue[0]
+            hmac = crypto.add_addr_hmac(msk.local_key, msk.remote_key, addr_id, addr, None)
+            return wm.AddAddr(addr_id, addr, None, hmac, False, 1)
+        return None
+
+    def add_addr_written(self, a: wm.AddAddr, now: float) -> None:
+        """`a` went out: off its queue; an announcement is repeated if not echoed
+        within `add_addr_timeout`, doubling per try (the kernel's ADD_ADDR timer)."""
+        if a.echo:
+            self.echo_queue.pop(0)
+            return
+        addr_id, addr = self.add_addr_queue.pop(0)
+        prev = self.add_addr_sent.get(addr_id)
+        tries = (prev.tries if prev is not None else 0) + 1
+        timeout = self.msk.config.add_addr_timeout * (1 << (tries - 1))
+        self.add_addr_sent[addr_id] = _Sent(addr, now + timeout, tries)
+        self.msk.counters[Mib.AddAddrTx] += 1
+
+    def rm_addr_ids(self) -> list[int]:
+        return self.rm_addr_queue
+
+    def rm_addr_written(self, n: int) -> None:
+        del self.rm_addr_queue[:n]
+        self.msk.counters[Mib.RmAddrTx] += 1
+
+    # ---- timers --------------------------------------------------------------------------
+    def poll_timeout(self) -> float | None:
+        return min((s.deadline for s in self.add_addr_sent.values()), default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        """An announcement not echoed in time: announce again (up to ADD_ADDR_TRIES,
+        backing off), then give up (`mptcp_pm_add_timer`)."""
+        for addr_id, sent in list(self.add_addr_sent.items()):
+            if sent.deadline > now:
+                continue
+            if sent.tries < ADD_ADDR_TRIES:
+                self.add_addr_queue.append((addr_id, sent.addr))
+                sent.deadline = float("inf")  # re-armed when it goes out
+                self.msk.signal_soon(now=True)
+            else:
+                del self.add_addr_sent[addr_id]
+                self.msk.counters[Mib.AddAddrTxDrop] += 1
+
+
+def _matches(sf: Subflow, local: Addr, remote: Addr | None) -> bool:
+    eng = sf.engine
+    return eng.local_addr == local and (remote is None or eng.remote_addr == remote)
