@@ -276,9 +276,10 @@ def print_multipath(res: dict[str, Any], nbytes: int) -> None:
           f"{mb(res['kernel_to_ours_subflow_bytes'])}   bytes ok: {res['kernel_to_ours_ok']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mptcp-tun bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(p: argparse.ArgumentParser) -> None:
+    """Make `p` the `mptcp-tun bench` command (tools/cli.py hands it its subparser)."""
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--bytes", type=int,
                    help="bytes each way through our stack (default 200 MB; 60 MB with "
                         "--paths 2 and a --rate)")
@@ -296,9 +297,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default=f"bench{os.getpid() % 10000}",
                    help="namespace prefix of the private topology")
     p.add_argument("--keep", action="store_true", help="leave the namespaces up afterwards")
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="give up on one transfer after S seconds (default 300)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tools.bench ...`, the same command as `mptcp-tun bench ...`."""
+    p = argparse.ArgumentParser(prog="mptcp-tun bench")
+    configure(p)
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`mptcp-tun bench`: measure, print, and exit 0 when every byte arrived intact."""
     if os.geteuid() != 0:
         print("mptcp-tun bench: needs root (it builds network namespaces)", file=sys.stderr)
         return 3

@@ -28,7 +28,7 @@ from stack.mptcp.sched import SCHEDULERS
 from stack.shell import DeviceError, TunShell, wall_clock_offset
 from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
-from tools import control
+from tools import bench, control
 from tools.events import EventLog
 from tools.trace import LadderTracer
 
@@ -145,11 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--announce", action="append", metavar="A", default=[],
                     help="announce our address A (ADD_ADDR) to each MPTCP client once fully "
                          "established, like a kernel 'signal' endpoint (repeatable)")
-    sub.add_parser("ctl", help="send a command to a running mptcp-tun --control SOCKET",
-                   add_help=False)
-    b = sub.add_parser("bench", help="goodput of our stack vs the kernel (see tools/bench.py)",
-                       add_help=False)
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    control.configure(sub.add_parser(
+        "ctl", help="send a command to a running mptcp-tun --control SOCKET"))
+    bench.configure(sub.add_parser(
+        "bench", help="goodput of our stack vs the kernel (needs root)"))
     return p
 
 
@@ -356,10 +355,12 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
         clock = wall_clock_offset(shell)
         if tracer or pcap:
             def tap(direction: str, packet: bytes) -> None:
+                # one time for both: the `now` the stack was given for this packet
+                now = shell.stack_now
                 if pcap is not None:
-                    pcap.write(shell.now() + clock, packet)
+                    pcap.write(now + clock, packet)
                 if tracer is not None:
-                    tracer(direction, packet)
+                    tracer(direction, packet, now)
             shell.stack.tap = tap
         if io.events is not None:
             shell.observers.append(EventLog(io.events, shell.now()))
@@ -456,13 +457,12 @@ def tune_malloc() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    tune_malloc()
-    if argv and argv[0] == "bench":
-        from tools import bench
-        return bench.main(argv[1:])
-    if argv and argv[0] == "ctl":
-        return control.main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "ctl":
+        return control.run(args)
+    if args.command == "bench":
+        return bench.run(args)
+    tune_malloc()
     if args.send and args.send_bytes is not None:
         print("mptcp-tun: --send and --send-bytes are exclusive", file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,7 @@ Commands act on every open MPTCP connection, or on one with `token T` in front
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -191,25 +192,48 @@ async def serve(shell: Shell, path: str) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(handle, path)
 
 
-def main(argv: list[str]) -> int:
+EXIT_OK, EXIT_REFUSED, EXIT_NO_SOCKET = 0, 1, 3  # 2: bad usage (argparse)
+CTL_EPILOG = """\
+commands (each acts on every open MPTCP connection, or on one with `token T` in front:
+our token, 8 hex digits, as `status` and the events print it):
+""" + COMMANDS + """
+examples:
+  mptcp-tun ctl /tmp/ctl                                # status
+  mptcp-tun ctl /tmp/ctl backup 10.0.2.2 on             # MP_PRIO on its subflows
+  mptcp-tun ctl /tmp/ctl token 0a1b2c3d subflow add 10.0.3.2
+
+The answer is one JSON object on stdout: {"ok": true, ...} or {"ok": false, "error": ...}.
+
+exit status: 0 done; 1 the command was refused (the answer says why); 2 bad usage;
+3 nothing answers on SOCKET (is mptcp-tun running with --control SOCKET?).
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Make `p` the `mptcp-tun ctl` command (tools/cli.py hands it its subparser)."""
+    p.description = ("Steer a running `mptcp-tun connect|listen ... --control SOCKET`: send "
+                     "one path-manager command, print its JSON answer.")
+    p.epilog = CTL_EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("socket", metavar="SOCKET", help="the --control socket of a running mptcp-tun")
+    p.add_argument("words", nargs="*", default=[], metavar="COMMAND",
+                   help="the command and its arguments (default: status)")
+
+
+def run(args: argparse.Namespace) -> int:
     """`mptcp-tun ctl SOCKET COMMAND...`: send one command, print the JSON answer."""
-    if len(argv) < 1 or argv[0] in ("-h", "--help"):
-        print("usage: mptcp-tun ctl SOCKET COMMAND...\n\n"
-              "Steer a running `mptcp-tun ... --control SOCKET`. Commands:\n" + COMMANDS,
-              file=sys.stderr if len(argv) < 1 else sys.stdout)
-        return 2 if len(argv) < 1 else 0
-    path, words = argv[0], argv[1:] or ["status"]
+    path, words = args.socket, args.words or ["status"]
     try:
         answer = request(path, " ".join(words))
     except OSError as e:
         print(f"mptcp-tun ctl: {path}: {e.strerror or e} (is mptcp-tun running with "
               f"--control {path}?)", file=sys.stderr)
-        return 3
+        return EXIT_NO_SOCKET
     except ValueError:
         print(f"mptcp-tun ctl: {path}: not an mptcp-tun control socket", file=sys.stderr)
-        return 3
+        return EXIT_NO_SOCKET
     print(json.dumps(answer))
-    return 0 if answer.get("ok") else 1
+    return EXIT_OK if answer.get("ok") else EXIT_REFUSED
 
 
 def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:

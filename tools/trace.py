@@ -1,7 +1,10 @@
 """`--trace`: the TCP/MPTCP handshake (and teardown) as a ladder on stderr.
 
-A packet tap (`Stack.tap`): it decodes each IP/TCP packet on its own, so it shows what
-is on the wire, not what the engine believes. SYN, FIN and RST segments are always
+Called for every packet a `Stack.tap` sees, as `tracer(direction, packet, now)` with the
+`now` the stack was given for it (the tap supplies it: `Stack.tap` carries no time), so
+the ladder's times are the stack's clock, the one the pcap records are stamped from; the
+tracer reads no clock of its own. It decodes each IP/TCP packet on its own, so it shows
+what is on the wire, not what the engine believes. SYN, FIN and RST segments are always
 shown, plus the first few segments each way once established; the rest is counted and
 summarised when the connection ends. Sequence numbers are shown relative to each
 side's ISN (as Wireshark does) after the SYN, which shows the absolute ISN.
@@ -28,7 +31,6 @@ from __future__ import annotations
 import re
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
@@ -181,8 +183,9 @@ class _Flow:
 
 
 class LadderTracer:
-    """The `--trace` tap: `tracer(direction, packet)` for every IPv4 packet. Set
-    `stack` (the traced host `Stack`) to compare the wire with the stack's own state."""
+    """The `--trace` ladder: `tracer(direction, packet, now)` for every IPv4 packet a
+    `Stack.tap` sees, `now` being the stack's time for it. Set `stack` (the traced host
+    `Stack`) to compare the wire with the stack's own state."""
 
     def __init__(self, out: TextIO | None = None, show_data: int = SHOW_DATA,
                  stack: Stack | None = None) -> None:
@@ -193,11 +196,11 @@ class LadderTracer:
         self.tokens: dict[int, tuple[_MpConn, str]] = {}  # token -> (connection, whose)
         self._pending: list[_Flow] = []  # stack comparisons waiting for an "in" packet
 
-    def __call__(self, direction: str, packet: bytes) -> None:
+    def __call__(self, direction: str, packet: bytes, now: float) -> None:
         try:
             if self._pending:
                 self.flush()
-            self._trace(direction, packet)
+            self._trace(direction, packet, now)
         except Exception as e:  # noqa: BLE001 -- a tracer must never take the stack down
             self.out.write(f"  [{direction}] trace error: {type(e).__name__}: {e}\n")
 
@@ -212,7 +215,7 @@ class LadderTracer:
         for s in lines:
             self.out.write(f"{INDENT}{s}\n")
 
-    def _trace(self, direction: str, packet: bytes) -> None:
+    def _trace(self, direction: str, packet: bytes, now: float) -> None:
         try:
             iph, end = ipv4.parse(packet, verify_checksum=False)
             if iph.proto != ipv4.PROTO_TCP or iph.is_fragment:
@@ -230,7 +233,6 @@ class LadderTracer:
             key = (dst, hdr.dst_port, src, hdr.src_port)
             bkey = (bytes(iph.dst), hdr.dst_port, bytes(iph.src), hdr.src_port)
         flow = self.flows.get(key)
-        now = time.monotonic()
         if flow is None:
             flow = self.flows[key] = _Flow(key[:2], key[2:], now, bkey)
             self.out.write(f"\n  us {key[0]}:{key[1]}{'':{WIDTH - 12}}peer {key[2]}:{key[3]}\n")

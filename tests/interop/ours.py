@@ -27,7 +27,12 @@ def start(topo: Topology, *args: Any) -> subprocess.Popen[str]:
 
 def start_listener(topo: Topology, *args: Any, timeout: float = 15.0) -> subprocess.Popen[str]:
     """`mptcp-tun listen ...`; returns once it says it is listening."""
-    p = start(topo, "listen", *args)
+    return wait_listening(start(topo, "listen", *args), timeout)
+
+
+def wait_listening(p: subprocess.Popen[str], timeout: float = 15.0) -> subprocess.Popen[str]:
+    """`p` (our stack, or an app on it) once it says `listening on` on stderr (a
+    listener of ours is no kernel socket: `ss` cannot see it)."""
     assert p.stderr is not None
     deadline = time.monotonic() + timeout
     seen = ""

@@ -2,30 +2,24 @@
 
 Every segment is serialised with `stack.wire.tcp.emit` and parsed back with
 `stack.wire.tcp.parse`, so the codec is exercised on every hop. Impairments are
-seeded: loss, duplication, reordering (extra delay), a fixed one-way delay and an
-optional bottleneck rate. Super-packets (`gso_size > 0`) are cut into `gso_size`
-pieces like a device doing TSO (FIN/PSH only on the last piece).
+seeded and described by `tests.sim.net.LinkProfile`, the host-level simulator's own
+(one vocabulary for both: `delay`, `jitter`, `loss`, `duplicate`, `reorder`,
+`reorder_delay`, `rate_bps`, `up`, `drop_filter`, `mangle`), applied here to each TCP
+segment as emitted (no IP header). Super-packets (`gso_size > 0`) are cut into
+`gso_size` pieces like a device doing TSO (FIN/PSH only on the last piece).
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from stack.tcp.engine import OutSegment, TcpEngine
 from stack.wire.tcp import FIN, PSH, TcpHeader, emit, parse
+from tests.sim.net import LinkProfile
 
-
-@dataclass
-class Impairment:
-    loss: float = 0.0
-    dup: float = 0.0
-    reorder: float = 0.0          # probability of an extra delay
-    reorder_delay: float = 0.02   # up to this much extra
-    delay: float = 0.01           # one-way propagation delay
-    rate: float | None = None     # bytes/s bottleneck (None: infinite)
-    drop_filter: object = None    # callable(hdr, payload) -> bool: drop deterministically
+DELAY = 0.01  # the one-way delay of a direction given no profile
 
 
 def cut_gso(seg: OutSegment) -> list[tuple[TcpHeader, bytes | memoryview]]:
@@ -48,13 +42,14 @@ def cut_gso(seg: OutSegment) -> list[tuple[TcpHeader, bytes | memoryview]]:
 
 
 class Link:
-    """Engines `a` (index 0) and `b` (index 1); `imp[0]` impairs a->b, `imp[1]` b->a."""
+    """Engines `a` (index 0) and `b` (index 1); `prof[0]` impairs a->b, `prof[1]` b->a
+    (default: `LinkProfile(delay=DELAY)`)."""
 
     def __init__(self, a: TcpEngine | None, b: TcpEngine | None, *, seed: int = 1,
-                 ab: Impairment | None = None, ba: Impairment | None = None,
+                 ab: LinkProfile | None = None, ba: LinkProfile | None = None,
                  now: float = 0.0) -> None:
         self.eng: list[TcpEngine | None] = [a, b]
-        self.imp = [ab or Impairment(), ba or Impairment()]
+        self.prof = [ab or LinkProfile(delay=DELAY), ba or LinkProfile(delay=DELAY)]
         self.rng = random.Random(seed)
         self.now = now
         self._q: list[tuple[float, int, int, bytes]] = []  # (time, n, dst, bytes)
@@ -63,30 +58,37 @@ class Link:
         self.sent = [0, 0]       # wire segments emitted per direction
         self.dropped = [0, 0]
         self.trace: list[tuple[float, int, TcpHeader, int]] | None = None
-        self.on_syn = None       # callable(hdr, payload) -> TcpEngine for passive open of b
+        # passive open of b: (hdr, payload, now) of the first segment -> b's engine
+        self.on_syn: Callable[[TcpHeader, memoryview, float], TcpEngine] | None = None
 
     def _put(self, src: int, seg: OutSegment) -> None:
-        imp = self.imp[src]
+        prof = self.prof[src]
         rng = self.rng
         for hdr, payload in cut_gso(seg):
             self.sent[src] += 1
             raw = emit(hdr, payload)
             if self.trace is not None:
                 self.trace.append((self.now, src, hdr, len(payload)))
-            if imp.drop_filter is not None and imp.drop_filter(hdr, payload):  # type: ignore[operator]
+            if prof.mangle is not None:
+                raw = prof.mangle(raw)
+            # a random number is drawn only for an impairment that is on, so a profile
+            # without it replays the same run
+            if not prof.up or (prof.drop_filter is not None and prof.drop_filter(raw)):
                 self.dropped[src] += 1
                 continue
-            if imp.loss and rng.random() < imp.loss:
+            if prof.loss and rng.random() < prof.loss:
                 self.dropped[src] += 1
                 continue
             t = self.now
-            if imp.rate:
+            if prof.rate_bps:
                 start = max(t, self._busy_until[src])
-                t = self._busy_until[src] = start + len(raw) / imp.rate
-            t += imp.delay
-            if imp.reorder and rng.random() < imp.reorder:
-                t += rng.random() * imp.reorder_delay
-            copies = 2 if imp.dup and rng.random() < imp.dup else 1
+                t = self._busy_until[src] = start + len(raw) * 8 / prof.rate_bps
+            t += prof.delay
+            if prof.jitter:
+                t += rng.random() * prof.jitter
+            if prof.reorder and rng.random() < prof.reorder:
+                t += prof.reorder_delay
+            copies = 2 if prof.duplicate and rng.random() < prof.duplicate else 1
             for _ in range(copies):
                 self._n += 1
                 heapq.heappush(self._q, (t, self._n, 1 - src, raw))
@@ -123,7 +125,7 @@ class Link:
             e = self.eng[dst]
             if e is None:
                 if self.on_syn is not None:
-                    self.eng[dst] = self.on_syn(hdr, payload, now)  # type: ignore[operator]
+                    self.eng[dst] = self.on_syn(hdr, payload, now)
                 continue
             e.on_segment(hdr, payload, now)
         for e in self.eng:

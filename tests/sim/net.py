@@ -15,13 +15,16 @@ from stack.wire import gso
 
 @dataclass
 class LinkProfile:
+    """The impairments of one direction of a link, seeded: the one vocabulary of both
+    simulators (this one, and tests/sim/link.py's engine-to-engine `Link`). A packet is
+    what crosses the link: an IPv4 packet here, a TCP segment in `Link`."""
     delay: float = 0.005         # one-way propagation delay, seconds
-    jitter: float = 0.0          # extra uniform random delay (causes reordering)
+    jitter: float = 0.0          # extra uniform random delay, up to this (causes reordering)
     loss: float = 0.0            # probability a packet is dropped
     duplicate: float = 0.0       # probability a packet is delivered twice
     reorder: float = 0.0         # probability a packet is held back by `reorder_delay`
-    reorder_delay: float = 0.004
-    rate_bps: float = 0.0        # serialisation rate (0 = infinite)
+    reorder_delay: float = 0.004  # seconds, on top of `delay` (and `jitter`)
+    rate_bps: float = 0.0        # serialisation rate, bits/s (0 = infinite)
     up: bool = True              # False: every packet is dropped (a cut link)
     drop_filter: Callable[[bytes], bool] | None = None  # True: drop this packet
     mangle: Callable[[bytes], bytes] | None = None  # a middlebox rewriting packets

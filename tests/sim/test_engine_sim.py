@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 
 from stack.tcp.engine import Closed, State, TcpConfig, TcpEngine
-from tests.sim.link import Impairment, Link
+from tests.sim.link import Link
+from tests.sim.net import LinkProfile
 
 A = bytes([10, 0, 1, 2])
 B = bytes([10, 0, 1, 1])
+FAST = LinkProfile(delay=0.01, rate_bps=100e6)    # 100 Mbit/s, 10 ms one way
+GIGABIT = LinkProfile(delay=0.01, rate_bps=1e9)
 
 
 class App:
@@ -48,7 +51,7 @@ class App:
 
 
 def run_pair(cfg_a: TcpConfig, cfg_b: TcpConfig, data_a: bytes, data_b: bytes, *,
-             seed: int, ab: Impairment, ba: Impairment,
+             seed: int, ab: LinkProfile, ba: LinkProfile,
              slow_reader: bool = False) -> tuple[Link, App, App, float]:
     client = TcpEngine(A, 40000, B, 5000, iss=0xFFFF0000, now=0.0, config=cfg_a,
                        ts_offset=123456)
@@ -89,11 +92,11 @@ def assert_clean(link: Link, app_a: App, app_b: App, data_a: bytes, data_b: byte
     assert Closed(None) in app_a.events and Closed(None) in app_b.events
 
 
-def lossy(loss: float = 0.05, **kw: Any) -> Impairment:
-    base: dict[str, Any] = {"loss": loss, "reorder": 0.05, "reorder_delay": 0.015, "dup": 0.01,
-                                "delay": 0.01, "rate": 12.5e6}
+def lossy(loss: float = 0.05, **kw: Any) -> LinkProfile:
+    base: dict[str, Any] = {"loss": loss, "reorder": 0.05, "reorder_delay": 0.015,
+                            "duplicate": 0.01, "delay": 0.01, "rate_bps": 100e6}
     base.update(kw)
-    return Impairment(**base)
+    return LinkProfile(**base)
 
 
 def blob(n: int, seed: int) -> bytes:
@@ -103,7 +106,7 @@ def blob(n: int, seed: int) -> bytes:
 def test_clean_link_both_directions() -> None:
     da, db = blob(1_000_000, 1), blob(700_000, 2)
     link, aa, ab, _secs = run_pair(TcpConfig(), TcpConfig(), da, db, seed=1,
-                                  ab=Impairment(rate=12.5e6), ba=Impairment(rate=12.5e6))
+                                  ab=FAST, ba=FAST)
     assert_clean(link, aa, ab, da, db)
     a, b = link.eng
     assert a is not None and b is not None
@@ -149,8 +152,7 @@ def test_gso_sender_with_loss() -> None:
 def test_gso_both_sides_clean_fast() -> None:
     da, db = blob(10_000_000, 7), blob(10_000_000, 8)
     c = TcpConfig(gso_segments=44)
-    link, aa, ab, _secs = run_pair(c, c, da, db, seed=7, ab=Impairment(rate=125e6),
-                                  ba=Impairment(rate=125e6))
+    link, aa, ab, _secs = run_pair(c, c, da, db, seed=7, ab=GIGABIT, ba=GIGABIT)
     assert_clean(link, aa, ab, da, db)
 
 
@@ -169,7 +171,7 @@ def test_slow_reader_zero_window() -> None:
     c_b = TcpConfig(rcv_buf=32768)
     da = blob(1_000_000, 11)
     link, aa, ab, _secs = run_pair(TcpConfig(), c_b, da, b"", seed=12,
-                                  ab=Impairment(delay=0.01), ba=Impairment(delay=0.01),
+                                  ab=LinkProfile(delay=0.01), ba=LinkProfile(delay=0.01),
                                   slow_reader=True)
     assert_clean(link, aa, ab, da, b"")
 
@@ -196,7 +198,7 @@ def test_simultaneous_open_and_close() -> None:
 def test_reset_peer_mid_transfer() -> None:
     da = blob(1_000_000, 13)
     client = TcpEngine(A, 40000, B, 5000, iss=1, now=0.0, config=TcpConfig())
-    link = Link(client, None, seed=2, ab=Impairment(rate=12.5e6), ba=Impairment(rate=12.5e6))
+    link = Link(client, None, seed=2, ab=FAST, ba=FAST)
     link.on_syn = lambda h, p, now: TcpEngine.accept_syn(h, B, 5000, A, 40000, iss=2, now=now)
     client.connect(0.0)
     client.send(da)

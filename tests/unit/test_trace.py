@@ -37,10 +37,11 @@ MPTCP_HANDSHAKE = [("out", golden.MPTCP_SYN), ("in", golden.MPTCP_SYNACK),
 
 
 def trace(packets: list[tuple[str, bytes]], **kw: object) -> str:
+    """The ladder of `packets`, given to the tracer 1 ms apart (the stack's `now`)."""
     out = io.StringIO()
     tracer = LadderTracer(out, **kw)  # type: ignore[arg-type]
-    for direction, pkt in packets:
-        tracer(direction, pkt)
+    for i, (direction, pkt) in enumerate(packets):
+        tracer(direction, pkt, i * 0.001)
     tracer.flush()
     text = out.getvalue()
     assert "trace error" not in text and "could not derive" not in text, text
@@ -114,6 +115,19 @@ def test_tcp_only_ladder_is_unchanged() -> None:
     # no MPTCP: no derived lines at all
     assert "MP_CAPABLE" not in text and "verified" not in text and "MISMATCH" not in text
     assert not [line for line in text.splitlines() if line.startswith(" " * 16)]
+
+
+def test_times_are_the_now_given_relative_to_the_first_packet() -> None:
+    """The ladder reads no clock: each line's time is the `now` it was handed, minus
+    the flow's first, the stack's clock as the pcap records have it."""
+    out = io.StringIO()
+    tracer = LadderTracer(out)
+    for direction, pkt, now in [("out", golden.TCP_SYN, 1000.5),
+                                ("in", golden.TCP_SYNACK, 1000.75),
+                                ("out", golden.TCP_ACK, 1002.0)]:
+        tracer(direction, pkt, now)
+    times = re.findall(r"^ +(\d+\.\d{6})  us ", out.getvalue(), re.MULTILINE)
+    assert times == ["0.000000", "0.250000", "1.500000"]
 
 
 def test_describe_options_decodes_mptcp() -> None:
@@ -263,11 +277,11 @@ def test_fallback_reason_from_the_stack() -> None:
     out = io.StringIO()
     tracer = LadderTracer(out)
     tracer.stack = fake  # type: ignore[assignment]
-    tracer("out", golden.MPTCP_SYN)
-    tracer("in", without_mptcp(golden.MPTCP_SYNACK))
+    tracer("out", golden.MPTCP_SYN, 0.0)
+    tracer("in", without_mptcp(golden.MPTCP_SYNACK), 0.001)
     # the stack processes the SYN/ACK after the tap saw it; the reason comes next call
     msk.fallback, msk.fallback_reason = True, "the SYN/ACK carried no MP_CAPABLE"
-    tracer("out", without_mptcp(golden.MPTCP_ACK))
+    tracer("out", without_mptcp(golden.MPTCP_ACK), 0.002)
     text = out.getvalue()
     assert "stack: msk.fallback_reason: the SYN/ACK carried no MP_CAPABLE" in text
     assert text.index("msk.fallback_reason") < text.index("-- ACK -")
@@ -349,9 +363,9 @@ def test_malformed_mptcp_option_is_one_line() -> None:
 def test_truncated_and_non_tcp_packets() -> None:
     out = io.StringIO()
     tracer = LadderTracer(out)
-    tracer("in", golden.MPTCP_SYNACK[:30])
-    tracer("in", b"")
-    tracer("out", golden.ICMP_ECHO_REQUEST)
+    tracer("in", golden.MPTCP_SYNACK[:30], 0.0)
+    tracer("in", b"", 0.0)
+    tracer("out", golden.ICMP_ECHO_REQUEST, 0.0)
     assert out.getvalue().count("malformed packet") == 2
 
 
@@ -360,9 +374,9 @@ def test_truncated_and_non_tcp_packets() -> None:
 def test_random_bytes_never_raise(data: bytes) -> None:
     out = io.StringIO()
     tracer = LadderTracer(out)
-    tracer("in", data)
-    tracer("out", golden.MPTCP_SYN[:20] + data)  # a valid IPv4 header, random rest
-    tracer("out", golden.MPTCP_SYN[:40] + data)  # and a TCP header: random options
+    tracer("in", data, 0.0)
+    tracer("out", golden.MPTCP_SYN[:20] + data, 0.0)  # a valid IPv4 header, random rest
+    tracer("out", golden.MPTCP_SYN[:40] + data, 0.0)  # and a TCP header: random options
     assert "trace error" not in out.getvalue() and "could not derive" not in out.getvalue()
 
 
@@ -392,7 +406,7 @@ def test_a_bad_output_stream_is_one_line_not_a_crash() -> None:
             return super().write(s)
 
     out = Exploding()
-    LadderTracer(out)("out", golden.MPTCP_SYN)
+    LadderTracer(out)("out", golden.MPTCP_SYN, 0.0)
     assert "trace error: ValueError: boom" in out.getvalue()
 
 
@@ -418,7 +432,9 @@ def sim_transfer(version: int = 1, checksum: bool = False,
     tracers = LadderTracer(outs[0]), LadderTracer(outs[1])
     for stk, tr in zip((a, b), tracers):
         tr.stack = stk  # as the CLI does: tracer.stack = shell.stack
-        stk.tap = tr
+        # Stack.tap carries no time: the tap hands the tracer the sim's clock, the
+        # `now` SimNet gives the stack for that packet (the CLI: shell.stack_now)
+        stk.tap = lambda d, p, tr=tr: tr(d, p, net.now)
     b.listen(5000)
     ca = a.connect(B, 5000, net.now)
     data = random.Random(3).randbytes(size)
@@ -501,6 +517,10 @@ def test_sim_ladder_verifies_tokens_and_idsns_on_both_sides() -> None:
     assert ck and sk and f"the peer's key {ck[1]}" in server and f"the peer's key {sk[1]}" in client
     assert "DATA_FIN at DSN" in client and "= IDSN(us)+1+20000" in client
     assert "= IDSN(peer)+1+20000" in server
+    # times on the sim's virtual clock: the SYN/ACK is one round trip (2 x 5 ms) after
+    # the SYN at the client, and leaves the server as the SYN arrives
+    assert lines_with(client, "SYN/ACK")[0].split()[0] == "0.010000"
+    assert lines_with(server, "SYN/ACK")[0].split()[0] == "0.000000"
 
 
 def test_sim_ladder_with_dss_checksums() -> None:
