@@ -1,0 +1,321 @@
+"""Packet traces (tests/unit/mptcp_trace.py): what our stack does with each MPTCP option
+the peer sends, one outcome per test (Linux `mptcp_incoming_options` and the path
+manager's handlers), with the segments it answers and the counters it keeps."""
+
+from __future__ import annotations
+
+from stack.mptcp import crypto
+from stack.tcp.engine import Closed, PeerFinished
+from stack.wire.mptcp import (
+    MPTCP_RST_EMPTCP,
+    AddAddr,
+    Dss,
+    MpFail,
+    MpFastclose,
+    MpJoinAck,
+    MpPrio,
+    MpTcpRst,
+    RemoveAddr,
+)
+from stack.wire.tcp import ACK, FIN, PSH, RST
+from tests.unit.mptcp_trace import OUR_ADDR2, PEER_ADDR2, SERVER_PORT, Trace, event_name
+
+KEY_US = 0x9A3C51E207B4D86F
+KEY_PEER = 0x2B7E151628AED2A6
+
+
+def peer_add_addr(addr_id: int = 1, addr: bytes = PEER_ADDR2, hmac_xor: int = 0) -> AddAddr:
+    """The peer's ADD_ADDR: its HMAC keyed peer key first (RFC 8684 3.4.1)."""
+    return AddAddr(addr_id, addr, hmac=crypto.add_addr_hmac(KEY_PEER, KEY_US, addr_id, addr)
+                   ^ hmac_xor)
+
+
+def server() -> Trace:
+    t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
+    assert t.mptcp_events() == ["CREATED", "ESTABLISHED"]
+    return t
+
+
+# ==== Tests for ADD_ADDR =================================================================
+
+def test_add_addr_with_a_good_hmac_is_echoed_exactly() -> None:
+    t = server()
+    t.send(t.sf, mptcp=[t.data_ack(), peer_add_addr()])
+    seg = t.recv(t.sf, seq=1, ack=1, payload_len=0, mptcp=[
+        t.our_data_ack(), AddAddr(1, PEER_ADDR2, port=None, hmac=None, echo=True)])
+    assert seg.options_len == 12 + 12 + 8  # the echo has no HMAC: 8 bytes
+    t.recv_nothing()
+    assert t.mptcp_events() == ["ANNOUNCED"]
+    assert (t.counter("AddAddr"), t.counter("AddAddrHMacFailure")) == (1, 0)
+
+
+def test_add_addr_to_our_client_is_echoed_and_joined() -> None:
+    # the in-stack path manager joins an announced address (a `subflow` endpoint's
+    # behaviour) from our address on its subnet, 10.0.2.2 (our address id 1)
+    t = Trace.client(our_key=KEY_US, peer_key=KEY_PEER)
+    assert t.mptcp_events() == ["CREATED", "ESTABLISHED"]
+    t.send(t.sf, mptcp=[t.data_ack(), peer_add_addr()])
+    t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), AddAddr(1, PEER_ADDR2, echo=True)])
+    # accept_join checks the MP_JOIN SYN (the peer's token, our id 1), answers with the
+    # truncated HMAC and checks our third ACK's HMAC
+    j = t.accept_join(peer=(PEER_ADDR2, SERVER_PORT), addr_id=1, our_addr_id=1)
+    assert j.us[0] == OUR_ADDR2
+    t.recv_nothing()
+    assert t.mptcp_events() == ["ANNOUNCED", "SF_ESTABLISHED"]
+    c = t.counters()
+    assert (c["AddAddr"], c["MPJoinSynTx"], c["MPJoinSynAckRx"]) == (1, 1, 1)
+
+
+def test_add_addr_with_a_bad_hmac_is_ignored_and_counted() -> None:
+    t = server()
+    t.send(t.sf, mptcp=[t.data_ack(), peer_add_addr(hmac_xor=1)])
+    t.recv_nothing()  # no echo, no event
+    assert t.mptcp_events() == []
+    assert (t.counter("AddAddr"), t.counter("AddAddrHMacFailure")) == (0, 1)
+
+
+def test_a_repeated_add_addr_is_echoed_again() -> None:
+    t = server()
+    for _ in range(2):
+        t.send(t.sf, mptcp=[t.data_ack(), peer_add_addr()])
+        t.recv(t.sf, payload_len=0,
+               mptcp=[t.our_data_ack(), AddAddr(1, PEER_ADDR2, echo=True)])
+    assert t.mptcp_events() == ["ANNOUNCED"]  # one event: the address is known
+    assert (t.counter("AddAddr"), t.counter("AddAddrRepeated")) == (2, 1)
+
+
+# ==== Tests for REMOVE_ADDR and MP_PRIO ==================================================
+
+def test_remove_addr_closes_the_subflow_to_that_address() -> None:
+    t = server()
+    j = t.join(addr_id=1)
+    # RFC 8684 3.2's fourth ACK: we send none (see test_join_responder_sends_no_4th_ack)
+    t.recv_nothing()
+    assert t.mptcp_events() == ["SF_ESTABLISHED"]
+    t.send(t.sf, mptcp=[t.data_ack(), RemoveAddr((1,))])
+    t.recv(j, flags=FIN | ACK, seq=1, ack=1, payload_len=0, mptcp=[t.our_data_ack()])
+    t.recv_nothing()  # nothing on the master
+    assert t.mptcp_events() == ["REMOVED"]
+    assert (t.counter("RmAddr"), t.counter("RmSubflow")) == (1, 1)
+    # the peer's FIN/ACK ends the subflow; the connection lives on on the master
+    t.send(j, flags=FIN | ACK, mptcp=[t.data_ack()])
+    t.recv(j, flags=ACK, seq=2, ack=2, payload_len=0, mptcp=[t.our_data_ack()])
+    assert t.mptcp_events() == ["SF_CLOSED"]
+    t.app_send(b"still here")
+    t.recv(t.sf, flags=ACK | PSH, seq=1, payload=b"still here", mptcp=[
+        Dss(data_ack=t.peer_dsn(0), data_ack64=True, dsn=t.our_dsn(0), dsn64=True, ssn=1,
+            data_len=10)])
+
+
+def test_join_responder_sends_no_4th_ack() -> None:
+    # Current behaviour, pinned: RFC 8684 3.2 has the responder answer the joiner's
+    # third ACK (its HMAC) with a fourth, plain ACK, and Linux does; we send nothing,
+    # not even when the joiner repeats its third ACK. Our next ACK on the subflow
+    # answers the joiner's first data.
+    t = server()
+    j = t.join(addr_id=1)
+    t.recv_nothing()
+    t.advance(0.25)
+    t.send(j, mptcp=[MpJoinAck(crypto.join_ack_hmac(KEY_PEER, KEY_US, j.peer_nonce,
+                                                    j.our_nonce))])
+    t.recv_nothing()
+    d = b"j" * 10
+    t.send(j, payload=d, mptcp=[t.map(d, sf=j)])
+    t.advance(0.04)
+    t.recv(j, seq=1, ack=11, payload_len=0, time=1.29, mptcp=[t.our_data_ack()])
+    assert t.msk.recv() == d
+    assert t.counter("MPJoinAckRx") == 1
+
+
+def test_mp_prio_is_counted_and_reported() -> None:
+    t = server()
+    t.send(t.sf, mptcp=[t.data_ack(), MpPrio(True)])
+    t.recv_nothing()  # MP_PRIO is not acknowledged at the MPTCP level
+    assert t.mptcp_events() == ["SF_PRIORITY"]
+    assert t.counter("MPPrioRx") == 1
+
+
+# ==== Tests for MP_FASTCLOSE =============================================================
+
+def test_mp_fastclose_with_our_key_on_an_ack_resets_the_connection() -> None:
+    t = server()
+    t.conn_events()
+    t.send(t.sf, mptcp=[t.data_ack(), MpFastclose(KEY_US)])
+    # Current behaviour, pinned: the RST carries a DSS data ACK and no MP_TCPRST
+    # (Linux puts only MP_TCPRST / MP_FASTCLOSE on an RST, never a DSS)
+    t.recv(t.sf, flags=RST | ACK, seq=1, ack=1, payload_len=0, mptcp=[t.our_data_ack()])
+    t.recv_nothing()
+    evs = t.conn_events()
+    why = "the peer fast-closed the connection (MP_FASTCLOSE)"
+    assert Closed(why) in evs
+    assert [event_name(e) for e in evs if event_name(e)] == ["MP_FASTCLOSE", "CLOSED"]
+    assert t.counter("MPFastcloseRx") == 1
+    assert t.deadline() is None
+
+
+def test_mp_fastclose_with_our_key_on_an_rst_closes_without_a_reply() -> None:
+    t = server()
+    t.send(t.sf, flags=RST | ACK, mptcp=[MpFastclose(KEY_US), MpTcpRst(reason=MPTCP_RST_EMPTCP, flags=0)])
+    t.recv_nothing()  # an RST is never answered
+    assert t.mptcp_events() == ["MP_TCPRST", "MP_FASTCLOSE", "CLOSED"]
+    assert (t.counter("MPFastcloseRx"), t.counter("MPRstRx")) == (1, 1)
+
+
+def test_mp_fastclose_with_a_wrong_key_is_counted_and_ignored() -> None:
+    t = server()
+    t.send(t.sf, mptcp=[t.data_ack(), MpFastclose(KEY_PEER)])
+    t.recv_nothing()
+    assert t.mptcp_events() == []
+    assert (t.counter("MPFastcloseBadKey"), t.counter("MPFastcloseRx")) == (1, 0)
+    d = b"alive"
+    t.send(t.sf, payload=d, mptcp=[t.map(d)])
+    t.advance(0.04)
+    t.recv(t.sf, seq=1, ack=6, payload_len=0, mptcp=[t.our_data_ack()])
+    assert t.msk.recv() == d
+
+
+# ==== Tests for DATA_FIN =================================================================
+
+def test_data_fin_on_a_pure_ack_is_data_acked_plus_one_at_once() -> None:
+    t = server()
+    d = b"hello"
+    t.send(t.sf, payload=d, mptcp=[t.map(d)])
+    t.recv_nothing()  # the data waits for the delayed ACK ...
+    t.send(t.sf, mptcp=[Dss(data_ack=t.our_dsn(0), data_ack64=True, dsn=t.peer_dsn(5),
+                            dsn64=True, ssn=0, data_len=1, data_fin=True)])
+    # ... the DATA_FIN is acked at once: data ACK = DSN of the DATA_FIN + 1
+    t.recv(t.sf, seq=1, ack=6, payload_len=0, time=1.0,
+           mptcp=[Dss(data_ack=t.peer_dsn(6), data_ack64=True)])
+    t.recv_nothing()
+    assert PeerFinished() in t.conn_events()
+    assert t.msk.recv() == d
+
+
+def test_data_fin_in_the_mapping_of_the_last_data_is_data_acked_plus_one() -> None:
+    t = server()
+    d = b"bye"
+    t.send(t.sf, payload=d, mptcp=[t.map(d, data_fin=True)])  # data_len 4: 3 + DATA_FIN
+    t.recv(t.sf, seq=1, ack=4, payload_len=0,
+           mptcp=[Dss(data_ack=t.peer_dsn(4), data_ack64=True)])
+    t.recv_nothing()
+    assert PeerFinished() in t.conn_events()
+
+
+# ==== Tests for invalid mappings =========================================================
+
+def test_a_mapping_overlapping_the_current_one_resets_the_subflow() -> None:
+    t = server()
+    d = b"a" * 50
+    # a 100-byte mapping of which 50 bytes arrive, then a different mapping for the
+    # next 50 (RFC 8684 3.3.1: mappings may not change under the bytes they cover)
+    t.send(t.sf, payload=d, mptcp=[Dss(data_ack=t.our_dsn(0), data_ack64=True,
+                                       dsn=t.peer_dsn(0), dsn64=True, ssn=1, data_len=100)])
+    t.recv_nothing()
+    t.send(t.sf, payload=d, mptcp=[Dss(data_ack=t.our_dsn(0), data_ack64=True,
+                                       dsn=t.peer_dsn(1000), dsn64=True, ssn=51, data_len=50)])
+    t.recv(t.sf, flags=RST | ACK, seq=1, ack=51, payload_len=0,
+           mptcp=[MpTcpRst(reason=MPTCP_RST_EMPTCP, flags=0)])
+    t.recv_nothing()
+    assert t.mptcp_events() == ["CLOSED"]
+    assert (t.counter("DSSNotMatching"), t.counter("MPRstTx")) == (1, 1)
+
+
+def test_a_dss_checksum_where_none_was_negotiated_resets_the_subflow() -> None:
+    t = server()
+    d = b"a" * 50
+    t.send(t.sf, payload=d, mptcp=[Dss(
+        data_ack=t.our_dsn(0), data_ack64=True, dsn=t.peer_dsn(0), dsn64=True, ssn=1,
+        data_len=50, checksum=crypto.dss_checksum(t.peer_dsn(0), 1, 50, d))])
+    t.recv(t.sf, flags=RST | ACK, seq=1, ack=1, payload_len=0,
+           mptcp=[MpTcpRst(reason=MPTCP_RST_EMPTCP, flags=0)])
+    t.recv_nothing()
+    assert t.mptcp_events() == ["CLOSED"]
+    assert t.counter("DSSChecksumMismatch") == 1
+
+
+def test_no_dss_checksum_where_one_was_negotiated_resets_the_subflow() -> None:
+    t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, csum=True)
+    d = b"a" * 50
+    t.send(t.sf, payload=d, mptcp=[Dss(data_ack=t.our_dsn(0), data_ack64=True,
+                                       dsn=t.peer_dsn(0), dsn64=True, ssn=1, data_len=50)])
+    t.recv(t.sf, flags=RST | ACK, seq=1, ack=1, payload_len=0,
+           mptcp=[MpTcpRst(reason=MPTCP_RST_EMPTCP, flags=0)])
+    assert t.counter("DSSChecksumMismatch") == 1
+
+
+def test_a_bad_dss_checksum_sends_mp_fail_and_falls_back() -> None:
+    t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, csum=True)
+    t.mptcp_events()
+    d = b"c" * 20
+    good = t.map(d)
+    assert good.checksum is not None
+    t.send(t.sf, payload=d, mptcp=[Dss(good.data_ack, True, good.dsn, True, good.ssn,
+                                       good.data_len, good.checksum ^ 0xFFFF)])
+    # MP_FAIL names the failed mapping's DSN; from now on plain TCP (one subflow)
+    t.recv(t.sf, seq=1, ack=21, payload_len=0, mptcp=[MpFail(t.peer_dsn(0))])
+    t.recv_nothing()
+    assert t.mptcp_events() == ["MP_FAIL", "FALLBACK"]
+    assert (t.counter("DataCsumErr"), t.counter("MPFailTx")) == (1, 1)
+    assert t.msk.recv() == d  # a single subflow: TCP semantics win, the bytes count
+    t.app_send(b"plain")
+    t.recv(t.sf, flags=ACK | PSH, seq=1, payload=b"plain", mptcp=[])
+
+
+def test_mp_fail_beside_a_dss_is_taken_as_alone() -> None:
+    # Linux sends MP_FAIL beside a DSS (`mptcp_established_options` adds it after
+    # `..._dss`): the DSS is read, and the MP_FAIL answered as when it comes alone
+    t = server()
+    t.send(t.sf, mptcp=[t.data_ack(), MpFail(t.our_dsn(0))])
+    t.recv_nothing()
+    assert t.mptcp_events() == ["MP_FAIL", "FALLBACK"]
+    assert t.counter("MPFailRx") == 1
+    t.app_send(b"first")
+    t.recv(t.sf, flags=ACK | PSH, seq=1, payload=b"first", mptcp=[
+        Dss(data_ack=t.peer_dsn(0), data_ack64=True, dsn=t.our_dsn(0), dsn64=True, ssn=1,
+            data_len=0)])
+
+
+def test_mp_fail_from_the_peer_is_answered_with_one_infinite_mapping() -> None:
+    t = server()
+    t.send(t.sf, mptcp=[MpFail(t.our_dsn(0))])  # alone: no DSS beside it
+    t.recv_nothing()
+    assert t.mptcp_events() == ["MP_FAIL", "FALLBACK"]
+    t.app_send(b"first")
+    # RFC 8684 3.7: data-level length 0 = infinite; subflow byte 1 is data offset 0
+    t.recv(t.sf, flags=ACK | PSH, seq=1, payload=b"first", mptcp=[
+        Dss(data_ack=t.peer_dsn(0), data_ack64=True, dsn=t.our_dsn(0), dsn64=True, ssn=1,
+            data_len=0)])
+    t.send(t.sf)
+    t.app_send(b"second")
+    t.recv(t.sf, flags=ACK | PSH, seq=6, payload=b"second", mptcp=[])
+    assert (t.counter("MPFailRx"), t.counter("InfiniteMapTx")) == (1, 1)
+
+
+def test_an_infinite_mapping_falls_back_to_tcp() -> None:
+    t = server()
+    d = b"a" * 50
+    t.send(t.sf, payload=d, mptcp=[Dss(data_ack=t.our_dsn(0), data_ack64=True,
+                                       dsn=t.peer_dsn(0), dsn64=True, ssn=1, data_len=0)])
+    assert t.mptcp_events() == ["FALLBACK"]
+    assert (t.counter("InfiniteMapRx"), t.counter("InfiniteFallback")) == (1, 1)
+    t.send(t.sf, payload=d)  # plain TCP from here: no options, still delivered
+    t.advance(0.04)
+    t.recv(t.sf, seq=1, ack=101, payload_len=0, mptcp=[])
+    assert t.msk.recv() == d + d
+    t.app_send(b"reply")
+    t.recv(t.sf, flags=ACK | PSH, seq=1, payload=b"reply", mptcp=[])
+    t.recv_nothing()
+
+
+def test_an_ack_without_mptcp_options_after_the_handshake_falls_back() -> None:
+    # the client's first segment after the handshake lost our keys' confirmation:
+    # Linux `check_fully_established` -> MPCapableDataFallback (options stripped)
+    t = Trace.client(our_key=KEY_US, peer_key=KEY_PEER, fully_established=False)
+    t.mptcp_events()
+    d = b"plain"
+    t.send(t.sf, payload=d, flags=ACK | PSH)
+    assert t.mptcp_events() == ["FALLBACK"]
+    assert t.counter("MPCapableDataFallback") == 1
+    t.advance(0.04)
+    t.recv(t.sf, seq=1, ack=6, payload_len=0, mptcp=[])
+    assert t.msk.recv() == d
