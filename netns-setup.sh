@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# netns-setup.sh - build the test topology of DESIGN.md ("The test topology").
+# netns-setup.sh - build the test topology of docs/architecture.md ("The test topology").
 #
 #   <P>-user : holds the persistent TUN mptun0 that our stack opens; its kernel only
 #              routes (and answers proxy ARP for our addresses 10.0.i.2).

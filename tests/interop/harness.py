@@ -141,7 +141,7 @@ class Topology:
         self.tun = TUN
         self._procs: list[subprocess.Popen[Any]] = []
 
-    # --- addresses (DESIGN.md, "The test topology") ---
+    # --- addresses (docs/architecture.md, "The test topology") ---
     @staticmethod
     def peer_addr(i: int) -> str:
         return f"10.0.{i}.1"

@@ -84,7 +84,7 @@ def test_kernel_client_with_our_echo_listener(topology: Topology) -> None:
 def lossy_path1(topology: Topology) -> Iterator[None]:
     """3% random loss on path1, both directions, dropped in the router namespace's
     forward hook, with TSO/GSO off on the kernel's sending veth so that a drop is one
-    real segment (INTEROP.md, "Observations")."""
+    real segment (docs/interop.md, "Observations on these machines")."""
     ns = topology.user_ns
     topology.run_in(ns, "nft", "-f", "-", input=(
         "table inet lossy {\n chain lossy_forward {\n  type filter hook forward priority 0;\n"

@@ -48,7 +48,7 @@ from stack.mptcp.crypto import (
 from stack.wire import ipv4, tcp
 from tests.unit import golden
 
-# --- INTEROP.md: the kernel's own HMAC self-test (net/mptcp/crypto.c) ------------------
+# --- docs/interop.md, "HMAC self-test vectors": the kernel's own HMAC self-test ----------
 # key and msg are the ASCII bytes of the strings; the kernel splits the key into key1 and
 # key2 (8 bytes each, big-endian) and the message into two 32-bit nonces.
 HMAC_VECTORS = [
