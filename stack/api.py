@@ -105,7 +105,7 @@ class _Stream:
             self.writable.set()
             if self.closing and not self.done and not self.close_sent:
                 self.close_sent = True
-                self.conn.sock.close(self.shell.now())
+                self.conn.sock.close()
                 self.shell.kick(self.conn)
         else:
             self.writable.clear()
@@ -230,7 +230,7 @@ class StreamWriter:
     def abort(self) -> None:
         s = self._s
         if not s.done:
-            s.conn.sock.abort(s.shell.now())
+            s.conn.sock.abort()
             s.shell.kick(s.conn)
 
     @property

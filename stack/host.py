@@ -185,7 +185,7 @@ class Stack:
 
     # ---------------------------------------------------------------- user calls
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
-               mptcp: MptcpConfig | None | bool = True,
+               mptcp: MptcpConfig | bool | None = True,
                announce: list[Addr] | None = None) -> Listener:
         """Listen on `port`. `mptcp`: True = the stack's MPTCP config (if any), False =
         plain TCP only, or an explicit MptcpConfig."""
@@ -204,7 +204,7 @@ class Stack:
     def connect(self, remote: Addr, remote_port: int, now: float, *,
                 local: Addr | None = None, local_port: int | None = None,
                 config: TcpConfig | None = None,
-                mptcp: MptcpConfig | None | bool = True,
+                mptcp: MptcpConfig | bool | None = True,
                 join_from: list[tuple[Addr, bool]] | None = None) -> Connection:
         """Active open. The local address defaults to the one on the remote's /24
         (the topology gives each path its own subnet), else the first."""
@@ -251,7 +251,8 @@ class Stack:
         self._dirty.add(conn)
 
     # ---------------------------------------------------------------- input
-    def feed(self, packet: bytes | bytearray | memoryview, now: float, csum_ok: bool = False) -> None:
+    def feed(self, packet: bytes | bytearray | memoryview, now: float,
+             csum_ok: bool = False) -> None:
         """One IP packet from the device. `csum_ok`: the device vouched for the L4
         checksum (virtio-net DATA_VALID / NEEDS_CSUM), so it is not verified again.
         Never raises for anything in the packet: every packet is either delivered
@@ -262,7 +263,8 @@ class Stack:
         try:
             version = ipv4.version_of(packet)
             if version != 4:
-                self._drop(DropReason.IPV6_UNSUPPORTED if version == 6 else DropReason.IP_BAD_VERSION)
+                self._drop(DropReason.IPV6_UNSUPPORTED if version == 6
+                           else DropReason.IP_BAD_VERSION)
                 return
             iph, end = ipv4.parse(packet)
             if iph.dst not in self._addrset:
@@ -304,7 +306,8 @@ class Stack:
                 conn.engine.on_segment(hdr, payload, now)
             self._dirty.add(conn)
             return
-        lst = self.listeners.get((iph.dst, hdr.dst_port)) or self.listeners.get((None, hdr.dst_port))
+        lst = (self.listeners.get((iph.dst, hdr.dst_port))
+               or self.listeners.get((None, hdr.dst_port)))
         if lst is not None and hdr.flags & (SYN | ACK | RST) == SYN:
             if lst.mptcp is not None:
                 ro, _ = mo.parse_received(hdr.options, hdr.flags, False)
@@ -394,7 +397,7 @@ class Stack:
         return self._open_join(conn, conn.msk.pm.subflow_create(local, backup, remote, rport),
                                now)
 
-    def remove_subflow(self, conn: Connection, local: Addr, now: float,
+    def remove_subflow(self, conn: Connection, local: Addr,
                        remote: Addr | None = None) -> int:
         """`ip mptcp subflow del`: close our subflows from `local` (to `remote`)."""
         n = self._msk_of(conn).pm.subflow_destroy(local, remote)
@@ -408,7 +411,7 @@ class Stack:
         msk.pm.announce(self.endpoints.id_of(addr), addr)
         self._dirty.add(conn)
 
-    def remove_addr(self, conn: Connection, addr: Addr, now: float) -> int:
+    def remove_addr(self, conn: Connection, addr: Addr) -> int:
         """Withdraw one of our addresses (`ip mptcp endpoint delete`): REMOVE_ADDR,
         and our subflows from it closed. Returns the subflows closed."""
         msk = self._msk_of(conn)
@@ -518,7 +521,7 @@ class Stack:
             self._drop(DropReason.ICMP_ERROR_BAD_SEQ)
             return
         self.counters[Mib.InDelivers] += 1
-        eng.on_icmp_error(icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"), now)
+        eng.on_icmp_error(icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"))
         if conn.msk is not None:
             conn.msk.subflow_io(eng, now)
         self._dirty.add(conn)
@@ -536,7 +539,7 @@ class Stack:
             else:
                 for seg in conn.engine.poll_transmit(now):
                     out.append(self._serialise(conn.key[0], conn.key[2], seg))
-            self._collect_events(conn, now)
+            self._collect_events(conn)
         if self.tap is not None:
             for d in out:
                 self.tap("out", d.data)
@@ -551,14 +554,14 @@ class Stack:
         return Datagram(data, seg.gso_size, partial, ipv4.HEADER_LEN, thl)
 
     # ---------------------------------------------------------------- events and timers
-    def _collect_events(self, conn: Connection, now: float) -> None:
+    def _collect_events(self, conn: Connection) -> None:
         eng = conn.sock
         while (ev := eng.poll_event()) is not None:
             if conn.listener is not None and isinstance(ev, Connected):
                 conn.listener.half_open -= 1
                 lst, conn.listener = conn.listener, None
                 if lst.closed:
-                    eng.abort(0.0)
+                    eng.abort()
                 else:
                     self._events.append(Accepted(lst, conn))
                 continue

@@ -14,6 +14,7 @@ MTU-sized datagram and Python computes and verifies every checksum.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import fcntl
 import os
@@ -139,10 +140,8 @@ class TunShell:
             self._tun.close()  # type: ignore[attr-defined]
             self._tun, self._fd = None, -1
         if self._token is not None:
-            try:
+            with contextlib.suppress(ValueError):  # reset from another context: harmless
                 current_shell.reset(self._token)
-            except ValueError:  # reset from another context: harmless
-                pass
             self._token = None
 
     def now(self) -> float:
@@ -222,7 +221,7 @@ class TunShell:
                 if cb is not None:
                     cb(ev.conn)
                 else:
-                    ev.conn.sock.abort(now)
+                    ev.conn.sock.abort()
                     self.stack.touch(ev.conn)
         return any_event
 

@@ -184,9 +184,9 @@ def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
         res["tcp"]["kernel_to_ours_mbps"]
     # the same ratio run by run (each MPTCP run against the TCP run just before it)
     res["ours_mptcp_vs_tcp_up_runs"] = [m["ours_to_kernel_mbps"] / t["ours_to_kernel_mbps"]
-                                        for t, m in zip(runs["tcp"], runs["mptcp"])]
+                                        for t, m in zip(runs["tcp"], runs["mptcp"], strict=True)]
     res["ours_mptcp_vs_tcp_down_runs"] = [m["kernel_to_ours_mbps"] / t["kernel_to_ours_mbps"]
-                                          for t, m in zip(runs["tcp"], runs["mptcp"])]
+                                          for t, m in zip(runs["tcp"], runs["mptcp"], strict=True)]
     res["runs"] = runs
     return res
 

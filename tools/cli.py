@@ -315,17 +315,18 @@ class Outputs:
 
 
 def open_outputs(args: argparse.Namespace) -> Outputs:
+    # SIM115: each file stays open for the whole run and is closed by out.files (an ExitStack)
     out = Outputs()
     if args.pcap:
-        out.pcap = PcapWriter(out.files.enter_context(open(args.pcap, "wb")))
+        out.pcap = PcapWriter(out.files.enter_context(open(args.pcap, "wb")))  # noqa: SIM115
     if args.events:
-        out.events = out.files.enter_context(open(args.events, "w"))
+        out.events = out.files.enter_context(open(args.events, "w"))  # noqa: SIM115
     if args.output == "-":
         out.sink = sys.stdout.buffer
     elif args.output:
-        out.sink = out.files.enter_context(open(args.output, "wb"))
+        out.sink = out.files.enter_context(open(args.output, "wb"))  # noqa: SIM115
     if args.send:
-        out.send = out.files.enter_context(open(args.send, "rb"))
+        out.send = out.files.enter_context(open(args.send, "rb"))  # noqa: SIM115
     return out
 
 

@@ -118,7 +118,7 @@ class Controller:
                 src, dst = _addr(local), _addr(rest[0]) if rest else None
 
                 def done(c: Connection) -> object:
-                    return stack.remove_subflow(c, src, now, dst)
+                    return stack.remove_subflow(c, src, dst)
             case "announce", [addr]:
                 a = _addr(addr)
 
@@ -129,7 +129,7 @@ class Controller:
                 a = _addr(addr)
 
                 def done(c: Connection) -> object:
-                    return stack.remove_addr(c, a, now)
+                    return stack.remove_addr(c, a)
             case "backup", [addr, ("on" | "off") as flag]:
                 a = _addr(addr)
 
@@ -137,7 +137,7 @@ class Controller:
                     return stack.set_backup(c, a, flag == "on")
             case "fastclose", []:
                 def done(c: Connection) -> object:
-                    c.sock.abort(now)
+                    c.sock.abort()
                     return True
             case _:
                 raise CommandError(f"unknown command {' '.join(words)!r}; try 'help'")

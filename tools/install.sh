@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/install.sh - install what this project needs on a fresh Debian/Ubuntu machine:
 # Debian packages (skipped when present), the TUN device node, and .venv with this
-# package and its test extras. Idempotent and quick when everything is there.
+# package and its test extras (pytest, hypothesis, ruff, mypy). Idempotent and quick
+# when everything is there.
 # Used by demo.sh, run-tests.sh and (through run-tests.sh) CI.
 set -euo pipefail
 
@@ -45,6 +46,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 if ! .venv/bin/python -c "import stack, pytun, cryptography, pytest, hypothesis" 2>/dev/null \
+        || [ ! -x .venv/bin/ruff ] || [ ! -x .venv/bin/mypy ] \
         || [ pyproject.toml -nt .venv/.installed ]; then
     say "pip install -e '.[test]'"
     .venv/bin/python -m pip install -q -e '.[test]' </dev/null

@@ -129,7 +129,7 @@ def describe_options(opts: list[tcp.TcpOption], mptcp: Iterator[str] | None = No
         elif isinstance(o, tcp.Timestamps):
             parts.append(f"TS val {o.tsval} ecr {o.tsecr}")
         elif isinstance(o, tcp.Sack):
-            parts.append("sack " + " ".join(f"{l}:{r}" for l, r in o.blocks))
+            parts.append("sack " + " ".join(f"{left}:{right}" for left, right in o.blocks))
         elif isinstance(o, tcp.Nop):
             parts.append("nop")
         elif isinstance(o, tcp.Eol):
@@ -201,7 +201,7 @@ class LadderTracer:
             if self._pending:
                 self.flush()
             self._trace(direction, packet, now)
-        except Exception as e:  # noqa: BLE001 -- a tracer must never take the stack down
+        except Exception as e:  # a tracer must never take the stack down
             self.out.write(f"  [{direction}] trace error: {type(e).__name__}: {e}\n")
 
     def flush(self) -> None:
@@ -257,7 +257,7 @@ class LadderTracer:
             try:
                 lines = self._derive(flow, direction, hdr, seg[doff:],
                                      [m for m, _ in decoded if m is not None])
-            except Exception as e:  # noqa: BLE001 -- one line, never a crash
+            except Exception as e:  # one line, never a crash
                 lines = [f"could not derive MPTCP values: {type(e).__name__}: {e}"]
             self._write(lines)
         if hdr.flags & RST or (hdr.flags & FIN and direction == "in" and not flow.ended):
@@ -422,9 +422,9 @@ class LadderTracer:
                              f" {_mark(mpc.sender_key == mp.key[d], f'0x{mp.key[d]:016x}')}")
         if mpc.receiver_key is not None:
             if other in mp.key:
+                mark = _mark(mpc.receiver_key == mp.key[other], f"0x{mp.key[other]:016x}")
                 lines.append(f"receiver key 0x{mpc.receiver_key:016x} == {_whose(other)} key in"
-                             f" the SYN/ACK: "
-                             f"{_mark(mpc.receiver_key == mp.key[other], f'0x{mp.key[other]:016x}')}")
+                             f" the SYN/ACK: {mark}")
             else:
                 lines += self._key(mp, other, mpc.receiver_key, mpc.version)
         if mpc.data_len is not None:
@@ -512,10 +512,10 @@ class LadderTracer:
         rel = (hdr.seq - flow.isn[d]) & M32 if d in flow.isn else None
         starts = ssn == 0 or rel is None or rel == ssn
         if not (starts and (plen == data_len or (data_fin and data_len == plen + 1))):
-            return lines + [(f"checksum 0x{csum:04x} covers {data_len} bytes over several"
-                            f" segments: not checked here")]
+            return [*lines, (f"checksum 0x{csum:04x} covers {data_len} bytes over several"
+                             f" segments: not checked here")]
         if dsn is None:
-            return lines + [f"checksum 0x{csum:04x}: the 64-bit DSN is unknown: not checked"]
+            return [*lines, f"checksum 0x{csum:04x}: the 64-bit DSN is unknown: not checked"]
         calc = crypto.dss_checksum(dsn, ssn, data_len, payload)
         ok = crypto.dss_checksum_ok(dsn, ssn, data_len, payload, csum)
         lines.append(f"DSS checksum 0x{csum:04x} over DSN 0x{dsn:016x}, ssn {ssn}, len"

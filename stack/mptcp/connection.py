@@ -268,7 +268,7 @@ class MptcpConnection:
             eng.send(rest)
         self.snd_nxt = self.write_off
         if self.data_fin_queued:
-            eng.close(self.now)
+            eng.close()
 
     # ---- subflows ------------------------------------------------------------------------
     @property
@@ -336,21 +336,21 @@ class MptcpConnection:
                 sf.reset_reason = wm.MPTCP_RST_EUNSPEC
         return n
 
-    def _finish_closes(self, now: float) -> None:
+    def _finish_closes(self) -> None:
         todo, self._close_todo = self._close_todo, []
         for sf in todo:
             eng = sf.engine
             if sf.reset_reason is not None or eng.state in _CONNECTING:
                 self._queue_reinject(sf, "removed")
                 sf.reset_reason = wm.MPTCP_RST_EUNSPEC
-                eng.abort(now)
+                eng.abort()
             else:
-                eng.close(now)  # (a no-op once our FIN is out)
+                eng.close()  # (a no-op once our FIN is out)
 
     def reset_subflow(self, sf: Subflow, reason: int, why: str) -> None:
         log.info("resetting subflow: %s", why)
         sf.reset_reason = reason
-        sf.engine.abort(self.now)
+        sf.engine.abort()
         if sf is self.master:
             self.reset_error = why
 
@@ -413,7 +413,7 @@ class MptcpConnection:
         self._emit_closed(self.reset_error)  # whichever subflow's close comes last
         for sf in self.subflows:
             if sf is not on_rst and not sf.engine.is_closed:
-                sf.engine.abort(self.now)
+                sf.engine.abort()
 
     # ---- what our options used (the writer decides, this applies) -------------------------
     def options_written(self, sf: Subflow, o: mo.OutOptions, syn: bool = False) -> None:
@@ -491,7 +491,7 @@ class MptcpConnection:
             sf.engine.check_window_update()
         return out
 
-    def close(self, now: float) -> None:
+    def close(self) -> None:
         """Close our direction: DATA_FIN after the data (RFC 8684 3.3.3); in fallback,
         the master's TCP FIN."""
         if self.data_fin_queued:
@@ -499,12 +499,12 @@ class MptcpConnection:
         self.data_fin_queued = True
         if self.fallback:
             for sf in self.subflows:
-                sf.engine.close(now)
+                sf.engine.close()
         elif self._connected:
             self.maybe_close_subflows()
         # else: the DATA_FIN follows the data once the connection is up
 
-    def abort(self, now: float) -> None:
+    def abort(self) -> None:
         """Abort the connection: MP_FASTCLOSE (with MP_TCPRST) on an RST on every
         subflow (RFC 8684 3.5), then Closed("aborted")."""
         self.fastclosing = not self.fallback and self.remote_key is not None
@@ -512,7 +512,7 @@ class MptcpConnection:
             if not sf.engine.is_closed:
                 if sf.reset_reason is None:
                     sf.reset_reason = wm.MPTCP_RST_EUNSPEC
-                sf.engine.abort(now)
+                sf.engine.abort()
         self._emit_closed("aborted")
 
     def poll_event(self) -> Event | MptcpEvent | None:
@@ -548,7 +548,7 @@ class MptcpConnection:
 
     def _after_subflow_io(self, sf: Subflow, now: float) -> None:
         if self._close_todo:
-            self._finish_closes(now)
+            self._finish_closes()
         if self.pm.work_pending:
             self.pm.work()
         eng = sf.engine
@@ -559,7 +559,7 @@ class MptcpConnection:
             self.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, sf.reason or "join refused")
         if eng.recv_buffered:
             recv.pull(self, sf, eng.take_received())
-        self._take_engine_events(sf, now)
+        self._take_engine_events(sf)
         maps = sf.tx_maps
         if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel:
             sf.prune_tx_maps(eng.snd_una_rel)
@@ -569,7 +569,7 @@ class MptcpConnection:
                 self._want_writable = False
                 self.events.append(WritableSpace())
 
-    def _take_engine_events(self, sf: Subflow, now: float) -> None:
+    def _take_engine_events(self, sf: Subflow) -> None:
         eng = sf.engine
         while (ev := eng.poll_event()) is not None:
             t = type(ev)
@@ -580,7 +580,7 @@ class MptcpConnection:
                         self.emit_created()
                     self.events.append(Connected())
                     if self.data_fin_queued and self.fallback:
-                        eng.close(now)
+                        eng.close()
             elif t is PeerFinished:
                 if self.fallback:
                     self.peer_fin = True
@@ -621,7 +621,7 @@ class MptcpConnection:
         self.now = now
         out: list[tuple[TcpEngine, OutSegment]] = []
         if self._close_todo:
-            self._finish_closes(now)
+            self._finish_closes()
         if not self.fallback and self._connected:
             self._push()
         for sf in self.subflows:
@@ -777,9 +777,9 @@ class MptcpConnection:
                         and eng.state is not State.CLOSED:
                     # its path is down: a FIN would wait out every retransmission
                     sf.reset_reason = wm.MPTCP_RST_EUNSPEC
-                    eng.abort(self.now)
+                    eng.abort()
                 elif eng.state is State.ESTABLISHED or eng.state is State.CLOSE_WAIT:
-                    eng.close(self.now)
+                    eng.close()
         elif self.data_fin_to_signal() and not self._data_fin_signalled:
             # once: an ACK carries it now; the DATA_FIN timer repeats it if unacked
             # (an ACK per poll would be a storm of duplicate ACKs)

@@ -482,7 +482,7 @@ def synack_options(sf: Subflow, remaining: int) -> OutOptions | None:
 
 
 # --- established -------------------------------------------------------------------------
-def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
+def established_options(sf: Subflow, seq: int, payload_len: int,
                         remaining: int) -> OutOptions | None:
     """`mptcp_established_options`: MP_CAPABLE on the client's third ACK and first data
     (`mptcp_established_options_mp`), else a DSS (`..._dss`); then, in the room left,
@@ -495,7 +495,7 @@ def established_options(sf: Subflow, seq: int, payload_len: int, fin: bool,
         established_options_mp_fail(sf, remaining - used, opts)
         return opts if opts.suboptions() else None
     opts = OutOptions()
-    if established_options_mpj(sf, seq, payload_len, remaining, opts):
+    if established_options_mpj(sf, remaining, opts):
         return opts
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
         established_options_dss(sf, seq, payload_len, remaining, opts,
@@ -553,8 +553,7 @@ def established_options_mp_prio(sf: Subflow, remaining: int, opts: OutOptions) -
     return aligned(TCPOLEN_MPTCP_PRIO)
 
 
-def established_options_mpj(sf: Subflow, seq: int, payload_len: int, remaining: int,
-                            opts: OutOptions) -> bool:
+def established_options_mpj(sf: Subflow, remaining: int, opts: OutOptions) -> bool:
     """The joiner's MP_JOIN ACK (160-bit HMAC), on its third ACK and repeated until the
     responder's fourth ACK shows it arrived (Linux: until `fully_established`)."""
     if not sf.join or sf.fully_established or not sf.initiator:

@@ -86,7 +86,7 @@ def get_mapping_status(msk: MptcpConnection, sf: Subflow, ro: mo.ReceivedOptions
     off = msk.rx_off(dsn, dsn64)
     if ro.data_len == 0 and not ro.data_fin:
         return MappingStatus.INFINITE, off
-    if ro.data_fin and (ssn == 0 or ro.data_len == 1 and payload_len == 0):
+    if ro.data_fin and (ssn == 0 or (ro.data_len == 1 and payload_len == 0)):
         return MappingStatus.DATA_FIN, off
     length = ro.data_len - (1 if ro.data_fin else 0)
     cur = sf.rx_maps.get(ssn)

@@ -248,7 +248,8 @@ class Subflow:
                 if memo_dss is not None:
                     # a new chunk, all else as before (a GSO super-packet per
                     # mapping: every one): the same DSS with this mapping in it
-                    dss = wm.Dss(memo_dss.data_ack, memo_dss.data_ack64, msk.wire_dsn(m.data_off), True,
+                    dss = wm.Dss(memo_dss.data_ack, memo_dss.data_ack64,
+                                 msk.wire_dsn(m.data_off), True,
                                  m.ssn & 0xFFFFFFFF, m.length,
                                  m.csum if memo_dss.checksum is not None else None)
                     opts = mo.write_options(mo.OutOptions(dss=dss))
@@ -258,7 +259,7 @@ class Subflow:
         if self.reset_reason is not None:
             o = mo.rst_options(self, remaining)
         else:
-            o = mo.established_options(self, seq, payload_len, fin, remaining)
+            o = mo.established_options(self, seq, payload_len, remaining)
         opts = self._written(o)
         if memo_key is not None:
             only = o.dss if o is not None and o.suboptions() == [o.dss] else None

@@ -49,7 +49,7 @@ class Assembler:
     @property
     def blocks(self) -> list[tuple[int, int]]:
         """(start, end) of every block, in offset order."""
-        return list(zip(self._starts, self._ends))
+        return list(zip(self._starts, self._ends, strict=True))
 
     @property
     def highest(self) -> int | None:

@@ -627,10 +627,10 @@ class TcpEngine:
                 return True
         return False
 
-    def close(self, now: float) -> None:
+    def close(self) -> None:
         """Half-close: a FIN follows the queued data (RFC 9293 3.10.4). Idempotent."""
         st = self._state
-        if self._fin_queued or st in (State.CLOSED, State.LISTEN) and self._closed_emitted:
+        if self._fin_queued or (st in (State.CLOSED, State.LISTEN) and self._closed_emitted):
             return
         match st:
             case State.CLOSED | State.LISTEN:
@@ -655,17 +655,17 @@ class TcpEngine:
                 # FIN_WAIT_*, CLOSING, LAST_ACK, TIME_WAIT: already closing
                 pass
 
-    def abort(self, now: float) -> None:
+    def abort(self) -> None:
         """RST now if synchronized (RFC 9293 3.10.5), then Closed("aborted")."""
         st = self._state
         if st is State.CLOSED:
             self._emit_closed("aborted")
             return
-        if st in _SYNCHRONIZED and st is not State.TIME_WAIT or st is State.SYN_RECEIVED:
+        if (st in _SYNCHRONIZED and st is not State.TIME_WAIT) or st is State.SYN_RECEIVED:
             self._queue_rst(self._nxt, self._rnxt, with_ack=True, established=True)
         self._terminate("aborted")
 
-    def on_icmp_error(self, kind: str, now: float) -> None:
+    def on_icmp_error(self, kind: str) -> None:
         """ICMP destination unreachable for this connection: hard error while
         connecting, soft error later (RFC 1122 4.2.3.9, RFC 5927)."""
         self.counters[Mib.InIcmpErrors] += 1
@@ -1522,10 +1522,7 @@ class TcpEngine:
         `tcp_packets_in_flight()`: out - (sacked + lost) + retrans)."""
         una = self._una
         out = self._nxt - una
-        if self._sack_ok:
-            sacked = self._sacked_bytes
-        else:
-            sacked = self._reno_sacked
+        sacked = self._sacked_bytes if self._sack_ok else self._reno_sacked
         lo = max(una, self._high_rxt)
         hi = self._lost_upto
         lost = 0

@@ -410,7 +410,8 @@ def _mpc_context_ok(version: int, n: int, syn: bool, ack: bool, has_data: bool |
     SYN/ACK 12, else 20 without payload and 22 (24 with a checksum) with payload; v0
     (RFC 6824) 12 on SYN and SYN/ACK and 20 after."""
     if syn:
-        return n == TCPOLEN_MPTCP_MPC_SYNACK if (version == 0 or ack) else n == TCPOLEN_MPTCP_MPC_SYN
+        return (n == TCPOLEN_MPTCP_MPC_SYNACK if (version == 0 or ack)
+                else n == TCPOLEN_MPTCP_MPC_SYN)
     if version == 0:
         return n == TCPOLEN_MPTCP_MPC_ACK_V0
     if has_data is None:

@@ -162,7 +162,7 @@ def parse_options(raw: bytes | bytearray | memoryview) -> list[TcpOption]:
             if (length - 2) % 8 or length == 2:
                 raise MalformedPacket("tcp-option-length", f"SACK length {length}")
             edges = struct.unpack_from(f"!{(length - 2) // 4}I", body)
-            opts.append(Sack(tuple(zip(edges[0::2], edges[1::2]))))
+            opts.append(Sack(tuple(zip(edges[0::2], edges[1::2], strict=True))))
         i += length
     return opts
 

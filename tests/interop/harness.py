@@ -13,6 +13,7 @@ killed at teardown (each runs in its own session, so its process group is ours).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -290,10 +291,8 @@ def parse_report(out: str, err: str = "", rc: int | None = None) -> dict[str, An
 
 
 def _signal_group(p: subprocess.Popen[Any], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(p.pid, sig)  # the session we created for it: only its own processes
-    except ProcessLookupError:
-        pass
 
 
 def unique_prefix() -> str:

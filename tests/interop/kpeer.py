@@ -27,6 +27,7 @@ Exit status: 0 when every connection ended cleanly (and --echo-check matched), e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import json
@@ -189,10 +190,8 @@ class Conn:
         if o.output:
             self.out = open(o.output, "wb")  # noqa: SIM115 - closed at the end of run()
         local, remote = "", ""
-        try:
+        with contextlib.suppress(OSError):
             local, remote = addr(self.s.getsockname()), addr(self.s.getpeername())
-        except OSError:
-            pass
         if o.mptcp:
             self.info = mptcp_info(self.s)
         echo = bool(getattr(o, "echo", False))
@@ -215,10 +214,8 @@ class Conn:
         if th is not None:
             th.join()
         if not sends and not echo and self.mode in ("server", "sink"):
-            try:
+            with contextlib.suppress(OSError):
                 self.s.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
         if self.out is not None:
             self.out.close()
         try:

@@ -103,7 +103,8 @@ def check_kernel_view(me: dict[str, Any], kernel: dict[str, Any], evs: list[dict
 @pytest.mark.parametrize("checksum", CHECKSUM_MODES, indirect=True)
 def test_our_client_kernel_server_20mb_each_way(topology: Topology, checksum: str,
                                                  monitor: Monitor,
-                                                 kernel_counters: Callable[[], dict[str, int]]) -> None:
+                                                 kernel_counters: Callable[[], dict[str, int]],
+                                                 ) -> None:
     port = 6100 + CHECKSUM_MODES.index(checksum)
     srv = kernel_server(topology, port, "--echo")
     extra = ["--checksum"] if checksum == "ours" else []
@@ -124,7 +125,8 @@ def test_our_client_kernel_server_20mb_each_way(topology: Topology, checksum: st
 @pytest.mark.parametrize("checksum", CHECKSUM_MODES, indirect=True)
 def test_kernel_client_our_listener_20mb_each_way(topology: Topology, checksum: str,
                                                    monitor: Monitor,
-                                                   kernel_counters: Callable[[], dict[str, int]]) -> None:
+                                                   kernel_counters: Callable[[], dict[str, int]],
+                                                   ) -> None:
     port = 6110 + CHECKSUM_MODES.index(checksum)
     extra = ["--checksum"] if checksum == "ours" else []
     lst = ours.start_listener(topology, port, "--once", "--echo", "--json", *extra)

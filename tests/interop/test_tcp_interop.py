@@ -127,8 +127,9 @@ def test_3pct_loss_kernel_client(topology: Topology, lossy_path1: None) -> None:
 
 
 def test_connect_to_closed_kernel_port_fails_with_a_clear_error(topology: Topology) -> None:
-    p = ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5999, "--send-bytes", 10)
-    out, err = p.communicate(timeout=30)
+    p = ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5999,
+                   "--send-bytes", 10)
+    _out, err = p.communicate(timeout=30)
     assert p.returncode == 1
     assert f"peer {topology.peer_addr(1)}:5999 refused the connection (RST)" in err
 
@@ -150,8 +151,9 @@ def test_kernel_connect_to_our_closed_port_gets_rst_and_ping_is_answered(
 
 
 def test_missing_tun_device_is_a_clear_setup_error(topology: Topology) -> None:
-    p = ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5000, "--dev", "nosuchtun0")
-    out, err = p.communicate(timeout=30)
+    p = ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5000,
+                   "--dev", "nosuchtun0")
+    _out, err = p.communicate(timeout=30)
     assert p.returncode == 3
     assert "TUN device nosuchtun0 not found: run ./netns-setup.sh up" in err
 
@@ -181,6 +183,6 @@ def test_connect_to_an_absent_host_fails_with_the_kernels_icmp_reason(
     # Nobody has 10.0.1.77: the router namespace's ARP fails and its kernel answers our
     # SYN with ICMP host unreachable, which must end the connect with that reason.
     p = ours.start(topology, "connect", "--no-mptcp", "10.0.1.77", 5000)
-    out, err = p.communicate(timeout=60)
+    _out, err = p.communicate(timeout=60)
     assert p.returncode == 1
     assert "10.0.1.77:5000 is unreachable: host unreachable (ICMP)" in err

@@ -88,7 +88,7 @@ def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
         if side.sent < len(side.data):
             side.sent += sock.send(memoryview(side.data)[side.sent:])
         elif not side.closing:
-            sock.close(net.now)
+            sock.close()
             side.closing = True
         stack.touch(conn)
 

@@ -72,7 +72,7 @@ def corrupt_payload(nth: int, offset: int = 10) -> Mangle:
 
 def mptcp_options(pkt: bytes) -> list[bytes]:
     """The raw MPTCP options (kind, length, body) in an IPv4/TCP packet."""
-    ihl, thl, _ = _tcp_fields(pkt)
+    ihl, _thl, _ = _tcp_fields(pkt)
     hdr, _ = tcp.parse(pkt[ihl:])
     return [struct.pack("!BB", 30, len(o.data) + 2) + o.data for o in hdr.options
             if isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP]

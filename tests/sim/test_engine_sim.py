@@ -44,7 +44,7 @@ class App:
             if self.sent < len(self.data):
                 self.sent += e.send(self.data[self.sent:self.sent + (1 << 20)])
             if self.sent == len(self.data) and not self.closed_sent:
-                e.close(now)
+                e.close()
                 self.closed_sent = True
         if e.recv_buffered:
             self.got += e.recv()
@@ -186,8 +186,8 @@ def test_simultaneous_open_and_close() -> None:
     assert a.counters["TCPSimultaneousOpen"] == 1 and b.counters["TCPSimultaneousOpen"] == 1
     a.send(b"ping")
     b.send(b"pong")
-    a.close(link.now)
-    b.close(link.now)
+    a.close()
+    b.close()
     link.run()
     assert a.recv() == b"pong" and b.recv() == b"ping"
     assert a.is_closed and b.is_closed
@@ -205,7 +205,7 @@ def test_reset_peer_mid_transfer() -> None:
     link.run(until=0.2)
     server = link.eng[1]
     assert server is not None and server.recv_buffered > 0
-    server.abort(link.now)
+    server.abort()
     link.run()
     assert client.is_closed
     evs = []

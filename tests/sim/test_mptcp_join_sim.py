@@ -48,14 +48,14 @@ def test_a_join_from_a_second_address_carries_data_both_ways() -> None:
 def test_joins_with_loss_and_reordering_deliver_every_byte() -> None:
     prof = LinkProfile(delay=0.004, jitter=0.002, loss=0.02, reorder=0.03, rate_bps=100e6)
     data = random.Random(2).randbytes(3_000_000)
-    a, b, sa, sb = run_with_join(data, seed=3, profile=prof)
+    _a, _b, sa, sb = run_with_join(data, seed=3, profile=prof)
     assert sb.got == data and sa.got == data[::-1]
     assert len(sa.conn.msk.subflows) == 2
 
 
 def test_a_backup_subflow_carries_no_data_while_the_other_works() -> None:
     data = random.Random(4).randbytes(2_000_000)
-    a, b, sa, sb = run_with_join(data, backup=True, profile=LinkProfile(delay=0.003))
+    _a, _b, sa, sb = run_with_join(data, backup=True, profile=LinkProfile(delay=0.003))
     assert sb.got == data
     join = sa.conn.msk.subflows[1]
     assert join.backup and join.fully_established
@@ -63,7 +63,7 @@ def test_a_backup_subflow_carries_no_data_while_the_other_works() -> None:
 
 
 def test_unknown_token_gets_rst_with_mp_tcprst_reason_1() -> None:
-    a, b, net = two_path_pair()
+    _a, b, _net = two_path_pair()
     b.listen(5000)
     h = tcp.TcpHeader(40000, 5000, 1000, 0, tcp.SYN, 65535,
                       [wm.to_tcp_option(wm.MpJoinSyn(False, 1, 0xDEADBEEF, 42))])

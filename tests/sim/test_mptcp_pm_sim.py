@@ -52,7 +52,7 @@ def test_removing_our_subflow_mid_transfer_loses_no_byte() -> None:
     data = random.Random(1).randbytes(5_000_000)
     a, b, net = multipath_pair(seed=1, profile=FAST)
     sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, False)],
-                  on_step=once(both_carry, lambda sa, sb: a.remove_subflow(sa.conn, A2, net.now)))
+                  on_step=once(both_carry, lambda sa, sb: a.remove_subflow(sa.conn, A2)))
     assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
     assert sa.error is None and sb.error is None
     join_a, join_b = sa.conn.msk.subflows[1], sb.conn.msk.subflows[1]
@@ -66,7 +66,7 @@ def test_remove_addr_from_the_client_closes_the_servers_subflow() -> None:
     data = random.Random(2).randbytes(5_000_000)
     a, b, net = multipath_pair(seed=2, profile=FAST)
     sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, False)],
-                  on_step=once(both_carry, lambda sa, sb: a.remove_addr(sa.conn, A2, net.now)))
+                  on_step=once(both_carry, lambda sa, sb: a.remove_addr(sa.conn, A2)))
     assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
     assert sa.error is None and sb.error is None
     ca, cb = a.all_counters(), b.all_counters()
@@ -82,7 +82,7 @@ def test_remove_addr_from_the_server_of_an_announced_address() -> None:
     data = random.Random(3).randbytes(5_000_000)
     a, b, net = multipath_pair(seed=3, profile=FAST)
     sa, sb = bulk(a, b, net, data, data[::-1], announce=[B2],
-                  on_step=once(both_carry, lambda sa, sb: b.remove_addr(sb.conn, B2, net.now)))
+                  on_step=once(both_carry, lambda sa, sb: b.remove_addr(sb.conn, B2)))
     assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
     assert sa.error is None and sb.error is None
     msk = sa.conn.msk
@@ -242,7 +242,7 @@ def test_fastclose_with_two_subflows_resets_every_subflow(who: str) -> None:
 
     def abort(sa: Side, sb: Side) -> None:
         side = sa if who == "client" else sb
-        side.conn.sock.abort(net.now)  # type: ignore[union-attr]
+        side.conn.sock.abort()  # type: ignore[union-attr]
 
     sa, sb = bulk(a, b, net, data, data, join_from=[(A2, False)], max_time=60,
                   on_step=once(both_carry, abort))

@@ -9,7 +9,6 @@ import random
 import pytest
 
 from stack.mptcp import recv
-
 from tests.sim.apps import bulk, mptcp_pair
 from tests.sim.middlebox import corrupt_payload, strip_mptcp
 from tests.sim.net import LinkProfile
@@ -43,7 +42,7 @@ def test_gso_super_packets_with_checksums_and_loss() -> None:
     prof = LinkProfile(delay=0.002, loss=0.02)
     a, b, net = mptcp_pair(seed=6, profile=prof, csum_a=True, gso_a=44, offload_a=True)
     da = payload(5 * MB)
-    sa, sb = bulk(a, b, net, da)
+    _sa, sb = bulk(a, b, net, da)
     assert sb.got == da and sb.error is None
     assert b.all_counters()["DSSNotMatching"] == 0 and b.all_counters()["DataCsumErr"] == 0
 
@@ -147,7 +146,7 @@ def test_rewritten_payload_fails_the_dss_checksum_mp_fail_then_infinite_mapping(
     assert ca["MPFailRx"] == 1 and ca["InfiniteMapTx"] == 1
     assert sb.conn.msk.fallback and sa.conn.msk.fallback
     assert len(sb.got) == len(da)
-    assert sum(x != y for x, y in zip(sb.got, da)) == 1
+    assert sum(x != y for x, y in zip(sb.got, da, strict=True)) == 1
     assert sa.error is None and sb.error is None
     assert "MP_FAIL" in sb.mptcp_events() and "MP_FAIL" in sa.mptcp_events()
 
@@ -160,7 +159,7 @@ def test_abort_sends_mp_fastclose_and_the_peer_closes_with_reset() -> None:
     ca.sock.send(b"x" * 1000)
     a.touch(ca)
     net.run(0.1)
-    ca.sock.abort(net.now)
+    ca.sock.abort()
     a.touch(ca)
     net.run(0.1)
     cnt = b.all_counters()

@@ -54,7 +54,7 @@ def transfer(a: Stack, b: Stack, net: SimNet, size: int, *, both_ways: bool = Fa
                 state["sent_a"] += ca.engine.send(memoryview(data_a)[state["sent_a"]:])
                 a.touch(ca)
             elif ca.engine.state in (State.ESTABLISHED, State.CLOSE_WAIT):
-                ca.engine.close(net.now)
+                ca.engine.close()
                 a.touch(ca)
         got["a"] += ca.engine.recv()
         if cb is not None:
@@ -64,10 +64,10 @@ def transfer(a: Stack, b: Stack, net: SimNet, size: int, *, both_ways: bool = Fa
                 if state["sent_b"] < len(data_b):
                     state["sent_b"] += cb.engine.send(memoryview(data_b)[state["sent_b"]:])
                 elif cb.engine.state == State.CLOSE_WAIT:
-                    cb.engine.close(net.now)
+                    cb.engine.close()
         a.touch(ca)
         done_a = ca.engine.state in (State.TIME_WAIT, State.CLOSED)
-        done_b = cb is not None and cb.engine.state == State.CLOSED or \
+        done_b = (cb is not None and cb.engine.state == State.CLOSED) or \
             (cb is not None and cb.engine.is_closed)
         return done_a and done_b and len(got["b"]) == len(data_a) and len(got["a"]) == len(data_b)
 
@@ -116,7 +116,7 @@ def test_connect_to_closed_port_is_refused_by_rst() -> None:
 
 
 def test_rst_is_never_answered_with_rst() -> None:
-    a, b, net = pair()
+    _a, b, _net = pair()
     from stack.wire import tcp
     rst = tcp.TcpHeader(1234, 80, 1, 0, tcp.RST, 0)
     seg = tcp.emit(rst, b"", A, B)
@@ -127,7 +127,7 @@ def test_rst_is_never_answered_with_rst() -> None:
 
 
 def test_ping_is_answered() -> None:
-    a, b, net = pair()
+    _a, b, _net = pair()
     req = icmp.emit(icmp.IcmpMessage(icmp.ECHO_REQUEST, 0, (7 << 16) | 1, b"hello"))
     b.feed(ipv4.emit(ipv4.IPv4Header(A, B, ipv4.PROTO_ICMP), len(req)) + req, 0.0)
     (reply,) = b.poll_transmit(0.0)
@@ -138,7 +138,7 @@ def test_ping_is_answered() -> None:
 
 
 def test_port_unreachable_fails_the_connect_with_a_clear_error() -> None:
-    a, b, net = pair()
+    a, _b, _net = pair()
     ca = a.connect(B, 6000, 0.0)
     (syn,) = a.poll_transmit(0.0)
     quote = syn.data[:28]
@@ -151,7 +151,7 @@ def test_port_unreachable_fails_the_connect_with_a_clear_error() -> None:
 
 
 def test_icmp_error_with_a_sequence_not_in_flight_is_ignored() -> None:
-    a, b, net = pair()
+    a, _b, _net = pair()
     a.connect(B, 6000, 0.0)
     (syn,) = a.poll_transmit(0.0)
     quote = bytearray(syn.data[:28])
@@ -174,7 +174,7 @@ def test_syn_backlog_is_bounded() -> None:
 
 
 def test_ipv4_fragments_are_counted_and_dropped() -> None:
-    a, b, net = pair()
+    _a, b, _net = pair()
     h = ipv4.IPv4Header(A, B, ipv4.PROTO_TCP, flags_frag=ipv4.FLAG_MF)
     b.feed(ipv4.emit(h, 8) + bytes(8), 0.0)
     assert b.counters["Drop:ipv4-fragment"] == 1 and b.counters["ReasmFails"] == 1

@@ -474,7 +474,7 @@ class Trace:
         self._poll()
 
     def remove_addr(self, addr: bytes) -> int:
-        n = self.stack.remove_addr(self.connection, addr, self.now)
+        n = self.stack.remove_addr(self.connection, addr)
         self._poll()
         return n
 
@@ -492,7 +492,7 @@ class Trace:
 
     def app_close(self) -> None:
         """The application closes its side (msk.close: DATA_FIN after the data)."""
-        self.msk.close(self.now)
+        self.msk.close()
         self.stack.touch(self.connection)
         self._poll()
 

@@ -82,7 +82,7 @@ def test_random_segments_reassemble(segs: list[tuple[int, int]], seed: int) -> N
             cover[i] = True
     blocks = a.blocks
     # blocks are sorted, disjoint, non-adjacent and exactly the covered bytes
-    for (s1, e1), (s2, e2) in itertools.pairwise(blocks):
+    for (_s1, e1), (s2, _e2) in itertools.pairwise(blocks):
         assert e1 < s2
     covered = [i for s, e in blocks for i in range(s, e)]
     assert covered == [i for i, c in enumerate(cover) if c]

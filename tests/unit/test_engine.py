@@ -256,13 +256,13 @@ class TestHandshake:
     def test_icmp_unreachable_while_connecting(self) -> None:
         e = active()
         e.poll_transmit(0.0)
-        e.on_icmp_error("host-unreachable", 0.2)
+        e.on_icmp_error("host-unreachable")
         assert events(e)[-1] == Closed("unreachable:host-unreachable")
         assert e.is_closed and e.poll_timeout() is None
 
     def test_icmp_is_soft_when_established(self) -> None:
         e = established()
-        e.on_icmp_error("port-unreachable", 1.0)
+        e.on_icmp_error("port-unreachable")
         assert e.state is State.ESTABLISHED
 
 
@@ -431,7 +431,7 @@ class TestClose:
     def test_active_close_time_wait(self) -> None:
         e = established()
         e.send(b"bye")
-        e.close(1.0)
+        e.close()
         assert e.state is State.FIN_WAIT_1
         check(one(e.poll_transmit(1.0)), ISS + 1, IRS + 1, ACK | PSH | FIN, payload=b"bye")
         with pytest.raises(TcpError):
@@ -466,7 +466,7 @@ class TestClose:
         check(one(e.poll_transmit(1.0)), ISS + 1, IRS + 5, ACK)
         assert e.recv() == b"end"
         e.send(b"reply")
-        e.close(1.5)
+        e.close()
         assert e.state is State.LAST_ACK
         check(one(e.poll_transmit(1.5)), ISS + 1, IRS + 5, ACK | PSH | FIN, payload=b"reply")
         e.on_segment(seg(IRS + 5, ISS + 7), b"", 1.6)
@@ -475,7 +475,7 @@ class TestClose:
 
     def test_simultaneous_close(self) -> None:
         e = established()
-        e.close(1.0)
+        e.close()
         check(one(e.poll_transmit(1.0)), ISS + 1, IRS + 1, ACK | FIN)
         e.on_segment(seg(IRS + 1, ISS + 1, ACK | FIN), b"", 1.05)
         assert e.state is State.CLOSING
@@ -495,7 +495,7 @@ class TestClose:
 
     def test_fin_retransmitted_on_rto(self) -> None:
         e = established()
-        e.close(1.0)
+        e.close()
         one(e.poll_transmit(1.0))
         assert e.poll_timeout() == pytest.approx(1.3)
         e.handle_timeout(1.3)
@@ -505,13 +505,13 @@ class TestClose:
     def test_close_in_syn_sent(self) -> None:
         e = active()
         e.poll_transmit(0.0)
-        e.close(0.1)
+        e.close()
         assert e.is_closed and events(e)[-1] == Closed(None)
 
     def test_abort_sends_rst(self) -> None:
         e = established()
         e.send(b"pending")
-        e.abort(1.0)
+        e.abort()
         check(one(e.poll_transmit(1.0)), ISS + 1, IRS + 1, RST | ACK)
         assert events(e)[-1] == Closed("aborted")
         assert e.is_closed
@@ -520,8 +520,8 @@ class TestClose:
 
     def test_close_idempotent(self) -> None:
         e = established()
-        e.close(1.0)
-        e.close(1.0)
+        e.close()
+        e.close()
         assert len(e.poll_transmit(1.0)) == 1
 
 
@@ -695,7 +695,7 @@ class TestTimers:
 
     def test_time_wait_then_segments_dropped(self) -> None:
         e = established()
-        e.close(1.0)
+        e.close()
         e.poll_transmit(1.0)
         e.on_segment(seg(IRS + 1, ISS + 2, ACK | FIN), b"", 1.1)
         e.poll_transmit(1.1)
@@ -787,7 +787,7 @@ class FakeUlp:
     def established_options(self, seq: int, payload_len: int, fin: bool,
                             remaining: int) -> list[TcpOption]:
         self.calls.append(("est", payload_len, fin, remaining))
-        self.seqs = getattr(self, "seqs", []) + [seq]
+        self.seqs = [*getattr(self, "seqs", []), seq]
         return [UnknownOption(30, b"\x20\x01")]
 
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool:
@@ -865,7 +865,8 @@ def test_garbage_never_raises() -> None:
         opts: list[TcpOption] = rng.choice([[], [Nop(), Nop(), Timestamps(rng.getrandbits(32), 0)],
                                             [Nop(), Nop(), Sack(((rng.getrandbits(32),
                                                                   rng.getrandbits(32)),))]])
-        e.on_segment(seg(rng.getrandbits(32) if rng.random() < 0.5 else IRS + 1 + rng.randrange(-9, 9),
+        e.on_segment(seg(rng.getrandbits(32) if rng.random() < 0.5
+                         else IRS + 1 + rng.randrange(-9, 9),
                          rng.getrandbits(32) if rng.random() < 0.5 else ISS + 1,
                          flags, rng.randrange(65536), opts),
                      rng.randbytes(rng.randrange(0, 50)), 1.0 + rng.random())

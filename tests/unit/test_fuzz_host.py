@@ -84,7 +84,7 @@ mutation = st.tuples(st.integers(0, 5), st.integers(0, 200), st.integers(0, 255)
 @given(st.lists(st.one_of(st.binary(max_size=120), mutation), min_size=1, max_size=12),
        st.booleans())
 def test_random_and_mutated_frames_never_raise(frames: list[object], fix: bool) -> None:
-    a, b, net, conn = established()
+    _a, b, net, conn = established()
     base = templates(conn)
     for i, f in enumerate(frames):
         if isinstance(f, bytes):
@@ -115,7 +115,7 @@ def test_random_and_mutated_frames_never_raise(frames: list[object], fix: bool) 
 
 
 def test_every_truncated_prefix_of_a_valid_frame_is_dropped_and_counted() -> None:
-    a, b, net, conn = established()
+    _a, b, net, conn = established()
     for pkt in templates(conn):
         for n in range(len(pkt)):
             b.feed(pkt[:n], net.now)
@@ -144,7 +144,7 @@ def mptcp_established() -> tuple[Stack, Stack, SimNet, object]:
                           st.binary(max_size=64)), min_size=1, max_size=8))
 def test_random_mptcp_options_on_live_segments_never_raise(
         frames: list[tuple[bytes, int, bytes]]) -> None:
-    a, b, net, conn = mptcp_established()
+    _a, b, net, conn = mptcp_established()
     eng = conn.engine  # type: ignore[attr-defined]
     flags = (tcp.ACK, tcp.ACK | tcp.PSH, tcp.RST | tcp.ACK, tcp.ACK | tcp.FIN)
     for i, (body, fl, payload) in enumerate(frames):
@@ -164,7 +164,7 @@ def test_random_mptcp_options_on_live_segments_never_raise(
 
 def test_every_valid_mptcp_option_kind_on_a_live_connection_is_absorbed() -> None:
     from stack.wire import mptcp as wm
-    a, b, net, conn = mptcp_established()
+    _a, b, net, conn = mptcp_established()
     eng = conn.engine  # type: ignore[attr-defined]
     for o in (wm.MpCapable(1, 1, 1, 2), wm.MpJoinSyn(False, 1, 2, 3), wm.AddAddr(3, A, None, 7,
               False, 1), wm.RemoveAddr((1, 2)), wm.MpPrio(True, None), wm.MpFail(99),

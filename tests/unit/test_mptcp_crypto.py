@@ -314,7 +314,8 @@ def test_dss_checksum_reference(dsn: int, ssn: int, data_len: int, payload: byte
 
 
 @given(st.integers(0, 2**64 - 1), st.binary(min_size=1, max_size=200), st.data())
-def test_dss_checksum_detects_single_bit_flips(dsn: int, payload: bytes, data: st.DataObject) -> None:
+def test_dss_checksum_detects_single_bit_flips(dsn: int, payload: bytes,
+                                               data: st.DataObject) -> None:
     csum = dss_checksum(dsn, 1, len(payload), payload)
     bit = data.draw(st.integers(0, len(payload) * 8 - 1))
     bad = bytearray(payload)

@@ -253,7 +253,8 @@ MPJ_ACK_3 = bytes.fromhex(
     "4500004c5ee840004006c3c50a0002fe0a000101d4631c21f82e820f2652b948e010003fc6d100000101080a"
     "1815ab13a1939a211e181000f5fd4be4c268db84e13f95260b33fb31fb316874"
 )
-# checksums on: client's first of 14 segments of one 20000-byte mapping, MP_CAPABLE + length 20000 + checksum
+# checksums on: client's first of 14 segments of one 20000-byte mapping, MP_CAPABLE
+# + length 20000 + checksum
 CSUM_MAP_20000 = bytes.fromhex(
     "450005dcd7eb4000400646320a0001fe0a000101d86b1c221adf91b6f8781829e010003f8cb600000101080a"
     "7c54ab0a3d16d2b81e1801810010042c0dcce6068df3461a3831e2044e20acc6000102030405060708090a0b"
@@ -888,7 +889,8 @@ def add_addr_values(draw: Any) -> AddAddr:
 @st.composite
 def unknown_values(draw: Any) -> UnknownMptcp:
     sub = draw(st.integers(9, 15))
-    return UnknownMptcp(sub, bytes((sub << 4 | draw(st.integers(0, 15)),)) + draw(st.binary(max_size=30)))
+    return UnknownMptcp(sub, bytes((sub << 4 | draw(st.integers(0, 15)),))
+                        + draw(st.binary(max_size=30)))
 
 
 options_st = st.one_of(
@@ -942,8 +944,9 @@ def test_property_any_bytes(body: bytes) -> None:
        st.integers(0, 255), st.none() | st.booleans(), st.booleans())
 def test_property_parse_received_never_raises(opts: list[tuple[int, bytes]], flags: int,
                                               has_data: bool | None, accept_v0: bool) -> None:
-    tcp_opts: list[tcp.TcpOption] = [tcp.UnknownOption(30, bytes((sub << 4 | (b[0] & 15 if b else 0),))
-                                                       + b[1:]) for sub, b in opts]
+    tcp_opts: list[tcp.TcpOption] = [
+        tcp.UnknownOption(30, bytes((sub << 4 | (b[0] & 15 if b else 0),)) + b[1:])
+        for sub, b in opts]
     ro, reasons = parse_received(tcp_opts, flags, has_data, accept_v0=accept_v0)
     assert len(reasons) <= len(opts) + 1
     assert isinstance(ro.describe(), str)

@@ -260,7 +260,7 @@ def test_add_addr_displaces_remove_addr_which_waits_for_the_next_pure_ack() -> N
     # without payload, here our delayed ACK for the peer's data.
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.stack.announce(t.connection, OUR_ADDR2)
-    t.stack.remove_addr(t.connection, OUR_ADDRS[2], t.now)
+    t.stack.remove_addr(t.connection, OUR_ADDRS[2])
     t.recv(t.sf, payload_len=0,
            mptcp=[t.our_data_ack(), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
     t.recv_nothing()
@@ -317,7 +317,7 @@ def test_without_timestamps_add_addr_and_mp_prio_share_the_pure_ack() -> None:
 def test_remove_addr_carries_at_most_8_ids_the_ninth_waits_for_the_next_pure_ack() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, addrs=OUR_ADDRS)
     for addr in OUR_ADDRS[1:]:  # ids 1..9, all before the stack transmits
-        t.stack.remove_addr(t.connection, addr, t.now)
+        t.stack.remove_addr(t.connection, addr)
     # 12 + 12 + aligned(3 + 8) = 36: the kernel's MPTCP_RM_IDS_MAX (8) limits, not room
     seg = t.recv(t.sf, payload_len=0,
                  mptcp=[t.our_data_ack(), RemoveAddr((1, 2, 3, 4, 5, 6, 7, 8))])

@@ -155,7 +155,8 @@ def test_mp_fastclose_with_our_key_on_an_ack_resets_the_connection() -> None:
 
 def test_mp_fastclose_with_our_key_on_an_rst_closes_without_a_reply() -> None:
     t = server()
-    t.send(t.sf, flags=RST | ACK, mptcp=[MpFastclose(KEY_US), MpTcpRst(reason=MPTCP_RST_EMPTCP, flags=0)])
+    t.send(t.sf, flags=RST | ACK,
+           mptcp=[MpFastclose(KEY_US), MpTcpRst(reason=MPTCP_RST_EMPTCP, flags=0)])
     t.recv_nothing()  # an RST is never answered
     assert t.mptcp_events() == ["MP_TCPRST", "MP_FASTCLOSE", "CLOSED"]
     assert (t.counter("MPFastcloseRx"), t.counter("MPRstRx")) == (1, 1)

@@ -81,7 +81,7 @@ def test_third_ack_carries_both_keys_in_20_bytes_client_key_first() -> None:
 
 
 def test_mp_capable_with_data_on_the_first_data_segment_only() -> None:
-    wa, _, sa, _ = run(bytes(300_000))
+    wa, _, _sa, _ = run(bytes(300_000))
     data = [s for s in wa.segs if s[1] > 0]
     first, plen, (mpc,), _ = data[0]
     assert isinstance(mpc, wm.MpCapable) and wm.option_len(mpc) == 22
@@ -99,9 +99,9 @@ def test_mp_capable_with_data_and_checksum_is_24_bytes() -> None:
 
 
 def test_dss_carries_64_bit_dsn_and_data_ack_and_fits_the_mtu() -> None:
-    wa, _, sa, sb = run(bytes(400_000), bytes(100_000))
+    wa, _, sa, _sb = run(bytes(400_000), bytes(100_000))
     msk = sa.conn.msk
-    for h, plen, opts, size in wa.segs:
+    for _h, plen, opts, size in wa.segs:
         assert size <= 1500  # the send MSS leaves room for a full DSS
         for o in opts:
             if isinstance(o, wm.Dss) and o.dsn is not None and not o.data_fin:
@@ -113,7 +113,7 @@ def test_dss_carries_64_bit_dsn_and_data_ack_and_fits_the_mtu() -> None:
 
 def test_data_fin_on_a_pure_ack_maps_one_byte_with_ssn_0() -> None:
     wa, _, sa, _ = run(bytes(10_000))
-    h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, wm.Dss) and o.data_fin
+    _h, plen, opts, _ = wa.first(lambda s: any(isinstance(o, wm.Dss) and o.data_fin
                                               for o in s[2]))
     (dss,) = [o for o in opts if isinstance(o, wm.Dss)]
     msk = sa.conn.msk
@@ -135,7 +135,7 @@ def test_a_retransmission_reuses_the_mapping_its_bytes_were_first_sent_with() ->
     # retransmissions (single segments) must announce the same mapping.
     wa, _, _, sb = run(bytes(2_000_000), gso_a=44, offload_a=True)
     first_map: dict[int, tuple[int, int, int]] = {}
-    for h, plen, opts, _ in wa.segs:
+    for _h, _plen, opts, _ in wa.segs:
         for o in opts:
             if isinstance(o, wm.Dss) and o.dsn is not None and o.data_len > 1:
                 first_map.setdefault(o.ssn, (o.dsn, o.ssn, o.data_len))
@@ -149,7 +149,7 @@ def test_retransmitted_pieces_carry_the_super_packet_mapping_under_loss() -> Non
     w = Wire()
     a.tap = w
     data = random.Random(2).randbytes(3_000_000)
-    sa, sb = bulk(a, b, net, data)
+    _sa, sb = bulk(a, b, net, data)
     assert sb.got == data and not sb.conn.msk.fallback
     assert a.all_counters()["RetransSegs"] > 0
     assert b.all_counters()["DSSNotMatching"] == 0
@@ -191,7 +191,7 @@ def test_mp_prio_rides_a_pure_ack_beside_the_data_ack() -> None:
 
 def test_remove_addr_carries_the_address_id() -> None:
     a, net, conn, wa = _established_pair()
-    a.remove_addr(conn, conn.key[0], net.now)
+    a.remove_addr(conn, conn.key[0])
     net.run(0.05)
     _, plen, opts, _ = wa.first(lambda s: any(isinstance(o, wm.RemoveAddr) for o in s[2]))
     assert plen == 0 and opts[-1] == wm.RemoveAddr((0,))  # the initial address is id 0
@@ -201,10 +201,10 @@ def test_a_due_data_fin_yields_the_pure_ack_to_mp_prio_and_follows_it() -> None:
     # a DSS with DATA_FIN (28 bytes) + timestamps fill the option space: the MP_PRIO
     # goes first with the data ACK alone, the DATA_FIN on the next pure ACK
     a, net, conn, wa = _established_pair()
-    conn.msk.close(net.now)
+    conn.msk.close()
     a.set_backup(conn, conn.key[0], True)
     a.touch(conn)
-    for d in a.poll_transmit(net.now):
+    for _d in a.poll_transmit(net.now):
         pass
     pure = [s for s in wa.segs if s[1] == 0]
     assert isinstance(pure[0][2][1], wm.MpPrio) and not pure[0][2][0].data_fin
@@ -217,7 +217,7 @@ def test_each_new_chunk_gets_the_dss_the_writer_itself_would_write(csum: bool) -
     # all else unchanged) it swaps the mapping into the last DSS instead of asking the
     # writer again: the options must be what the writer decides, byte for byte
     from stack.mptcp.subflow import TxMap
-    a, net, conn, wa = _established_pair()
+    _a, _net, conn, _wa = _established_pair()
     sf = conn.msk.subflows[0]
     sf.msk.csum_enabled = csum
     base = sf.tx_next
@@ -225,10 +225,11 @@ def test_each_new_chunk_gets_the_dss_the_writer_itself_would_write(csum: bool) -
                                        (base + 2400, 700, 2405)]):
         sf.add_tx_map(TxMap(ssn, n, off, 0x1234 + i if csum else 0))
         fast = sf.established_options(ssn, n, False, 28)
-        slow = mo.write_options(mo.established_options(sf, ssn, n, False, 28))
+        slow = mo.write_options(mo.established_options(sf, ssn, n, 28))
         assert fast == slow, i
         dss = _dss(fast)
-        assert isinstance(dss, wm.Dss) and dss.dsn == conn.msk.wire_dsn(off) and dss.ssn == ssn and dss.data_len == n
+        assert (isinstance(dss, wm.Dss) and dss.dsn == conn.msk.wire_dsn(off)
+                and dss.ssn == ssn and dss.data_len == n)
         assert dss.checksum == (0x1234 + i if csum else None)
 
 

@@ -219,7 +219,7 @@ def test_third_ack_echoing_a_wrong_key_is_a_mismatch() -> None:
 def test_changed_sender_key_is_a_mismatch() -> None:
     bad_data = with_mptcp(golden.MPTCP_DATA_MPC,
                           wm.MpCapable(1, 0x01, CLIENT_KEY + 1, SERVER_KEY, 100))
-    text = trace(MPTCP_HANDSHAKE[:3] + [("out", bad_data)])
+    text = trace([*MPTCP_HANDSHAKE[:3], ("out", bad_data)])
     assert "sender key" in text and "our key in its earlier MP_CAPABLE: MISMATCH" in text
 
 
@@ -239,7 +239,7 @@ def test_first_mapping_not_at_idsn_plus_one_is_a_mismatch() -> None:
     srv1 = idsn(SERVER_KEY) + 1
     bad = with_mptcp(golden.MPTCP_DATA_DSS,
                      wm.Dss(idsn(CLIENT_KEY) + 101, True, srv1 + 5, True, 1, 100))
-    text = trace(MPTCP_HANDSHAKE[:4] + [("in", bad)])
+    text = trace([*MPTCP_HANDSHAKE[:4], ("in", bad)])
     line = lines_with(text, "first mapping from peer")[0]
     assert "MISMATCH" in line and "IDSN(peer)+1+5" in line
 
@@ -296,7 +296,7 @@ def test_third_ack_without_mp_capable_is_a_fallback() -> None:
 def test_infinite_mapping_is_shown() -> None:
     inf = with_mptcp(golden.MPTCP_DATA_DSS, wm.Dss(idsn(CLIENT_KEY) + 101, True,
                                                    idsn(SERVER_KEY) + 1, True, 1, 0))
-    text = trace(MPTCP_HANDSHAKE[:4] + [("in", inf)])
+    text = trace([*MPTCP_HANDSHAKE[:4], ("in", inf)])
     assert "infinite mapping (data_len 0)" in text
 
 
@@ -315,7 +315,8 @@ def connection_b_handshake() -> list[tuple[str, bytes]]:
 
 
 def test_add_addr_and_join_hmacs_from_the_kernel() -> None:
-    text = trace(connection_b_handshake() + [
+    text = trace([
+        *connection_b_handshake(),
         ("in", captured.ADD_ADDR), ("out", captured.ADD_ADDR_ECHO),
         ("out", captured.MPJ_SYN), ("in", captured.MPJ_SYNACK), ("out", captured.MPJ_ACK),
         ("out", captured.FASTCLOSE)])
@@ -340,7 +341,7 @@ def test_add_addr_and_join_hmacs_from_the_kernel() -> None:
 def test_bad_join_hmac_is_a_mismatch() -> None:
     bad = with_mptcp(captured.MPJ_SYNACK,
                      wm.MpJoinSynAck(False, 5, 0xB7D47096C7C9D2A1 ^ 1, 0x5DA7E308))
-    text = trace(connection_b_handshake() + [("out", captured.MPJ_SYN), ("in", bad)])
+    text = trace([*connection_b_handshake(), ("out", captured.MPJ_SYN), ("in", bad)])
     assert "join thmac" in text and lines_with(text, "join thmac")[0].endswith("MISMATCH")
 
 
@@ -381,9 +382,8 @@ def test_random_bytes_never_raise(data: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(MPTCP_HANDSHAKE + [("in", captured.CSUM_DSS_MAP),
-                                          ("in", captured.MPJ_SYNACK),
-                                          ("out", captured.FASTCLOSE)]),
+@given(st.sampled_from([*MPTCP_HANDSHAKE, ("in", captured.CSUM_DSS_MAP),
+                        ("in", captured.MPJ_SYNACK), ("out", captured.FASTCLOSE)]),
        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6))
 def test_mutated_mptcp_packets_never_raise(pkt: tuple[str, bytes],
                                            flips: list[tuple[int, int]]) -> None:
@@ -392,7 +392,7 @@ def test_mutated_mptcp_packets_never_raise(pkt: tuple[str, bytes],
     for pos, val in flips:
         if 20 <= pos < len(b):  # keep the IPv4 header: the TCP part gets mangled
             b[pos] = val
-    trace(MPTCP_HANDSHAKE[:3] + [(direction, bytes(b))])  # asserts no internal error
+    trace([*MPTCP_HANDSHAKE[:3], (direction, bytes(b))])  # asserts no internal error
 
 
 def test_a_bad_output_stream_is_one_line_not_a_crash() -> None:
@@ -411,7 +411,7 @@ def test_a_bad_output_stream_is_one_line_not_a_crash() -> None:
 
 
 def test_segments_after_show_data_are_hidden_unless_notable() -> None:
-    text = trace(MPTCP_HANDSHAKE + [("in", captured.CSUM_DSS_DATA_FIN_SRV)], show_data=0)
+    text = trace([*MPTCP_HANDSHAKE, ("in", captured.CSUM_DSS_DATA_FIN_SRV)], show_data=0)
     # the MP_CAPABLE segments, the first mapping each way and the DATA_FIN are shown
     assert "-- ACK -" in text and "DATA(100)" in text and "DATA_FIN" in text
 
@@ -430,7 +430,7 @@ def sim_transfer(version: int = 1, checksum: bool = False,
     net = SimNet([a, b], seed=1)
     outs = io.StringIO(), io.StringIO()
     tracers = LadderTracer(outs[0]), LadderTracer(outs[1])
-    for stk, tr in zip((a, b), tracers):
+    for stk, tr in zip((a, b), tracers, strict=True):
         tr.stack = stk  # as the CLI does: tracer.stack = shell.stack
         # Stack.tap carries no time: the tap hands the tracer the sim's clock, the
         # `now` SimNet gives the stack for that packet (the CLI: shell.stack_now)
@@ -455,7 +455,7 @@ def sim_transfer(version: int = 1, checksum: bool = False,
             state["sent"] = sent + msk.send(memoryview(data)[sent:])
             a.touch(ca)
         elif sent == size and not state["a_closed"]:
-            msk.close(net.now)
+            msk.close()
             a.touch(ca)
             state["a_closed"] = True
         if accepted:
@@ -464,7 +464,7 @@ def sim_transfer(version: int = 1, checksum: bool = False,
             b.touch(cb)
             if cb.msk is not None and cb.msk.peer_fin and not state["b_closed"]:
                 cb.sock.send(b"bye" * 10)
-                cb.sock.close(net.now)
+                cb.sock.close()
                 b.touch(cb)
                 state["b_closed"] = True
         return len(got) == size and bool(state["b_closed"]) and \

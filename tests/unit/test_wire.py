@@ -172,7 +172,7 @@ def test_tcp_option_lengths_past_header_rejected(name: str) -> None:
     doff = len(hdr)
     offsets = _option_offsets(hdr)
     assert offsets
-    for off, kind in offsets:
+    for off, _kind in offsets:
         for length in (0, 1):
             bad = bytearray(hdr)
             bad[off + 1] = length
@@ -491,5 +491,5 @@ def test_tcp_options_emit_then_parse(opts: list[tcp.TcpOption]) -> None:
     parsed = tcp.parse_options(raw)
     pad = len(raw) - sum(_natural_len(o) for o in opts)
     # The zero padding reads back as an end-of-list option carrying the rest.
-    assert parsed == (opts + [tcp.Eol(bytes(pad - 1))] if pad else opts)
+    assert parsed == ([*opts, tcp.Eol(bytes(pad - 1))] if pad else opts)
     assert tcp.emit_options(parsed) == raw
