@@ -20,6 +20,7 @@ from stack import host as hostmod
 from stack.shell import TunShell, current_shell
 from stack.tcp.engine import (
     Closed,
+    CloseError,
     Connected,
     DataReadable,
     Event,
@@ -32,21 +33,26 @@ from stack.tcp.engine import (
 _READ_CHUNK = 1 << 20
 
 
-def _error_for(tag: str, remote: tuple[str, int]) -> OSError:
-    """A clear exception for an engine `Closed(error)` tag."""
+def _error_for(closed: Closed, remote: tuple[str, int]) -> OSError:
+    """A clear exception for an unclean `Closed`: its type from `closed.error`, its
+    text naming the peer and, where there is one, the detail."""
     peer = f"{remote[0]}:{remote[1]}"
-    if tag == "refused":
-        return ConnectionRefusedError(f"peer {peer} refused the connection (RST)")
-    if tag == "reset":
-        return ConnectionResetError(f"peer {peer} reset the connection (RST)")
-    if tag == "timeout":
-        return TimeoutError(f"connection to {peer} timed out (no answer after retransmissions)")
-    if tag.startswith("unreachable"):
-        why = tag.partition(":")[2] or "unreachable"
-        return OSError(f"{peer} is unreachable: {why} (ICMP)")
-    if tag == "aborted":
-        return ConnectionAbortedError(f"connection to {peer} aborted locally")
-    return ConnectionError(f"connection to {peer} failed: {tag}")
+    detail = closed.detail
+    match closed.error:
+        case CloseError.REFUSED:
+            return ConnectionRefusedError(f"peer {peer} refused the connection (RST)")
+        case CloseError.RESET:
+            return ConnectionResetError(f"peer {peer} reset the connection: {detail}" if detail
+                                        else f"peer {peer} reset the connection (RST)")
+        case CloseError.TIMEOUT:
+            return TimeoutError(
+                f"connection to {peer} timed out (no answer after retransmissions)")
+        case CloseError.UNREACHABLE:
+            return OSError(f"{peer} is unreachable: {detail or 'unreachable'} (ICMP)")
+        case CloseError.ABORTED:
+            return ConnectionAbortedError(f"connection to {peer} aborted locally")
+        case _:
+            return ConnectionError(f"connection to {peer} ended early: {detail or closed.error}")
 
 
 class _Stream:
@@ -84,11 +90,11 @@ class _Stream:
             if ev.new in (State.TIME_WAIT, State.CLOSED):
                 self._finish(None)
         elif isinstance(ev, Closed):
-            self._finish(ev.error)
+            self._finish(ev)
 
-    def _finish(self, error: str | None) -> None:
-        if error is not None and self.error is None:
-            self.error = _error_for(error, self.conn.remote)
+    def _finish(self, closed: Closed | None) -> None:
+        if closed is not None and closed.error is not None and self.error is None:
+            self.error = _error_for(closed, self.conn.remote)
         self.done = True
         for e in (self.connected, self.readable, self.writable, self.closed):
             e.set()

@@ -51,7 +51,7 @@ class EventLog:
         elif isinstance(e, Connected):
             self.emit("ESTABLISHED", ev.conn, now)
         elif isinstance(e, Closed):
-            self.emit("CLOSED", ev.conn, now, error=e.error)
+            self.emit("CLOSED", ev.conn, now, error=e.tag)
 
 
 def _fields(e: MptcpEvent) -> dict[str, object]:

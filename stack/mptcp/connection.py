@@ -28,6 +28,7 @@ import socket
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from stack.buffers import RecvQueue
 from stack.mib import Mib
@@ -41,6 +42,7 @@ from stack.mptcp.subflow import Subflow, SubflowState, TxMap
 from stack.tcp.assembler import Assembler
 from stack.tcp.engine import (
     Closed,
+    CloseError,
     Connected,
     DataReadable,
     Event,
@@ -113,6 +115,33 @@ FAULTS = {
 }
 
 
+class MskState(Enum):
+    """The connection's lifecycle (RFC 8684 3.1, 3.7; the kernel keeps it in the msk's
+    `sk_state` and its `fully_established` / fallback flags). The data-level close
+    (DATA_FIN both ways) is sequence state beside it: `data_fin_queued`,
+    `data_fin_acked`, `peer_fin`."""
+    CONNECTING = "connecting"              # the initial subflow's handshake
+    CONNECTED = "connected"                # it is up; the peer has not yet confirmed our keys
+    FULLY_ESTABLISHED = "fully-established"  # joins and path-manager signals may go
+    FALLBACK = "fallback"                  # plain TCP on the initial subflow
+    CLOSED = "closed"                      # CLOSED reported (subflows may still finish)
+
+
+_OPENING = (MskState.CONNECTING, MskState.CONNECTED)
+_MSK_TRANSITIONS: dict[MskState, frozenset[MskState]] = {
+    # the client: CONNECTING -> CONNECTED (SYN/ACK with MP_CAPABLE) -> FULLY_ESTABLISHED
+    # (the server's first data ACK); the server: CONNECTING -> FULLY_ESTABLISHED (the
+    # third ACK carries both keys); either falls back when MPTCP options go missing
+    MskState.CONNECTING: frozenset({MskState.CONNECTED, MskState.FULLY_ESTABLISHED,
+                                    MskState.FALLBACK, MskState.CLOSED}),
+    MskState.CONNECTED: frozenset({MskState.FULLY_ESTABLISHED, MskState.FALLBACK,
+                                   MskState.CLOSED}),
+    MskState.FULLY_ESTABLISHED: frozenset({MskState.FALLBACK, MskState.CLOSED}),
+    MskState.FALLBACK: frozenset({MskState.CLOSED}),
+    MskState.CLOSED: frozenset(),
+}
+
+
 class MptcpConnection:
     """One MPTCP connection (msk)."""
 
@@ -135,15 +164,13 @@ class MptcpConnection:
         self.remote_token: int | None = None
         self.remote_idsn = 0
         self.csum_enabled = config.checksum
-        # lifecycle (RFC 8684 3.1, 3.3.3, 3.7): the connection's facts, each set once
-        self.fully_established = False
-        self.fallback = False
+        # lifecycle (RFC 8684 3.1, 3.7): one state, changed only by `_set_state`, and
+        # the facts it leaves behind (readable after the connection closed)
+        self.lifecycle = MskState.CONNECTING
+        self.fully_established_at: float | None = None
         self.fallback_reason: str | None = None
-        self.fastclosing = False
+        self.fastclosing = False  # we abort: our RSTs carry MP_FASTCLOSE
         self.reset_error: str | None = None
-        self._connected = False
-        self._created_emitted = False
-        self._closed_emitted = False
         self.subflows: list[Subflow] = []
         self.pm = PathManager(self, endpoints)
         self.scheduler: Scheduler = make_scheduler(config.scheduler)
@@ -233,33 +260,60 @@ class MptcpConnection:
                    daddr=eng.remote_addr, dport=eng.remote_port, locid=sf.local_id,
                    remid=sf.remote_id, backup=sf.is_backup)
 
-    def emit_created(self) -> None:
-        if not self._created_emitted:
-            self._created_emitted = True
+    def _set_state(self, new: MskState, detail: str | None = None) -> None:
+        """The one place the connection's state changes: checked against
+        `_MSK_TRANSITIONS`, logged, and reported as `ip mptcp monitor` would (CREATED,
+        ESTABLISHED, CLOSED; FALLBACK is ours)."""
+        old = self.lifecycle
+        if new not in _MSK_TRANSITIONS[old]:
+            raise AssertionError(f"msk {self.local_token:08x}: {old.name} -> {new.name}")
+        log.debug("msk %08x: %s -> %s", self.local_token, old.name, new.name)
+        self.lifecycle = new
+        if new is MskState.CONNECTED or (new is MskState.FULLY_ESTABLISHED
+                                         and old is MskState.CONNECTING):
             self.event(MptcpEventType.CREATED)
+        if new is MskState.FULLY_ESTABLISHED:
+            self.fully_established_at = self.now
+            self.event(MptcpEventType.ESTABLISHED)
+        elif new is MskState.FALLBACK:
+            self.event(MptcpEventType.FALLBACK, detail)
+
+    @property
+    def fully_established(self) -> bool:
+        """RFC 8684 3.1: both keys known and confirmed (stays true after a fallback)."""
+        return self.fully_established_at is not None
+
+    @property
+    def fallback(self) -> bool:
+        """Plain TCP on the initial subflow now (RFC 8684 3.7)."""
+        return self.fallback_reason is not None
+
+    @property
+    def connected(self) -> bool:
+        """The initial subflow's handshake is done: data may be mapped."""
+        return self.lifecycle in (MskState.CONNECTED, MskState.FULLY_ESTABLISHED)
 
     def set_fully_established(self) -> None:
-        """RFC 8684 3.1: both keys known and the peer's use of them confirmed
+        """Both keys known and the peer's use of them confirmed
         (`mptcp_pm_fully_established`): ESTABLISHED, and the path manager's turn."""
-        if not self.fully_established and self.remote_key is not None:
-            self.fully_established = True
-            self.event(MptcpEventType.ESTABLISHED)
+        if self.lifecycle in _OPENING and self.remote_key is not None:
+            self._set_state(MskState.FULLY_ESTABLISHED)
             self.pm.fully_established()
 
-    def _emit_closed(self, error: str | None) -> None:
-        if not self._closed_emitted:
-            self._closed_emitted = True
-            self.event(MptcpEventType.CLOSED, error)
-            self.events.append(Closed(error))
+    def _emit_closed(self, error: CloseError | None, detail: str | None = None) -> None:
+        if self.lifecycle is not MskState.CLOSED:
+            closed = Closed(error, detail)
+            self._set_state(MskState.CLOSED)
+            self.event(MptcpEventType.CLOSED, closed.tag)
+            self.events.append(closed)
 
     def fall_back(self, reason: str, infinite: bool = False) -> None:
         """Become plain TCP on the master subflow (RFC 8684 3.7), reported as FALLBACK."""
-        if self.fallback:
+        if self.lifecycle is MskState.FALLBACK or self.lifecycle is MskState.CLOSED:
             return
-        self.fallback = True
         self.fallback_reason = reason
+        self._set_state(MskState.FALLBACK, reason)
         self.counters[Mib.InfiniteFallback if infinite else Mib.Fallback] += 1
-        self.event(MptcpEventType.FALLBACK, reason)
         log.info("MPTCP fallback: %s", reason)
         eng = self.master.engine
         # bytes not yet mapped go straight to TCP; acked-at-TCP is acked from now on
@@ -410,7 +464,8 @@ class MptcpConnection:
         self.counters[Mib.MPFastcloseRx] += 1
         self.reset_error = "the peer fast-closed the connection (MP_FASTCLOSE)"
         self.event(MptcpEventType.MP_FASTCLOSE, self.reset_error)
-        self._emit_closed(self.reset_error)  # whichever subflow's close comes last
+        # whichever subflow's close comes last
+        self._emit_closed(CloseError.RESET, self.reset_error)
         for sf in self.subflows:
             if sf is not on_rst and not sf.engine.is_closed:
                 sf.engine.abort()
@@ -462,10 +517,11 @@ class MptcpConnection:
 
     @property
     def is_closed(self) -> bool:
-        return self._closed_emitted and all(sf.engine.is_closed for sf in self.subflows)
+        return self.lifecycle is MskState.CLOSED and all(
+            sf.engine.is_closed for sf in self.subflows)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
-        if self.data_fin_queued or self._closed_emitted:
+        if self.data_fin_queued or self.lifecycle is MskState.CLOSED:
             raise TcpError("send() after close()")
         if self.fallback:
             n = self.master.engine.send(data)
@@ -500,20 +556,20 @@ class MptcpConnection:
         if self.fallback:
             for sf in self.subflows:
                 sf.engine.close()
-        elif self._connected:
+        elif self.connected:
             self.maybe_close_subflows()
         # else: the DATA_FIN follows the data once the connection is up
 
     def abort(self) -> None:
         """Abort the connection: MP_FASTCLOSE (with MP_TCPRST) on an RST on every
-        subflow (RFC 8684 3.5), then Closed("aborted")."""
+        subflow (RFC 8684 3.5), then Closed(ABORTED)."""
         self.fastclosing = not self.fallback and self.remote_key is not None
         for sf in self.subflows:
             if not sf.engine.is_closed:
                 if sf.reset_reason is None:
                     sf.reset_reason = wm.MPTCP_RST_EUNSPEC
                 sf.engine.abort()
-        self._emit_closed("aborted")
+        self._emit_closed(CloseError.ABORTED)
 
     def poll_event(self) -> Event | MptcpEvent | None:
         if not self.events:
@@ -575,9 +631,8 @@ class MptcpConnection:
             t = type(ev)
             if t is Connected:
                 if sf is self.master:
-                    self._connected = True
-                    if not self.fallback:
-                        self.emit_created()
+                    if self.lifecycle is MskState.CONNECTING:
+                        self._set_state(MskState.CONNECTED)
                     self.events.append(Connected())
                     if self.data_fin_queued and self.fallback:
                         eng.close()
@@ -592,16 +647,17 @@ class MptcpConnection:
             elif t is WritableSpace or t is DataReadable:
                 pass  # the data level decides (and we pull after every input)
             elif t is Closed:
-                self._subflow_closed(sf, ev.error)  # type: ignore[union-attr]
+                self._subflow_closed(sf, ev)  # type: ignore[arg-type]
             else:
                 self.events.append(ev)  # StateChanged: for traces and observers
 
-    def _subflow_closed(self, sf: Subflow, error: str | None) -> None:
+    def _subflow_closed(self, sf: Subflow, closed: Closed) -> None:
         """A subflow's engine closed: its data goes elsewhere unless it was removed
         cleanly, and the connection closes with its last subflow."""
+        error = closed.error
         if sf.state is not _SF.CLOSING or error is not None:
             self._queue_reinject(sf, "closed")
-        sf.engine_closed(error)
+        sf.engine_closed(closed.tag)
         if any(s.in_service for s in self.subflows if s is not sf):
             return
         if self.peer_fin and self.data_fin_acked:
@@ -609,12 +665,14 @@ class MptcpConnection:
             # the subflows ended (a stale one is reset on purpose)
             self._emit_closed(None)
         elif error is not None:
-            why = sf.reset_why or self.reset_error
-            self._emit_closed(why if error == "reset" and why else error)
+            # an RST: the peer's MP_TCPRST reason says more, if it gave one
+            why = (sf.reset_why or self.reset_error) if error is CloseError.RESET else None
+            self._emit_closed(error, why or closed.detail)
         elif self.fallback:
             self._emit_closed(None)
         else:
-            self._emit_closed("subflow closed before the data-level close (DATA_FIN)")
+            self._emit_closed(CloseError.INCOMPLETE,
+                              "subflow closed before the data-level close (DATA_FIN)")
 
     # ---- output ----------------------------------------------------------------------------
     def poll_transmit(self, now: float) -> list[tuple[TcpEngine, OutSegment]]:
@@ -622,7 +680,7 @@ class MptcpConnection:
         out: list[tuple[TcpEngine, OutSegment]] = []
         if self._close_todo:
             self._finish_closes()
-        if not self.fallback and self._connected:
+        if self.connected:
             self._push()
         for sf in self.subflows:
             eng = sf.engine

@@ -422,9 +422,9 @@ def mpc_third_ack_rx(msk: MptcpConnection, ro: mo.ReceivedOptions) -> bool:
     msk.set_remote_key(ro.sndr_key)
     if ro.csum_reqd:
         msk.csum_enabled = True
-    msk.emit_created()
-    # the server holds both keys now: fully established (Linux `subflow_syn_recv_sock`
-    # -> `mptcp_subflow_fully_established`), so the client may join at once
+    # the server holds both keys now: CREATED and fully established at once (Linux
+    # `subflow_syn_recv_sock` -> `mptcp_subflow_fully_established`), so the client may
+    # join at once
     msk.set_fully_established()
     return True
 

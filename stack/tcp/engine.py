@@ -159,16 +159,36 @@ class PeerFinished:
     """The peer's FIN arrived in order: its byte stream is complete."""
 
 
+class CloseError(enum.StrEnum):
+    """Why a connection ended other than cleanly (`Closed.error`)."""
+    REFUSED = "refused"          # an RST answered our SYN
+    RESET = "reset"              # the peer reset it (RST; MPTCP: MP_TCPRST, MP_FASTCLOSE)
+    TIMEOUT = "timeout"          # retransmissions or keepalives went unanswered
+    UNREACHABLE = "unreachable"  # ICMP destination unreachable while connecting
+    ABORTED = "aborted"          # we aborted it
+    INCOMPLETE = "incomplete"    # it ended before both directions had closed (MPTCP:
+                                 # the subflows closed before the DATA_FIN exchange)
+
+
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The connection is gone (error None: clean close). Emitted once. After a clean
-    active close it comes on entering TIME-WAIT; the engine then still answers
-    retransmitted FINs until `is_closed`."""
-    error: str | None = None
+    """The connection is gone (error None: clean close), with `detail` saying more
+    where there is more to say (the ICMP kind, the peer's MP_TCPRST reason). Emitted
+    once. After a clean active close it comes on entering TIME-WAIT; the engine then
+    still answers retransmitted FINs until `is_closed`."""
+    error: CloseError | None = None
+    detail: str | None = None
 
     def __post_init__(self) -> None:
-        if self.error is not None and not self.error:
-            raise ValueError("Closed.error must be None or a non-empty tag")
+        if self.error is None and self.detail is not None:
+            raise ValueError("a clean close has no detail")
+
+    @property
+    def tag(self) -> str | None:
+        """One short text: the error, with its detail after a colon (`--events`)."""
+        if self.error is None:
+            return None
+        return f"{self.error}:{self.detail}" if self.detail else str(self.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,17 +455,17 @@ class TcpEngine:
         log.debug("%s:%d -> %d %s -> %s", self.local_addr.hex(), self.local_port,
                   self.remote_port, old.value, new.value)
 
-    def _emit_closed(self, error: str | None) -> None:
+    def _emit_closed(self, error: CloseError | None, detail: str | None = None) -> None:
         if not self._closed_emitted:
             self._closed_emitted = True
-            self._events.append(Closed(error))
+            self._events.append(Closed(error, detail))
 
     def _drop(self, reason: str) -> None:
         self.counters["Drop:" + reason] += 1
         log.debug("drop %s:%d<-%d: %s", self.local_addr.hex(), self.local_port,
                   self.remote_port, reason)
 
-    def _terminate(self, error: str | None) -> None:
+    def _terminate(self, error: CloseError | None, detail: str | None = None) -> None:
         """Go to CLOSED now, forget everything queued, emit Closed."""
         self._set_state(State.CLOSED)
         self._t_rtx = self._t_dack = self._t_persist = None
@@ -454,7 +474,7 @@ class TcpEngine:
         self._buf = bytearray()
         self._buf_start = self._nxt
         self._ooo.clear()
-        self._emit_closed(error)
+        self._emit_closed(error, detail)
 
     def poll_event(self) -> Event | None:
         if not self._events:
@@ -659,11 +679,11 @@ class TcpEngine:
         """RST now if synchronized (RFC 9293 3.10.5), then Closed("aborted")."""
         st = self._state
         if st is State.CLOSED:
-            self._emit_closed("aborted")
+            self._emit_closed(CloseError.ABORTED)
             return
         if (st in _SYNCHRONIZED and st is not State.TIME_WAIT) or st is State.SYN_RECEIVED:
             self._queue_rst(self._nxt, self._rnxt, with_ack=True, established=True)
-        self._terminate("aborted")
+        self._terminate(CloseError.ABORTED)
 
     def on_icmp_error(self, kind: str) -> None:
         """ICMP destination unreachable for this connection: hard error while
@@ -671,7 +691,7 @@ class TcpEngine:
         self.counters[Mib.InIcmpErrors] += 1
         if self._state is State.SYN_SENT:
             self.counters[Mib.AttemptFails] += 1
-            self._terminate(f"unreachable:{kind}")
+            self._terminate(CloseError.UNREACHABLE, kind)
         else:
             self._soft_error = kind
 
@@ -718,7 +738,7 @@ class TcpEngine:
             self._retries += 1
             if self._retries > c.syn_retries:
                 self.counters[Mib.TCPAttemptFails if st is State.SYN_SENT else Mib.TCPTimeouts] += 1
-                self._terminate("timeout")
+                self._terminate(CloseError.TIMEOUT)
                 return
             self.counters[Mib.TCPTimeouts] += 1
             self._rtt.on_timeout()
@@ -730,7 +750,7 @@ class TcpEngine:
         self._retries += 1
         if self._retries > c.data_retries:
             self.counters[Mib.TCPAbortOnTimeout] += 1
-            self._terminate("timeout")
+            self._terminate(CloseError.TIMEOUT)
             return
         self.counters[Mib.TCPTimeouts] += 1
         flight = self._nxt - self._una
@@ -777,7 +797,7 @@ class TcpEngine:
         if self._ka_probes >= c.keepalive_probes:
             self.counters[Mib.TCPKeepAliveTimeout] += 1
             self._queue_rst(self._nxt, self._rnxt, with_ack=True, established=True)
-            self._terminate("timeout")
+            self._terminate(CloseError.TIMEOUT)
             return
         self._ka_probes += 1
         self.counters[Mib.TCPKeepAlive] += 1
@@ -818,7 +838,7 @@ class TcpEngine:
                 if self._ulp is not None:
                     self._ulp.on_options(hdr, len(payload))
                 self.counters[Mib.AttemptFails] += 1
-                self._terminate("refused")
+                self._terminate(CloseError.REFUSED)
             else:
                 self._drop(DropReason.RST_WITHOUT_ACK_SYN_SENT)
             return
@@ -1057,12 +1077,13 @@ class TcpEngine:
         """An acceptable RST (seq == rcv_nxt)."""
         st = self._state
         if st is State.SYN_RECEIVED:
-            self._terminate("reset" if self._passive else "refused")
+            self._terminate(CloseError.RESET if self._passive else CloseError.REFUSED)
         elif st in (State.CLOSING, State.LAST_ACK, State.TIME_WAIT):
-            self._terminate(None if self._fin_rcvd and st is State.TIME_WAIT else "reset")
+            self._terminate(None if self._fin_rcvd and st is State.TIME_WAIT
+                            else CloseError.RESET)
         else:
             self.counters[Mib.EstabResets] += 1
-            self._terminate("reset")
+            self._terminate(CloseError.RESET)
 
     # ---- ACK processing (sender side) -------------------------------------------
     def _on_ack(self, a: int, seq: int, window: int, plen: int, flags: int, ts_ecr: int,

@@ -77,7 +77,7 @@ def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
                 continue
             side.events.append(ev.event)
             if isinstance(ev.event, Closed):
-                side.closed, side.error = True, ev.event.error
+                side.closed, side.error = True, ev.event.tag
         conn = side.conn
         if conn is None:
             return

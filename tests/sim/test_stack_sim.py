@@ -146,7 +146,7 @@ def test_port_unreachable_fails_the_connect_with_a_clear_error() -> None:
     a.feed(ipv4.emit(ipv4.IPv4Header(B, A, ipv4.PROTO_ICMP), len(msg)) + msg, 0.01)
     a.poll_transmit(0.01)
     evs = [e.event for e in events(a) if hasattr(e, "event")]
-    assert any(isinstance(e, Closed) and e.error == "unreachable:port unreachable" for e in evs)
+    assert any(isinstance(e, Closed) and e.tag == "unreachable:port unreachable" for e in evs)
     assert ca.key not in a.conns
 
 

@@ -257,7 +257,7 @@ class TestHandshake:
         e = active()
         e.poll_transmit(0.0)
         e.on_icmp_error("host-unreachable")
-        assert events(e)[-1] == Closed("unreachable:host-unreachable")
+        assert events(e)[-1] == Closed("unreachable", "host-unreachable")
         assert e.is_closed and e.poll_timeout() is None
 
     def test_icmp_is_soft_when_established(self) -> None:

@@ -147,7 +147,7 @@ def test_mp_fastclose_with_our_key_on_an_ack_resets_the_connection() -> None:
     t.recv_nothing()
     evs = t.conn_events()
     why = "the peer fast-closed the connection (MP_FASTCLOSE)"
-    assert Closed(why) in evs
+    assert Closed("reset", why) in evs
     assert [event_name(e) for e in evs if event_name(e)] == ["MP_FASTCLOSE", "CLOSED"]
     assert t.counter("MPFastcloseRx") == 1
     assert t.deadline() is None
