@@ -132,7 +132,7 @@ class Accepted:
 
 
 HostEvent = ConnEvent | Accepted
-Tap = Callable[[str, bytes], None]  # (direction "in" | "out", IP packet)
+Tap = Callable[[str, bytes, float], None]  # (direction "in" | "out", IP packet, now)
 
 
 class Stack:
@@ -259,7 +259,7 @@ class Stack:
         (`InDelivers`) or dropped and counted under `Drop:<reason>`."""
         self.counters[Mib.InReceives] += 1
         if self.tap is not None:
-            self.tap("in", bytes(packet))
+            self.tap("in", bytes(packet), now)
         try:
             version = ipv4.version_of(packet)
             if version != 4:
@@ -542,7 +542,7 @@ class Stack:
             self._collect_events(conn)
         if self.tap is not None:
             for d in out:
-                self.tap("out", d.data)
+                self.tap("out", d.data, now)
         self.counters[Mib.OutRequests] += len(out)
         return out
 

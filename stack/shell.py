@@ -112,9 +112,6 @@ class TunShell:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._token: contextvars.Token[TunShell] | None = None
-        # The `now` last given to the stack (feed, poll_transmit, handle_timeout): while
-        # a `Stack.tap` runs, the time of its packet in the stack's clock (loop time).
-        self.stack_now = 0.0
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Self:
@@ -126,7 +123,6 @@ class TunShell:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.stack_now = self.now()
         self._tun, self._fd = open_tun(self.dev, self.offload)
         self._loop.add_reader(self._fd, self._on_readable)
         self._token = current_shell.set(self)
@@ -151,7 +147,6 @@ class TunShell:
     # ---------------------------------------------------------------- I/O
     def _on_readable(self) -> None:
         feed, read, fd, now = self.stack.feed, os.read, self._fd, self.now()
-        self.stack_now = now
         vnet_len = vnet.HEADER_LEN if self.offload else 0
         for _ in range(READ_BATCH):
             try:
@@ -188,7 +183,6 @@ class TunShell:
         if self._fd < 0:
             return
         stack, now = self.stack, self.now()
-        self.stack_now = now
         for _ in range(4):  # events may make the app send more; a few rounds settle it
             out = stack.poll_transmit(now)
             for d in out:
@@ -238,7 +232,7 @@ class TunShell:
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
-        self.stack_now = now = self.now()
+        now = self.now()
         self.stack.handle_timeout(now)
         self.flush()
 
@@ -261,6 +255,6 @@ def default_addrs(dev: str = "mptun0") -> list[str]:
 
 
 def wall_clock_offset(shell: TunShell) -> float:
-    """Add to a loop time (`shell.now()`, `shell.stack_now`) to get a UNIX timestamp
-    (for pcap records)."""
+    """Add to a loop time (`shell.now()`, the `now` a `Stack.tap` gets) to get a UNIX
+    timestamp (for pcap records)."""
     return time.time() - shell.now()

@@ -355,9 +355,8 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
     try:
         clock = wall_clock_offset(shell)
         if tracer or pcap:
-            def tap(direction: str, packet: bytes) -> None:
+            def tap(direction: str, packet: bytes, now: float) -> None:
                 # one time for both: the `now` the stack was given for this packet
-                now = shell.stack_now
                 if pcap is not None:
                     pcap.write(now + clock, packet)
                 if tracer is not None:

@@ -1,15 +1,15 @@
 """`--trace`: the TCP/MPTCP handshake (and teardown) as a ladder on stderr.
 
-Called for every packet a `Stack.tap` sees, as `tracer(direction, packet, now)` with the
-`now` the stack was given for it (the tap supplies it: `Stack.tap` carries no time), so
-the ladder's times are the stack's clock, the one the pcap records are stamped from; the
-tracer reads no clock of its own. It decodes each IP/TCP packet on its own, so it shows
-what is on the wire, not what the engine believes. SYN, FIN and RST segments are always
-shown, plus the first few segments each way once established; the rest is counted and
-summarised when the connection ends. Sequence numbers are shown relative to each
-side's ISN (as Wireshark does) after the SYN, which shows the absolute ISN.
+A `Stack.tap`: called for every packet as `tracer(direction, packet, now)` with the
+`now` the stack was given for it, so the ladder's times are the stack's clock, the one
+the pcap records are stamped from; the tracer reads no clock of its own. It decodes
+each IP/TCP packet on its own, so it shows what is on the wire, not what the engine
+believes. SYN, FIN and RST segments are always shown, plus the first few segments
+each way once established; the rest is counted and summarised when the connection
+ends. Sequence numbers are shown relative to each side's ISN (as Wireshark does) after
+the SYN, which shows the absolute ISN.
 
-MPTCP options are decoded in the ladder line (`stack.mptcp.options.describe`). Under
+MPTCP options are decoded in the ladder line (`stack.wire.mptcp.describe`). Under
 the line, indented, come the values derived from what is on the wire, each computed
 here and, where there is something to hold it against, marked `verified` or
 `MISMATCH`: a key's token and IDSN (SHA-256 for v1, SHA-1 for v0), the keys echoed in

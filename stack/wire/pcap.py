@@ -45,10 +45,9 @@ def read(data: bytes) -> list[tuple[float, bytes]]:
 class PcapWriter:
     """Appends packets to a pcap file: `write(timestamp, packet)`, one record each.
 
-    Not a `Stack.tap` by itself (a tap gets `(direction, packet)`, no time): the tap
-    calls `write` with a UNIX timestamp. tools/cli.py's tap passes the `now` the stack
-    was given for the packet (`TunShell.stack_now`) plus `wall_clock_offset`, the same
-    time it hands the --trace ladder."""
+    tools/cli.py's `Stack.tap` (which gets `(direction, packet, now)`) calls `write`
+    with the `now` the stack was given for the packet plus `wall_clock_offset`: a UNIX
+    timestamp, from the same clock as the --trace ladder's times."""
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f

@@ -23,7 +23,7 @@ class Wire:
     def __init__(self) -> None:
         self.segs: list[tuple[tcp.TcpHeader, int, list[wm.MptcpOption], int]] = []
 
-    def __call__(self, direction: str, pkt: bytes) -> None:
+    def __call__(self, direction: str, pkt: bytes, now: float) -> None:
         if direction != "out":
             return
         ih, end = ipv4.parse(pkt, verify_checksum=False)
@@ -236,3 +236,72 @@ def test_each_new_chunk_gets_the_dss_the_writer_itself_would_write(csum: bool) -
 def _dss(opts):  # type: ignore[no-untyped-def]
     (raw,) = [o for o in opts if isinstance(o, tcp.UnknownOption)]
     return wm.parse_body(raw.data, False, True, True)
+
+
+# --- the writer alone: a decision that changes nothing --------------------------------
+DATA_ACK_ONLY = 4 + 8  # a DSS with a 64-bit data ACK and no mapping
+
+
+def _queued_announce():  # type: ignore[no-untyped-def]
+    _a, _net, conn, _wa = _established_pair()
+    msk = conn.msk
+    msk.pm.announce(1, b"\x0a\x00\x02\x02")  # ADD_ADDR id 1, 16 bytes with its HMAC
+    return msk, msk.master
+
+
+@pytest.mark.parametrize("remaining", [DATA_ACK_ONLY + 15, DATA_ACK_ONLY + 8])
+def test_add_addr_is_displaced_when_it_does_not_fit_beside_the_data_ack(remaining: int) -> None:
+    msk, sf = _queued_announce()
+    o = mo.established_options(sf, sf.tx_next, 0, remaining)
+    assert o is not None and o.dss is not None and o.dss.dsn is None
+    assert o.add_addr is None  # 16 bytes do not fit: it waits, nothing is lost
+    assert msk.pm.add_addr_queue == [(1, b"\x0a\x00\x02\x02")]
+
+
+def test_add_addr_rides_beside_the_data_ack_when_16_bytes_remain() -> None:
+    msk, sf = _queued_announce()
+    o = mo.established_options(sf, sf.tx_next, 0, DATA_ACK_ONLY + 16)
+    assert o is not None and o.add_addr is not None and o.add_addr.addr_id == 1
+    # the writer decided; only `options_written` takes it off the queue and arms its
+    # retransmission, `add_addr_timeout` from now
+    assert msk.pm.add_addr_queue and not msk.pm.add_addr_sent
+    msk.options_written(sf, o)
+    assert not msk.pm.add_addr_queue
+    assert msk.pm.add_addr_sent[1].deadline == msk.now + msk.config.add_addr_timeout
+    assert msk.counters["AddAddrTx"] == 1
+
+
+def test_add_addr_never_rides_on_data() -> None:
+    _msk, sf = _queued_announce()
+    o = mo.established_options(sf, sf.tx_next, 1000, 40)
+    assert o is not None and o.add_addr is None
+
+
+def test_no_room_for_the_data_ack_means_no_mptcp_option() -> None:
+    _msk, sf = _queued_announce()
+    o = mo.established_options(sf, sf.tx_next, 0, DATA_ACK_ONLY - 1)
+    assert o is not None and o.suboptions() == []
+
+
+def test_remove_addr_takes_as_many_ids_as_fit() -> None:
+    _a, _net, conn, _wa = _established_pair()
+    msk, sf = conn.msk, conn.msk.master
+    msk.pm.rm_addr_queue.extend([3, 4, 5, 6])
+    # REMOVE_ADDR is 3 bytes + one per id, padded to 4: 8 bytes hold 5 ids, 4 hold 1
+    o = mo.established_options(sf, sf.tx_next, 0, DATA_ACK_ONLY + 4)
+    assert o is not None and o.rm_addr == wm.RemoveAddr((3,))
+    o = mo.established_options(sf, sf.tx_next, 0, DATA_ACK_ONLY + 8)
+    assert o is not None and o.rm_addr == wm.RemoveAddr((3, 4, 5, 6))
+    msk.options_written(sf, o)
+    assert msk.pm.rm_addr_queue == [] and msk.counters["RmAddrTx"] == 1
+
+
+def test_a_due_data_fin_yields_to_a_path_manager_signal_and_asks_for_another_ack() -> None:
+    _msk, sf = _queued_announce()
+    msk = sf.msk
+    msk.close()
+    assert msk.data_fin_to_signal()
+    o = mo.established_options(sf, sf.tx_next, 0, 40)
+    assert o is not None and o.add_addr is not None
+    assert o.dss is not None and not o.dss.data_fin and o.pure_ack
+    assert not msk.data_fin_on_wire

@@ -432,9 +432,7 @@ def sim_transfer(version: int = 1, checksum: bool = False,
     tracers = LadderTracer(outs[0]), LadderTracer(outs[1])
     for stk, tr in zip((a, b), tracers, strict=True):
         tr.stack = stk  # as the CLI does: tracer.stack = shell.stack
-        # Stack.tap carries no time: the tap hands the tracer the sim's clock, the
-        # `now` SimNet gives the stack for that packet (the CLI: shell.stack_now)
-        stk.tap = lambda d, p, tr=tr: tr(d, p, net.now)
+        stk.tap = tr  # a tap gets the stack's own `now` for each packet
     b.listen(5000)
     ca = a.connect(B, 5000, net.now)
     data = random.Random(3).randbytes(size)

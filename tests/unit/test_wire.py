@@ -121,6 +121,26 @@ def test_tcp_golden_checksum_and_round_trip(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", TCP_NAMES)
+def test_emit_ipv4_segment_is_ipv4_emit_plus_tcp_emit(name: str) -> None:
+    # the host's one-buffer serialiser against the two codecs, for every golden
+    # kernel segment (options, payloads, flags as the kernel sent them)
+    iph, th, payload, _seg = tcp_of(name)
+    th.options = list(th.options)
+    want_tcp = tcp.emit(th, payload, iph.src, iph.dst)
+    ih = ipv4.IPv4Header(iph.src, iph.dst, ipv4.PROTO_TCP, ttl=61, ident=0x1234)
+    want = ipv4.emit(ih, len(want_tcp)) + want_tcp
+    got, thl = tcp.emit_ipv4_segment(iph.src, iph.dst, 0x1234, 61, th, payload)
+    assert got == want
+    assert thl == th.header_len
+    # NEEDS_CSUM: only the TCP checksum field differs, holding the pseudo-header sum
+    partial, _ = tcp.emit_ipv4_segment(iph.src, iph.dst, 0x1234, 61, th, payload, True)
+    field = ipv4.HEADER_LEN + 16
+    assert partial[:field] == want[:field] and partial[field + 2:] == want[field + 2:]
+    assert struct.unpack_from("!H", partial, field)[0] == pseudo_header_sum_v4(
+        iph.src, iph.dst, ipv4.PROTO_TCP, len(want_tcp))
+
+
+@pytest.mark.parametrize("name", TCP_NAMES)
 def test_tcp_every_truncated_header_prefix_rejected(name: str) -> None:
     _, _th, payload, seg = tcp_of(name)
     doff = len(seg) - len(payload)
