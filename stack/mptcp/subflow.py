@@ -231,7 +231,7 @@ class Subflow:
                             remaining: int) -> list[TcpOption]:
         msk = self.msk
         memo_key: tuple[object, ...] | None = None
-        if (payload_len and self.reset_reason is None and not msk.fallback
+        if (payload_len and not msk.fallback
                 and self.send_mp_fail is None and not self.send_mp_prio
                 and not msk.pm.rm_addr_queue
                 and (msk.fully_established or not msk.client or seq != 1)):
@@ -256,16 +256,16 @@ class Subflow:
                     self._memo = (m, state, opts, dss)
                     return opts
             memo_key = (m, state)
-        if self.reset_reason is not None:
-            o = mo.rst_options(self, remaining)
-        else:
-            o = mo.established_options(self, seq, payload_len, remaining)
+        o = mo.established_options(self, seq, payload_len, remaining)
         opts = self._written(o)
         if memo_key is not None:
             only = o.dss if o is not None and o.suboptions() == [o.dss] else None
             plain = only is not None and only.dsn is not None and not only.data_fin
             self._memo = (memo_key[0], memo_key[1], opts, only if plain else None)
         return opts
+
+    def rst_options(self, remaining: int) -> list[TcpOption]:
+        return self._written(mo.rst_options(self, remaining))
 
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool:
         return self.msk.rx_options(self, hdr, payload_len)

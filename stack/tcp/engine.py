@@ -213,6 +213,10 @@ class Ulp(Protocol):
     def established_options(self, seq: int, payload_len: int, fin: bool,
                             remaining: int) -> list[TcpOption]: ...
 
+    def rst_options(self, remaining: int) -> list[TcpOption]:
+        """Options for an RST this engine sends on a synchronized connection."""
+        ...
+
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool: ...
 
     def option_reserve(self) -> int:
@@ -603,8 +607,10 @@ class TcpEngine:
 
     def ack_now(self) -> None:
         """Send an ACK at the next poll_transmit (the ULP has something to say on it:
-        a data ACK, a DATA_FIN, an MP_FAIL)."""
-        if self._state in _SYNCHRONIZED:
+        a data ACK, a DATA_FIN, an MP_FAIL). In SYN-RECEIVED it is for the segment being
+        read, which completes the handshake: an MP_JOIN responder's fourth ACK (RFC
+        8684 3.2) goes once the engine is ESTABLISHED."""
+        if self._state in _SYNCHRONIZED or self._state is State.SYN_RECEIVED:
             self._ack_now = True
 
     def send_pure_ack(self) -> None:
@@ -1419,7 +1425,7 @@ class TcpEngine:
         """Queue an RST (never in reply to an RST: callers check)."""
         opts: list[TcpOption] = []
         if established and self._ulp is not None:
-            opts = list(self._ulp.established_options(seq - self._iss, 0, False, MAX_OPTIONS))
+            opts = list(self._ulp.rst_options(MAX_OPTIONS))
         hdr = TcpHeader(self.local_port, self.remote_port, seq & MASK,
                         (ack & MASK) if with_ack else 0, RST | ACK if with_ack else RST, 0, opts)
         self._pending_rst.append(OutSegment(hdr, b""))

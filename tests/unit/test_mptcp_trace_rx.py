@@ -12,7 +12,6 @@ from stack.wire.mptcp import (
     Dss,
     MpFail,
     MpFastclose,
-    MpJoinAck,
     MpPrio,
     MpTcpRst,
     RemoveAddr,
@@ -89,8 +88,7 @@ def test_a_repeated_add_addr_is_echoed_again() -> None:
 def test_remove_addr_closes_the_subflow_to_that_address() -> None:
     t = server()
     j = t.join(addr_id=1)
-    # RFC 8684 3.2's fourth ACK: we send none (see test_join_responder_sends_no_4th_ack)
-    t.recv_nothing()
+    t.recv(j, seq=1, ack=1, payload_len=0, mptcp=[t.our_data_ack()])  # the 4th ACK
     assert t.mptcp_events() == ["SF_ESTABLISHED"]
     t.send(t.sf, mptcp=[t.data_ack(), RemoveAddr((1,))])
     t.recv(j, flags=FIN | ACK, seq=1, ack=1, payload_len=0, mptcp=[t.our_data_ack()])
@@ -107,22 +105,18 @@ def test_remove_addr_closes_the_subflow_to_that_address() -> None:
             data_len=10)])
 
 
-def test_join_responder_sends_no_4th_ack() -> None:
-    # Current behaviour, pinned: RFC 8684 3.2 has the responder answer the joiner's
-    # third ACK (its HMAC) with a fourth, plain ACK, and Linux does; we send nothing,
-    # not even when the joiner repeats its third ACK. Our next ACK on the subflow
-    # answers the joiner's first data.
+def test_join_responder_answers_the_third_ack_with_a_4th_ack() -> None:
+    # RFC 8684 3.2: the responder acknowledges the joiner's third ACK (its HMAC) with a
+    # fourth, pure ACK (with the data ACK, as Linux sends it): the joiner may send data
+    # only after it
     t = server()
     j = t.join(addr_id=1)
-    t.recv_nothing()
-    t.advance(0.25)
-    t.send(j, mptcp=[MpJoinAck(crypto.join_ack_hmac(KEY_PEER, KEY_US, j.peer_nonce,
-                                                    j.our_nonce))])
+    t.recv(j, seq=1, ack=1, payload_len=0, time=1.0, mptcp=[t.our_data_ack()])
     t.recv_nothing()
     d = b"j" * 10
     t.send(j, payload=d, mptcp=[t.map(d, sf=j)])
     t.advance(0.04)
-    t.recv(j, seq=1, ack=11, payload_len=0, time=1.29, mptcp=[t.our_data_ack()])
+    t.recv(j, seq=1, ack=11, payload_len=0, mptcp=[t.our_data_ack()])
     assert t.msk.recv() == d
     assert t.counter("MPJoinAckRx") == 1
 
@@ -141,9 +135,10 @@ def test_mp_fastclose_with_our_key_on_an_ack_resets_the_connection() -> None:
     t = server()
     t.conn_events()
     t.send(t.sf, mptcp=[t.data_ack(), MpFastclose(KEY_US)])
-    # Current behaviour, pinned: the RST carries a DSS data ACK and no MP_TCPRST
-    # (Linux puts only MP_TCPRST / MP_FASTCLOSE on an RST, never a DSS)
-    t.recv(t.sf, flags=RST | ACK, seq=1, ack=1, payload_len=0, mptcp=[t.our_data_ack()])
+    # every subflow is reset; an RST carries MP_TCPRST and no DSS, as Linux's
+    # (`mptcp_established_options_rst`; MP_FASTCLOSE only from the side that closes)
+    t.recv(t.sf, flags=RST | ACK, seq=1, ack=1, payload_len=0,
+           mptcp=[MpTcpRst(reason=0, flags=0)])
     t.recv_nothing()
     evs = t.conn_events()
     why = "the peer fast-closed the connection (MP_FASTCLOSE)"

@@ -155,7 +155,7 @@ def test_data_rtx_uses_the_largest_rto_of_the_subflows() -> None:
     # data-level timer waits for the slowest subflow's RTO
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, rtt=0.125)
     j = t.join(addr_id=1, rtt=0.5)
-    t.recv_nothing()
+    t.recv(j, seq=1, ack=1, payload_len=0, mptcp=[t.our_data_ack()])  # the 4th ACK
     start = t.now
     t.app_send(b"x" * 100)
     t.recv(t.sf, flags=ACK | PSH, seq=1, payload_len=100, mptcp=[data_map(t, 0, 1, 100)])
