@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from typing import TextIO
 
 from stack.host import Accepted, Connection, ConnEvent, HostEvent
@@ -57,17 +56,14 @@ class EventLog:
 def _fields(e: MptcpEvent) -> dict[str, object]:
     """SF_* events: the subflow's own addresses, ports and ids; ANNOUNCED / REMOVED:
     the peer's address id (and address and port), as `ip mptcp monitor` prints them."""
-    return dict(_present(e))
-
-
-def _present(e: MptcpEvent) -> Iterator[tuple[str, object]]:
+    out: dict[str, object] = {}
     for name, value in (("saddr4", e.saddr), ("daddr4", e.daddr), ("sport", e.sport),
                         ("dport", e.dport), ("locid", e.locid), ("remid", e.remid),
                         ("backup", e.backup), ("port", e.port)):
-        if value is None:
-            continue
         if isinstance(value, bytes):
-            value = socket.inet_ntoa(value) if len(value) == 4 else value.hex()
+            out[name] = socket.inet_ntoa(value) if len(value) == 4 else value.hex()
         elif isinstance(value, bool):
-            value = int(value)
-        yield name, value
+            out[name] = int(value)
+        elif value is not None:
+            out[name] = value
+    return out

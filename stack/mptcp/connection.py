@@ -24,7 +24,6 @@ connection becomes the master subflow's plain TCP byte stream, reported as FALLB
 from __future__ import annotations
 
 import logging
-import socket
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -376,8 +375,7 @@ class MptcpConnection:
         segment: a REMOVE_ADDR may arrive on the very subflow it removes."""
         n = 0
         for sf in self.subflows:
-            if sf.state not in (_SF.ACTIVE, _SF.STALE, _SF.JOINING) or sf.engine.is_closed \
-                    or not which(sf):
+            if not sf.is_open or not which(sf):
                 continue
             n += 1
             self.counters[Mib.RmSubflow] += 1
@@ -907,11 +905,3 @@ class MptcpConnection:
                 eng.handle_timeout(now)
                 self._check_stale(sf)
             self._after_subflow_io(sf, now)
-
-
-def subflow_addresses(sf: Subflow) -> dict[str, object]:
-    """A subflow's addresses and ids as text, for tools (`ip mptcp monitor` names)."""
-    eng = sf.engine
-    return {"saddr4": socket.inet_ntoa(eng.local_addr), "sport": eng.local_port,
-            "daddr4": socket.inet_ntoa(eng.remote_addr), "dport": eng.remote_port,
-            "locid": sf.local_id, "remid": sf.remote_id, "backup": int(sf.is_backup)}

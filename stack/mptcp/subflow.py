@@ -175,17 +175,21 @@ class Subflow:
         return self.state is S.ACTIVE or self.state is S.STALE
 
     @property
+    def is_open(self) -> bool:
+        """Neither failed, removed nor closed: it may still be removed or fail."""
+        return self.state in _LIVE and not self.engine.is_closed
+
+    @property
     def counts_against_limit(self) -> bool:
         """An additional subflow open or opening: what `subflows_max` limits
         [`msk->pm.subflows`]. The initial subflow never counts."""
-        return self.join and self.state in _LIVE and not self.engine.is_closed
+        return self.join and self.is_open
 
     @property
     def in_service(self) -> bool:
-        """Not failed, removed or closed, and its TCP connection still up: the
-        connection is not over while one such subflow remains."""
-        return self.state in _LIVE and not self.engine.is_closed and \
-            self.engine.state not in (State.CLOSED, State.TIME_WAIT)
+        """Open and its TCP connection still up: the connection is not over while one
+        such subflow remains."""
+        return self.is_open and self.engine.state not in (State.CLOSED, State.TIME_WAIT)
 
     # Read-only views of the state, for traces, tools and tests.
     @property
