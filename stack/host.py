@@ -37,6 +37,9 @@ Addr = bytes  # 4-byte IPv4 address
 Key = tuple[bytes, int, bytes, int]  # (local addr, local port, remote addr, remote port)
 
 EPHEMERAL_PORTS = (32768, 60999)  # Linux's net.ipv4.ip_local_port_range
+# The per-packet counters, bound once: an Enum class attribute costs ~75 ns on 3.11
+# (EnumType's __getattr__ takes attribute lookup off CPython's fast path).
+_IN_RECEIVES, _IN_DELIVERS, _OUT_REQUESTS = Mib.InReceives, Mib.InDelivers, Mib.OutRequests
 
 
 def ip(text: str) -> Addr:
@@ -257,7 +260,7 @@ class Stack:
         checksum (virtio-net DATA_VALID / NEEDS_CSUM), so it is not verified again.
         Never raises for anything in the packet: every packet is either delivered
         (`InDelivers`) or dropped and counted under `Drop:<reason>`."""
-        self.counters[Mib.InReceives] += 1
+        self.counters[_IN_RECEIVES] += 1
         if self.tap is not None:
             self.tap("in", bytes(packet), now)
         try:
@@ -299,7 +302,7 @@ class Stack:
         key = (iph.dst, hdr.dst_port, iph.src, hdr.src_port)
         conn = self.conns.get(key)
         if conn is not None:
-            self.counters[Mib.InDelivers] += 1
+            self.counters[_IN_DELIVERS] += 1
             if conn.msk is not None:
                 conn.msk.feed(conn.engines[key], hdr, payload, now)
             else:
@@ -543,7 +546,7 @@ class Stack:
         if self.tap is not None:
             for d in out:
                 self.tap("out", d.data, now)
-        self.counters[Mib.OutRequests] += len(out)
+        self.counters[_OUT_REQUESTS] += len(out)
         return out
 
     def _serialise(self, src: Addr, dst: Addr, seg: OutSegment) -> Datagram:

@@ -64,6 +64,8 @@ STALE_RTOS = 2  # consecutive RTOs that make a subflow stale (Linux stale_loss_c
 MIN_RTX_TIMEOUT = 0.2  # the data-level RTO's floor (Linux TCP_RTO_MIN) ...
 MAX_RTX_TIMEOUT = 60.0  # ... and its ceiling (TCP_RTO_MAX is 120 s)
 _SF = SubflowState
+# bound once for the per-segment tests (an Enum class attribute costs ~75 ns on 3.11)
+_STALE, _FAILED = SubflowState.STALE, SubflowState.FAILED
 _CONNECTING = (State.SYN_SENT, State.SYN_RECEIVED)
 
 
@@ -127,6 +129,7 @@ class MskState(Enum):
 
 
 _OPENING = (MskState.CONNECTING, MskState.CONNECTED)
+_CONNECTED = (MskState.CONNECTED, MskState.FULLY_ESTABLISHED)
 _MSK_TRANSITIONS: dict[MskState, frozenset[MskState]] = {
     # the client: CONNECTING -> CONNECTED (SYN/ACK with MP_CAPABLE) -> FULLY_ESTABLISHED
     # (the server's first data ACK); the server: CONNECTING -> FULLY_ESTABLISHED (the
@@ -290,7 +293,7 @@ class MptcpConnection:
     @property
     def connected(self) -> bool:
         """The initial subflow's handshake is done: data may be mapped."""
-        return self.lifecycle in (MskState.CONNECTED, MskState.FULLY_ESTABLISHED)
+        return self.lifecycle in _CONNECTED
 
     def set_fully_established(self) -> None:
         """Both keys known and the peer's use of them confirmed
@@ -606,9 +609,10 @@ class MptcpConnection:
         if self.pm.work_pending:
             self.pm.work()
         eng = sf.engine
-        if sf.state is _SF.STALE and eng.rto_retries == 0:
+        state = sf.state
+        if state is _STALE and eng.rto_retries == 0:
             sf.set_state(_SF.ACTIVE)  # it got an ACK: its path works again
-        if sf.state is _SF.FAILED and sf.reset_reason is None and eng.state in (
+        elif state is _FAILED and sf.reset_reason is None and eng.state in (
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
             self.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, sf.reason or "join refused")
         if eng.recv_buffered:

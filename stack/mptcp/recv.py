@@ -62,6 +62,9 @@ class MappingStatus(Enum):
                                      # where one was (MAPPING_BAD_CSUM's cousin)
 
 
+_OK, _REPEATED = MappingStatus.OK, MappingStatus.REPEATED  # bound once: per segment
+
+
 def get_mapping_status(msk: MptcpConnection, sf: Subflow, ro: mo.ReceivedOptions, s: int,
                        payload_len: int) -> tuple[MappingStatus, int]:
     """Read the mapping of a DSS (or of an MP_CAPABLE with data, the implicit first
@@ -107,28 +110,29 @@ def mapping_received(msk: MptcpConnection, sf: Subflow, ro: mo.ReceivedOptions, 
     the segment (its subflow is being reset)."""
     if ro.mpc_map:
         msk.set_fully_established()  # MP_CAPABLE with data (RFC 8684 3.1)
+    elif sf.rx_last_dss == (ro.data_seq, ro.subflow_seq, ro.data_len, s & _CSUMREQD,
+                            ro.data_fin, ro.dsn64):
+        return True  # the per-segment case: REPEATED, decided without a call
     status, off = get_mapping_status(msk, sf, ro, s, payload_len)
-    match status:
-        case MappingStatus.OK | MappingStatus.REPEATED:
-            return True
-        case MappingStatus.DATA_FIN:
-            rx_data_fin(msk, off)
-            return True
-        case MappingStatus.INFINITE:
-            msk.counters[Mib.InfiniteMapRx] += 1
-            msk.fall_back("the peer sent an infinite mapping", infinite=True)
-            return True
-        case MappingStatus.CSUM_MISMATCH:
-            # RFC 8684 3.3: a checksum where none was negotiated, or none where one
-            # was, is a protocol error: reset the subflow
-            msk.counters[Mib.DSSChecksumMismatch] += 1
-            msk.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "DSS checksum presence mismatch")
-            return False
-        case MappingStatus.INVALID:
-            msk.counters[Mib.DSSNotMatching] += 1
-            msk.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "a mapping overlapping the current one")
-            return False
-    raise AssertionError(status)  # every status is handled above
+    if status is _OK or status is _REPEATED:
+        return True
+    if status is MappingStatus.DATA_FIN:
+        rx_data_fin(msk, off)
+        return True
+    if status is MappingStatus.INFINITE:
+        msk.counters[Mib.InfiniteMapRx] += 1
+        msk.fall_back("the peer sent an infinite mapping", infinite=True)
+        return True
+    if status is MappingStatus.CSUM_MISMATCH:
+        # RFC 8684 3.3: a checksum where none was negotiated, or none where one was,
+        # is a protocol error: reset the subflow
+        msk.counters[Mib.DSSChecksumMismatch] += 1
+        msk.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "DSS checksum presence mismatch")
+        return False
+    assert status is MappingStatus.INVALID, status
+    msk.counters[Mib.DSSNotMatching] += 1
+    msk.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, "a mapping overlapping the current one")
+    return False
 
 
 def _add_rx_map(sf: Subflow, m: RxMap) -> bool:

@@ -98,6 +98,9 @@ class State(enum.Enum):
 
 
 # States in which the peer's sequence space is known and our data/FIN may flow.
+# The per-segment counters, bound once: an Enum class attribute costs ~75 ns on 3.11
+# (EnumType's __getattr__ takes attribute lookup off CPython's fast path).
+_IN_SEGS, _OUT_SEGS, _OUT_ACKS = Mib.InSegs, Mib.OutSegs, Mib.OutAcks
 _SYNCHRONIZED = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
                            State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT})
 _CAN_SEND_DATA = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.CLOSE_WAIT,
@@ -517,7 +520,7 @@ class TcpEngine:
         self._used = True
         self._passive = True
         self._state = State.LISTEN
-        self.counters[Mib.InSegs] += 1
+        self.counters[_IN_SEGS] += 1
         self.counters[Mib.PassiveOpens] += 1
         if ulp is not None:
             ulp.on_options(hdr, 0)
@@ -818,7 +821,7 @@ class TcpEngine:
     # ------------------------------------------------------------------ input
     def on_segment(self, hdr: TcpHeader, payload: bytes | memoryview, now: float) -> None:
         """Process one incoming segment (or GRO super-packet) for this connection."""
-        self.counters[Mib.InSegs] += 1
+        self.counters[_IN_SEGS] += 1
         st = self._state
         if st in _SYNCHRONIZED or st is State.SYN_RECEIVED:
             self._rcv_synchronized(hdr, payload, now)
@@ -1504,14 +1507,14 @@ class TcpEngine:
                 self._pure_ack = False
                 out.append(self._segment(self._nxt, ACK, b"", now,
                                          sack=self._sack_ok and bool(self._ooo)))
-                self.counters[Mib.OutAcks] += 1
+                self.counters[_OUT_ACKS] += 1
             if self._ack_segs:
                 self._ack_now = False
                 self._unacked_bytes = 0
                 self._t_dack = None
                 self._last_ack_sent = self._rnxt
         if out:
-            self.counters[Mib.OutSegs] += len(out)
+            self.counters[_OUT_SEGS] += len(out)
         return out
 
     def _segment(self, seq: int, flags: int, payload: bytes | memoryview, now: float,
