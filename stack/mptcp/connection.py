@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 M64 = (1 << 64) - 1
 MAX_MAP = wm.MAX_DATA_LEN
+# polls of one subflow per transmit: a pure ACK that carried a path-manager signal may
+# ask for one more (each carries a signal, so they end; the bound is a backstop)
+_POLL_ROUNDS = 4
 STALE_RTOS = 2  # consecutive RTOs that make a subflow stale (Linux stale_loss_cnt: 4)
 MIN_RTX_TIMEOUT = 0.2  # the data-level RTO's floor (Linux TCP_RTO_MIN) ...
 MAX_RTX_TIMEOUT = 60.0  # ... and its ceiling (TCP_RTO_MAX is 120 s)
@@ -500,7 +503,10 @@ class MptcpConnection:
             self.counters[Mib.MPFastcloseTx] += 1
         if o.rst is not None:
             self.counters[Mib.MPRstTx] += 1
-        if o.pure_ack:
+        if o.pure_ack or ((o.add_addr or o.rm_addr or o.prio)
+                          and (self.pm.signal_due() or sf.send_mp_prio)):
+            # a DATA_FIN gave way, or a path-manager signal displaced another: each
+            # gets its own pure ACK (Linux sends one per signal), right after this one
             sf.engine.send_pure_ack()
 
     # ---- the socket-like surface (what stack.api and the host use) ---------------------
@@ -686,8 +692,10 @@ class MptcpConnection:
             self._push()
         for sf in self.subflows:
             eng = sf.engine
-            for seg in eng.poll_transmit(now):
-                out.append((eng, seg))
+            for _ in range(_POLL_ROUNDS):
+                out.extend((eng, seg) for seg in eng.poll_transmit(now))
+                if not eng.pure_ack_pending:
+                    break  # else: a pure ACK asked for while a segment was built
             self._after_subflow_io(sf, now)
         if self.data_fin_to_signal():
             eng = self.signal_engine()

@@ -624,6 +624,11 @@ class TcpEngine:
             self._pure_ack = True
 
     @property
+    def pure_ack_pending(self) -> bool:
+        """A `send_pure_ack` not yet served (asked for while a segment was built)."""
+        return self._pure_ack
+
+    @property
     def rto_retries(self) -> int:
         """Consecutive RTO expiries (0 again once new data is acked)."""
         return self._retries
