@@ -164,28 +164,6 @@ class Stack:
         self._dirty: set[Connection] = set()  # engines that may have something to send
         self.tap: Tap | None = None
 
-    # Endpoint flags for all of our addresses at once (the CLI's --backup/--fullmesh).
-    @property
-    def backup_addrs(self) -> set[Addr]:
-        """Our addresses whose subflows are backups (a kernel endpoint's `backup`
-        flag): joins from them, and joins to them that we accept, carry the B flag."""
-        return set(self.endpoints.with_flag(EndpointFlags.BACKUP))
-
-    @backup_addrs.setter
-    def backup_addrs(self, addrs: set[Addr]) -> None:
-        self.endpoints.set_flag(list(addrs), EndpointFlags.BACKUP)
-
-    @property
-    def fullmesh_addrs(self) -> list[Addr]:
-        """Our `fullmesh` addresses (a kernel `subflow fullmesh` endpoint): an address
-        the peer announces is joined from each of them, not just from the one routed
-        towards it."""
-        return self.endpoints.with_flag(EndpointFlags.FULLMESH)
-
-    @fullmesh_addrs.setter
-    def fullmesh_addrs(self, addrs: list[Addr]) -> None:
-        self.endpoints.set_flag(addrs, EndpointFlags.FULLMESH)
-
     # ---------------------------------------------------------------- user calls
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
                mptcp: MptcpConfig | bool | None = True,
@@ -330,20 +308,12 @@ class Stack:
         msk = conn.msk if conn is not None else None
         no = check_join_req(msk)
         if no is not None:
-            (msk.counters if msk is not None and no.counter != Mib.MPJoinNoTokenFound
-             else self.counters)[no.counter] += 1
+            (self.counters if msk is None else msk.counters)[no.counter] += 1
             self._reply_rst(iph, hdr, 0, no.drop, wm.MpTcpRst(no.rst_reason, 0))
             return
         assert conn is not None and msk is not None
-
-        def make_engine(ulp: Subflow) -> TcpEngine:
-            return TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3],
-                                        iss=self._isn(key, now), now=now,
-                                        config=self.config.tcp,
-                                        ts_offset=self.rng.getrandbits(32), ulp=ulp)
-
         flags = self.endpoints.flags_of(key[0])
-        sf = msk.add_subflow(make_engine, join=True, initiator=False,
+        sf = msk.add_subflow(self._accepting(hdr, key, now), join=True, initiator=False,
                              backup=bool(flags & EndpointFlags.BACKUP),
                              local_id=self.endpoints.id_of(key[0]),
                              local_nonce=int.from_bytes(self.randbytes(4), "big"))
@@ -395,10 +365,8 @@ class Stack:
                     remote: Addr | None = None, rport: int | None = None) -> TcpEngine:
         """`ip mptcp subflow add`: open a join from `local` to `remote`:`rport`
         (default: the connection's remote address and port)."""
-        if conn.msk is None:
-            raise OSError("joins need an MPTCP connection that is fully established")
-        return self._open_join(conn, conn.msk.pm.subflow_create(local, backup, remote, rport),
-                               now)
+        req = self._msk_of(conn).pm.subflow_create(local, backup, remote, rport)
+        return self._open_join(conn, req, now)
 
     def remove_subflow(self, conn: Connection, local: Addr,
                        remote: Addr | None = None) -> int:
@@ -447,13 +415,7 @@ class Stack:
             self.counters[Mib.ListenOverflows] += 1
             self._drop(DropReason.SYN_BACKLOG_FULL)
             return
-
-        def make_engine(ulp: Subflow | None) -> TcpEngine:
-            return TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3],
-                                        iss=self._isn(key, now), now=now,
-                                        config=self.config.tcp,
-                                        ts_offset=self.rng.getrandbits(32), ulp=ulp)
-
+        make_engine = self._accepting(hdr, key, now)
         msk = None
         if lst.mptcp is not None and _asks_for_mptcp(hdr, lst.mptcp):
             msk = self._new_msk(False, lst.mptcp, now)
@@ -468,6 +430,16 @@ class Stack:
         lst.half_open += 1
         self.conns[key] = conn
         self._dirty.add(conn)
+
+    def _accepting(self, hdr: TcpHeader, key: Key,
+                   now: float) -> Callable[[Subflow | None], TcpEngine]:
+        """What builds the engine that answers the SYN `hdr` (with a ULP or without)."""
+        def make_engine(ulp: Subflow | None) -> TcpEngine:
+            return TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3],
+                                        iss=self._isn(key, now), now=now,
+                                        config=self.config.tcp,
+                                        ts_offset=self.rng.getrandbits(32), ulp=ulp)
+        return make_engine
 
     def _reply_rst(self, iph: ipv4.IPv4Header, hdr: TcpHeader, payload_len: int, why: str,
                    mptcp_rst: wm.MpTcpRst | None = None) -> None:

@@ -24,6 +24,7 @@ from typing import BinaryIO, TextIO
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
 from stack.host import Connection, StackConfig, ip
 from stack.mptcp.connection import FAULTS, MptcpConfig
+from stack.mptcp.pm import EndpointFlags
 from stack.mptcp.sched import SCHEDULERS
 from stack.shell import DeviceError, TunShell, wall_clock_offset
 from stack.tcp.engine import TcpConfig
@@ -342,8 +343,8 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
                      rng=random.Random(rng.getrandbits(64)),
                      randbytes=random.Random(rng.getrandbits(64)).randbytes
                      if args.seed is not None else os.urandom)
-    shell.stack.backup_addrs = {ip(a) for a in args.backup}
-    shell.stack.fullmesh_addrs = [ip(a) for a in args.fullmesh]
+    shell.stack.endpoints.set_flag([ip(a) for a in args.backup], EndpointFlags.BACKUP)
+    shell.stack.endpoints.set_flag([ip(a) for a in args.fullmesh], EndpointFlags.FULLMESH)
     tracer = LadderTracer() if args.trace else None
     if tracer is not None:
         tracer.stack = shell.stack  # derived values are checked against the stack's view

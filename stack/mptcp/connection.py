@@ -386,12 +386,10 @@ class MptcpConnection:
             n += 1
             self.counters[Mib.RmSubflow] += 1
             log.info("closing subflow: %s", why)
-            rst = sf.state is not _SF.ACTIVE  # stale (path dead) or not established
+            if sf.state is not _SF.ACTIVE:  # stale (path dead) or not established: RST
+                sf.reset_reason = wm.MPTCP_RST_EUNSPEC
             sf.set_state(_SF.CLOSING, why)
             self._close_todo.append(sf)
-            if rst:
-                self._queue_reinject(sf, "removed")
-                sf.reset_reason = wm.MPTCP_RST_EUNSPEC
         return n
 
     def _finish_closes(self) -> None:

@@ -532,7 +532,7 @@ def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
 def established_options_rm_addr(sf: Subflow, remaining: int, opts: OutOptions) -> int:
     """`mptcp_established_options_rm_addr`: REMOVE_ADDR with as many of the queued
     address ids as fit (up to the kernel's MPTCP_RM_IDS_MAX, 8); the bytes it took."""
-    queued = sf.msk.pm.rm_addr_ids()
+    queued = sf.msk.pm.rm_addr_queue
     if not queued or opts.mpc is not None:
         return 0
     fit = min(len(queued), MPTCP_RM_IDS_MAX)

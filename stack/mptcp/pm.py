@@ -15,7 +15,7 @@ Mirrors the kernel's split:
 The path manager owns the signalling state: ADD_ADDR to send, sent and not yet echoed
 (with its retransmission deadline), echoes owed, REMOVE_ADDR ids to send, the peer's
 addresses. The option writer asks it what is due (`signal_due`, `next_add_addr`,
-`rm_addr_ids`) and the connection tells it what went out (`add_addr_written`,
+`rm_addr_queue`) and the connection tells it what went out (`add_addr_written`,
 `rm_addr_written`). Joins leave it as `JoinRequest` values; the host builds their TCP
 engines (it owns ports and ISNs).
 """
@@ -251,14 +251,12 @@ class PathManager:
 
     def subflow_create(self, local: Addr, backup: bool, remote: Addr | None = None,
                        rport: int | None = None) -> JoinRequest:
-        """`ip mptcp subflow add`: a join from `local` (checked against the limit)."""
-        msk = self.msk
-        if not msk.fully_established or msk.fallback:
+        """`ip mptcp subflow add`: a join from `local` (the host checks the limit when
+        it opens it, as for every join)."""
+        if not self.msk.fully_established or self.msk.fallback:
             raise OSError("joins need an MPTCP connection that is fully established")
         if local not in self.endpoints:
             raise OSError(f"{socket.inet_ntoa(local)} is not one of this stack's addresses")
-        if not self.can_add_subflow():
-            raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
         return JoinRequest(local, backup or self._backup(local), remote, rport)
 
     def _backup(self, local: Addr) -> bool:
@@ -327,9 +325,6 @@ class PathManager:
         timeout = self.msk.config.add_addr_timeout * (1 << (tries - 1))
         self.add_addr_sent[addr_id] = _Sent(addr, now + timeout, tries)
         self.msk.counters[Mib.AddAddrTx] += 1
-
-    def rm_addr_ids(self) -> list[int]:
-        return self.rm_addr_queue
 
     def rm_addr_written(self, n: int) -> None:
         del self.rm_addr_queue[:n]

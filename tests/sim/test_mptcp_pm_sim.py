@@ -12,6 +12,7 @@ import pytest
 
 from stack.host import ip
 from stack.mptcp.connection import MptcpConfig, MptcpEvent
+from stack.mptcp.pm import EndpointFlags
 from tests.sim.apps import Side, bulk, multipath_pair
 from tests.sim.net import LinkProfile, PathCut
 
@@ -260,7 +261,7 @@ def test_fullmesh_joins_an_announced_address_from_every_fullmesh_address() -> No
     # server's ADD_ADDR 10.0.2.1 is joined from both; 10.0.2.2 also joins 10.0.1.1
     data = random.Random(13).randbytes(3_000_000)
     a, b, net = multipath_pair(seed=13, profile=FAST)
-    a.fullmesh_addrs = [A1, A2]
+    a.endpoints.set_flag([A1, A2], EndpointFlags.FULLMESH)
     sa, sb = bulk(a, b, net, data, announce=[B2], join_from=[(A1, False), (A2, False)])
     assert bytes(sb.got) == data and sa.error is None and sb.error is None
     pairs = {(sf.engine.local_addr, sf.engine.remote_addr) for sf in sa.conn.msk.subflows}
