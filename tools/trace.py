@@ -4,10 +4,29 @@ A `Stack.tap`: called for every packet as `tracer(direction, packet, now)` with 
 `now` the stack was given for it, so the ladder's times are the stack's clock, the one
 the pcap records are stamped from; the tracer reads no clock of its own. It decodes
 each IP/TCP packet on its own, so it shows what is on the wire, not what the engine
-believes. SYN, FIN and RST segments are always shown, plus the first few segments
-each way once established; the rest is counted and summarised when the connection
-ends. Sequence numbers are shown relative to each side's ISN (as Wireshark does) after
-the SYN, which shows the absolute ISN.
+believes.
+
+Each packet's line starts with its frame number `#N`: the tracer counts every packet it
+is called with (in and out, shown or not, TCP or not) from 1, so N is the packet's
+frame number in the `--pcap` file written from the same tap. Then the time, in seconds
+since the connection's first packet: one clock per connection, so the MP_JOIN subflows
+of an MPTCP connection (linked to it by the token their SYN names) count from its
+MP_CAPABLE SYN, whichever side sent it; a plain TCP connection counts from its own
+first packet. Then the subflow's label (`sf1`, `sf2`, ..., one per 4-tuple and
+connection, numbered in the order the trace meets them), defined once by a header line
+before its first packet, for instance (one line)
+
+  sf2: 10.0.2.2:47496 > 10.0.1.1:5000 (us > peer), MP_JOIN of sf1's connection
+       (token 5fb61e84), address ids us 1, peer ?; t=0 at #1
+
+with the 4-tuple as the stack's diagnosis (stack/diag.py) writes it, ours first. An
+address id the handshake has not shown yet is `?`; the segment that shows it gets a
+line with both.
+
+SYN, FIN and RST segments are always shown, plus the first few segments each way once
+established; the rest is counted and summarised (under the subflow's label) when the
+subflow ends. Sequence numbers are shown relative to each side's ISN (as Wireshark
+does) after the SYN, which shows the absolute ISN.
 
 MPTCP options are decoded in the ladder line (`stack.wire.mptcp.describe`). Under
 the line, indented, come the values derived from what is on the wire, each computed
@@ -63,7 +82,8 @@ if TYPE_CHECKING:
 
 SHOW_DATA = 3  # data/ACK segments shown each way after the handshake
 WIDTH = 34
-INDENT = " " * 16  # derived-value lines, under the arrow
+FRAME_W, LABEL_W = 7, 4  # "#N" and "sfN" columns
+INDENT = " " * (2 + FRAME_W + 1 + 9 + 2 + LABEL_W + 1 + 3)  # derived-value lines, under the arrow
 VERIFIED, MISMATCH = "verified", "MISMATCH"
 
 M64 = (1 << 64) - 1
@@ -149,6 +169,9 @@ class _MpConn:
     keyed by direction of the sender: "out" = us, "in" = the peer."""
 
     version: int
+    t0: float = 0.0  # the clock: `now` of the connection's first packet (its MP_CAPABLE SYN)
+    t0_frame: int = 0  # and that packet's frame number
+    origin: str = ""  # label of the subflow that carried the MP_CAPABLE handshake
     key: dict[str, int] = field(default_factory=dict)
     token: dict[str, int] = field(default_factory=dict)
     idsn: dict[str, int] = field(default_factory=dict)
@@ -164,7 +187,9 @@ class _MpConn:
 class _Flow:
     ours: tuple[str, int]
     peer: tuple[str, int]
-    t0: float
+    t0: float  # the connection's clock (an MPTCP join: its connection's)
+    label: str = ""  # "sf1", ... in the header line and on every line
+    t0_frame: int = 0  # frame number of the packet at t0
     bkey: tuple[bytes, int, bytes, int] = (b"", 0, b"", 0)  # the stack's Connection key
     isn: dict[str, int] = field(default_factory=dict)  # "in"/"out" -> ISN of that sender
     shown: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
@@ -180,6 +205,8 @@ class _Flow:
     is_join: bool = False
     join: dict[str, int] = field(default_factory=dict)  # token, nonce_a, nonce_b
     want_fallback_reason: bool = False
+    ids: dict[str, int] = field(default_factory=dict)  # "out"/"in" -> MPTCP address id
+    ids_told: bool = False  # both ids shown (in the header, or under the segment)
 
 
 class LadderTracer:
@@ -195,14 +222,18 @@ class LadderTracer:
         self.flows: dict[tuple[str, int, str, int], _Flow] = {}
         self.tokens: dict[int, tuple[_MpConn, str]] = {}  # token -> (connection, whose)
         self._pending: list[_Flow] = []  # stack comparisons waiting for an "in" packet
+        self.frames = 0  # packets seen: the frame number (1-based) of the last, as in --pcap
+        self.subflows = 0  # labels handed out
 
     def __call__(self, direction: str, packet: bytes, now: float) -> None:
+        self.frames += 1  # every packet, shown or not: the pcap counts them all
         try:
             if self._pending:
                 self.flush()
             self._trace(direction, packet, now)
         except Exception as e:  # a tracer must never take the stack down
-            self.out.write(f"  [{direction}] trace error: {type(e).__name__}: {e}\n")
+            self.out.write(f"  #{self.frames} [{direction}] trace error:"
+                           f" {type(e).__name__}: {e}\n")
 
     def flush(self) -> None:
         """Print the stack comparisons waiting for the stack to process an incoming
@@ -223,7 +254,7 @@ class LadderTracer:
             seg = memoryview(packet)[iph.header_len:end]
             hdr, doff = tcp.parse(seg)
         except MalformedPacket as e:
-            self.out.write(f"  [{direction}] malformed packet: {e}\n")
+            self.out.write(f"  #{self.frames} [{direction}] malformed packet: {e}\n")
             return
         src, dst = socket.inet_ntoa(iph.src), socket.inet_ntoa(iph.dst)
         if direction == "out":
@@ -232,16 +263,17 @@ class LadderTracer:
         else:
             key = (dst, hdr.dst_port, src, hdr.src_port)
             bkey = (bytes(iph.dst), hdr.dst_port, bytes(iph.src), hdr.src_port)
+        mopts = [o for o in hdr.options if type(o) is tcp.UnknownOption and o.kind == OPT_MPTCP]
         flow = self.flows.get(key)
-        if flow is None:
-            flow = self.flows[key] = _Flow(key[:2], key[2:], now, bkey)
-            self.out.write(f"\n  us {key[0]}:{key[1]}{'':{WIDTH - 12}}peer {key[2]}:{key[3]}\n")
+        if flow is None or (hdr.flags & (SYN | ACK) == SYN
+                            and flow.isn.get(direction, hdr.seq) != hdr.seq):
+            # a new 4-tuple, or a new connection on it (a SYN with another ISN)
+            flow = self.flows[key] = self._new_flow(key, bkey, direction, hdr, mopts, now)
         plen = len(seg) - doff
         flow.bytes[direction] += plen
         control = hdr.flags & (SYN | FIN | RST)
         if hdr.flags & SYN:
             flow.isn[direction] = hdr.seq
-        mopts = [o for o in hdr.options if type(o) is tcp.UnknownOption and o.kind == OPT_MPTCP]
         notable = bool(mopts) and self._notable(flow, direction, mopts)
         if not control and not notable:
             if flow.shown[direction] >= self.show_data:
@@ -264,6 +296,53 @@ class LadderTracer:
             if hdr.flags & RST:
                 flow.ended = True
             self._summary(flow)
+
+    def _new_flow(self, key: tuple[str, int, str, int], bkey: tuple[bytes, int, bytes, int],
+                  direction: str, hdr: tcp.TcpHeader, mopts: list[tcp.UnknownOption],
+                  now: float) -> _Flow:
+        """A subflow's first packet: its label, its clock (an MP_JOIN SYN's: that of the
+        connection its token names) and the header line that defines the label."""
+        self.subflows += 1
+        flow = _Flow(key[:2], key[2:], now, bkey=bkey, label=f"sf{self.subflows}",
+                     t0_frame=self.frames)
+        kind = "TCP" if hdr.flags & SYN else "handshake not traced"
+        if hdr.flags & SYN:
+            for o in mopts:
+                try:
+                    m = parse_body(o.data)
+                except MalformedPacket:
+                    continue
+                if type(m) is MpCapable:
+                    kind = "MP_CAPABLE"
+                    flow.ids = {"out": 0, "in": 0}  # the initial subflow's (RFC 8684 3.4.1)
+                elif type(m) is MpJoinSyn:
+                    flow.ids = {direction: m.addr_id}
+                    hit = self._join_target(m.token, direction, flow)
+                    if hit is None:
+                        kind = f"MP_JOIN (token {m.token:08x}: no connection in this trace)"
+                    else:
+                        mp = hit[0]
+                        flow.t0, flow.t0_frame = mp.t0, mp.t0_frame
+                        owner = (f"{mp.origin}'s connection" if mp.origin else
+                                 "a connection whose handshake is not in this trace")
+                        kind = f"MP_JOIN of {owner} (token {m.token:08x})"
+                elif type(m) is MpJoinSynAck:
+                    kind = "MP_JOIN (its SYN not in this trace)"
+                    flow.ids = {direction: m.addr_id}
+        if flow.ids:
+            kind += f", address ids us {self._id(flow, 'out')}, peer {self._id(flow, 'in')}"
+            flow.ids_told = len(flow.ids) == 2
+        self.out.write(f"\n  {flow.label}: {key[0]}:{key[1]} > {key[2]}:{key[3]} (us > peer),"
+                       f" {kind}; t=0 at #{flow.t0_frame}\n")
+        return flow
+
+    @staticmethod
+    def _id(flow: _Flow, d: str) -> str:
+        return str(flow.ids[d]) if d in flow.ids else "?"
+
+    def _new_mp(self, flow: _Flow, version: int) -> _MpConn:
+        """A connection first seen on `flow`: its clock is the flow's."""
+        return _MpConn(version, t0=flow.t0, t0_frame=flow.t0_frame, origin=flow.label)
 
     def _notable(self, flow: _Flow, direction: str, mopts: list[tcp.UnknownOption]) -> bool:
         """Whether a segment's MPTCP options make it worth a line even past SHOW_DATA:
@@ -308,12 +387,15 @@ class LadderTracer:
             arrow = "--" + label + "-" * max(1, WIDTH - len(label) - 3) + ">"
         else:
             arrow = "<" + "-" * max(1, WIDTH - len(label) - 3) + label + "--"
-        self.out.write(f"  {now - flow.t0:9.6f}  us {arrow} peer   {' '.join(fields)}\n")
+        frame = f"#{self.frames}"
+        self.out.write(f"  {frame:<{FRAME_W}} {now - flow.t0:9.6f}  {flow.label:<{LABEL_W}} us"
+                       f" {arrow} peer   {' '.join(fields)}\n")
 
     def _summary(self, flow: _Flow) -> None:
         h = flow.hidden
         if h["in"] or h["out"]:
-            self.out.write(f"  {'':9}  ... {h['out']} more segments out, {h['in']} in "
+            self.out.write(f"  {'':<{FRAME_W}} {'':9}  {flow.label:<{LABEL_W}} ..."
+                           f" {h['out']} more segments out, {h['in']} in "
                            f"({flow.bytes['out']} bytes sent, {flow.bytes['in']} received)\n")
             h["in"] = h["out"] = 0
 
@@ -334,7 +416,8 @@ class LadderTracer:
             flow.syn_mpc = mpc is not None
             if mpc is not None:
                 if mp is None or mp.key or mp.fallback:
-                    mp = flow.mp = _MpConn(mpc.version)  # a new connection on this 4-tuple
+                    # a new connection on this 4-tuple
+                    mp = flow.mp = self._new_mp(flow, mpc.version)
                 mp.version = mpc.version
                 mp.csum = bool(mpc.flags & MPC_FLAG_A)
                 if mpc.sender_key is not None:  # v0: the SYN carries the client's key
@@ -343,7 +426,7 @@ class LadderTracer:
             flow.synack_mpc = mpc is not None
             if mpc is not None:
                 if mp is None:
-                    mp = flow.mp = _MpConn(mpc.version)
+                    mp = flow.mp = self._new_mp(flow, mpc.version)
                 elif flow.syn_mpc and mpc.version != mp.version:
                     lines.append(f"MP_CAPABLE v{mpc.version} answers a v{mp.version} SYN")
                 mp.version = mpc.version
@@ -357,7 +440,7 @@ class LadderTracer:
         elif not hdr.flags & RST:
             if mpc is not None:
                 if mp is None:
-                    mp = flow.mp = _MpConn(mpc.version)
+                    mp = flow.mp = self._new_mp(flow, mpc.version)
                 lines += self._mpc_established(flow, mp, d, mpc, payload, hdr)
             elif (mp is not None and not mp.fallback and d == flow.client and not flow.third_ack
                   and flow.synack_mpc and not flow.is_join):
@@ -368,7 +451,7 @@ class LadderTracer:
                 flow.third_ack = True
         if mp is None and any(type(m) is not MpCapable for m in opts):
             # options without a traced handshake (started mid-connection, or a join)
-            mp = flow.mp = _MpConn(1)
+            mp = flow.mp = self._new_mp(flow, 1)
         if mp is None:
             return lines
         for m in opts:
@@ -379,6 +462,8 @@ class LadderTracer:
                 mp = flow.mp or mp
             elif isinstance(m, MpJoinSynAck):
                 flow.join["nonce_b"] = m.nonce
+                flow.ids[d] = m.addr_id
+                lines += self._ids_line(flow)
                 lines += self._join_hmac(flow, mp, d, m.thmac, None)
             elif isinstance(m, MpJoinAck):
                 lines += self._join_hmac(flow, mp, d, None, m.hmac)
@@ -522,24 +607,41 @@ class LadderTracer:
                      f" {data_len}, {plen} bytes: {_mark(ok, f'computed 0x{calc:04x}')}")
         return lines
 
-    def _join_syn(self, flow: _Flow, d: str, m: MpJoinSyn) -> list[str]:
-        flow.is_join = True
-        flow.join = {"token": m.token, "nonce_a": m.nonce}
-        other = _other(d)
-        hit = self.tokens.get(m.token)
+    def _ids_line(self, flow: _Flow) -> list[str]:
+        """Both address ids once the handshake has shown the one the header lacked."""
+        if flow.ids_told or len(flow.ids) < 2:
+            return []
+        flow.ids_told = True
+        return [f"{flow.label}: address ids us {flow.ids['out']}, peer {flow.ids['in']}"]
+
+    def _join_target(self, token: int, d: str, flow: _Flow) -> tuple[_MpConn, str] | None:
+        """The connection (and whose key) an MP_JOIN SYN sent by `d` on `flow` names by
+        `token`: one this trace saw, else (for a join to us) the stack's own."""
+        hit = self.tokens.get(token)
         if hit is None and self.stack is not None and d == "in":
-            owner = self.stack.tokens.get(m.token)
+            owner = self.stack.tokens.get(token)
             msk = owner.msk if owner is not None else None
             if msk is not None:  # ours, though the tracer missed the handshake
-                mp = _MpConn(msk.version, msk=msk)
+                # its clock starts at this join (the first packet of it traced)
+                mp = _MpConn(msk.version, t0=flow.t0, t0_frame=flow.t0_frame, msk=msk)
                 mp.key["out"], mp.token["out"], mp.idsn["out"] = \
                     msk.local_key, msk.local_token, msk.local_idsn
+                self.tokens[msk.local_token] = (mp, "out")  # later joins find it here
                 if msk.remote_key is not None and msk.remote_token is not None:
                     mp.key["in"], mp.token["in"], mp.idsn["in"] = \
                         msk.remote_key, msk.remote_token, msk.remote_idsn
+                    self.tokens[msk.remote_token] = (mp, "in")
                 hit = (mp, "out")
+        return hit
+
+    def _join_syn(self, flow: _Flow, d: str, m: MpJoinSyn) -> list[str]:
+        flow.is_join = True
+        flow.join = {"token": m.token, "nonce_a": m.nonce}
+        flow.ids[d] = m.addr_id
+        other = _other(d)
+        hit = self._join_target(m.token, d, flow)
         if hit is None:
-            flow.mp = flow.mp or _MpConn(1)
+            flow.mp = flow.mp or self._new_mp(flow, 1)
             return [(f"join token {m.token:08x}: no connection in this trace has it"
                     f" (HMACs not checked)")]
         mp, whose = hit

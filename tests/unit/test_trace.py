@@ -23,7 +23,7 @@ from stack.wire import mptcp as wm
 from tests.sim.net import SimNet
 from tests.unit import golden
 from tests.unit import test_mptcp_options as captured
-from tools.trace import LadderTracer, describe_options
+from tools.trace import INDENT, LadderTracer, describe_options
 
 # connection of tests/unit/golden.py: client 10.0.1.254 (us, "out"), kernel server 10.0.1.1
 CLIENT_KEY, SERVER_KEY = 0x22FF96B96AC650F5, 0xCB915B4ABD686B91
@@ -114,7 +114,7 @@ def test_tcp_only_ladder_is_unchanged() -> None:
         assert step in text
     # no MPTCP: no derived lines at all
     assert "MP_CAPABLE" not in text and "verified" not in text and "MISMATCH" not in text
-    assert not [line for line in text.splitlines() if line.startswith(" " * 16)]
+    assert not [line for line in text.splitlines() if line.startswith(INDENT)]
 
 
 def test_times_are_the_now_given_relative_to_the_first_packet() -> None:
@@ -126,7 +126,7 @@ def test_times_are_the_now_given_relative_to_the_first_packet() -> None:
                                 ("in", golden.TCP_SYNACK, 1000.75),
                                 ("out", golden.TCP_ACK, 1002.0)]:
         tracer(direction, pkt, now)
-    times = re.findall(r"^ +(\d+\.\d{6})  us ", out.getvalue(), re.MULTILINE)
+    times = re.findall(r"^  #\d+ +(\d+\.\d{6})  sf1  us ", out.getvalue(), re.MULTILINE)
     assert times == ["0.000000", "0.250000", "1.500000"]
 
 
@@ -266,7 +266,7 @@ def test_synack_without_mp_capable_is_a_fallback() -> None:
     text = trace([("out", golden.MPTCP_SYN), ("in", without_mptcp(golden.MPTCP_SYNACK)),
                   ("out", without_mptcp(golden.MPTCP_ACK))])
     assert lines_with(text, "MPTCP fallback") == \
-        [" " * 16 + "MPTCP fallback: the SYN/ACK carried no MP_CAPABLE -> plain TCP"]
+        [INDENT + "MPTCP fallback: the SYN/ACK carried no MP_CAPABLE -> plain TCP"]
 
 
 def test_fallback_reason_from_the_stack() -> None:
@@ -334,8 +334,10 @@ def test_add_addr_and_join_hmacs_from_the_kernel() -> None:
     assert f"MP_FASTCLOSE key 0x{KEY_B_SRV:016x} == the peer's key: verified" in text
     assert "MP_TCPRST reason=0" in text
     assert "MISMATCH" not in text
-    # the join is a ladder of its own
-    assert "us 10.0.2.254:42293" in text
+    # the join is a subflow of its own, on the connection's clock
+    assert ("\n  sf2: 10.0.2.254:42293 > 10.0.2.1:7101 (us > peer), MP_JOIN of sf1's connection"
+            " (token 19f8bad9), address ids us 1, peer ?; t=0 at #1\n") in text
+    assert "sf2: address ids us 1, peer 5" in text
 
 
 def test_bad_join_hmac_is_a_mismatch() -> None:
@@ -517,8 +519,8 @@ def test_sim_ladder_verifies_tokens_and_idsns_on_both_sides() -> None:
     assert "= IDSN(peer)+1+20000" in server
     # times on the sim's virtual clock: the SYN/ACK is one round trip (2 x 5 ms) after
     # the SYN at the client, and leaves the server as the SYN arrives
-    assert lines_with(client, "SYN/ACK")[0].split()[0] == "0.010000"
-    assert lines_with(server, "SYN/ACK")[0].split()[0] == "0.000000"
+    assert lines_with(client, "SYN/ACK")[0].split()[1] == "0.010000"
+    assert lines_with(server, "SYN/ACK")[0].split()[1] == "0.000000"
 
 
 def test_sim_ladder_with_dss_checksums() -> None:
