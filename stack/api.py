@@ -27,6 +27,7 @@ from stack.tcp.engine import (
     PeerFinished,
     State,
     StateChanged,
+    TcpError,
     WritableSpace,
 )
 
@@ -102,7 +103,18 @@ class _Stream:
     def push(self) -> None:
         """Move pending app bytes into the engine's send buffer as space allows."""
         if self.pending and not self.done:
-            n = self.conn.sock.send(self.pending)
+            sock = self.conn.sock
+            if sock.closed_as is not None:
+                # closed under us (an RST, MP_FASTCLOSE) before its Closed event is
+                # polled: the same error now, not a send() on a closed socket
+                self._finish(sock.closed_as)
+                return
+            try:
+                n = sock.send(self.pending)
+            except TcpError:  # its engine closed, its Closed event not yet taken
+                self._finish(sock.closed_as or Closed(CloseError.RESET,
+                                                      "the connection closed while sending"))
+                return
             if n:
                 del self.pending[:n]
                 self.bytes_out += n

@@ -18,6 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from stack.diag import Code, Diagnosis, Finding, FrameClock, Severity
 from stack.mib import DropReason, Mib, format_counters
 from stack.mptcp import options as mo
 from stack.mptcp.connection import MptcpConfig, MptcpConnection
@@ -78,11 +79,12 @@ class Connection:
     `sock` is what the layer above talks to: the msk, or the engine for plain TCP.
     `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("app", "engine", "engines", "key", "listener", "msk")
+    __slots__ = ("app", "diag_t0", "engine", "engines", "key", "listener", "msk")
 
     def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
-                 msk: MptcpConnection | None = None) -> None:
+                 msk: MptcpConnection | None = None, now: float = 0.0) -> None:
         self.key = key
+        self.diag_t0 = now  # the connection's clock starts at its first packet
         self.engine = engine
         self.engines: dict[Key, TcpEngine] = {key: engine}  # every subflow, by 4-tuple
         self.msk = msk
@@ -138,6 +140,44 @@ HostEvent = ConnEvent | Accepted
 Tap = Callable[[str, bytes, float], None]  # (direction "in" | "out", IP packet, now)
 
 
+@dataclass
+class MpcBlackhole:
+    """The host's memory of MP_CAPABLE SYN blackholes (the kernel's per-namespace
+    `active_disable_times` / `active_disable_stamp`, net/mptcp/ctrl.c), on the stack's
+    clock. A blackhole is a path that drops our SYNs with MP_CAPABLE but answers a
+    plain one: MPTCP active opens are then disabled for `blackhole_timeout`, doubled
+    for each blackhole found since MPTCP last worked (at most 64 times); an MP_CAPABLE
+    SYN/ACK starts the count again. A timeout of 0 turns detection off."""
+
+    times: int = 0      # blackholes since an MP_CAPABLE SYN was last answered
+    stamp: float = 0.0  # when the last one was found
+
+    def period(self, timeout: float) -> float:
+        """How long MPTCP active opens stay disabled after the last blackhole."""
+        return timeout * (1 << min(max(self.times, 1) - 1, 6))
+
+    def disabled_for(self, now: float, timeout: float) -> float:
+        """`mptcp_active_should_disable`: seconds of the disable period left at `now`
+        (0: MPTCP active opens are allowed)."""
+        if timeout <= 0 or not self.times:
+            return 0.0
+        return max(0.0, self.stamp + self.period(timeout) - now)
+
+    def disable(self, now: float, timeout: float) -> float:
+        """`mptcp_active_disable`: a blackhole was found at `now`; the disable period
+        it starts (0: detection off, nothing remembered)."""
+        if timeout <= 0:
+            return 0.0
+        self.stamp = now
+        self.times += 1
+        return self.period(timeout)
+
+    def enable(self) -> None:
+        """`mptcp_active_enable`: an MP_CAPABLE SYN/ACK arrived (MPTCP works on a real
+        interface): the next blackhole disables for `blackhole_timeout` again."""
+        self.times = 0
+
+
 class Stack:
     def __init__(self, addrs: list[Addr], *, rng: random.Random | None = None,
                  config: StackConfig | None = None,
@@ -163,6 +203,12 @@ class Stack:
         self._out: list[Datagram] = []  # host-generated packets (RST, ICMP replies)
         self._dirty: set[Connection] = set()  # engines that may have something to send
         self.tap: Tap | None = None
+        # every packet in and out counted, as the tap sees them: frame numbers for the
+        # diagnosis (stack.diag), equal to those of a --pcap written from the tap
+        self.frames = FrameClock()
+        self.diag = Diagnosis(self.frames, 0.0)  # what no connection owns (unknown tokens)
+        # MP_CAPABLE SYN blackholes seen from this host (the kernel's per-namespace memory)
+        self.blackhole = MpcBlackhole()
 
     # ---------------------------------------------------------------- user calls
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
@@ -211,7 +257,9 @@ class Stack:
             msk = self._new_msk(True, cfg, now)
             eng = msk.add_subflow(make_engine).engine
             msk.pm.subflow_addrs = list(join_from or [])
-        conn = Connection(key, eng, None, msk)
+            # our SYNs consult it (MPTCP active opens disabled?) and teach it (blackhole)
+            msk.pm.blackhole = self.blackhole
+        conn = Connection(key, eng, None, msk, now)
         if msk is not None:
             self.tokens.add(msk.local_token, conn)
         self.conns[key] = conn
@@ -222,7 +270,7 @@ class Stack:
     def _new_msk(self, client: bool, cfg: MptcpConfig, now: float) -> MptcpConnection:
         return MptcpConnection(client=client, config=cfg, randbytes=self.randbytes,
                                token_in_use=self.tokens.__contains__, now=now,
-                               endpoints=self.endpoints)
+                               endpoints=self.endpoints, frames=self.frames)
 
     def source_for(self, remote: Addr) -> Addr:
         return self.endpoints.source_for(remote)
@@ -239,6 +287,7 @@ class Stack:
         Never raises for anything in the packet: every packet is either delivered
         (`InDelivers`) or dropped and counted under `Drop:<reason>`."""
         self.counters[_IN_RECEIVES] += 1
+        self.frames.n += 1
         if self.tap is not None:
             self.tap("in", bytes(packet), now)
         try:
@@ -309,6 +358,8 @@ class Stack:
         no = check_join_req(msk)
         if no is not None:
             (self.counters if msk is None else msk.counters)[no.counter] += 1
+            if no.counter is Mib.MPJoinNoTokenFound:
+                self._unknown_token(ro.token, key, msk, now)
             self._reply_rst(iph, hdr, 0, no.drop, wm.MpTcpRst(no.rst_reason, 0))
             return
         assert conn is not None and msk is not None
@@ -321,6 +372,22 @@ class Stack:
         self.conns[key] = conn
         self.counters[Mib.InDelivers] += 1
         self._dirty.add(conn)
+
+    def _unknown_token(self, token: int, key: Key, msk: MptcpConnection | None,
+                       now: float) -> None:
+        ours = ", ".join(f"{t:08x}" for t in self.tokens.tokens()) or "none"
+        if msk is None:
+            text = (f"an MP_JOIN SYN names token {token:08x}, which is none of our "
+                    f"connections' (ours: {ours}): refused with RST, MP_TCPRST reason 1")
+        else:
+            text = (f"an MP_JOIN SYN names token {token:08x}, a connection that "
+                    + ("has fallen back to TCP" if msk.fallback else
+                       "is not fully established yet") + ": refused with RST")
+        self.diag.add(Code.JOIN_UNKNOWN_TOKEN, Severity.ERROR, text,
+                      self.diag.packet_in(now, key),
+                      hint="the joiner has the wrong token: from another connection or "
+                           "another run, or computed from the wrong key (token = "
+                           "SHA-256(key)[0:4])", key=(token, key))
 
     def _open_joins(self, conn: Connection, now: float) -> None:
         """Build the engines for the joins the path manager asked for."""
@@ -423,7 +490,7 @@ class Stack:
             msk.pm.signal_addrs = [a for a in lst.announce if a != key[0]]
         else:
             eng = make_engine(None)
-        conn = Connection(key, eng, lst, msk)
+        conn = Connection(key, eng, lst, msk, now)
         if msk is not None:
             self.tokens.add(msk.local_token, conn)
         self.counters[Mib.InDelivers] += 1
@@ -505,10 +572,12 @@ class Stack:
     def poll_transmit(self, now: float) -> list[Datagram]:
         out, self._out = self._out, []
         dirty, self._dirty = self._dirty, set()
+        frames = self.frames
         for conn in dirty:
             if conn.msk is not None:
                 if conn.msk.pm.joins:
                     self._open_joins(conn, now)
+                frames.out_base = frames.n + len(out)
                 for eng, seg in conn.msk.poll_transmit(now):
                     out.append(self._serialise(eng.local_addr, eng.remote_addr, seg))
             else:
@@ -519,6 +588,7 @@ class Stack:
             for d in out:
                 self.tap("out", d.data, now)
         self.counters[_OUT_REQUESTS] += len(out)
+        frames.n += len(out)
         return out
 
     def _serialise(self, src: Addr, dst: Addr, seg: OutSegment) -> Datagram:
@@ -579,6 +649,31 @@ class Stack:
             if t is not None and t <= now:
                 conn.sock.handle_timeout(now)
                 self._dirty.add(conn)
+
+    # ---------------------------------------------------------------- diagnosis
+    def conclude(self, conn: Connection, now: float) -> list[Finding]:
+        """Every finding about `conn`: those made as it ran, and those only its end
+        shows (an echoed ADD_ADDR nobody joined, a window still shut)."""
+        msk = conn.msk
+        if msk is not None:
+            msk.conclude(now)
+            return list(msk.diag.findings)
+        found: list[Finding] = []
+        eng = conn.engine
+        t0 = conn.diag_t0
+        if eng.peer_zero_window_since is not None and eng.send_buffered:
+            found.append(Finding(Code.WINDOW_STALL, Severity.ERROR,
+                                 f"the peer's receive window has been 0 since "
+                                 f"{eng.peer_zero_window_since - t0:.3f} s "
+                                 f"({now - eng.peer_zero_window_since:.1f} s), with "
+                                 f"{eng.send_buffered} bytes waiting to be sent",
+                                 hint="the peer's application is not reading"))
+        if eng.recv_buffered >= eng.config.rcv_buf:
+            found.append(Finding(Code.WINDOW_STALL, Severity.ERROR,
+                                 "our receive buffer is full: our application is not "
+                                 "reading, so our window is 0", hint="read faster (or "
+                                 "--output to a file, not a pipe nobody reads)"))
+        return found
 
     # ---------------------------------------------------------------- helpers
     def _isn(self, key: Key, now: float) -> int:

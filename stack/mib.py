@@ -76,9 +76,13 @@ class Mib(StrEnum):
     MPCapableFallbackSYNACK = "MPCapableFallbackSYNACK"
     MPCapableDataFallback = "MPCapableDataFallback"
     MPCapableKeyMismatch = "MPCapableKeyMismatch"  # ours: the third ACK echoed a wrong key
+    MPCapableSYNTXDrop = "MPCapableSYNTXDrop"  # our MP_CAPABLE SYNs unanswered: plain SYN next
+    MPCapableSYNTXDisabled = "MPCapableSYNTXDisabled"  # an active open while MPTCP's disabled
+    Blackhole = "Blackhole"                # MP_CAPABLE SYNs dropped, plain ones answered
     MPFallbackTokenInit = "MPFallbackTokenInit"
     MPTCPRetrans = "MPTCPRetrans"
     MPTCPRetransBytes = "MPTCPRetransBytes"  # ours
+    WinProbe = "WinProbe"  # a 1-byte data-level zero-window probe mapped (Linux 6.x)
     MPJoinNoTokenFound = "MPJoinNoTokenFound"
     MPJoinSynRx = "MPJoinSynRx"
     MPJoinSynTx = "MPJoinSynTx"
@@ -91,6 +95,7 @@ class Mib(StrEnum):
     MPJoinAckMissing = "MPJoinAckMissing"  # ours: a join's third ACK without MP_JOIN
     MPJoinRejected = "MPJoinRejected"
     JoinNotOpened = "JoinNotOpened"        # ours: a join the path manager could not open
+    JoinInitialDenied = "JoinInitialDenied"  # ours: a join not opened: the peer's C flag
     DSSNotMatching = "DSSNotMatching"
     DSSNoMatchTCP = "DSSNoMatchTCP"
     DSSChecksumMismatch = "DSSChecksumMismatch"  # ours: checksum presence not negotiated

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
-from stack.host import Connection, StackConfig, ip
+from stack.diag import Finding
+from stack.host import Connection, ConnEvent, HostEvent, Stack, StackConfig, ip
 from stack.mptcp.connection import FAULTS, MptcpConfig
 from stack.mptcp.pm import EndpointFlags
 from stack.mptcp.sched import SCHEDULERS
@@ -31,9 +32,10 @@ from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
 from tools import bench, control
 from tools.events import EventLog
+from tools.sink import Sink
 from tools.trace import LadderTracer
 
-EXIT_OK, EXIT_CONN, EXIT_USAGE, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_CONN, EXIT_USAGE, EXIT_SETUP, EXIT_UNMET, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 CHUNK = 256 * 1024
 POOL = 4 * 1024 * 1024 + 7  # the random pool --send-bytes cuts its chunks from
 
@@ -50,8 +52,20 @@ examples (inside the user namespace: ip netns exec mptcp-user ...):
   mptcp-tun bench                                              # goodput vs the kernel
 
 exit status: 0 the connection ended cleanly and every byte was delivered; 1 the
-connection failed (refused, reset, timed out, unreachable, incomplete); 2 bad usage;
-3 setup problem (no TUN device, not root); 130 interrupted.
+connection failed (refused, reset, timed out, unreachable, incomplete, or --timeout
+ran out); 2 bad usage; 3 setup problem (no TUN device, not root); 4 every byte was
+delivered, but something asked for did not happen (MPTCP fell back, a join was
+refused, an announcement ignored, DSS checksums failed: the 'diagnosis:' lines say
+which); 130 interrupted.
+
+diagnosis: after the summary, one line per finding, '<severity> <code>: <text>
+[frame N (received|sent at T s on <subflow>)] (hint: ...)'; frame N is the packet's
+number in --pcap and in the --trace ladder (#N), T the connection's clock. Codes are
+stable (see the README): join-refused, join-bad-hmac, join-unknown-token,
+join-initial-denied, add-addr-ignored, add-addr-not-echoed, mpc-stripped,
+mpc-version-unsupported, mpc-syn-blackholed, dss-stripped, dss-checksum-failed,
+fallback, path-failed, subflow-reset, fastclose, window-stall. --json puts them in
+"diagnosis"; --events writes them as DIAGNOSIS events.
 """
 
 
@@ -94,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mptcp-version", type=int, choices=[0, 1], default=1,
                    help="1: RFC 8684 (default); 0: the RFC 6824 SYN of the seed's "
                         "out-of-tree kernel (upstream Linux answers it as plain TCP)")
+    g.add_argument("--deny-join-id0", action="store_true",
+                   help="set the MP_CAPABLE C flag: peers must not join our initial address "
+                        "and port (the kernel's net.mptcp.allow_join_initial_addr_port=0)")
+    def count(text: str) -> int:
+        n = int(text)
+        if n < 0:
+            raise argparse.ArgumentTypeError(f"{n} < 0")
+        return n
+
+    g.add_argument("--syn-retrans-before-fallback", type=count, metavar="N", default=2,
+                   help="retransmissions of our SYN that keep MP_CAPABLE before a plain SYN "
+                        "(TCP fallback; a blackhole for MPTCP SYNs is then remembered): the "
+                        "kernel's net.mptcp.syn_retrans_before_tcp_fallback (default: 2)")
     g.add_argument("--no-nagle", action="store_true", help="disable Nagle's algorithm")
     g.add_argument("--congestion", choices=["cubic", "reno"], default="cubic",
                    help="congestion control (default: cubic, as Linux)")
@@ -158,7 +185,8 @@ class Result:
     """What one connection did, for the summary line and the exit status."""
     local: str = ""
     remote: str = ""
-    sent: int = 0
+    sent: int = 0                # bytes the peer acknowledged
+    written: int = 0             # bytes our application gave the stack
     received: int = 0
     sent_sha256: str = ""
     received_sha256: str = ""
@@ -179,6 +207,21 @@ class Result:
     subflow_bytes: list[int] = field(default_factory=list)  # data mapped onto each
     subflow_rx_bytes: list[int] = field(default_factory=list)  # data received on each
     resent_bytes: int = 0        # data sent again at the data level (reinjection, data RTO)
+    findings: list[Finding] = field(default_factory=list)  # the diagnosis
+    conn: Connection | None = None
+    t0: float = 0.0              # the connection's clock origin (its first packet)
+
+    def take_conn(self, conn: Connection, stack: Stack, now: float) -> None:
+        """What the stack knows at the end: bytes acknowledged, MPTCP, the diagnosis."""
+        acked = conn.msk.snd_una if conn.msk is not None else conn.engine.snd_una_rel - 1
+        self.sent = max(0, min(self.written, acked))
+        self.take_mptcp(conn)
+        self.t0 = conn.diag_t0
+        self.findings = stack.conclude(conn, now)
+
+    @property
+    def unmet(self) -> bool:
+        return any(f.unmet for f in self.findings)
 
     def take_mptcp(self, conn: Connection) -> None:
         msk = conn.msk
@@ -186,7 +229,7 @@ class Result:
             return
         self.mptcp = True
         self.fallback, self.fallback_reason = msk.fallback, msk.fallback_reason
-        self.checksum = msk.csum_enabled and not msk.fallback
+        self.checksum = msk.csum_enabled  # negotiated (a fallback may have ended them)
         self.token = f"{msk.local_token:08x}"
         self.remote_token = f"{msk.remote_token:08x}" if msk.remote_token is not None else None
         self.local_key = f"{msk.local_key:016x}"
@@ -212,7 +255,8 @@ class Result:
                 "remote_token": self.remote_token, "local_key": self.local_key,
                 "idsn": self.idsn, "remote_idsn": self.remote_idsn,
                 "sent_sha256": self.sent_sha256, "received_sha256": self.received_sha256,
-                "clean": self.clean, "error": self.error}
+                "written": self.written, "clean": self.clean, "error": self.error,
+                "diagnosis": [f.as_dict(self.t0) for f in self.findings]}
 
     def line(self) -> str:
         secs = max(self.ended - self.started, 1e-9)
@@ -222,12 +266,20 @@ class Result:
             proto = "TCP (MPTCP off)"
         elif self.fallback:
             proto = f"fallback to TCP ({self.fallback_reason})"
+        elif self.remote_token is None:
+            proto = f"MPTCP token {self.token}, not established"
         else:
             proto = f"MPTCP token {self.token} remote {self.remote_token}"
-        return (f"{self.local} -> {self.remote}: sent {self.sent} B, received {self.received} B "
-                f"in {secs:.3f} s, {mbps:.1f} Mbit/s, {self.subflows} subflow"
-                f"{'s' if self.subflows != 1 else ''}, {proto}, "
-                f"checksum {'on' if self.checksum else 'off'}, {state}")
+        unsent = f" (of {self.written} written)" if self.written != self.sent else ""
+        csum = "on" if self.checksum else "off"
+        if self.checksum and self.fallback:
+            csum = "on until the fallback"
+        return (f"{self.local} -> {self.remote}: sent {self.sent} B{unsent}, received "
+                f"{self.received} B in {secs:.3f} s, {mbps:.1f} Mbit/s, {self.subflows} "
+                f"subflow{'s' if self.subflows != 1 else ''}, {proto}, checksum {csum}, {state}")
+
+    def diagnosis_lines(self) -> list[str]:
+        return [f"diagnosis: {f.line(self.t0)}" for f in self.findings]
 
 
 def payload_source(args: argparse.Namespace, send: BinaryIO | None,
@@ -256,7 +308,7 @@ def payload_source(args: argparse.Namespace, send: BinaryIO | None,
 
 
 async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result,
-                         source: Callable[[], bytes] | None, sink: BinaryIO | None,
+                         source: Callable[[], bytes] | None, sink: Sink | None,
                          echo: bool) -> None:
     """Send our data (then half-close) while reading the peer's until EOF."""
     conn = writer.connection
@@ -270,7 +322,7 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
         while chunk := source():
             writer.write(chunk)
             sent_hash.update(chunk)
-            res.sent += len(chunk)
+            res.written += len(chunk)
             await writer.drain()
         writer.close()
 
@@ -279,11 +331,13 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
             res.received += len(data)
             recv_hash.update(data)
             if sink is not None:
-                sink.write(data)
+                # a full pipe: wait here, reading nothing more, so the stack's receive
+                # buffer fills and our window closes (tools/sink.py)
+                await sink.write(data)
             if echo:
                 writer.write(data)
                 sent_hash.update(data)
-                res.sent += len(data)
+                res.written += len(data)
                 await writer.drain()
 
     try:
@@ -296,13 +350,25 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
     finally:
         res.ended = time.monotonic()
         res.sent_sha256, res.received_sha256 = sent_hash.hexdigest(), recv_hash.hexdigest()
-        res.take_mptcp(conn)
+        res.conn = conn
 
 
-def _report(res: Result, args: argparse.Namespace) -> None:
+def _report(res: Result, args: argparse.Namespace, shell: TunShell,
+            events: EventLog | None) -> None:
+    """The summary line (or JSON object), then one 'diagnosis:' line per finding."""
     out = sys.stderr if args.output == "-" else sys.stdout
+    if res.conn is not None:
+        seen = len(res.conn.msk.diag.findings) if res.conn.msk is not None else 0
+        res.take_conn(res.conn, shell.stack, shell.now())
+        if events is not None:
+            # the findings the end showed, as events too (the others were, as made)
+            for f in res.findings[seen:]:
+                events.finding(res.conn, f, shell.now())
     text = json.dumps(res.summary(args)) if args.json else res.line()
     print(text, file=out, flush=True)
+    if not args.json:
+        for line in res.diagnosis_lines():
+            print(line, file=out, flush=True)
 
 
 @dataclass
@@ -311,7 +377,7 @@ class Outputs:
     files: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     pcap: PcapWriter | None = None
     events: TextIO | None = None
-    sink: BinaryIO | None = None
+    sink: Sink | None = None
     send: BinaryIO | None = None
 
 
@@ -322,22 +388,24 @@ def open_outputs(args: argparse.Namespace) -> Outputs:
         out.pcap = PcapWriter(out.files.enter_context(open(args.pcap, "wb")))  # noqa: SIM115
     if args.events:
         out.events = out.files.enter_context(open(args.events, "w"))  # noqa: SIM115
-    if args.output == "-":
-        out.sink = sys.stdout.buffer
-    elif args.output:
-        out.sink = out.files.enter_context(open(args.output, "wb"))  # noqa: SIM115
+    if args.output:
+        f = sys.stdout.buffer if args.output == "-" else \
+            out.files.enter_context(open(args.output, "wb"))  # noqa: SIM115
+        out.sink = Sink(f)
+        out.files.callback(out.sink.close)  # before the file closes (LIFO)
     if args.send:
         out.send = out.files.enter_context(open(args.send, "rb"))  # noqa: SIM115
     return out
 
 
-async def amain(args: argparse.Namespace, io: Outputs) -> int:
+async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) -> int:
     rng = random.Random(args.seed)
     tcfg = TcpConfig(nagle=not args.no_nagle, congestion=args.congestion)
     mcfg = None if args.no_mptcp else MptcpConfig(
         version=args.mptcp_version, checksum=args.checksum, scheduler=args.scheduler,
         subflows_max=args.limits[0], add_addr_accepted_max=args.limits[1],
-        faults=frozenset(args.fault))
+        faults=frozenset(args.fault), deny_join_id0=args.deny_join_id0,
+        syn_retrans_before_tcp_fallback=args.syn_retrans_before_fallback)
     shell = TunShell(args.dev, args.addr, offload=not args.no_offload,
                      config=StackConfig(tcp=tcfg, mptcp=mcfg),
                      rng=random.Random(rng.getrandbits(64)),
@@ -351,6 +419,14 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
     pcap, sink = io.pcap, io.sink
     results: list[Result] = []
     interrupted = False
+    created: list[Connection] = []  # every connection that had an event, in order
+    events: EventLog | None = None
+
+    def remember(ev: HostEvent, now: float) -> None:
+        if isinstance(ev, ConnEvent) and (not created or created[-1] is not ev.conn) \
+                and ev.conn not in created:
+            created.append(ev.conn)
+    shell.observers.append(remember)
     ctl_server: asyncio.AbstractServer | None = None
     shell.start()
     try:
@@ -364,7 +440,8 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
                     tracer(direction, packet, now)
             shell.stack.tap = tap
         if io.events is not None:
-            shell.observers.append(EventLog(io.events, shell.now()))
+            events = EventLog(io.events, shell.now())
+            shell.observers.append(events)
         if args.control:
             ctl_server = await control.serve(shell, args.control)
         source = payload_source(args, io.send, rng)
@@ -389,7 +466,7 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
                 if args.once:
                     done.set()
                 else:
-                    _report(res, args)
+                    _report(res, args, shell, events)
 
             server = await start_server(serve, args.port, shell=shell, announce=args.announce)
             print(f"listening on port {args.port} at {', '.join(_addrs(shell))}",
@@ -399,11 +476,12 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
         # Let our last ACKs/FIN go out before the device closes.
         await asyncio.sleep(0.05)
     except asyncio.CancelledError:
-        # Ctrl-C / SIGTERM: still say what happened to each connection
-        interrupted = True
+        # Ctrl-C / SIGTERM / --timeout: still say what happened to each connection
+        interrupted = not timed_out[0]
+        why = "interrupted" if interrupted else f"gave up after {args.timeout} s (--timeout)"
         for res in results:
             if not res.clean and res.error is None:
-                res.error = "interrupted"
+                res.error = why
                 res.ended = res.ended or time.monotonic()
     finally:
         if ctl_server is not None:
@@ -411,16 +489,32 @@ async def amain(args: argparse.Namespace, io: Outputs) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(args.control)
         shell.close()
-    if args.command == "connect" or args.once or interrupted:
+    if args.command == "connect" and results and results[0].conn is None and created:
+        # it never got to run (refused, timed out, given up): what the stack saw of it
+        res = results[0]
+        res.conn = created[0]
+        res.local, res.remote = ("{}:{}".format(*created[0].local),
+                                 "{}:{}".format(*created[0].remote))
+    elif args.command == "connect" and results and not results[0].remote:
+        results[0].remote = f"{args.host}:{args.port}"
+    if args.command == "connect" or args.once or interrupted or timed_out[0]:
         for res in results:
-            _report(res, args)
+            res.mptcp = res.mptcp or not args.no_mptcp
+            _report(res, args, shell, events)
             if res.error:
                 print(f"mptcp-tun: {res.error}", file=sys.stderr)
+    host = shell.stack.diag.findings  # about packets no connection owns (unknown tokens)
+    for f in host:
+        print(f"diagnosis: {f.line(0.0)}", file=sys.stdout if args.output != "-" else sys.stderr)
     if args.stats:
         print(shell.stack.format_counters(), file=sys.stderr)
     if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if results and all(r.clean for r in results) else EXIT_CONN
+    if not results or not all(r.clean for r in results):
+        return EXIT_CONN
+    if any(r.unmet for r in results) or any(f.unmet for f in host):
+        return EXIT_UNMET
+    return EXIT_OK
 
 
 def _joins_from(args: argparse.Namespace) -> list[str]:
@@ -487,14 +581,13 @@ def main(argv: list[str] | None = None) -> int:
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        coro = amain(args, io)
+        timed_out = [False]
         if args.timeout:
-            try:
-                return await asyncio.wait_for(coro, args.timeout)
-            except TimeoutError:
-                print(f"mptcp-tun: gave up after {args.timeout} s (--timeout)", file=sys.stderr)
-                return EXIT_CONN
-        return await coro
+            def give_up() -> None:
+                timed_out[0] = True
+                task.cancel()
+            loop.call_later(args.timeout, give_up)
+        return await amain(args, io, timed_out)
 
     try:
         io = open_outputs(args)

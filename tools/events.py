@@ -1,6 +1,7 @@
 """`--events FILE`: one JSON object per line, fields named as `ip mptcp monitor` names
 them (event, token, remote_token, saddr4, daddr4, sport, dport, locid, remid, backup,
-error) plus `time` (seconds since the run started). Plain TCP connections carry no
+error) plus `time` (seconds since the run started); DIAGNOSIS events add `code`,
+`severity`, `reason` (the finding's text), `hint` and `packet`. Plain TCP connections carry no
 token fields; MPTCP events add them."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import socket
 from typing import TextIO
 
+from stack.diag import Finding
 from stack.host import Accepted, Connection, ConnEvent, HostEvent
 from stack.mptcp.events import MptcpEvent, MptcpEventType
 from stack.tcp.engine import Closed, Connected, State, StateChanged
@@ -27,6 +29,15 @@ class EventLog:
         self.f.write(json.dumps(rec) + "\n")
         self.f.flush()
 
+    def finding(self, conn: Connection, f: Finding, now: float) -> None:
+        """A DIAGNOSIS event: the finding's code, severity, text (`reason`), hint and
+        packet (frame, time on the connection's clock, direction, subflow)."""
+        msk = conn.msk
+        tokens: dict[str, object] = {} if msk is None else {
+            "token": f"{msk.local_token:08x}",
+            "remote_token": None if msk.remote_token is None else f"{msk.remote_token:08x}"}
+        self.emit("DIAGNOSIS", conn, now, **tokens, **_finding_fields(f, conn.diag_t0))
+
     def __call__(self, ev: HostEvent, now: float) -> None:
         if isinstance(ev, Accepted):
             if ev.conn.msk is None:
@@ -37,6 +48,9 @@ class EventLog:
         if ev.conn.msk is not None:
             # MPTCP: the connection-level events, with tokens (as `ip mptcp monitor`)
             if isinstance(e, MptcpEvent):
+                if e.finding is not None:
+                    self.finding(ev.conn, e.finding, now)
+                    return
                 closing = e.name in (MptcpEventType.CLOSED, MptcpEventType.SF_CLOSED)
                 self.emit(e.name, ev.conn, now, token=f"{e.token:08x}",
                           remote_token=None if e.remote_token is None
@@ -51,6 +65,12 @@ class EventLog:
             self.emit("ESTABLISHED", ev.conn, now)
         elif isinstance(e, Closed):
             self.emit("CLOSED", ev.conn, now, error=e.tag)
+
+
+def _finding_fields(f: Finding, t0: float) -> dict[str, object]:
+    out = f.as_dict(t0)
+    return {"code": out["code"], "severity": out["severity"], "reason": out["text"],
+            "hint": out["hint"] or None, "packet": out["packet"]}
 
 
 def _fields(e: MptcpEvent) -> dict[str, object]:

@@ -30,6 +30,16 @@ from dataclasses import dataclass
 from enum import Enum
 
 from stack.buffers import RecvQueue
+from stack.diag import (
+    RST_REASONS,
+    Code,
+    Diagnosis,
+    Finding,
+    FrameClock,
+    PacketRef,
+    Severity,
+    fmt_key,
+)
 from stack.mib import Mib
 from stack.mptcp import crypto, recv
 from stack.mptcp import options as mo
@@ -48,6 +58,7 @@ from stack.tcp.engine import (
     OutSegment,
     PeerFinished,
     State,
+    StateChanged,
     TcpEngine,
     TcpError,
     WritableSpace,
@@ -109,6 +120,15 @@ class MptcpConfig:
     # hold plus what they delivered but the peer has not data-acked yet, so it must be
     # well above a subflow's 4 MB (at 4 MB, data-ACK lag halved our goodput)
     snd_buf: int = 16 << 20
+    # the MP_CAPABLE C flag (RFC 8684 3.1): ask peers not to join our initial address
+    # and port (the kernel's net.mptcp.allow_join_initial_addr_port=0)
+    deny_join_id0: bool = False
+    # MP_CAPABLE SYN blackholes (the kernel's ctrl.c): retransmissions of our SYN that
+    # still carry MP_CAPABLE (net.mptcp.syn_retrans_before_tcp_fallback) before a plain
+    # SYN; a blackhole found that way disables MPTCP active opens for this long, doubling
+    # on repeats (net.mptcp.blackhole_timeout, s; 0: detection off)
+    syn_retrans_before_tcp_fallback: int = 2
+    blackhole_timeout: float = 3600.0
 
 
 FAULTS = {
@@ -152,7 +172,7 @@ class MptcpConnection:
 
     def __init__(self, *, client: bool, config: MptcpConfig, randbytes: Callable[[int], bytes],
                  token_in_use: Callable[[int], bool], now: float,
-                 endpoints: EndpointTable) -> None:
+                 endpoints: EndpointTable, frames: FrameClock | None = None) -> None:
         self.client = client
         self.config = config
         self.version = config.version
@@ -174,20 +194,36 @@ class MptcpConnection:
         self.lifecycle = MskState.CONNECTING
         self.fully_established_at: float | None = None
         self.fallback_reason: str | None = None
+        # one-sided fallback (RFC 8684 3.7): the peer's options do not reach us but ours
+        # reach it; it may not have fallen back, so our data ACKs go on
+        self.ack_after_fallback = False
         self.fastclosing = False  # we abort: our RSTs carry MP_FASTCLOSE
         self.reset_error: str | None = None
+        self.closed_as: Closed | None = None  # how it closed, once it has
         self.subflows: list[Subflow] = []
         self.pm = PathManager(self, endpoints)
         self.scheduler: Scheduler = make_scheduler(config.scheduler)
         self.events: deque[Event | MptcpEvent] = deque()
+        # what went wrong, with the packet that shows it (stack.diag); `tx_index`
+        # counts the segments written in the current transmit poll
+        self.diag = Diagnosis(frames or FrameClock(), now, on_finding=self._finding_event)
+        self.tx_index = 0
         self.readable_pending = False
         self._want_writable = False
         # data level, send side (offsets; see the module docstring)
-        self.sndbuf = SendQueue()    # bytes from snd_una (kept until data-acked)
+        # bytes from snd_una (kept until data-acked), and the last byte acked before it
+        # once there is one (a zero-window probe carries it: `_probe_window`)
+        self.sndbuf = SendQueue()
         self.snd_una = 0
         self.snd_nxt = 0             # next offset to map onto a subflow
         self.write_off = 0           # end of what the application gave us
         self.snd_wnd_end = 0         # the peer's data-level window right edge (offset)
+        # when the data-level window stopped leaving room for the data we have to send
+        # (the `now` of the data ACK, or of the write, that made it so); None: not stalled
+        self.data_window_zero_since: float | None = None
+        self.data_window_zero_ref: PacketRef | None = None  # the packet that shut it
+        self._zw_probes = 0          # window probes mapped in the current stall
+        self._zw_probe_at: float | None = None  # the next may be mapped from then on
         self.reinject: list[tuple[int, int]] = []  # data ranges to send again
         self._t_rtx: float | None = None  # data-level retransmission timer (Linux msk's)
         self._rtx_backoff = 0
@@ -253,6 +289,55 @@ class MptcpConnection:
             return near32(self.snd_una, self.wire_dsn(self.snd_una), ack)
         return unwrap64(self.snd_una, (ack - self.local_idsn - 1) & M64)
 
+    # ---- diagnosis -----------------------------------------------------------------------
+    def finding(self, code: Code, severity: Severity, text: str, *,
+                sf: Subflow | None = None, packet: str | None = "in", hint: str = "",
+                key: object = None) -> Finding | None:
+        """Record a diagnosis finding. `packet`: "in" for the segment being processed
+        (on `sf`, else the master subflow), "out" for the one being written, None for
+        none."""
+        ref: PacketRef | None = None
+        if packet is not None:
+            sf = sf or self.master
+            ref = (self.diag.packet_in(self.now, sf.key) if packet == "in"
+                   else self.diag.packet_out(self.now, sf.key, self.tx_index))
+        return self.diag.add(code, severity, text, ref, hint, key)
+
+    def conclude(self, now: float) -> None:
+        """The findings only the end shows: an echoed ADD_ADDR nobody joined, a window
+        still shut (the peer's, or ours because our application does not read)."""
+        t0 = self.diag.t0
+        for addr_id, (addr, ref) in self.pm.add_addr_echo_seen.items():
+            if not any(sf.engine.local_addr == addr for sf in self.subflows):
+                self.diag.add(Code.ADD_ADDR_IGNORED, Severity.WARNING,
+                              f"our ADD_ADDR for {'.'.join(map(str, addr))} (id {addr_id}) was "
+                              "echoed but the peer never joined it", ref,
+                              hint="the peer's add_addr_accepted limit (Linux's default is "
+                                   "0: 'ip mptcp limits set add_addr_accepted 1') or its PM "
+                                   "does not join announced addresses", key=addr_id)
+        since = self.data_window_zero_since
+        if since is not None and self.lifecycle is not MskState.CLOSED:
+            self.diag.add(Code.WINDOW_STALL, Severity.ERROR,
+                          f"the peer's data-level window has been 0 since {since - t0:.3f} s "
+                          f"({now - since:.1f} s), with {self.write_off - self.snd_nxt} bytes "
+                          "waiting to be sent", self.data_window_zero_ref,
+                          hint="the peer's application is not reading", key="peer")
+        for sf in self.subflows:
+            z = sf.engine.peer_zero_window_since
+            if since is None and z is not None and sf.engine.send_buffered:
+                self.diag.add(Code.WINDOW_STALL, Severity.ERROR,
+                              f"the peer's window on {fmt_key(sf.key)} has been 0 since "
+                              f"{z - t0:.3f} s ({now - z:.1f} s)", None,
+                              hint="the peer's application is not reading", key=sf.key)
+        if self.rcv_space() <= 0 and self.lifecycle is not MskState.CLOSED:
+            self.diag.add(Code.WINDOW_STALL, Severity.ERROR,
+                          "our receive buffer is full: our application is not reading, so "
+                          "our window is 0", None, hint="read faster (or --output to a "
+                          "file, not a pipe nobody reads)", key="ours")
+
+    def _finding_event(self, f: Finding) -> None:
+        self.event(MptcpEventType.DIAGNOSIS, f.text, finding=f)
+
     # ---- events and lifecycle ------------------------------------------------------------
     def event(self, name: MptcpEventType, detail: str | None = None, **fields: object) -> None:
         self.events.append(MptcpEvent(name, self.local_token, self.remote_token, detail,
@@ -307,15 +392,28 @@ class MptcpConnection:
 
     def _emit_closed(self, error: CloseError | None, detail: str | None = None) -> None:
         if self.lifecycle is not MskState.CLOSED:
-            closed = Closed(error, detail)
+            closed = self.closed_as = Closed(error, detail)
             self._set_state(MskState.CLOSED)
             self.event(MptcpEventType.CLOSED, closed.tag)
             self.events.append(closed)
 
-    def fall_back(self, reason: str, infinite: bool = False) -> None:
-        """Become plain TCP on the master subflow (RFC 8684 3.7), reported as FALLBACK."""
+    def fall_back(self, reason: str, infinite: bool = False, one_sided: bool = False) -> None:
+        """Become plain TCP on the master subflow (RFC 8684 3.7), reported as FALLBACK.
+        `one_sided`: the peer's options are stripped on their way to us, so it may go
+        on as MPTCP: data ACKs keep going out, or it would resend at the data level
+        what we have taken in (and we, having fallen back, would take it in again)."""
         if self.lifecycle is MskState.FALLBACK or self.lifecycle is MskState.CLOSED:
             return
+        self.ack_after_fallback = one_sided
+        for sf in self.subflows:
+            sf.mp_fail_deadline = None
+            for m in sf.rx_maps.values():
+                if m.buf:
+                    # a checksummed mapping gathered in part: TCP semantics from here,
+                    # so its bytes count as they are (else they would be lost)
+                    recv.deliver(self, m.data_off, m.buf)
+            sf.rx_maps.clear()
+            sf.rx_cur = None
         self.fallback_reason = reason
         self._set_state(MskState.FALLBACK, reason)
         self.counters[Mib.InfiniteFallback if infinite else Mib.Fallback] += 1
@@ -417,9 +515,50 @@ class MptcpConnection:
         if sf.state is _SF.ACTIVE and sf.engine.rto_retries >= STALE_RTOS \
                 and len(self.subflows) > 1:
             sf.set_state(_SF.STALE)
+            self._path_failed(sf)
             self._queue_reinject(sf, "stale")
             if self.data_fin_acked and self.peer_fin:
                 self.maybe_close_subflows()  # resets it: the data is all through
+
+    def _join_refused(self, sf: Subflow, closed: Closed) -> None:
+        """Our join ended in its handshake: say how, and the likely cause."""
+        rst = f" with MP_TCPRST reason {sf.reset_code} " \
+              f"({RST_REASONS.get(sf.reset_code, 'unknown')})" if sf.reset_code is not None \
+            else " with a plain RST"
+        if closed.error is CloseError.TIMEOUT:
+            text, hint, packet = ("the peer never answered our MP_JOIN SYN", "a firewall drops "
+                                  "it, or the address is not the peer's", None)
+        elif sf.third_ack_sent:
+            text = "the peer reset our join after our third ACK" + rst
+            hint = ("the peer's subflow limit (Linux checks it when the third ACK arrives: "
+                    "'ip mptcp limits' subflows, MPJoinRejected on its side)")
+            packet = "in"
+        else:
+            text = "the peer answered our MP_JOIN SYN" + rst
+            hint = ("reason 1: it does not know the token (the connection is gone there) "
+                    "or does not accept joins to this address; reason 2: its limits")
+            packet = "in"
+        self.finding(Code.JOIN_REFUSED, Severity.ERROR,
+                     f"join {fmt_key(sf.key)} refused: {text}", sf=sf, packet=packet,
+                     hint=hint, key=sf.key)
+
+    def _path_failed(self, sf: Subflow) -> None:
+        others = [o for o in self.subflows if o is not sf and o.can_send]
+        if others:
+            took = ", ".join(fmt_key(o.key) + (" (a backup)" if o.is_backup else "")
+                             for o in others)
+            then = f"its data goes on {took}"
+        else:
+            then = "no other subflow can take over"
+        since = self.now - sf.last_tx[1] if sf.last_tx is not None else 0.0
+        ref = (PacketRef(sf.last_tx[0], sf.last_tx[1], "out", sf.key)
+               if sf.last_tx is not None else None)
+        self.diag.add(Code.PATH_FAILED, Severity.WARNING,
+                      f"subflow {fmt_key(sf.key)} went stale: {sf.engine.rto_retries} "
+                      f"retransmission timeouts without an ACK (the last packet {since:.1f} s "
+                      f"before); {then}", ref,
+                      hint="its path is down or blackholed (a link down, a firewall); it "
+                           "comes back if an ACK arrives", key=sf.key)
 
     # ---- incoming signals (the options dispatch calls these) ------------------------------
     def data_ack_received(self, sf: Subflow, ack: int, ack64: bool, window: int) -> None:
@@ -431,23 +570,43 @@ class MptcpConnection:
         if off > self.snd_una + self.data_fin_acked:  # news (after a DATA_FIN: its +1)
             self._on_data_ack(off)
         self.snd_wnd_end = max(self.snd_wnd_end, off + (window << sf.engine.snd_wscale))
+        if self.snd_nxt >= self.snd_wnd_end or self.data_window_zero_since is not None:
+            self._window_stall()  # (the test first: this runs for every data ACK)
         if not self.fully_established:
             self.set_fully_established()
 
     def mp_fail_received(self, sf: Subflow, fail_seq: int) -> None:
-        """MP_FAIL (RFC 8684 3.7; Linux `mptcp_pm_mp_fail_received`): the peer found a
-        bad checksum. On the only subflow we fall back with an infinite mapping: plain
-        TCP from here on; with several, the subflow is reset."""
+        """MP_FAIL (RFC 8684 3.7; Linux `mptcp_pm_mp_fail_received`). The answer to
+        ours: nothing more to wait for (the peer's infinite mapping makes us fall back).
+        Else the peer found a bad checksum in our data: on the only subflow we answer
+        with MP_FAIL at once and one infinite mapping on our next data segment, and
+        are plain TCP from here on; with several subflows the subflow is reset."""
         self.counters[Mib.MPFailRx] += 1
+        if sf.mp_fail_deadline is not None or self.fallback:
+            sf.mp_fail_deadline = None
+            self.event(MptcpEventType.MP_FAIL,
+                       f"the peer answered our MP_FAIL (DSN 0x{fail_seq:x})")
+            return
         self.event(MptcpEventType.MP_FAIL, f"peer reported a failed mapping at DSN 0x{fail_seq:x}")
+        text = (f"the peer's MP_FAIL: a DSS checksum of our data failed at DSN 0x{fail_seq:x} "
+                "(a middlebox changed the payload on this path)")
         if len(self.subflows) == 1:
-            # one infinite mapping on our next data segment, then plain TCP
+            cur = sf.rx_cur
+            sf.send_mp_fail = cur.wire_dsn if cur is not None else self.wire_data_ack()
             sf.send_infinite_map = True
-            self.fall_back("the peer sent MP_FAIL (bad DSS checksum)", infinite=True)
+            sf.engine.ack_now()
+            self.fall_back("the peer sent MP_FAIL (a DSS checksum failed)", infinite=True)
+            self.finding(Code.DSS_CHECKSUM_FAILED, Severity.WARNING,
+                         text + "; answered with MP_FAIL and an infinite mapping: plain TCP "
+                         "from here on", sf=sf,
+                         hint="the bytes that arrived are what TCP delivers (RFC 8684 3.7)")
         else:
+            self.finding(Code.DSS_CHECKSUM_FAILED, Severity.WARNING,
+                         text + "; that subflow is reset (several subflows: no fallback)",
+                         sf=sf)
             self.reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "MP_FAIL on one of several subflows")
 
-    def tcprst_received(self, sf: Subflow, reason: int) -> None:
+    def tcprst_received(self, sf: Subflow, reason: int, fastclose: bool = False) -> None:
         """An RST with MP_TCPRST: remember why, for the subflow's and maybe the
         connection's close."""
         self.counters[Mib.MPRstRx] += 1
@@ -455,9 +614,18 @@ class MptcpConnection:
             if reason in wm.MptcpResetReason._value2member_map_ else None
         why = f"MP_TCPRST reason {reason}" + (f" ({name})" if name else "")
         sf.reset_why = why
+        sf.reset_code = reason
         if sf is self.master:
             self.reset_error = why
-        self.event(MptcpEventType.MP_TCPRST, why)
+        self.event(MptcpEventType.MP_TCPRST, why, **_sf_fields(sf))
+        if not fastclose and sf.state in (_SF.ACTIVE, _SF.STALE) and not (
+                self.peer_fin and self.data_fin_acked):
+            # (a join reset in its handshake is join-refused; the end of a fast close
+            # or of a finished connection is no news)
+            self.finding(Code.SUBFLOW_RESET, Severity.WARNING,
+                         f"the peer reset subflow {fmt_key(sf.key)} with MP_TCPRST reason "
+                         f"{reason}: {RST_REASONS.get(reason, 'unknown reason')}", sf=sf,
+                         key=sf.key, hint=_RESET_HINTS.get(reason, ""))
 
     def fastclose_received(self, on_rst: Subflow | None) -> None:
         """MP_FASTCLOSE with our key (RFC 8684 3.5): the peer aborted the connection.
@@ -466,6 +634,12 @@ class MptcpConnection:
         self.counters[Mib.MPFastcloseRx] += 1
         self.reset_error = "the peer fast-closed the connection (MP_FASTCLOSE)"
         self.event(MptcpEventType.MP_FASTCLOSE, self.reset_error)
+        self.finding(Code.FASTCLOSE, Severity.INFO,
+                     f"the peer fast-closed the connection: MP_FASTCLOSE with our key "
+                     f"0x{self.local_key:016x} (verified)"
+                     + (f" on {'an RST' if on_rst is not None else 'an ACK'}"),
+                     sf=on_rst, hint="the peer's application aborted (e.g. close() with "
+                                     "SO_LINGER 0): an abort, not a network failure")
         # whichever subflow's close comes last
         self._emit_closed(CloseError.RESET, self.reset_error)
         for sf in self.subflows:
@@ -478,7 +652,7 @@ class MptcpConnection:
         kernel does it while writing, in `mptcp_write_options` and the
         `mptcp_established_options_*` helpers): queue entries taken, one-shot flags
         cleared, counters."""
-        if syn:
+        if syn and not sf.engine.syn_retransmits:  # once per connection, as Linux counts
             self.counters[Mib.MPJoinSynTx if o.mpj is not None else Mib.MPCapableSYNTX] += 1
         dss = o.dss
         if dss is not None:
@@ -569,6 +743,10 @@ class MptcpConnection:
         """Abort the connection: MP_FASTCLOSE (with MP_TCPRST) on an RST on every
         subflow (RFC 8684 3.5), then Closed(ABORTED)."""
         self.fastclosing = not self.fallback and self.remote_key is not None
+        if self.fastclosing and self.lifecycle is not MskState.CLOSED:
+            self.finding(Code.FASTCLOSE, Severity.INFO,
+                         "we fast-closed the connection: MP_FASTCLOSE with the peer's key "
+                         f"0x{self.remote_key:016x} on an RST on every subflow", packet=None)
         for sf in self.subflows:
             if not sf.engine.is_closed:
                 if sf.reset_reason is None:
@@ -646,7 +824,9 @@ class MptcpConnection:
                 if self.fallback:
                     self.peer_fin = True
                     self.events.append(PeerFinished())
-                elif not (self.peer_fin and self.data_fin_acked) and sf.state is not _SF.CLOSING:
+                elif not self.peer_fin and sf.state is not _SF.CLOSING:
+                    # (after the peer's DATA_FIN, a subflow FIN is its half-close: we
+                    # may still send on that subflow)
                     # the peer closed this subflow alone (it removed it): stop using
                     # it, send its unacknowledged data elsewhere, close our side too
                     self.remove_subflows(lambda x: x is sf, "the peer closed the subflow")
@@ -655,12 +835,16 @@ class MptcpConnection:
             elif t is Closed:
                 self._subflow_closed(sf, ev)  # type: ignore[arg-type]
             else:
+                if isinstance(ev, StateChanged) and ev.new is State.ESTABLISHED:
+                    sf.third_ack_sent = sf.join and sf.initiator
                 self.events.append(ev)  # StateChanged: for traces and observers
 
     def _subflow_closed(self, sf: Subflow, closed: Closed) -> None:
         """A subflow's engine closed: its data goes elsewhere unless it was removed
         cleanly, and the connection closes with its last subflow."""
         error = closed.error
+        if sf.join and sf.initiator and sf.state is _SF.JOINING and error is not None:
+            self._join_refused(sf, closed)
         if sf.state is not _SF.CLOSING or error is not None:
             self._queue_reinject(sf, "closed")
         sf.engine_closed(closed.tag)
@@ -691,7 +875,10 @@ class MptcpConnection:
         for sf in self.subflows:
             eng = sf.engine
             for _ in range(_POLL_ROUNDS):
+                self.tx_index = n = len(out)
                 out.extend((eng, seg) for seg in eng.poll_transmit(now))
+                if len(out) > n:
+                    sf.last_tx = (self.diag.frames.out_base + len(out), now)
                 if not eng.pure_ack_pending:
                     break  # else: a pure ACK asked for while a segment was built
             self._after_subflow_io(sf, now)
@@ -738,7 +925,51 @@ class MptcpConnection:
             for sf in chosen[1:]:  # the redundant scheduler: the same data on each
                 if self._map(sf, start, n, n):
                     self.counters[Mib.RedundantTx] += 1
+        if self._window_stall():
+            self._probe_window(ready)
         self.maybe_close_subflows()
+
+    def _window_stall(self) -> bool:
+        """Whether the peer's data-level window (data ACK + window) leaves no room for
+        data we have to send; keeps `data_window_zero_since`, and forgets the window
+        probes' backoff once it does leave room."""
+        stalled = (self.snd_nxt < self.write_off and self.snd_nxt >= self._wnd_end()
+                   and not self.fallback)
+        if not stalled:
+            self.data_window_zero_since = self._zw_probe_at = None
+            self._zw_probes = 0
+        elif self.data_window_zero_since is None:
+            self.data_window_zero_since = self.now
+            self.data_window_zero_ref = self.diag.packet_in(self.now, self.master.key)
+        return stalled
+
+    def _probe_window(self, ready: list[Subflow]) -> None:
+        """Zero window and all data acked? Probe (Linux `mptcp_sendmsg_frag`). With no
+        data on any subflow, no subflow's persist timer runs, and nothing would ever
+        ask the peer whether its window opened (a lost window update: a stall for
+        good). So one byte goes on an idle subflow as a mapping of its own at DSN
+        snd_una - 1, the last byte the peer acknowledged (kept for this: the DSS
+        checksum covers the real byte): TCP then probes that subflow's zero window
+        with its persist timer and backoff (TCPWinProbe), or sends the byte if that
+        subflow's window is open; the peer drops it as old data and its ACKs carry
+        the window (Linux counts MPTcpExtWinProbe). Should the window stay closed, the
+        next byte waits for an idle subflow (this one may still sit in a zero window,
+        its persist timer probing) and the subflow's RTO, doubled per probe (as
+        `tcp_probe0_when()` backs off): not one probe per round trip."""
+        if self.reinject or self.snd_una != self.snd_nxt or not self.snd_una:
+            return
+        if self._zw_probe_at is not None and self.now < self._zw_probe_at:
+            return
+        sf = self.scheduler.get_retrans(ready)  # one with nothing queued (write queue empty)
+        if sf is None:
+            return
+        eng = sf.engine
+        if self._map_chunk(sf, self.snd_una - 1, self.sndbuf.pieces(self.snd_una - 1, 1)[0]):
+            self._zw_probe_at = self.now + eng.rtt.backed_off(self._zw_probes)
+            self._zw_probes += 1
+            self.counters[Mib.WinProbe] += 1
+            log.info("data-level window closed: a 1-byte probe at data offset %d on "
+                     "subflow %d", self.snd_una - 1, sf.local_id)
 
     def _sendable(self) -> list[Subflow]:
         """The subflows new data may go to (`can_send`): the non-backup ones, or the
@@ -756,7 +987,12 @@ class MptcpConnection:
         if n <= 0:
             return 0
         pieces = self.sndbuf.pieces(start, n)
-        chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return self._map_chunk(sf, start, pieces[0] if len(pieces) == 1 else b"".join(pieces))
+
+    def _map_chunk(self, sf: Subflow, start: int, chunk: bytes | memoryview) -> int:
+        """Give `sf` the data `chunk` at data offset `start` as one mapping (its DSS
+        checksum over these bytes when checksums are on); the bytes it took."""
+        eng = sf.engine
         ssn = sf.tx_next
         sent = eng.send(chunk)  # the room was checked: all of it
         if sent <= 0:
@@ -824,7 +1060,7 @@ class MptcpConnection:
             self.maybe_close_subflows()
         n = off - self.snd_una
         if n > 0:
-            self.sndbuf.release(off)
+            self.sndbuf.release(off - 1)  # the last byte acked stays: a window probe
             self.snd_una = off
             self._t_rtx = None  # progress: poll_transmit re-arms it for what is left
             self._rtx_backoff = 0
@@ -886,10 +1122,15 @@ class MptcpConnection:
     def poll_timeout(self) -> float | None:
         deadlines = [t for t in (self._t_data_fin, self._t_rtx, self.pm.poll_timeout())
                      if t is not None]
+        zw = self._zw_probe_at
+        if zw is not None and zw > self.now and self.data_window_zero_since is not None:
+            deadlines.append(zw)  # the next window probe may be mapped then
         for sf in self.subflows:
             t = sf.engine.poll_timeout()
             if t is not None:
                 deadlines.append(t)
+            if sf.mp_fail_deadline is not None:
+                deadlines.append(sf.mp_fail_deadline)
         return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> None:
@@ -902,6 +1143,12 @@ class MptcpConnection:
             self._rtx_backoff = min(self._rtx_backoff + 1, 7)
             self._t_rtx = now + self._rtx_timeout()
             self._retransmit_head()
+        for sf in self.subflows:
+            t = sf.mp_fail_deadline
+            if t is not None and now >= t:
+                # Linux `mptcp_mp_fail_no_response`: no answer to our MP_FAIL
+                sf.mp_fail_deadline = None
+                self.reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "no answer to our MP_FAIL")
         t = self._t_data_fin
         if t is not None and now >= t:
             # our DATA_FIN was not data-acked: signal it again (on a pure ACK)
@@ -915,3 +1162,19 @@ class MptcpConnection:
                 eng.handle_timeout(now)
                 self._check_stale(sf)
             self._after_subflow_io(sf, now)
+
+
+def _sf_fields(sf: Subflow) -> dict[str, object]:
+    """An event's subflow fields (addresses, ports, ids), as `ip mptcp monitor` gives them."""
+    e = sf.engine
+    return {"saddr": e.local_addr, "daddr": e.remote_addr, "sport": e.local_port,
+            "dport": e.remote_port, "locid": sf.local_id, "remid": sf.remote_id}
+
+
+_RESET_HINTS = {
+    1: "look at the peer's MPTCP counters (nstat MPTcpExt*) for the rule it applied",
+    2: "the peer's 'ip mptcp limits' or memory",
+    3: "the peer's path-manager policy (endpoints, limits) refused it",
+    5: "the peer's scheduler dropped a path it found too slow",
+    6: "a middlebox on this path changes or strips MPTCP options or payload",
+}

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum, unique
 
+from stack.diag import Finding
+
 
 @unique
 class MptcpEventType(StrEnum):
@@ -26,13 +28,15 @@ class MptcpEventType(StrEnum):
     MP_TCPRST = "MP_TCPRST"        # an RST with a reason arrived on a subflow
     JOIN_FAILED = "JOIN_FAILED"    # a join was refused (HMAC, missing MP_JOIN)
     SF_STALE = "SF_STALE"          # a subflow stopped answering (repeated RTOs)
+    DIAGNOSIS = "DIAGNOSIS"        # a finding of stack.diag: what went wrong, and where
 
 
 @dataclass(frozen=True, slots=True)
 class MptcpEvent:
     """One event. `token` is ours; `detail` says why (an error for CLOSED/SF_CLOSED).
     SF_* events carry the subflow's addresses, ports and ids; ANNOUNCED the peer's
-    address (`daddr`), `port` (0: none) and id (`remid`); REMOVED the id."""
+    address (`daddr`), `port` (0: none) and id (`remid`); REMOVED the id; DIAGNOSIS
+    its `finding`."""
     name: MptcpEventType
     token: int
     remote_token: int | None = None
@@ -45,3 +49,4 @@ class MptcpEvent:
     remid: int | None = None
     backup: bool | None = None
     port: int | None = None
+    finding: Finding | None = None

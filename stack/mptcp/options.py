@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import TYPE_CHECKING
 
+from stack.diag import Code, Severity
 from stack.mib import Mib
 from stack.mptcp import crypto
 from stack.wire.errors import MalformedPacket
@@ -406,6 +407,7 @@ def parse_received(options: Iterable[TcpOption], tcp_flags: int, has_data: bool 
 # space a data segment reserves (Linux reserves the same 28 bytes, "a full DSS").
 DSS_FULL = TCPOLEN_MPTCP_DSS_BASE + 8 + 14
 DSS_FULL_CSUM = DSS_FULL + TCPOLEN_MPTCP_DSS_CHECKSUM
+DSS_ACK64 = TCPOLEN_MPTCP_DSS_BASE + 8  # a DSS with a 64-bit data ACK only
 _NOP = Nop()  # options are frozen values: one padding NOP serves every segment
 
 
@@ -458,13 +460,24 @@ def syn_options(sf: Subflow, remaining: int) -> OutOptions | None:
             return None
         return OutOptions(mpj=MpJoinSyn(sf.backup, sf.local_id, msk.join_token(),
                                            sf.local_nonce))
+    if msk.client:
+        # the blackhole rules first (the kernel's ctrl.c): they may make this SYN plain
+        msk.pm.mpc_syn(sf)
     if msk.fallback or remaining < TCPOLEN_MPTCP_MPC_SYN:
         return None
     if msk.version == 0:
         if remaining < TCPOLEN_MPTCP_MPC_SYNACK:
             return None
         return OutOptions(mpc=MpCapable(0, msk.mpc_flags(), sender_key=msk.local_key))
-    return OutOptions(mpc=MpCapable(1, msk.mpc_flags()))
+    return OutOptions(mpc=MpCapable(1, mpc_flags(msk)))
+
+
+def mpc_flags(msk: MptcpConnection) -> int:
+    """The flags of our MP_CAPABLE (SYN, SYN/ACK, ACK): the connection's (H, A) plus,
+    in v1, C when we ask peers not to join our initial address and port
+    (`mptcp_write_options`: MPTCP_CAP_DENY_JOIN_ID0 unless allow_join_id0)."""
+    flags = msk.mpc_flags()
+    return flags | MPC_FLAG_C if msk.version and msk.config.deny_join_id0 else flags
 
 
 def synack_options(sf: Subflow, remaining: int) -> OutOptions | None:
@@ -478,7 +491,7 @@ def synack_options(sf: Subflow, remaining: int) -> OutOptions | None:
         return OutOptions(mpj=MpJoinSynAck(sf.backup, sf.local_id, thmac, sf.local_nonce))
     if msk.fallback or remaining < TCPOLEN_MPTCP_MPC_SYNACK:
         return None
-    return OutOptions(mpc=MpCapable(msk.version, msk.mpc_flags(), sender_key=msk.local_key))
+    return OutOptions(mpc=MpCapable(msk.version, mpc_flags(msk), sender_key=msk.local_key))
 
 
 # --- established -------------------------------------------------------------------------
@@ -489,8 +502,22 @@ def established_options(sf: Subflow, seq: int, payload_len: int,
     an ADD_ADDR or else a REMOVE_ADDR, an MP_PRIO and an MP_FAIL, each if due."""
     msk = sf.msk
     if msk.fallback:
-        # plain TCP now, but an MP_FAIL or the one infinite mapping may still be due
+        # plain TCP now, but an MP_FAIL or the one infinite mapping may still be due;
+        # and after a one-sided fallback (the peer's options stripped on their way to
+        # us, the peer still speaking MPTCP), a data ACK on every segment, so that the
+        # peer does not resend at the data level what we have (RFC 8684 3.7)
         opts = infinite_mapping(sf, seq, payload_len, remaining) or OutOptions()
+        if opts.dss is None and msk.ack_after_fallback:
+            if msk.data_fin_queued and remaining >= DSS_ACK64 + 14:
+                # and our DATA_FIN once we closed, so its data-level close completes
+                # (a DATA_FIN-only mapping: subflow seq 0, length 1)
+                dsn = msk.wire_dsn(msk.write_off)
+                opts.dss = Dss(data_ack=msk.wire_data_ack(), data_ack64=True, dsn=dsn,
+                               dsn64=True, ssn=0, data_len=1, data_fin=True,
+                               checksum=crypto.dss_checksum(dsn, 0, 1, b"")
+                               if msk.csum_enabled else None)
+            elif remaining >= DSS_ACK64:
+                opts.dss = Dss(data_ack=msk.wire_data_ack(), data_ack64=True)
         used = sum(aligned(option_len(o)) for o in opts.suboptions())
         established_options_mp_fail(sf, remaining - used, opts)
         return opts if opts.suboptions() else None
@@ -583,12 +610,12 @@ def established_options_mp(sf: Subflow, seq: int, payload_len: int, remaining: i
             else TCPOLEN_MPTCP_MPC_ACK_DATA
         if remaining < size:
             return False
-        opts.mpc = MpCapable(1, msk.mpc_flags(), msk.local_key, msk.remote_key, m.length,
+        opts.mpc = MpCapable(1, mpc_flags(msk), msk.local_key, msk.remote_key, m.length,
                                 m.csum if msk.csum_enabled else None)
         return True
     if remaining < TCPOLEN_MPTCP_MPC_ACK:
         return False
-    opts.mpc = MpCapable(1, msk.mpc_flags(), msk.local_key, msk.remote_key)
+    opts.mpc = MpCapable(1, mpc_flags(msk), msk.local_key, msk.remote_key)
     return True
 
 
@@ -669,6 +696,20 @@ def rst_options(sf: Subflow, remaining: int) -> OutOptions | None:
 
 
 # --- what arrives (options.c: mptcp_incoming_options) -------------------------------------
+def stripped_nops(hdr: TcpHeader) -> int:
+    """The longest run of NOP options, if 4 or more: a middlebox that removes an option
+    (nft `reset tcp option`) overwrites it with NOPs, so such a run is where an MPTCP
+    option was (Linux pads with at most 2 in a row). 0: none."""
+    run = best = 0
+    for o in hdr.options:
+        if type(o) is Nop:
+            run += 1
+            best = max(best, run)
+        else:
+            run = 0
+    return best if best >= 4 else 0
+
+
 def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
                      payload_len: int) -> bool:
     """The ULP `on_options` hook: read the segment's MPTCP options and hand each to
@@ -681,12 +722,21 @@ def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
     flags = hdr.flags
     s = int(ro.suboptions)  # plain int: IntFlag arithmetic costs a class call
     if flags & RST:
+        fastclose = bool(s & _FASTCLOSE) and ro.rcvr_key == msk.local_key
         if s & _RST:
-            msk.tcprst_received(sf, ro.reset_reason)
-        if s & _FASTCLOSE and ro.rcvr_key == msk.local_key:
+            msk.tcprst_received(sf, ro.reset_reason, fastclose)
+        if fastclose:
             msk.fastclose_received(sf)
+        elif s & _FASTCLOSE:
+            _bad_fastclose(msk, sf, ro)
         return True
     if msk.fallback:
+        if s & _FAIL:  # the answer to our MP_FAIL (or a late one): counted, timer off
+            msk.mp_fail_received(sf, ro.fail_seq)
+        if s & _DSS and ro.data_fin and msk.ack_after_fallback and ro.use_map:
+            # one-sided: the peer still closes at the data level; its DATA_FIN is
+            # where its mapping ends (our byte count matches its, on the one subflow)
+            recv.rx_data_fin(msk, msk.rx_off(ro.data_seq, ro.dsn64) + max(ro.data_len, 1) - 1)
         return True
     if sf.join:
         if not subflow.join_rx(sf, ro, s, flags):
@@ -697,8 +747,12 @@ def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
     if flags & SYN:
         if flags & ACK and msk.client:
             subflow.mpc_synack_rx(msk, ro)
+            if msk.fallback:
+                _mpc_fallback(msk, sf, hdr, ro, "SYN/ACK")
         elif s & _MPC_SYN:
             msk.counters[Mib.MPCapableSYNRX] += 1
+            if ro.deny_join_id0:  # the client's C flag: not its initial address
+                msk.pm.deny_join_id0_received("SYN")
             if ro.csum_reqd:
                 msk.csum_enabled = True
         return True
@@ -706,8 +760,9 @@ def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
         if ro.rcvr_key == msk.local_key:
             msk.fastclose_received(None)
             return False
-        msk.counters[Mib.MPFastcloseBadKey] += 1
+        _bad_fastclose(msk, sf, ro)
     if not msk.client and msk.remote_key is None and not subflow.mpc_third_ack_rx(msk, ro):
+        _mpc_fallback(msk, sf, hdr, ro, "third ACK")
         return True  # fell back
     if (not msk.fully_established and msk.remote_key is not None
             and not s & _MPTCPS_MPC and not (s & _DSS and ro.use_ack) and not s & _ADD_ADDR):
@@ -715,13 +770,56 @@ def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
         # handshake must carry a data ACK (or MP_CAPABLE); if it does not, a
         # middlebox strips our options: fall back to TCP.
         msk.counters[Mib.MPCapableDataFallback] += 1
+        msk.finding(Code.DSS_STRIPPED, Severity.WARNING,
+                    "the peer's first segment after the MP_CAPABLE handshake has no DSS"
+                    + (f" ({nops} NOPs where an option was)" if (nops := stripped_nops(hdr))
+                       else "") + ": its MPTCP options are stripped on their way to us; "
+                    "fell back to TCP (one-sided: our data ACKs go on)", sf=sf,
+                    hint="a middlebox on this path removes TCP option 30 after the handshake")
         msk.fall_back("the peer's first segment after the handshake had no DSS "
-                      "(options stripped?)")
+                      "(options stripped?)", one_sided=True)
         return True
     ok = _established_rx(msk, sf, ro, s, payload_len, hdr.window)
     if s & _FAIL:
         msk.mp_fail_received(sf, ro.fail_seq)
     return ok
+
+
+def _bad_fastclose(msk: MptcpConnection, sf: Subflow, ro: ReceivedOptions) -> None:
+    msk.counters[Mib.MPFastcloseBadKey] += 1
+    msk.finding(Code.FASTCLOSE, Severity.WARNING,
+                f"an MP_FASTCLOSE with key 0x{ro.rcvr_key:016x}, not ours "
+                f"(0x{msk.local_key:016x}): ignored", sf=sf, key="bad-key",
+                hint="a forged or misdirected MP_FASTCLOSE (RFC 8684 3.5 requires our key)")
+
+
+def _mpc_fallback(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader, ro: ReceivedOptions,
+                  what: str) -> None:
+    """Say why the MP_CAPABLE handshake fell back: a v0 peer answered by upstream
+    Linux, the option stripped in transit (NOPs where it was), or a peer without MPTCP."""
+    nops = stripped_nops(hdr)
+    if nops:
+        msk.finding(Code.MPC_STRIPPED, Severity.WARNING,
+                    f"the {what} arrived without MP_CAPABLE but with {nops} NOPs where an "
+                    "option was: a middlebox stripped it; fell back to TCP", sf=sf,
+                    hint="a firewall or NAT on this path removes TCP option 30 "
+                         "(nft 'reset tcp option mptcp' does exactly this)")
+    elif msk.version == 0 and what == "SYN/ACK":
+        msk.finding(Code.MPC_VERSION_UNSUPPORTED, Severity.WARNING,
+                    "our MP_CAPABLE v0 SYN (RFC 6824) was answered without MP_CAPABLE: the "
+                    "peer does not speak v0 (upstream Linux speaks only v1); fell back to TCP",
+                    sf=sf, hint="drop --mptcp-version 0 to speak RFC 8684 (v1)")
+    elif ro.suboptions & _MPTCPS_MPC and ro.version != msk.version:
+        msk.finding(Code.MPC_VERSION_UNSUPPORTED, Severity.WARNING,
+                    f"the {what} answered MP_CAPABLE version {ro.version}, we speak "
+                    f"{msk.version}: fell back to TCP", sf=sf)
+    else:
+        msk.finding(Code.FALLBACK, Severity.WARNING,
+                    f"the {what} carried no MP_CAPABLE: the peer does not speak MPTCP (or "
+                    "has it off: net.mptcp.enabled=0, a plain TCP socket); plain TCP "
+                    "(RFC 8684 3.1)" if what == "SYN/ACK" else
+                    f"the {what} carried no valid MP_CAPABLE: fell back to TCP (RFC 8684 3.1)",
+                    sf=sf)
 
 
 def _established_rx(msk: MptcpConnection, sf: Subflow, ro: ReceivedOptions, s: int,

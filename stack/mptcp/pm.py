@@ -18,6 +18,10 @@ addresses. The option writer asks it what is due (`signal_due`, `next_add_addr`,
 `rm_addr_queue`) and the connection tells it what went out (`add_addr_written`,
 `rm_addr_written`). Joins leave it as `JoinRequest` values; the host builds their TCP
 engines (it owns ports and ISNs).
+
+Two handshake facts steer it too: the peer's MP_CAPABLE C flag (no join to its initial
+address and port: `remote_deny_join_id0`), and MP_CAPABLE SYN blackholes (the kernel's
+ctrl.c: `mpc_syn` turns our SYN plain, consulting and teaching the host's memory).
 """
 
 from __future__ import annotations
@@ -25,23 +29,28 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntFlag
 from typing import TYPE_CHECKING
 
+from stack.diag import Code, PacketRef, Severity
 from stack.mib import Mib
 from stack.mptcp import crypto
 from stack.mptcp.events import MptcpEventType
 from stack.mptcp.subflow import Subflow
+from stack.tcp.engine import State
 from stack.wire import mptcp as wm
 
 if TYPE_CHECKING:
+    from stack.host import MpcBlackhole
     from stack.mptcp.connection import MptcpConnection
 
 log = logging.getLogger(__name__)
 
 Addr = bytes
 ADD_ADDR_TRIES = 5  # announcements of one address before giving up (AddAddrTxDrop)
+_BLACKHOLE_HINT = ("something on the path drops SYNs carrying MPTCP options (TCP option "
+                   "30) and passes plain ones: a firewall or middlebox rule")
 
 
 class EndpointFlags(IntFlag):
@@ -135,6 +144,9 @@ class PathManager:
         # echoes we owe the peer
         self.add_addr_queue: list[tuple[int, Addr]] = []
         self.add_addr_sent: dict[int, _Sent] = {}
+        # for the diagnosis: the last ADD_ADDR packet of each id, the echoes seen
+        self.add_addr_last: dict[int, PacketRef] = {}
+        self.add_addr_echo_seen: dict[int, tuple[bytes, PacketRef]] = {}
         self.echo_queue: list[wm.AddAddr] = []
         self.rm_addr_queue: list[int] = []  # our ids to REMOVE_ADDR (RFC 8684 3.4.2)
         # the peer's addresses, by id, and those we accepted (joined)
@@ -144,6 +156,20 @@ class PathManager:
         # hook work done later, outside the segment being handled (the kernel's PM
         # worker, `mptcp_pm_worker`): the engine has finished with it by then
         self.work_pending = False
+        # the peer's MP_CAPABLE C flag (RFC 8684 3.1; `msk->pm.remote_deny_join_id0`):
+        # no join to its initial address and port; the segment that said so
+        self.remote_deny_join_id0 = False
+        self._deny_ref: PacketRef | None = None
+        self._deny_on = ""
+        # MP_CAPABLE SYN blackholes (the kernel's ctrl.c): the host's memory (an
+        # active open's only), when our first SYN left, and while a plain SYN sent
+        # after unanswered MP_CAPABLE ones waits for its answer (`subflow->mpc_drop`):
+        # that SYN, its number, and what the finding will say
+        self.blackhole: MpcBlackhole | None = None
+        self._first_syn_at = 0.0
+        self._mpc_drop: PacketRef | None = None
+        self._mpc_drop_syn = 0
+        self._mpc_drop_text = ""
 
     # ---- hooks (pm.c) -------------------------------------------------------------------
     def fully_established(self) -> None:
@@ -155,11 +181,22 @@ class PathManager:
     def work(self) -> None:
         """`mptcp_pm_worker`: the work the hooks scheduled."""
         self.work_pending = False
+        if self._mpc_drop is not None:
+            self._mpc_drop_answered()
+        if self.msk.fallback:
+            return
         initial = self.msk.master.engine.local_addr
         joins, self.subflow_addrs = self.subflow_addrs, []
+        # the initial subflow already runs from its own address
+        joins = [(addr, backup) for addr, backup in joins if addr != initial]
+        if joins and self.remote_deny_join_id0:
+            # `fill_remote_addresses_vec`: a `subflow` endpoint joins the peer's initial
+            # address and port only, which its C flag forbids (a `fullmesh` one joins
+            # the other subflows' remote addresses: there are none yet): no join
+            self._join_denied([addr for addr, _ in joins])
+            joins = []
         for addr, backup in joins:
-            if addr != initial:  # the initial subflow already runs from there
-                self.joins.append(JoinRequest(addr, backup or self._backup(addr)))
+            self.joins.append(JoinRequest(addr, backup or self._backup(addr)))
         signals, self.signal_addrs = self.signal_addrs, []
         for addr in signals:
             self.announce(self.endpoints.id_of(addr), addr)
@@ -182,8 +219,12 @@ class PathManager:
 
     def add_addr_echoed(self, addr_id: int) -> None:
         """`mptcp_pm_add_addr_echoed`: the peer echoed our ADD_ADDR; stop repeating it."""
-        if self.add_addr_sent.pop(addr_id, None) is not None:
+        sent = self.add_addr_sent.pop(addr_id, None)
+        if sent is not None:
             self.msk.counters[Mib.EchoAdd] += 1
+            # kept for the diagnosis: an echoed address nobody joins (add-addr-ignored)
+            self.add_addr_echo_seen[addr_id] = (sent.addr, self.msk.diag.packet_in(
+                self.msk.now, self.msk.master.key))
 
     def rm_addr_received(self, ids: tuple[int, ...]) -> None:
         """`mptcp_pm_rm_addr_received` (`mptcp_pm_nl_rm_addr_received`): the peer
@@ -215,6 +256,8 @@ class PathManager:
         msk = self.msk
         if not msk.client:
             return
+        if self._c_flag_case(a):
+            return
         if len(self.accepted_ids) >= msk.config.add_addr_accepted_max:
             msk.counters[Mib.AddAddrNotAccepted] += 1
             return
@@ -224,6 +267,129 @@ class PathManager:
         for local in locals_:
             self.joins.append(JoinRequest(local, self._backup(local), a.addr,
                                           a.port or msk.master.engine.remote_port))
+
+    def _c_flag_case(self, a: wm.AddAddr) -> bool:
+        """The kernel's C-flag case (`mptcp_pm_add_addr_c_flag_case`, in
+        `fill_local_addresses_vec`): a peer that forbids joins to its initial address
+        and announces another one before our `subflow` endpoints were used (right after
+        the handshake) gets that one ADD_ADDR accepted even when we accept none
+        (`add_addr_accepted_max` 0), and joined from those endpoints. True: done."""
+        msk = self.msk
+        if not (self.remote_deny_join_id0 and a.addr_id and self.subflow_addrs
+                and msk.config.add_addr_accepted_max == 0 and not self.accepted_ids):
+            return False
+        initial = msk.master.engine.local_addr
+        joins = [(addr, backup) for addr, backup in self.subflow_addrs if addr != initial]
+        if not joins:
+            return False
+        self.subflow_addrs = []
+        self.accepted_ids.add(a.addr_id)
+        for addr, backup in joins:
+            self.joins.append(JoinRequest(addr, backup or self._backup(addr), a.addr,
+                                          a.port or msk.master.engine.remote_port))
+        return True
+
+    # ---- the peer's C flag (RFC 8684 3.1) ------------------------------------------------
+    def deny_join_id0_received(self, segment: str) -> None:
+        """The peer's MP_CAPABLE on `segment` (its "SYN/ACK", or its "SYN" when we
+        listen: the segment being processed) carried the C flag: no join of ours may
+        go to the peer's initial address and port (`remote_deny_join_id0`)."""
+        msk = self.msk
+        self.remote_deny_join_id0 = True
+        # on a SYN the subflow has no engine yet: its 4-tuple is filled in later
+        self._deny_ref = msk.diag.packet_in(msk.now, None)
+        self._deny_on = segment
+
+    def _join_denied(self, locals_: list[Addr]) -> None:
+        """Joins from `locals_` to the peer's initial address and port are not made
+        (its C flag): counted, and a finding pointing at the segment with the flag."""
+        msk = self.msk
+        eng = msk.master.engine
+        msk.counters[Mib.JoinInitialDenied] += len(locals_)
+        ref = self._deny_ref
+        if ref is not None and ref.subflow is None:
+            ref = replace(ref, subflow=msk.master.key)
+        text = (f"the peer set the C flag on its {self._deny_on or 'MP_CAPABLE'}: no join to "
+                f"{socket.inet_ntoa(eng.remote_addr)}:{eng.remote_port}; not made: "
+                + ", ".join(f"from {socket.inet_ntoa(a)}" for a in locals_))
+        log.info("%s", text)
+        msk.diag.add(Code.JOIN_INITIAL_DENIED, Severity.WARNING, text, ref,
+                     "the peer takes no joins to its initial address and port (Linux: "
+                     "net.mptcp.allow_join_initial_addr_port=0, or a load balancer in "
+                     "front): only an address it announces (ADD_ADDR) can be joined",
+                     key=tuple(locals_))
+
+    # ---- MP_CAPABLE SYN blackholes (the kernel's ctrl.c) ---------------------------------
+    def mpc_syn(self, sf: Subflow) -> None:
+        """Our initial SYN is being written (the `syn_retransmits`-th retransmission;
+        0: the first). Before MP_CAPABLE goes on it: a plain SYN instead while the
+        host has MPTCP active opens disabled (`mptcp_active_should_disable`:
+        MPCapableSYNTXDisabled), or once `syn_retrans_before_tcp_fallback`
+        retransmissions with MP_CAPABLE went unanswered (`mptcp_active_detect_blackhole`:
+        MPCapableSYNTXDrop); either way the connection falls back to TCP. Whether that
+        plain SYN is answered tells a blackhole (`_mpc_drop_answered`); a second plain
+        SYN means the path drops every SYN, not a blackhole (`mpc_drop` cleared)."""
+        msk = self.msk
+        n = sf.engine.syn_retransmits
+        cfg = msk.config
+        if msk.fallback:
+            if self._mpc_drop is not None and n > self._mpc_drop_syn:
+                ref, self._mpc_drop = self._mpc_drop, None
+                msk.diag.add(Code.MPC_SYN_BLACKHOLED, Severity.WARNING,
+                             f"{self._mpc_drop_text}; the plain SYN went unanswered too: "
+                             "no MPTCP blackhole (every SYN is lost), MPTCP stays enabled",
+                             ref)
+            return
+        if n == 0:
+            self._first_syn_at = msk.now
+            left = (self.blackhole.disabled_for(msk.now, cfg.blackhole_timeout)
+                    if self.blackhole is not None else 0.0)
+            if left > 0:
+                msk.counters[Mib.MPCapableSYNTXDisabled] += 1
+                msk.fall_back(f"MPTCP active opens disabled for {left:.0f} s more (an "
+                              "MP_CAPABLE SYN blackhole was found): plain SYN")
+                msk.finding(Code.MPC_SYN_BLACKHOLED, Severity.WARNING,
+                            f"MPTCP active opens are disabled for {left:.0f} s more (our "
+                            "MP_CAPABLE SYNs were blackholed on an earlier connection): "
+                            "sent a plain SYN, no MPTCP", sf=sf, packet="out",
+                            hint=_BLACKHOLE_HINT)
+            return
+        if n <= cfg.syn_retrans_before_tcp_fallback:
+            return
+        msk.counters[Mib.MPCapableSYNTXDrop] += 1
+        self._mpc_drop_text = (f"{n} MP_CAPABLE SYNs unanswered "
+                               f"({msk.now - self._first_syn_at:.1f} s): sent a plain SYN, "
+                               "fell back to TCP")
+        msk.fall_back(f"{n} MP_CAPABLE SYNs unanswered: SYN retransmitted without "
+                      "MP_CAPABLE (syn_retrans_before_tcp_fallback "
+                      f"{cfg.syn_retrans_before_tcp_fallback})")
+        self._mpc_drop = msk.diag.packet_out(msk.now, sf.key, msk.tx_index)
+        self._mpc_drop_syn = n
+        self.work_pending = True  # `work` watches for its answer
+
+    def _mpc_drop_answered(self) -> None:
+        """The plain SYN sent after unanswered MP_CAPABLE ones: answered (a SYN/ACK),
+        MP_CAPABLE SYNs are blackholed on this path while TCP passes: the host
+        disables MPTCP active opens (`mptcp_active_disable`: Blackhole). Still waiting:
+        look again after the next input."""
+        msk = self.msk
+        state = msk.master.engine.state
+        if state is State.SYN_SENT:
+            self.work_pending = True
+            return
+        ref, self._mpc_drop = self._mpc_drop, None
+        if state is State.CLOSED:
+            return  # refused (RST) or given up: nothing learnt
+        period = (self.blackhole.disable(msk.now, msk.config.blackhole_timeout)
+                  if self.blackhole is not None else 0.0)
+        if period:
+            msk.counters[Mib.Blackhole] += 1
+            tail = f"MPTCP active opens disabled for {period:.0f} s (blackhole)"
+        else:
+            tail = "blackhole detection is off (blackhole_timeout 0)"
+        log.info("MP_CAPABLE SYN blackhole: %s", tail)
+        msk.diag.add(Code.MPC_SYN_BLACKHOLED, Severity.WARNING,
+                     f"{self._mpc_drop_text}; {tail}", ref, _BLACKHOLE_HINT)
 
     # ---- commands (pm_userspace.c) ------------------------------------------------------
     def announce(self, addr_id: int, addr: Addr) -> None:
@@ -257,6 +423,12 @@ class PathManager:
             raise OSError("joins need an MPTCP connection that is fully established")
         if local not in self.endpoints:
             raise OSError(f"{socket.inet_ntoa(local)} is not one of this stack's addresses")
+        eng = self.msk.master.engine
+        if self.remote_deny_join_id0 and (remote or eng.remote_addr) == eng.remote_addr \
+                and (rport or eng.remote_port) == eng.remote_port:
+            self._join_denied([local])
+            raise OSError(f"the peer set the C flag: no joins to its initial address "
+                          f"{socket.inet_ntoa(eng.remote_addr)}:{eng.remote_port}")
         return JoinRequest(local, backup or self._backup(local), remote, rport)
 
     def _backup(self, local: Addr) -> bool:
@@ -320,6 +492,8 @@ class PathManager:
             self.echo_queue.pop(0)
             return
         addr_id, addr = self.add_addr_queue.pop(0)
+        msk = self.msk
+        self.add_addr_last[addr_id] = msk.diag.packet_out(msk.now, None, msk.tx_index)
         prev = self.add_addr_sent.get(addr_id)
         tries = (prev.tries if prev is not None else 0) + 1
         timeout = self.msk.config.add_addr_timeout * (1 << (tries - 1))
@@ -347,6 +521,15 @@ class PathManager:
             else:
                 del self.add_addr_sent[addr_id]
                 self.msk.counters[Mib.AddAddrTxDrop] += 1
+                msk = self.msk
+                msk.diag.add(
+                    Code.ADD_ADDR_NOT_ECHOED, Severity.ERROR,
+                    f"our ADD_ADDR for {socket.inet_ntoa(sent.addr)} (id {addr_id}) was sent "
+                    f"{sent.tries} times and never echoed: given up",
+                    self.add_addr_last.get(addr_id),
+                    hint="the peer does not take ADD_ADDR (its PM, or a middlebox "
+                         "stripping the option, or an HMAC it finds wrong: AddAddrHMacFailure"
+                         " on its side)", key=addr_id)
 
 
 def _matches(sf: Subflow, local: Addr, remote: Addr | None) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from stack.diag import Code, Severity
 from stack.mib import Mib
 from stack.mptcp import crypto
 from stack.mptcp import options as mo
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 M64 = (1 << 64) - 1
+MP_FAIL_TIMEOUT = 120.0  # an MP_FAIL's answer is due within TCP_RTO_MAX, as in Linux
 _CSUMREQD = int(mo.MptcpSuboption.CSUMREQD)
 
 
@@ -121,7 +123,14 @@ def mapping_received(msk: MptcpConnection, sf: Subflow, ro: mo.ReceivedOptions, 
         return True
     if status is MappingStatus.INFINITE:
         msk.counters[Mib.InfiniteMapRx] += 1
-        msk.fall_back("the peer sent an infinite mapping", infinite=True)
+        if sf.mp_fail_deadline is not None or sf.send_mp_fail is not None:
+            why = "a DSS checksum failed: MP_FAIL sent, the peer answered with an infinite mapping"
+        else:
+            why = "the peer sent an infinite mapping"
+            msk.finding(Code.FALLBACK, Severity.WARNING,
+                        "the peer sent an infinite mapping (data-level length 0): it fell "
+                        "back to TCP (RFC 8684 3.7)", sf=sf)
+        msk.fall_back(why, infinite=True)
         return True
     if status is MappingStatus.CSUM_MISMATCH:
         # RFC 8684 3.3: a checksum where none was negotiated, or none where one was,
@@ -206,8 +215,10 @@ def pull(msk: MptcpConnection, sf: Subflow, data: bytearray) -> None:
                 m.buf = bytearray()
             m.buf += chunk
             if len(m.buf) == m.length:
-                if crypto.dss_checksum_ok(m.wire_dsn, m.ssn, m.wire_len, m.buf, m.csum) \
-                        or _bad_checksum(msk, sf, m):
+                if crypto.dss_checksum_ok(m.wire_dsn, m.ssn, m.wire_len, m.buf, m.csum):
+                    sf.valid_csum_seen = True
+                    deliver(msk, m.data_off, m.buf)
+                elif _bad_checksum(msk, sf, m):
                     deliver(msk, m.data_off, m.buf)
                 else:
                     return
@@ -230,30 +241,62 @@ def _map_done(msk: MptcpConnection, sf: Subflow, m: RxMap) -> None:
 def _data_without_mapping(msk: MptcpConnection, sf: Subflow) -> bool:
     """Subflow data no mapping covers (options stripped by a middlebox, RFC 8684 3.7):
     on the only subflow, fall back to TCP (Linux `DSSFallback` /
-    `MPCapableDataFallback`); else reset the subflow. True if we fell back."""
+    `MPCapableDataFallback`), one-sided: the peer still gets our options and may not
+    know, so our data ACKs go on (`ack_after_fallback`); else reset the subflow. True
+    if we fell back."""
     if len(msk.subflows) == 1:
         msk.counters[Mib.MPCapableDataFallback if not msk.fully_established
                      else Mib.DSSFallback] += 1
-        msk.fall_back("data arrived without a DSS mapping (options stripped?)", infinite=True)
+        msk.finding(Code.DSS_STRIPPED, Severity.WARNING,
+                    f"data arrived without a DSS mapping at data offset {msk.ack_off}: the "
+                    "peer's MPTCP options are stripped on their way to us; we fell back to "
+                    "TCP, the peer (whose options we cannot see) may not have: our data ACKs "
+                    "go on so that it does not send the same bytes again", sf=sf,
+                    hint="a middlebox on this path removes TCP option 30 (look for NOPs "
+                         "where the DSS was)")
+        msk.fall_back("data arrived without a DSS mapping (the peer's options are stripped; "
+                      "one-sided)", infinite=True, one_sided=True)
         return True
     msk.counters[Mib.DSSNoMatchTCP] += 1
+    msk.finding(Code.DSS_STRIPPED, Severity.WARNING,
+                "data arrived without a DSS mapping on one of several subflows: that "
+                "subflow is reset (MP_TCPRST reason 6, middlebox)", sf=sf, key=sf.key)
     msk.reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "data without a mapping")
     return False
 
 
 def _bad_checksum(msk: MptcpConnection, sf: Subflow, m: RxMap) -> bool:
-    """RFC 8684 3.7: a bad DSS checksum. MP_FAIL with the mapping's DSN goes out; on
-    the only subflow we fall back (as Linux `subflow_check_data_avail` does, the
-    subflow's bytes from here on, these included, are the data stream: a middlebox
-    rewrote them and TCP semantics win); with several subflows the subflow is reset
-    (reason 6). True if the bytes are to be delivered."""
+    """RFC 8684 3.7: a bad DSS checksum, as Linux `subflow_check_data_avail` takes it.
+    On the first mapping of the first subflow (no good checksum seen yet: a peer that
+    computes them wrong, or a middlebox from the start) we fall back without MP_FAIL.
+    Later, MP_FAIL with the mapping's DSN goes out; on the only subflow the bytes are
+    delivered (a middlebox rewrote them; TCP semantics win) and we wait for the peer's
+    answer, its infinite mapping, to fall back (or reset the subflow if none comes in
+    `MP_FAIL_TIMEOUT`); with several subflows the subflow is reset (reason 6). True
+    if the bytes are to be delivered."""
     msk.counters[Mib.DataCsumErr] += 1
+    where = f"the DSS checksum of the mapping at DSN 0x{m.wire_dsn:x} ({m.length} bytes) failed"
+    if not sf.join and not sf.valid_csum_seen and len(msk.subflows) == 1:
+        msk.finding(Code.DSS_CHECKSUM_FAILED, Severity.WARNING,
+                    where + ", the first one: fell back to TCP without MP_FAIL (as Linux)",
+                    sf=sf, hint="the peer computes DSS checksums wrong, or a middlebox "
+                                "changes the payload on this path")
+        msk.fall_back("the first mapping's DSS checksum failed", infinite=True, one_sided=True)
+        return True
     msk.event(MptcpEventType.MP_FAIL, f"bad DSS checksum in the mapping at DSN 0x{m.wire_dsn:x}")
     sf.send_mp_fail = m.wire_dsn
     sf.engine.ack_now()
     if len(msk.subflows) == 1:
-        msk.fall_back("a DSS checksum failed: MP_FAIL sent", infinite=True)
+        sf.mp_fail_deadline = msk.now + MP_FAIL_TIMEOUT
+        msk.finding(Code.DSS_CHECKSUM_FAILED, Severity.WARNING,
+                    where + ": MP_FAIL sent; the peer is to answer with an infinite "
+                    "mapping (fallback to TCP)", sf=sf,
+                    hint="a middlebox changes the payload on this path; the changed bytes "
+                         "are delivered, as TCP would")
         return True
+    msk.finding(Code.DSS_CHECKSUM_FAILED, Severity.WARNING,
+                where + ": MP_FAIL sent and the subflow reset (several subflows: no fallback)",
+                sf=sf, key=sf.key)
     msk.reset_subflow(sf, wm.MPTCP_RST_EMIDDLEBOX, "bad DSS checksum")
     return False
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from stack.diag import Code, Severity
 from stack.mib import DropReason, Mib
 from stack.mptcp import crypto
 from stack.mptcp import options as mo
@@ -114,13 +115,23 @@ class Subflow:
         self.rx_next = 1              # relative ssn of the next in-order byte we pull
         self.send_mp_fail: int | None = None  # DSN to report in an MP_FAIL, once
         self.send_infinite_map = False  # after MP_FAIL: one infinite mapping, then TCP
+        self.valid_csum_seen = False  # a mapping's DSS checksum checked out (Linux's flag)
+        self.mp_fail_deadline: float | None = None  # we sent MP_FAIL: the answer is due
         self.reset_reason: int | None = None  # an RST is going out, with this MP_TCPRST reason
         self.reset_why: str | None = None  # the MP_TCPRST reason on an RST we received
+        self.reset_code: int | None = None  # ... its code
+        self.third_ack_sent = False  # a join we opened reached ESTABLISHED (diagnosis)
+        self.last_tx: tuple[int, float] | None = None  # (frame, time) of our last packet
         # established_options' memo: the last data segment's (mapping, state), its
         # options, and its DSS when that was all they held
         self._memo: tuple[object, object, list[TcpOption], wm.Dss | None] = (None, None, [],
                                                                               None)
         self.engine: TcpEngine = make_engine(self)
+
+    @property
+    def key(self) -> tuple[bytes, int, bytes, int]:
+        e = self.engine
+        return (e.local_addr, e.local_port, e.remote_addr, e.remote_port)
 
     # ---- the state ---------------------------------------------------------------------
     def set_state(self, new: SubflowState, reason: str | None = None) -> None:
@@ -220,10 +231,12 @@ class Subflow:
     # The writer decides (stack.mptcp.options, changing nothing); the connection does
     # the bookkeeping for what went out (`options_written`); then the bytes.
     def syn_options(self, remaining: int) -> list[TcpOption]:
+        self.msk.tx_index += 1  # one call per segment: the diagnosis' frame numbers
         o = mo.syn_options(self, remaining)
         return self._written(o, syn=True)
 
     def synack_options(self, remaining: int) -> list[TcpOption]:
+        self.msk.tx_index += 1
         o = mo.synack_options(self, remaining)
         return self._written(o)
 
@@ -236,6 +249,7 @@ class Subflow:
     def established_options(self, seq: int, payload_len: int, fin: bool,
                             remaining: int) -> list[TcpOption]:
         msk = self.msk
+        msk.tx_index += 1
         memo_key: tuple[object, ...] | None = None
         if (payload_len and not msk.fallback
                 and self.send_mp_fail is None and not self.send_mp_prio
@@ -271,6 +285,7 @@ class Subflow:
         return opts
 
     def rst_options(self, remaining: int) -> list[TcpOption]:
+        self.msk.tx_index += 1
         return self._written(mo.rst_options(self, remaining))
 
     def on_options(self, hdr: TcpHeader, payload_len: int) -> bool:
@@ -278,7 +293,7 @@ class Subflow:
 
     def option_reserve(self) -> int:
         if self.msk.fallback:
-            return 0
+            return mo.DSS_ACK64 if self.msk.ack_after_fallback else 0
         return mo.aligned(mo.DSS_FULL_CSUM if self.msk.csum_enabled else mo.DSS_FULL)
 
     def segment_limit(self, seq: int) -> int:
@@ -362,6 +377,12 @@ def join_rx(sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int) -> bool:
         if ro.thmac != want:
             _join_failed(sf, f"bad SYN/ACK HMAC 0x{ro.thmac:016x}, expected 0x{want:016x}",
                          Mib.MPJoinSynAckHMacFailure)
+            msk.finding(Code.JOIN_BAD_HMAC, Severity.ERROR,
+                        f"the peer's MP_JOIN SYN/ACK truncated HMAC is 0x{ro.thmac:016x}, "
+                        f"expected 0x{want:016x} = HMAC(key peer || key us, R_B || R_A)"
+                        "[0:8]: join refused, subflow reset", sf=sf, key=sf.key,
+                        hint="the peer computed it with other keys or nonces (a different "
+                             "connection, or a middlebox rewriting MP_JOIN)")
         return True
     if flags & SYN:  # we are the responder: the SYN (its token was checked)
         msk.counters[Mib.MPJoinSynRx] += 1
@@ -379,6 +400,11 @@ def join_rx(sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int) -> bool:
                                      sf.local_nonce, msk.version)
     if ro.hmac != want_hmac:
         _join_failed(sf, "bad third-ACK HMAC", Mib.MPJoinAckHMacFailure)
+        msk.finding(Code.JOIN_BAD_HMAC, Severity.ERROR,
+                    f"the joiner's third-ACK HMAC is 0x{ro.hmac.hex()}, expected "
+                    f"0x{want_hmac.hex()} = HMAC(key peer || key us, R_A || R_B)[0:20]: "
+                    "join refused, subflow reset (MP_TCPRST reason 1)", sf=sf, key=sf.key,
+                    hint="the peer computed it with other keys or nonces")
         return False
     msk.counters[Mib.MPJoinAckRx] += 1
     sf.set_state(S.ACTIVE)
@@ -395,13 +421,20 @@ def _join_failed(sf: Subflow, why: str, counter: Mib) -> None:
 
 def mpc_synack_rx(msk: MptcpConnection, ro: mo.ReceivedOptions) -> None:
     """The client's SYN/ACK (`subflow_finish_connect`): MP_CAPABLE of our version
-    with the server's key, else fall back (`MPCapableFallbackSYNACK`)."""
+    with the server's key, else fall back (`MPCapableFallbackSYNACK`). Its C flag
+    forbids joins to the server's initial address and port (`remote_deny_join_id0`);
+    an MP_CAPABLE answer re-enables MPTCP active opens for good (`mptcp_active_enable`:
+    a later blackhole starts from `blackhole_timeout` again)."""
     s = int(ro.suboptions)
     if s & _MPC_SYNACK and ro.version == msk.version:
         msk.counters[Mib.MPCapableSYNACKRX] += 1
         msk.set_remote_key(ro.sndr_key)
         if ro.csum_reqd:
             msk.csum_enabled = True
+        if ro.deny_join_id0:
+            msk.pm.deny_join_id0_received("SYN/ACK")
+        if msk.pm.blackhole is not None:
+            msk.pm.blackhole.enable()
         return
     msk.counters[Mib.MPCapableFallbackSYNACK] += 1
     msk.fall_back("the SYN/ACK carried no MP_CAPABLE" if not s & _MPTCPS_MPC

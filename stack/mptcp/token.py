@@ -23,6 +23,9 @@ class TokenTable(Generic[C]):
     def __len__(self) -> int:
         return len(self._by_token)
 
+    def tokens(self) -> list[int]:
+        return list(self._by_token)
+
     def get(self, token: int) -> C | None:
         """`mptcp_token_get_sock`: the connection a join names, if any."""
         return self._by_token.get(token)

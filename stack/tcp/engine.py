@@ -124,6 +124,8 @@ class TcpConfig:
     rto_min: float = 0.2
     rto_max: float = 120.0
     syn_retries: int = 6
+    syn_linear_timeouts: int = 4  # SYN retransmissions before the RTO backs off (Linux
+                                  # 6.18 net.ipv4.tcp_syn_linear_timeouts): 0, 1, 2, 3, 4 s, 8 s...
     data_retries: int = 15        # RTO expiries before the connection is aborted (tcp_retries2)
     time_wait: float = 60.0       # 2*MSL, Linux's TCP_TIMEWAIT_LEN
     keepalive_idle: float | None = None   # seconds; None = off
@@ -270,6 +272,7 @@ class TcpEngine:
         self._ts_offset = ts_offset
         self._state = State.CLOSED
         self._events: deque[Event] = deque()
+        self.closed_as: Closed | None = None  # how it closed, once it has
         # a ULP moves received bytes on itself after every input (`take_received`):
         # no DataReadable events for it to skip, one per segment
         self._readable_pending = ulp is not None
@@ -289,6 +292,9 @@ class TcpEngine:
         self._fin_sent = False
         self._syn_pending = False        # a SYN or SYN/ACK is due
         self._snd_wnd = 0
+        # when the peer's advertised window became 0 and stayed so (the `now` of the
+        # segment that closed it); None while it is open (for the diagnosis)
+        self.peer_zero_window_since: float | None = None
         self._snd_wl1 = 0
         self._snd_wl2 = 0
         self._max_snd_wnd = 0
@@ -465,7 +471,8 @@ class TcpEngine:
     def _emit_closed(self, error: CloseError | None, detail: str | None = None) -> None:
         if not self._closed_emitted:
             self._closed_emitted = True
-            self._events.append(Closed(error, detail))
+            self.closed_as = Closed(error, detail)
+            self._events.append(self.closed_as)
 
     def _drop(self, reason: str) -> None:
         self.counters["Drop:" + reason] += 1
@@ -634,6 +641,15 @@ class TcpEngine:
         return self._retries
 
     @property
+    def syn_retransmits(self) -> int:
+        """Connecting (SYN-SENT, SYN-RECEIVED): how often our SYN (SYN/ACK) was
+        retransmitted; while the ULP's `syn_options` builds one, its number (0: the
+        first). 0 in every other state. (Linux `icsk_retransmits`: MPTCP's blackhole
+        detection counts its MP_CAPABLE SYNs with it.)"""
+        st = self._state
+        return self._retries if st is State.SYN_SENT or st is State.SYN_RECEIVED else 0
+
+    @property
     def snd_una_rel(self) -> int:
         """SND.UNA relative to the ISN, unbounded (first payload byte = 1)."""
         return self._una - self._iss
@@ -755,7 +771,8 @@ class TcpEngine:
                 self._terminate(CloseError.TIMEOUT)
                 return
             self.counters[Mib.TCPTimeouts] += 1
-            self._rtt.on_timeout()
+            if st is State.SYN_RECEIVED or self._retries > c.syn_linear_timeouts:
+                self._rtt.on_timeout()  # back off (a SYN's first retries keep the RTO)
             self._rtt_seq = None  # Karn
             self._syn_pending = True
             return
@@ -790,11 +807,16 @@ class TcpEngine:
             self._persist_n = 0
             return
         if self._snd_wnd > 0:
-            # window open but too small for the SWS rule: send what fits
+            # window open but too small for the SWS rule: send what fits. That data is
+            # in flight: the RTO covers it (Linux `tcp_send_probe0()` then sees
+            # packets_out, cancels the probe timer and clears its backoff)
             self._force_send = True
-        else:
-            self._probe_due = True
-            self.counters[Mib.TCPWinProbe] += 1
+            self._persist_n = 0
+            return
+        # zero window: a probe (SEG.SEQ = SND.UNA - 1, see poll_transmit), and the next
+        # one after twice the interval (Linux: `icsk_backoff`, `tcp_probe0_when()`)
+        self._probe_due = True
+        self.counters[Mib.TCPWinProbe] += 1
         self._persist_n += 1
         self._t_persist = now + self._rtt.backed_off(self._persist_n)
 
@@ -868,6 +890,8 @@ class TcpEngine:
             # our SYN is acknowledged: RTT sample (Karn: only if not retransmitted)
             self._snd_wnd = hdr.window  # RFC 7323 2.2: unscaled in a SYN
             self._max_snd_wnd = self._snd_wnd
+            if not hdr.window:
+                self.peer_zero_window_since = now
             self._snd_wl1 = self._irs
             self._snd_wl2 = a
             self._rtt_sample_syn(hdr, now)
@@ -1052,6 +1076,7 @@ class TcpEngine:
                 return
             self._snd_wnd = hdr.window << self._snd_wscale
             self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
+            self.peer_zero_window_since = None if self._snd_wnd else now
             self._snd_wl1 = seq
             self._snd_wl2 = a
             self._rtt_sample_syn(hdr, now)
@@ -1112,10 +1137,13 @@ class TcpEngine:
             if wnd != self._snd_wnd:
                 wnd_changed = True
                 self._max_snd_wnd = max(self._max_snd_wnd, wnd)
-                if self._snd_wnd == 0 and wnd:
+                if not wnd:
+                    self.peer_zero_window_since = now
+                elif not self._snd_wnd:
                     # window reopened: stop probing
                     self._t_persist = None
                     self._persist_n = 0
+                    self.peer_zero_window_since = None
                 self._snd_wnd = wnd
             self._snd_wl1 = seq
             self._snd_wl2 = a
@@ -1728,9 +1756,11 @@ class TcpEngine:
                 if self._t_rtx is None:
                     self._t_rtx = now + self._rtt.rto
             self._cwnd_blocked = blocked_cwnd
-            # 4. persist timer: data waiting, nothing in flight, window closed
-            if (blocked_wnd and self._nxt == self._una and self._t_rtx is None
-                    and self._t_persist is None):
+            # 4. persist timer: data waiting, nothing in flight, window closed. Data in
+            #    flight: the RTO runs instead (Linux: one timer, PROBE0 or RETRANS)
+            if self._nxt != self._una:
+                self._t_persist = None
+            elif blocked_wnd and self._t_rtx is None and self._t_persist is None:
                 self._t_persist = now + self._rtt.backed_off(self._persist_n)
         finally:
             mv.release()

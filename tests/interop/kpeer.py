@@ -14,7 +14,9 @@ Modes (each connection ends with ONE JSON line on stdout, see `report` below):
   sink   (--port P | HOST PORT)   receive and discard, report goodput (no hashing).
   source (--port P | HOST PORT) [--bytes N | --seconds T]   send as fast as possible.
 Common: --mptcp (socket(AF_INET, SOCK_STREAM, 262)), --cc NAME (TCP_CONGESTION),
-  --seed S (payload stream), --sha256-out FILE, --output FILE, --timeout S (idle).
+  --seed S (payload stream), --sha256-out FILE, --output FILE, --timeout S (idle),
+  --rcvbuf N (SO_RCVBUF, set before listen/connect), --read-delay S (sleep S seconds
+  before the first read: the receive buffer fills and the window closes).
 
 The JSON report: mode, local, remote, mptcp (requested), fallback (kernel's MPTCP_INFO
 fallback flag; null if not an MPTCP socket or unknown), token (the kernel's local MPTCP
@@ -63,6 +65,8 @@ def new_socket(opts: argparse.Namespace) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
     if opts.cc:
         s.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, opts.cc.encode())
+    if getattr(opts, "rcvbuf", None):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, opts.rcvbuf)
     return s
 
 
@@ -160,6 +164,9 @@ class Conn:
 
     # --- receiving ---
     def receiver(self, echo: bool) -> None:
+        delay = getattr(self.opts, "read_delay", None)
+        if delay:
+            time.sleep(delay)  # read nothing yet: the receive window closes
         try:
             while True:
                 data = self.s.recv(RECV_SIZE)
@@ -317,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--timeout", type=float, default=60.0, help="idle timeout, s")
         sp.add_argument("--output", help="write the received bytes to FILE")
         sp.add_argument("--sha256-out", help="write the received bytes' sha256 to FILE")
+        sp.add_argument("--rcvbuf", type=int, help="SO_RCVBUF, bytes")
+        sp.add_argument("--read-delay", type=float, help="sleep S s before the first read")
 
     def sending(sp: argparse.ArgumentParser) -> None:
         g = sp.add_mutually_exclusive_group()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from stack.diag import fmt_key
 from stack.host import Stack, ip
 from stack.wire import ipv4, tcp
 from stack.wire import mptcp as wm
@@ -123,3 +124,13 @@ def test_a_path_dies_mid_transfer_and_every_byte_arrives_on_the_other() -> None:
     assert bytes(sb.got) == data
     assert sa.error is None and sb.error is None
     assert a.all_counters()["SubflowStale"] == 1 and a.all_counters()["Reinjected"] > 0
+    # the diagnosis: the stale master, the join that took over, and our last packet on
+    # the dead path; nothing else (the connection closed cleanly)
+    f = next(f for f in sa.conn.msk.diag.findings if f.code == "path-failed")
+    codes = [x.code for x in sa.conn.msk.diag.findings]
+    assert codes == ["path-failed"], codes
+    master, join = sa.conn.msk.subflows
+    assert f"subflow {fmt_key(master.key)} went stale" in f.text
+    assert f"its data goes on {fmt_key(join.key)}" in f.text
+    assert f.packet is not None and f.packet.direction == "out"
+    assert f.packet.subflow == master.key

@@ -135,20 +135,39 @@ def test_middlebox_stripping_options_after_the_handshake_falls_back(only_data: b
 def test_rewritten_payload_fails_the_dss_checksum_mp_fail_then_infinite_mapping() -> None:
     prof = LinkProfile(delay=0.003)
     a, b, net = mptcp_pair(seed=7, profile=prof, csum_a=True)
-    net.profiles[(0, 1)] = LinkProfile(delay=0.003, mangle=corrupt_payload(nth=20))
+    # packet 200: well past the first (64 KB) mapping, whose checksum checked out
+    net.profiles[(0, 1)] = LinkProfile(delay=0.003, mangle=corrupt_payload(nth=200))
     da = payload(2 * MB)
     sa, sb = bulk(a, b, net, da)
-    # the receiver found the bad checksum, said MP_FAIL and fell back; the sender got
-    # MP_FAIL, sent one infinite mapping and fell back; the byte stream goes on (the
-    # rewritten byte is what TCP delivers, as Linux does)
+    # the receiver found the bad checksum and said MP_FAIL; the sender answered with
+    # MP_FAIL and one infinite mapping and fell back; the receiver fell back on that
+    # mapping; the byte stream goes on (the rewritten byte is what TCP delivers, as
+    # Linux does)
     cb, ca = b.all_counters(), a.all_counters()
-    assert cb["DataCsumErr"] == 1 and cb["MPFailTx"] == 1
-    assert ca["MPFailRx"] == 1 and ca["InfiniteMapTx"] == 1
+    assert (cb["DataCsumErr"], cb["MPFailTx"], cb["MPFailRx"], cb["InfiniteMapRx"]) \
+        == (1, 1, 1, 1)
+    assert (ca["MPFailRx"], ca["MPFailTx"], ca["InfiniteMapTx"]) == (1, 1, 1)
     assert sb.conn.msk.fallback and sa.conn.msk.fallback
     assert len(sb.got) == len(da)
     assert sum(x != y for x, y in zip(sb.got, da, strict=True)) == 1
     assert sa.error is None and sb.error is None
     assert "MP_FAIL" in sb.mptcp_events() and "MP_FAIL" in sa.mptcp_events()
+
+
+def test_a_bad_first_mapping_is_a_silent_one_sided_fallback_and_nothing_is_duplicated() -> None:
+    prof = LinkProfile(delay=0.003)
+    a, b, net = mptcp_pair(seed=7, profile=prof, csum_a=True)
+    net.profiles[(0, 1)] = LinkProfile(delay=0.003, mangle=corrupt_payload(nth=5))
+    da = payload(2 * MB)
+    sa, sb = bulk(a, b, net, da)
+    cb, ca = b.all_counters(), a.all_counters()
+    assert (cb["DataCsumErr"], cb["MPFailTx"], ca["MPFailRx"]) == (1, 0, 0)
+    assert sb.conn.msk.fallback and not sa.conn.msk.fallback
+    # our data ACKs went on: the sender never resent at the data level
+    assert ca["MPTCPRetrans"] == 0
+    assert len(sb.got) == len(da)
+    assert sum(x != y for x, y in zip(sb.got, da, strict=True)) == 1
+    assert sa.error is None and sb.error is None
 
 
 def test_abort_sends_mp_fastclose_and_the_peer_closes_with_reset() -> None:

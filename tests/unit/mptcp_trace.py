@@ -312,7 +312,8 @@ class Trace:
     def send(self, sf: Sf, *, flags: int = ACK, seq: int | None = None,
              ack: int | None = None, window: int = 0xFFFF, payload: bytes = b"",
              mptcp: Iterable[wm.MptcpOption] = (),
-             sack: Sequence[tuple[int, int]] = (), ts: bool | None = None) -> None:
+             sack: Sequence[tuple[int, int]] = (), ts: bool | None = None,
+             extra_nops: int = 0) -> None:
         """The peer sends one segment on `sf` (seq/ack relative; SACK blocks relative
         to our ISN). Options in Linux's order: timestamps (when negotiated), the MPTCP
         suboptions (each NOP-padded to 4 bytes), SACK; a SYN carries MSS, SACK_PERM,
@@ -336,6 +337,7 @@ class Trace:
             raw = wm.to_tcp_option(o)
             opts.append(raw)
             opts += [tcp.NOP] * (-(len(raw.data) + 2) % 4)
+        opts += [tcp.NOP] * extra_nops  # where a middlebox removed an option
         iss = sf.our_iss or 0
         if sack:
             opts += [tcp.NOP, tcp.NOP, tcp.Sack(tuple(
@@ -448,8 +450,17 @@ class Trace:
         (the engine's events stay for `conn_events`)."""
         names = [event_name(e.event) for e in self.events if isinstance(e, ConnEvent)]
         self.events = [e for e in self.events
-                       if not (isinstance(e, ConnEvent) and event_name(e.event))]
-        return [n for n in names if n]
+                       if not (isinstance(e, ConnEvent) and event_name(e.event)
+                               and event_name(e.event) != "DIAGNOSIS")]
+        return [n for n in names if n and n != "DIAGNOSIS"]
+
+    def findings(self) -> list[str]:
+        """The codes of the diagnosis findings so far (DIAGNOSIS events), then forgotten."""
+        codes = [str(e.event.finding.code) for e in self.events
+                 if isinstance(e, ConnEvent) and event_name(e.event) == "DIAGNOSIS"]
+        self.events = [e for e in self.events
+                       if not (isinstance(e, ConnEvent) and event_name(e.event) == "DIAGNOSIS")]
+        return codes
 
     def conn_events(self) -> list[object]:
         """Every connection event so far (engine and MPTCP), then forgotten."""

@@ -4,9 +4,13 @@ manager's handlers), with the segments it answers and the counters it keeps."""
 
 from __future__ import annotations
 
+import pytest
+
 from stack.mptcp import crypto
 from stack.tcp.engine import Closed, PeerFinished
+from stack.wire import mptcp as wm
 from stack.wire.mptcp import (
+    MPTCP_RST_EMIDDLEBOX,
     MPTCP_RST_EMPTCP,
     AddAddr,
     Dss,
@@ -143,7 +147,11 @@ def test_mp_fastclose_with_our_key_on_an_ack_resets_the_connection() -> None:
     evs = t.conn_events()
     why = "the peer fast-closed the connection (MP_FASTCLOSE)"
     assert Closed("reset", why) in evs
-    assert [event_name(e) for e in evs if event_name(e)] == ["MP_FASTCLOSE", "CLOSED"]
+    assert [event_name(e) for e in evs if event_name(e)] == ["MP_FASTCLOSE", "DIAGNOSIS",
+                                                             "CLOSED"]
+    f = next(e.finding for e in evs if event_name(e) == "DIAGNOSIS")
+    assert (f.code, f.severity) == ("fastclose", "info")
+    assert "verified" in f.text and f.packet.direction == "in"
     assert t.counter("MPFastcloseRx") == 1
     assert t.deadline() is None
 
@@ -239,7 +247,10 @@ def test_no_dss_checksum_where_one_was_negotiated_resets_the_subflow() -> None:
     assert t.counter("DSSChecksumMismatch") == 1
 
 
-def test_a_bad_dss_checksum_sends_mp_fail_and_falls_back() -> None:
+def test_a_bad_checksum_on_the_first_mapping_falls_back_without_mp_fail() -> None:
+    # Linux `subflow_check_data_avail`: MP_FAIL only once a good checksum was seen (or
+    # on a join); a bad first mapping is a peer or middlebox wrong from the start: a
+    # silent fallback, one-sided (the peer's next data still carries its DSS)
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, csum=True)
     t.mptcp_events()
     d = b"c" * 20
@@ -247,14 +258,62 @@ def test_a_bad_dss_checksum_sends_mp_fail_and_falls_back() -> None:
     assert good.checksum is not None
     t.send(t.sf, payload=d, mptcp=[Dss(good.data_ack, True, good.dsn, True, good.ssn,
                                        good.data_len, good.checksum ^ 0xFFFF)])
-    # MP_FAIL names the failed mapping's DSN; from now on plain TCP (one subflow)
-    t.recv(t.sf, seq=1, ack=21, payload_len=0, mptcp=[MpFail(t.peer_dsn(0))])
-    t.recv_nothing()
-    assert t.mptcp_events() == ["MP_FAIL", "FALLBACK"]
-    assert (t.counter("DataCsumErr"), t.counter("MPFailTx")) == (1, 1)
+    assert t.mptcp_events() == ["FALLBACK"]
+    assert t.findings() == ["dss-checksum-failed"]
+    assert (t.counter("DataCsumErr"), t.counter("MPFailTx")) == (1, 0)
     assert t.msk.recv() == d  # a single subflow: TCP semantics win, the bytes count
-    t.app_send(b"plain")
-    t.recv(t.sf, flags=ACK | PSH, seq=1, payload=b"plain", mptcp=[])
+    t.advance(0.04)
+    # no MP_FAIL; the data ACK goes on (the peer has not fallen back)
+    t.recv(t.sf, seq=1, ack=21, payload_len=0,
+           mptcp=[Dss(data_ack=t.peer_dsn(20), data_ack64=True)])
+
+
+def _bad_second_mapping(t: Trace) -> wm.Dss:
+    """A good first mapping (the checksum is seen to work), then a bad second one."""
+    d1, d2 = b"a" * 20, b"b" * 30
+    t.send(t.sf, payload=d1, mptcp=[t.map(d1)])
+    good = t.map(d2)
+    assert good.checksum is not None
+    t.send(t.sf, payload=d2, mptcp=[Dss(good.data_ack, True, good.dsn, True, good.ssn,
+                                        good.data_len, good.checksum ^ 0xFFFF)])
+    return good
+
+
+def test_a_bad_checksum_after_a_good_one_sends_mp_fail_and_waits_for_the_answer() -> None:
+    t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, csum=True)
+    t.mptcp_events()
+    bad = _bad_second_mapping(t)
+    # MP_FAIL with the failed mapping's DSN, at once; no fallback until the peer's
+    # infinite mapping (Linux `mptcp_subflow_fail`), the bytes delivered meanwhile
+    t.recv(t.sf, seq=1, ack=51, payload_len=0,
+           mptcp=[Dss(data_ack=t.peer_dsn(50), data_ack64=True), MpFail(bad.dsn)])
+    assert t.mptcp_events() == ["MP_FAIL"]
+    assert t.findings() == ["dss-checksum-failed"]
+    assert (t.counter("DataCsumErr"), t.counter("MPFailTx")) == (1, 1)
+    assert not t.msk.fallback
+    assert t.msk.recv() == b"a" * 20 + b"b" * 30
+    # the peer answers: MP_FAIL, then its data with an infinite mapping
+    t.send(t.sf, mptcp=[t.data_ack(), MpFail(t.our_dsn(0))])
+    assert t.mptcp_events() == ["MP_FAIL"] and not t.msk.fallback
+    d3 = b"tcp now"
+    t.send(t.sf, payload=d3, mptcp=[Dss(data_ack=t.our_dsn(0), data_ack64=True,
+                                        dsn=t.peer_dsn(50), dsn64=True, ssn=51, data_len=0,
+                                        checksum=0)])
+    assert t.mptcp_events() == ["FALLBACK"]
+    assert "infinite mapping" in (t.msk.fallback_reason or "")
+    assert (t.counter("MPFailRx"), t.counter("InfiniteMapRx")) == (1, 1)
+    assert t.msk.recv() == d3
+
+
+def test_no_answer_to_our_mp_fail_resets_the_subflow_after_rto_max() -> None:
+    t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, csum=True)
+    bad = _bad_second_mapping(t)
+    t.recv(t.sf, seq=1, ack=51, payload_len=0,
+           mptcp=[Dss(data_ack=t.peer_dsn(50), data_ack64=True), MpFail(bad.dsn)])
+    assert t.deadline() == pytest.approx(t.now + 120.0)
+    t.advance(120.0)
+    t.recv(t.sf, flags=RST | ACK, seq=1, ack=51, payload_len=0,
+           mptcp=[MpTcpRst(reason=MPTCP_RST_EMIDDLEBOX, flags=0)])
 
 
 def test_mp_fail_beside_a_dss_is_taken_as_alone() -> None:
@@ -262,8 +321,11 @@ def test_mp_fail_beside_a_dss_is_taken_as_alone() -> None:
     # `..._dss`): the DSS is read, and the MP_FAIL answered as when it comes alone
     t = server()
     t.send(t.sf, mptcp=[t.data_ack(), MpFail(t.our_dsn(0))])
+    # the answer at once (`mptcp_pm_mp_fail_received`: MP_FAIL on an ACK)
+    t.recv(t.sf, seq=1, ack=1, payload_len=0, mptcp=[MpFail(t.peer_dsn(0))])
     t.recv_nothing()
     assert t.mptcp_events() == ["MP_FAIL", "FALLBACK"]
+    assert t.findings() == ["dss-checksum-failed"]
     assert t.counter("MPFailRx") == 1
     t.app_send(b"first")
     t.recv(t.sf, flags=ACK | PSH, seq=1, payload=b"first", mptcp=[
@@ -271,9 +333,10 @@ def test_mp_fail_beside_a_dss_is_taken_as_alone() -> None:
             data_len=0)])
 
 
-def test_mp_fail_from_the_peer_is_answered_with_one_infinite_mapping() -> None:
+def test_mp_fail_from_the_peer_is_answered_with_mp_fail_and_one_infinite_mapping() -> None:
     t = server()
     t.send(t.sf, mptcp=[MpFail(t.our_dsn(0))])  # alone: no DSS beside it
+    t.recv(t.sf, seq=1, ack=1, payload_len=0, mptcp=[MpFail(t.peer_dsn(0))])
     t.recv_nothing()
     assert t.mptcp_events() == ["MP_FAIL", "FALLBACK"]
     t.app_send(b"first")
@@ -284,7 +347,12 @@ def test_mp_fail_from_the_peer_is_answered_with_one_infinite_mapping() -> None:
     t.send(t.sf)
     t.app_send(b"second")
     t.recv(t.sf, flags=ACK | PSH, seq=6, payload=b"second", mptcp=[])
-    assert (t.counter("MPFailRx"), t.counter("InfiniteMapTx")) == (1, 1)
+    assert (t.counter("MPFailRx"), t.counter("MPFailTx"), t.counter("InfiniteMapTx")) \
+        == (1, 1, 1)
+    # a late MP_FAIL after the fallback is counted, not acted on
+    t.send(t.sf, mptcp=[MpFail(t.our_dsn(0))])
+    assert t.counter("MPFailRx") == 2
+    assert t.mptcp_events() == ["MP_FAIL"]
 
 
 def test_an_infinite_mapping_falls_back_to_tcp() -> None:
@@ -312,6 +380,10 @@ def test_an_ack_without_mptcp_options_after_the_handshake_falls_back() -> None:
     t.send(t.sf, payload=d, flags=ACK | PSH)
     assert t.mptcp_events() == ["FALLBACK"]
     assert t.counter("MPCapableDataFallback") == 1
+    assert t.findings() == ["dss-stripped"]
     t.advance(0.04)
-    t.recv(t.sf, seq=1, ack=6, payload_len=0, mptcp=[])
+    # one-sided: our options still reach the peer, so the data ACK goes on (else it
+    # would resend at the data level what we have)
+    t.recv(t.sf, seq=1, ack=6, payload_len=0,
+           mptcp=[Dss(data_ack=t.peer_dsn(5), data_ack64=True)])
     assert t.msk.recv() == d
