@@ -48,8 +48,9 @@ class Severity(StrEnum):
 
 
 # Codes that mean "something the user asked for did not happen".
+# (join-unknown-token is not one: a join someone else sent to our listener)
 UNMET = frozenset({Code.JOIN_REFUSED, Code.ADD_ADDR_IGNORED, Code.ADD_ADDR_NOT_ECHOED,
-                   Code.JOIN_BAD_HMAC, Code.JOIN_UNKNOWN_TOKEN, Code.MPC_VERSION_UNSUPPORTED,
+                   Code.JOIN_BAD_HMAC, Code.MPC_VERSION_UNSUPPORTED,
                    Code.MPC_STRIPPED, Code.DSS_STRIPPED, Code.DSS_CHECKSUM_FAILED,
                    Code.MPC_SYN_BLACKHOLED, Code.JOIN_INITIAL_DENIED, Code.FALLBACK})
 
@@ -160,10 +161,11 @@ def _ntoa(a: bytes) -> str:
 # RFC 8684 3.6: MP_TCPRST reason codes, as a user needs them explained.
 RST_REASONS = {
     0: "unspecified error",
-    1: "MPTCP-specific error (the peer's MPTCP rules were broken, e.g. a join over its "
-       "subflow limit or an unknown token)",
+    1: "MPTCP-specific error (the peer's MPTCP rules were broken, e.g. a wrong join HMAC "
+       "or an unknown token)",
     2: "lack of resources (the peer's subflow or memory limits)",
-    3: "administratively prohibited (the peer's policy refused this subflow)",
+    3: "administratively prohibited (the peer's policy refused this subflow; Linux: "
+       "also its subflow limit)",
     4: "too much outstanding data",
     5: "unacceptable performance (the subflow's path was too slow)",
     6: "middlebox interference (options stripped or payload changed on the path)",

@@ -18,10 +18,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from stack.diag import Code, Diagnosis, Finding, FrameClock, Severity
+from stack.diag import Code, Diagnosis, Finding, FrameClock, PacketRef, Severity
 from stack.mib import DropReason, Mib, format_counters
 from stack.mptcp import options as mo
-from stack.mptcp.connection import MptcpConfig, MptcpConnection
+from stack.mptcp.connection import STALL_MIN, MptcpConfig, MptcpConnection
 from stack.mptcp.events import MptcpEvent
 from stack.mptcp.pm import EndpointFlags, EndpointTable, JoinRequest
 from stack.mptcp.subflow import Subflow, check_join_req
@@ -79,7 +79,7 @@ class Connection:
     `sock` is what the layer above talks to: the msk, or the engine for plain TCP.
     `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("app", "diag_t0", "engine", "engines", "key", "listener", "msk")
+    __slots__ = ("app", "diag_t0", "engine", "engines", "findings", "key", "listener", "msk")
 
     def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
                  msk: MptcpConnection | None = None, now: float = 0.0) -> None:
@@ -90,6 +90,7 @@ class Connection:
         self.msk = msk
         self.listener = listener
         self.app: object = None
+        self.findings: list[Finding] = []  # a plain TCP connection's (MPTCP: msk.diag)
 
     @property
     def sock(self) -> TcpEngine | MptcpConnection:
@@ -493,6 +494,13 @@ class Stack:
         conn = Connection(key, eng, lst, msk, now)
         if msk is not None:
             self.tokens.add(msk.local_token, conn)
+        elif lst.mptcp is not None and (nops := mo.stripped_nops(hdr)):
+            conn.findings.append(Finding(
+                Code.MPC_STRIPPED, Severity.WARNING,
+                f"the SYN arrived without MP_CAPABLE but with {nops} NOPs where an option "
+                "was: a middlebox stripped it; plain TCP", PacketRef(self.frames.n, now, "in", key),
+                hint="a firewall or NAT on this path removes TCP option 30 (nft 'reset tcp "
+                     "option mptcp' does exactly this)"))
         self.counters[Mib.InDelivers] += 1
         lst.half_open += 1
         self.conns[key] = conn
@@ -658,10 +666,11 @@ class Stack:
         if msk is not None:
             msk.conclude(now)
             return list(msk.diag.findings)
-        found: list[Finding] = []
+        found: list[Finding] = list(conn.findings)
         eng = conn.engine
         t0 = conn.diag_t0
-        if eng.peer_zero_window_since is not None and eng.send_buffered:
+        if eng.peer_zero_window_since is not None and eng.send_buffered \
+                and now - eng.peer_zero_window_since >= STALL_MIN:
             found.append(Finding(Code.WINDOW_STALL, Severity.ERROR,
                                  f"the peer's receive window has been 0 since "
                                  f"{eng.peer_zero_window_since - t0:.3f} s "

@@ -226,6 +226,7 @@ class Result:
     def take_mptcp(self, conn: Connection) -> None:
         msk = conn.msk
         if msk is None:
+            self.mptcp = False  # plain TCP: --no-mptcp, or a client that did not ask
             return
         self.mptcp = True
         self.fallback, self.fallback_reason = msk.fallback, msk.fallback_reason
@@ -429,6 +430,7 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
     shell.observers.append(remember)
     ctl_server: asyncio.AbstractServer | None = None
     shell.start()
+    shell.stack.diag.t0 = shell.now()  # host-level findings: times since we started
     try:
         clock = wall_clock_offset(shell)
         if tracer or pcap:
@@ -505,7 +507,9 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
                 print(f"mptcp-tun: {res.error}", file=sys.stderr)
     host = shell.stack.diag.findings  # about packets no connection owns (unknown tokens)
     for f in host:
-        print(f"diagnosis: {f.line(0.0)}", file=sys.stdout if args.output != "-" else sys.stderr)
+        # at T s since mptcp-tun started (the host's clock origin, set above)
+        print(f"diagnosis: {f.line(shell.stack.diag.t0)}",
+              file=sys.stdout if args.output != "-" else sys.stderr)
     if args.stats:
         print(shell.stack.format_counters(), file=sys.stderr)
     if interrupted:

@@ -167,6 +167,9 @@ _MSK_TRANSITIONS: dict[MskState, frozenset[MskState]] = {
 }
 
 
+STALL_MIN = 1.0  # a window shut this long at the end is a stall (diagnosis)
+
+
 class MptcpConnection:
     """One MPTCP connection (msk)."""
 
@@ -315,7 +318,18 @@ class MptcpConnection:
                               hint="the peer's add_addr_accepted limit (Linux's default is "
                                    "0: 'ip mptcp limits set add_addr_accepted 1') or its PM "
                                    "does not join announced addresses", key=addr_id)
+        for addr_id, sent in self.pm.add_addr_sent.items():
+            if sent.tries >= 2:  # re-sent: the peer had a whole timeout to echo it
+                self.diag.add(Code.ADD_ADDR_NOT_ECHOED, Severity.ERROR,
+                              f"our ADD_ADDR for {'.'.join(map(str, sent.addr))} (id {addr_id}) "
+                              f"was sent {sent.tries} times and not echoed before the "
+                              "connection ended", self.pm.add_addr_last.get(addr_id),
+                              hint="the peer does not take ADD_ADDR (its PM, or a middlebox "
+                                   "stripping the option, or an HMAC it finds wrong: "
+                                   "AddAddrHMacFailure on its side)", key=addr_id)
         since = self.data_window_zero_since
+        if since is not None and now - since < STALL_MIN:
+            since = None  # a window the transfer is simply filling, not a stall
         if since is not None and self.lifecycle is not MskState.CLOSED:
             self.diag.add(Code.WINDOW_STALL, Severity.ERROR,
                           f"the peer's data-level window has been 0 since {since - t0:.3f} s "
@@ -324,7 +338,8 @@ class MptcpConnection:
                           hint="the peer's application is not reading", key="peer")
         for sf in self.subflows:
             z = sf.engine.peer_zero_window_since
-            if since is None and z is not None and sf.engine.send_buffered:
+            if since is None and z is not None and sf.engine.send_buffered \
+                    and now - z >= STALL_MIN:
                 self.diag.add(Code.WINDOW_STALL, Severity.ERROR,
                               f"the peer's window on {fmt_key(sf.key)} has been 0 since "
                               f"{z - t0:.3f} s ({now - z:.1f} s)", None,
@@ -532,11 +547,17 @@ class MptcpConnection:
             text = "the peer reset our join after our third ACK" + rst
             hint = ("the peer's subflow limit (Linux checks it when the third ACK arrives: "
                     "'ip mptcp limits' subflows, MPJoinRejected on its side)")
+            if sf.reset_code == wm.MPTCP_RST_EMPTCP:  # Linux 6.18: its limit is reason 3
+                hint = ("the peer found our third ACK's HMAC wrong (Linux: reason 1, "
+                        "MPJoinAckHMacFailure on its side)")
             packet = "in"
         else:
             text = "the peer answered our MP_JOIN SYN" + rst
             hint = ("reason 1: it does not know the token (the connection is gone there) "
                     "or does not accept joins to this address; reason 2: its limits")
+            if sf.reset_code is None:
+                hint = ("no MPTCP stack answered (Linux resets a join with MP_TCPRST): a "
+                        "firewall's reject, or nothing listens at that address and port")
             packet = "in"
         self.finding(Code.JOIN_REFUSED, Severity.ERROR,
                      f"join {fmt_key(sf.key)} refused: {text}", sf=sf, packet=packet,
@@ -662,7 +683,7 @@ class MptcpConnection:
                 sf.send_infinite_map = False
                 self.counters[Mib.InfiniteMapTx] += 1
         if o.add_addr is not None:
-            self.pm.add_addr_written(o.add_addr, self.now)
+            self.pm.add_addr_written(o.add_addr, self.now, sf.key)
         if o.rm_addr is not None:
             self.pm.rm_addr_written(len(o.rm_addr.addr_ids))
         if o.prio is not None:

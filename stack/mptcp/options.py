@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from stack.diag import Code, Severity
 from stack.mib import Mib
 from stack.mptcp import crypto
+from stack.tcp.seq import Seq
 from stack.wire.errors import MalformedPacket
 from stack.wire.mptcp import (
     _DSS_LAYOUTS,
@@ -667,6 +668,16 @@ def infinite_mapping(sf: Subflow, seq: int, payload_len: int,
     if not sf.send_infinite_map or not payload_len or remaining < DSS_FULL:
         return None
     msk = sf.msk
+    if sf.send_mp_fail is not None:
+        # our answer to the peer's MP_FAIL goes no later than this mapping: a peer that
+        # falls back on it ignores every option after it, and Linux, never seeing the
+        # answer, resets the subflow when its MP_FAIL timer expires. Linux sends its
+        # answer first, on an ACK of its own; here both go on this segment, the mapping
+        # in its short form (no data ACK, 32-bit DSN) so that the MP_FAIL fits beside it
+        dss = Dss(dsn=msk.wire_dsn(seq - 1) & 0xFFFFFFFF, ssn=seq & 0xFFFFFFFF, data_len=0,
+                  checksum=0 if msk.csum_enabled else None)
+        if aligned(option_len(dss)) + TCPOLEN_MPTCP_FAIL <= remaining:
+            return OutOptions(dss=dss)
     return OutOptions(dss=Dss(data_ack=msk.wire_data_ack(), data_ack64=True,
                                  dsn=msk.wire_dsn(seq - 1), dsn64=True, ssn=seq & 0xFFFFFFFF,
                                  data_len=0,
@@ -779,10 +790,55 @@ def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
         msk.fall_back("the peer's first segment after the handshake had no DSS "
                       "(options stripped?)", one_sided=True)
         return True
+    if not s and msk.fully_established and not sf.join and len(msk.subflows) == 1 \
+            and _acks_mapped_data(sf, hdr):
+        _peer_dropped_mptcp(msk, sf, hdr)
+        return True
     ok = _established_rx(msk, sf, ro, s, payload_len, hdr.window)
     if s & _FAIL:
         msk.mp_fail_received(sf, ro.fail_seq)
     return ok
+
+
+def _acks_mapped_data(sf: Subflow, hdr: TcpHeader) -> bool:
+    """`hdr` acknowledges subflow bytes we sent with a mapping (not just our FIN) and
+    carries no MPTCP option at all."""
+    eng = sf.engine
+    d = Seq(hdr.ack).diff(eng.snd_una)
+    maps = sf.tx_maps
+    return d > 0 and bool(maps) and eng.snd_una_rel + d > maps[0].ssn and not any(
+        type(o) is UnknownOption and o.kind == OPT_MPTCP for o in hdr.options)
+
+
+def _peer_dropped_mptcp(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader) -> None:
+    """The peer acknowledged our data on the only subflow without any MPTCP option: it
+    no longer speaks MPTCP there. Linux does so without MP_FAIL when the DSS checksum
+    of the first mapping fails (it counts DSSFallback); a middlebox stripping its
+    options looks the same to us. Its data ACKs will not come: fall back too (RFC 8684
+    3.7), or our data-level retransmissions would reach its application, now reading
+    plain TCP, as new bytes. One-sided: if it does still speak MPTCP, our data ACKs go
+    on."""
+    nops = stripped_nops(hdr)
+    if nops:
+        msk.finding(Code.DSS_STRIPPED, Severity.WARNING,
+                    f"the peer acknowledged our data without a DSS ({nops} NOPs where an "
+                    "option was): its MPTCP options are stripped on their way to us; fell "
+                    "back to TCP (one-sided: our data ACKs go on)", sf=sf,
+                    hint="a middlebox on this path removes TCP option 30 after the handshake")
+    elif msk.csum_enabled:
+        msk.finding(Code.DSS_CHECKSUM_FAILED, Severity.WARNING,
+                    "the peer acknowledged our data without any MPTCP option: it fell back "
+                    "to TCP without MP_FAIL, as Linux does when the DSS checksum of the first "
+                    "mapping fails; fell back too", sf=sf,
+                    hint="a middlebox changes the payload on this path; the peer's "
+                         "application gets the changed bytes, as TCP would deliver them")
+    else:
+        msk.finding(Code.FALLBACK, Severity.WARNING,
+                    "the peer acknowledged our data without any MPTCP option: it fell back "
+                    "to TCP without telling (no MP_FAIL, no infinite mapping); fell back too",
+                    sf=sf)
+    msk.fall_back("the peer acknowledged our data without MPTCP options (it fell back)",
+                  one_sided=True)
 
 
 def _bad_fastclose(msk: MptcpConnection, sf: Subflow, ro: ReceivedOptions) -> None:

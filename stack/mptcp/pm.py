@@ -485,7 +485,8 @@ class PathManager:
             return wm.AddAddr(addr_id, addr, None, hmac, False, 1)
         return None
 
-    def add_addr_written(self, a: wm.AddAddr, now: float) -> None:
+    def add_addr_written(self, a: wm.AddAddr, now: float,
+                         on: tuple[bytes, int, bytes, int] | None = None) -> None:
         """`a` went out: off its queue; an announcement is repeated if not echoed
         within `add_addr_timeout`, doubling per try (the kernel's ADD_ADDR timer)."""
         if a.echo:
@@ -493,7 +494,7 @@ class PathManager:
             return
         addr_id, addr = self.add_addr_queue.pop(0)
         msk = self.msk
-        self.add_addr_last[addr_id] = msk.diag.packet_out(msk.now, None, msk.tx_index)
+        self.add_addr_last[addr_id] = msk.diag.packet_out(msk.now, on, msk.tx_index)
         prev = self.add_addr_sent.get(addr_id)
         tries = (prev.tries if prev is not None else 0) + 1
         timeout = self.msk.config.add_addr_timeout * (1 << (tries - 1))

@@ -123,7 +123,8 @@ def mapping_received(msk: MptcpConnection, sf: Subflow, ro: mo.ReceivedOptions, 
         return True
     if status is MappingStatus.INFINITE:
         msk.counters[Mib.InfiniteMapRx] += 1
-        if sf.mp_fail_deadline is not None or sf.send_mp_fail is not None:
+        if sf.mp_fail_deadline is not None or sf.send_mp_fail is not None \
+                or msk.counters[Mib.MPFailTx]:  # (its MP_FAIL answer may have come first)
             why = "a DSS checksum failed: MP_FAIL sent, the peer answered with an infinite mapping"
         else:
             why = "the peer sent an infinite mapping"
@@ -244,6 +245,13 @@ def _data_without_mapping(msk: MptcpConnection, sf: Subflow) -> bool:
     `MPCapableDataFallback`), one-sided: the peer still gets our options and may not
     know, so our data ACKs go on (`ack_after_fallback`); else reset the subflow. True
     if we fell back."""
+    if len(msk.subflows) == 1 and msk.counters[Mib.MPFailTx]:
+        # after our MP_FAIL: the peer fell back (its infinite mapping lost, or behind
+        # data it had mapped before), nothing stripped: Linux takes it so (DSSFallback)
+        msk.counters[Mib.DSSFallback] += 1
+        msk.fall_back("a DSS checksum failed: MP_FAIL sent, then the peer's data came "
+                      "without a mapping (it fell back)", infinite=True)
+        return True
     if len(msk.subflows) == 1:
         msk.counters[Mib.MPCapableDataFallback if not msk.fully_established
                      else Mib.DSSFallback] += 1

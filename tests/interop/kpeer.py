@@ -16,7 +16,12 @@ Modes (each connection ends with ONE JSON line on stdout, see `report` below):
 Common: --mptcp (socket(AF_INET, SOCK_STREAM, 262)), --cc NAME (TCP_CONGESTION),
   --seed S (payload stream), --sha256-out FILE, --output FILE, --timeout S (idle),
   --rcvbuf N (SO_RCVBUF, set before listen/connect), --read-delay S (sleep S seconds
-  before the first read: the receive buffer fills and the window closes).
+  before the first read: the receive buffer fills and the window closes),
+  --abort-after S (receive for S seconds, then close with SO_LINGER 0 without a
+  shutdown: an abort, RST; for MPTCP with unread data, MP_FASTCLOSE; the report says
+  "aborted": true).
+Sending: --pause-after N --pause S: send N bytes, sleep S seconds, then write 1000 bytes
+  on their own (their own segment), sleep 0.2 s, then the rest.
 
 The JSON report: mode, local, remote, mptcp (requested), fallback (kernel's MPTCP_INFO
 fallback flag; null if not an MPTCP socket or unknown), token (the kernel's local MPTCP
@@ -119,6 +124,7 @@ class Conn:
         self.hash = mode not in ("sink", "source")
         self.out: BinaryIO | None = None
         self.info: dict[str, Any] = {}
+        self.aborted = False
 
     def fail(self, what: str, e: BaseException) -> None:
         if self.error is None:
@@ -150,25 +156,50 @@ class Conn:
                 else:
                     yield buf
 
+    def _paused(self, chunks: Any) -> Any:
+        """--pause-after N: (piece, seconds to sleep after it): the stream cut at byte
+        N (a pause of --pause S after it) and at N + 1000 (0.2 s after it), so that the
+        1000 bytes after the pause leave alone, in their own segment. (Linux 6.18 puts
+        its infinite mapping on the next skb it builds after an MP_FAIL, but sizes that
+        skb's segments without the DSS option: a full-sized one exceeds the MTU and is
+        dropped (IpFragFails) forever. A small write after the pause avoids it.)"""
+        at = getattr(self.opts, "pause_after", None)
+        cuts = {} if at is None else {at: self.opts.pause, at + 1000: 0.2}
+        pos = 0
+        for piece in chunks:
+            while piece:
+                nxt = min((c for c in cuts if c > pos), default=None)
+                n = len(piece) if nxt is None else min(len(piece), nxt - pos)
+                pos += n
+                yield piece[:n], cuts.get(pos, 0.0)
+                piece = piece[n:]
+
     def sender(self) -> None:
         try:
-            for piece in self._source_chunks():
+            for piece, pause in self._paused(self._source_chunks()):
                 self.s.sendall(piece)
                 self.tx_bytes += len(piece)
                 if self.hash:
                     self.tx.update(piece)
+                if pause:
+                    time.sleep(pause)
             self.t_tx_end = time.monotonic()
             self.s.shutdown(socket.SHUT_WR)
         except OSError as e:
-            self.fail("send", e)
+            if not self.aborted:  # (an --abort-after closed the socket under us)
+                self.fail("send", e)
 
     # --- receiving ---
     def receiver(self, echo: bool) -> None:
         delay = getattr(self.opts, "read_delay", None)
         if delay:
             time.sleep(delay)  # read nothing yet: the receive window closes
+        abort_at = getattr(self.opts, "abort_after", None)
         try:
             while True:
+                if abort_at is not None and time.monotonic() - self.t0 >= abort_at:
+                    self.abort()
+                    return
                 data = self.s.recv(RECV_SIZE)
                 if not data:
                     break
@@ -190,6 +221,16 @@ class Conn:
                 self.s.shutdown(socket.SHUT_WR)
         except OSError as e:
             self.fail("recv", e)
+
+    def abort(self) -> None:
+        """--abort-after: close now with SO_LINGER 0 (no shutdown, no FIN): an RST;
+        an MPTCP socket with unread data sends MP_FASTCLOSE."""
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if self.opts.mptcp:
+            self.info.update(mptcp_info(self.s))
+        self.s.close()
+        self.aborted = True
+        self.t_rx_end = time.monotonic()
 
     def run(self) -> dict[str, Any]:
         o = self.opts
@@ -251,6 +292,7 @@ class Conn:
             "rx_mbps": round(self.rx_bytes * 8 / rx_span / 1e6, 3) if rx_span > 0 else 0.0,
             "tx_mbps": round(self.tx_bytes * 8 / seconds / 1e6, 3) if seconds > 0 else 0.0,
             "error": self.error,
+            "aborted": self.aborted,
         }
         if getattr(o, "echo_check", False) and self.error is None:
             rec["echo_ok"] = rec["rx_sha256"] == rec["tx_sha256"] and self.rx_bytes == self.tx_bytes
@@ -326,11 +368,17 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--sha256-out", help="write the received bytes' sha256 to FILE")
         sp.add_argument("--rcvbuf", type=int, help="SO_RCVBUF, bytes")
         sp.add_argument("--read-delay", type=float, help="sleep S s before the first read")
+        sp.add_argument("--abort-after", type=float, metavar="S",
+                        help="receive for S s, then close with SO_LINGER 0 (an abort)")
 
     def sending(sp: argparse.ArgumentParser) -> None:
         g = sp.add_mutually_exclusive_group()
         g.add_argument("--send-bytes", type=int, help="send N bytes of the payload stream")
         g.add_argument("--send", help="send the contents of FILE")
+        sp.add_argument("--pause-after", type=int, metavar="N",
+                        help="after N bytes sent, pause (--pause), then 1000 bytes alone")
+        sp.add_argument("--pause", type=float, default=1.0, metavar="S",
+                        help="the pause of --pause-after, s (default 1)")
 
     sp = sub.add_parser("server", help="listen, receive (and send/echo), report")
     common(sp)

@@ -143,6 +143,10 @@ def test_an_established_subflow_reset_with_a_reason_is_explained() -> None:
     f = only(t, Code.SUBFLOW_RESET)
     assert "reason 5" in f.text and "unacceptable performance" in f.text
     assert f.packet is not None and f.packet.frame == frame
+    # regression: the MP_TCPRST event named the master's 4-tuple, not the reset one's
+    (ev,) = [e.event for e in t.events if getattr(e, "event", None) is not None
+             and getattr(e.event, "name", None) == "MP_TCPRST"]
+    assert (ev.saddr, ev.sport, ev.daddr, ev.dport) == (j.us[0], j.us[1], j.peer[0], j.peer[1])
 
 
 # ---- ADD_ADDR --------------------------------------------------------------------------------
