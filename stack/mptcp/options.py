@@ -668,6 +668,15 @@ def infinite_mapping(sf: Subflow, seq: int, payload_len: int,
     if not sf.send_infinite_map or not payload_len or remaining < DSS_FULL:
         return None
     msk = sf.msk
+    m = sf.tx_map_at(seq)
+    if m is not None and m.ssn != seq and remaining >= DSS_FULL_CSUM:
+        # inside a mapping already begun: its own DSS, as before, and the infinite one
+        # where it ends. A receiver midway through a mapping takes no other before its
+        # end (Linux drops it, then finds data without a mapping: DSSFallback)
+        return OutOptions(dss=Dss(data_ack=msk.wire_data_ack(), data_ack64=True,
+                                  dsn=msk.wire_dsn(m.data_off), dsn64=True,
+                                  ssn=m.ssn & 0xFFFFFFFF, data_len=m.length,
+                                  checksum=m.csum if msk.csum_enabled else None))
     if sf.send_mp_fail is not None:
         # our answer to the peer's MP_FAIL goes no later than this mapping: a peer that
         # falls back on it ignores every option after it, and Linux, never seeing the

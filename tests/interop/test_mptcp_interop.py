@@ -197,7 +197,9 @@ def test_fallback_to_a_plain_tcp_listener(topology: Topology, tmp_path: Path) ->
     me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), 6130,
                                 "--send-bytes", 5 * MB, "--json", "--events", events))
     kernel = topology.kpeer_result(srv)
-    assert me["returncode"] == 0 and me["fallback"] and not me["mptcp"]
+    # every byte through, but MPTCP asked for and not had: exit 4, said why
+    assert me["returncode"] == 4 and me["fallback"] and not me["mptcp"]
+    assert [d["code"] for d in me["diagnosis"]] == ["fallback"]
     assert "no MP_CAPABLE" in me["fallback_reason"]
     assert kernel["rx_sha256"] == me["sent_sha256"] and kernel["rx_bytes"] == 5 * MB
     kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
@@ -214,7 +216,8 @@ def test_fallback_when_the_kernel_has_mptcp_disabled(topology: Topology) -> None
         kernel = topology.kpeer_result(srv)
     finally:
         topology.run_peer("sysctl", "-qw", "net.mptcp.enabled=1")
-    assert me["returncode"] == 0 and me["fallback"]
+    assert me["returncode"] == 4 and me["fallback"]
+    assert [d["code"] for d in me["diagnosis"]] == ["fallback"]
     assert kernel["rx_sha256"] == me["sent_sha256"]
 
 
@@ -225,7 +228,8 @@ def test_v0_syn_is_answered_as_plain_tcp_and_the_transfer_succeeds(
                                 "--send-bytes", 5 * MB, "--json", "--mptcp-version", "0",
                                 "--trace"))
     kernel = topology.kpeer_result(srv)
-    assert me["returncode"] == 0 and me["fallback"]
+    assert me["returncode"] == 4 and me["fallback"]
+    assert [d["code"] for d in me["diagnosis"]] == ["mpc-version-unsupported"]
     assert kernel["fallback"] is True and kernel["rx_sha256"] == me["sent_sha256"]
     assert "MP_CAPABLE v0" in me["stderr"]  # the ladder shows the v0 SYN we sent
     assert_no_kernel_errors(kernel_counters(), me)
@@ -236,7 +240,7 @@ def test_plain_tcp_client_to_our_mptcp_listener(topology: Topology) -> None:
     topology.run_peer(*topology.kpeer("client", topology.our_addr(1), 6133,
                                       "--send-bytes", 5 * MB), timeout=60)
     me = ours.result(lst)
-    assert me["returncode"] == 0 and not me["mptcp"]
+    assert me["returncode"] == 0 and not me["mptcp"] and me["diagnosis"] == []
     assert me["received_sha256"] == expected_sha256(5 * MB)
 
 
