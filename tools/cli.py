@@ -207,6 +207,7 @@ class Result:
     subflow_bytes: list[int] = field(default_factory=list)  # data mapped onto each
     subflow_rx_bytes: list[int] = field(default_factory=list)  # data received on each
     resent_bytes: int = 0        # data sent again at the data level (reinjection, data RTO)
+    window_probes: int = 0       # data-level zero-window probes (one acked byte each)
     findings: list[Finding] = field(default_factory=list)  # the diagnosis
     conn: Connection | None = None
     t0: float = 0.0              # the connection's clock origin (its first packet)
@@ -242,6 +243,7 @@ class Result:
         self.subflow_bytes = [sf.tx_next - 1 for sf in live]
         self.subflow_rx_bytes = [sf.rx_next - 1 for sf in live]
         self.resent_bytes = msk.counters["Reinjected"] + msk.counters["MPTCPRetransBytes"]
+        self.window_probes = msk.counters["WinProbe"]
 
     def summary(self, args: argparse.Namespace) -> dict[str, object]:
         secs = max(self.ended - self.started, 1e-9)
@@ -250,6 +252,7 @@ class Result:
                 "goodput_mbps": round((self.sent + self.received) * 8 / secs / 1e6, 3),
                 "subflows": self.subflows, "subflow_bytes": self.subflow_bytes,
                 "subflow_rx_bytes": self.subflow_rx_bytes, "resent_bytes": self.resent_bytes,
+                "window_probes": self.window_probes,
                 "mptcp": self.mptcp and not self.fallback,
                 "fallback": self.fallback, "fallback_reason": self.fallback_reason,
                 "checksum": self.checksum, "token": self.token,

@@ -985,6 +985,12 @@ class MptcpConnection:
         if sf is None:
             return
         eng = sf.engine
+        if self._zw_probe_at is None and eng.peer_zero_window_since is None:
+            # that subflow's window is open, so the byte would leave at once: wait one
+            # RTO first, as TCP's persist timer does (a window update usually comes
+            # first: the peer's application reads; each probe costs it a DuplicateData)
+            self._zw_probe_at = self.now + eng.rtt.backed_off(0)
+            return
         if self._map_chunk(sf, self.snd_una - 1, self.sndbuf.pieces(self.snd_una - 1, 1)[0]):
             self._zw_probe_at = self.now + eng.rtt.backed_off(self._zw_probes)
             self._zw_probes += 1

@@ -114,11 +114,13 @@ def nstat_errors(diff: dict[str, int], ours: dict[str, Any] | None = None) -> di
     at the data level is not an error: bytes reinjected after a subflow died, or
     resent by the data-level RTO, may have reached the kernel's msk already (Linux's
     own sender causes the same). The kernel counts one per skb: at most one per 1000
-    bytes resent."""
+    bytes resent; and one per data-level zero-window probe (an acked byte sent again
+    on purpose, as Linux's `mptcp_sendmsg_frag` probes)."""
     errors = {k: v for k, v in diff.items() if k in MPTCP_ERROR_COUNTERS}
     if ours is not None:
         dup = errors.get("MPTcpExtDuplicateData", 0)
-        if 0 < dup <= -(-int(ours.get("resent_bytes", 0)) // 1000):
+        if 0 < dup <= -(-int(ours.get("resent_bytes", 0)) // 1000) + int(
+                ours.get("window_probes", 0)):
             del errors["MPTcpExtDuplicateData"]
     return errors
 

@@ -306,7 +306,9 @@ def test_the_kernel_refuses_a_bad_join_and_the_connection_lives(
                                 "--send-bytes", 20 * MB, "--json", "--stats",
                                 "--events", events), timeout=120)
     kernel = first_report(srv)
-    assert me["returncode"] == 0, me["stderr"]
+    # every byte through, but the join asked for was refused: exit 4, said why
+    assert me["returncode"] == 4, me["stderr"]
+    assert [d["code"] for d in me["diagnosis"]] == ["join-refused"], me["diagnosis"]
     assert kernel["rx_sha256"] == me["sent_sha256"] and kernel["rx_bytes"] == 20 * MB
     assert me["subflows"] == 1
     diff = nstat_diff(before, topology.nstat_peer())

@@ -183,9 +183,11 @@ def test_mptcp_zero_window_maps_one_acked_byte_and_the_subflow_probes_with_backo
         assert t.deadline() is None
 
 
-def test_mptcp_probe_byte_on_a_subflow_with_an_open_window_goes_at_once_then_backs_off() -> None:
+def test_mptcp_probe_byte_on_a_subflow_with_an_open_window_waits_an_rto_then_backs_off() -> None:
     """The data-level window is closed, but the probe goes on a join whose TCP window
-    is still open (nothing told it otherwise): the byte leaves at once. The peer
+    is still open (nothing told it otherwise): the byte leaves one RTO of that subflow
+    later, as TCP's persist timer would send it (a window update, when the peer's
+    application reads, usually comes first; each probe is a DuplicateData there). The peer
     TCP-acks it with a zero window, data level unchanged: the next probe byte is not
     mapped at once (no probe per round trip) but one RTO of that subflow later; that
     one waits in the join's now zero window, whose persist timer probes."""
@@ -199,7 +201,10 @@ def test_mptcp_probe_byte_on_a_subflow_with_an_open_window_goes_at_once_then_bac
     t.recv(j, seq=1, ack=1, payload_len=0, mptcp=[t.our_data_ack()])  # the 4th ACK
     t.recv_nothing()
     t.app_send(b"n" * 50)
+    t.recv_nothing()
+    shut = t.now
     # the idle subflow with the lowest RTT: the join, its window open
+    assert t.fire() == shut + t.msk.subflows[1].engine.rto
     first_probe = t.recv(j, flags=ACK | PSH, seq=1, payload=first[99:],
                          mptcp=[_dss(t, 99, 1, first[99:], False)]).time
     t.recv_nothing()
