@@ -48,15 +48,20 @@ class Tally:
         self.rx.update(data)
         self.rx_bytes += len(data)
 
-    def report(self) -> None:
+    def report(self, shell: TunShell) -> None:
+        # what the stack sent again on purpose (harness.nstat_errors allows the kernel's
+        # DuplicateData for it): data-level resends and zero-window probe bytes
+        c = shell.stack.all_counters()
         print(json.dumps({"tx_bytes": self.tx_bytes, "tx_sha256": self.tx.hexdigest(),
-                          "rx_bytes": self.rx_bytes, "rx_sha256": self.rx.hexdigest()}),
+                          "rx_bytes": self.rx_bytes, "rx_sha256": self.rx.hexdigest(),
+                          "resent_bytes": c["Reinjected"] + c["MPTCPRetransBytes"],
+                          "window_probes": c["WinProbe"]}),
               flush=True)
 
 
 async def client(host: str, port: int, n: int, mptcp: bool) -> None:
     tally = Tally()
-    async with tun_shell(mptcp):
+    async with tun_shell(mptcp) as shell:
         reader, writer = await open_connection(host, port)
 
         async def send() -> None:
@@ -72,7 +77,7 @@ async def client(host: str, port: int, n: int, mptcp: bool) -> None:
 
         await asyncio.gather(send(), receive())
         await writer.wait_closed()
-    tally.report()
+    tally.report(shell)
 
 
 async def server(port: int, mptcp: bool) -> None:
@@ -89,10 +94,10 @@ async def server(port: int, mptcp: bool) -> None:
         await writer.wait_closed()
         served.set()
 
-    async with tun_shell(mptcp), await start_server(echo, port):
+    async with tun_shell(mptcp) as shell, await start_server(echo, port):
         print(f"listening on port {port}", file=sys.stderr, flush=True)
         await served.wait()
-    tally.report()
+    tally.report(shell)
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def test_api_client_speaks_mptcp_to_a_kernel_server(
     assert kernel["fallback"] is False, "the kernel's socket fell back to TCP"
     moved = kernel_counters()
     assert fallbacks(moved) == {}
-    assert nstat_errors(moved) == {}
+    assert nstat_errors(moved, app) == {}
     assert moved.get("MPTcpExtMPCapableSYNRX") == 1
     assert moved.get("MPTcpExtMPCapableACKRX") == 1
 
@@ -94,7 +94,7 @@ def test_kernel_client_speaks_mptcp_to_an_api_server(
     assert kernel["fallback"] is False, "the kernel's socket fell back to TCP"
     moved = kernel_counters()
     assert fallbacks(moved) == {}
-    assert nstat_errors(moved) == {}
+    assert nstat_errors(moved, app) == {}
     assert moved.get("MPTcpExtMPCapableSYNACKRX") == 1
 
 
