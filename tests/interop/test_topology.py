@@ -49,7 +49,7 @@ def snapshot(topo: Topology, recreated_links: bool = False) -> dict[str, str]:
 def test_kernel_to_kernel_10mb(topology: Topology, mptcp: bool) -> None:
     port = 5000 + int(mptcp)
     flag = ["--mptcp"] if mptcp else []
-    before = topology.nstat_peer()
+    before, user_before = topology.nstat_peer(), topology.nstat_user()
     srv = topology.popen_peer(*topology.kpeer("server", "--port", port, "--once", *flag))
     topology.wait_listening(topology.peer_ns, port)
     cli = topology.run_user(*topology.kpeer(
@@ -66,7 +66,14 @@ def test_kernel_to_kernel_10mb(topology: Topology, mptcp: bool) -> None:
         assert got["fallback"] is False and sent["fallback"] is False, (got, sent)
         diff = nstat_diff(before, topology.nstat_peer())
         assert diff.get("MPTcpExtMPCapableSYNRX", 0) >= 1, diff
-        assert nstat_errors(diff) == {}, diff
+        # the kernel sender's own data-level resends and zero-window probes reach the
+        # receiver as DuplicateData (seen once in ~20 CI runs): not an error
+        sender = nstat_diff(user_before, topology.nstat_user())
+        errors = nstat_errors(diff)
+        dup = errors.pop("MPTcpExtDuplicateData", 0)
+        assert dup <= sender.get("MPTcpExtMPTCPRetrans", 0) + sender.get(
+            "MPTcpExtWinProbe", 0), (diff, sender)
+        assert errors == {}, diff
 
 
 def test_status(topology: Topology) -> None:
