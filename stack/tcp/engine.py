@@ -350,6 +350,7 @@ class TcpEngine:
         self._probe_due = False          # a zero-window or keepalive probe is due
         self._force_send = False         # persist expiry with a small non-zero window
         self._ka_probes = 0
+        self._probes_out = 0             # zero-window probes since the peer last answered
         self._chal_sec = -1
         self._chal_count = 0
         self._pending_rst: list[OutSegment] = []
@@ -814,7 +815,15 @@ class TcpEngine:
             self._persist_n = 0
             return
         # zero window: a probe (SEG.SEQ = SND.UNA - 1, see poll_transmit), and the next
-        # one after twice the interval (Linux: `icsk_backoff`, `tcp_probe0_when()`)
+        # one after twice the interval (Linux: `icsk_backoff`, `tcp_probe0_when()`). A
+        # peer that answers none of `data_retries` probes is gone (Linux
+        # `tcp_probe_timer`: icsk_probes_out >= tcp_retries2); one that answers, even
+        # with a zero window, is alive and probed for ever
+        if self._probes_out >= self.config.data_retries:
+            self.counters[Mib.TCPAbortOnTimeout] += 1
+            self._terminate(CloseError.TIMEOUT)
+            return
+        self._probes_out += 1
         self._probe_due = True
         self.counters[Mib.TCPWinProbe] += 1
         self._persist_n += 1
@@ -1063,6 +1072,7 @@ class TcpEngine:
             self._ts_recent = ts_val
             self._ts_recent_stamp = now
 
+        self._probes_out = 0  # the peer is alive (zero-window probes unanswered: 0)
         if self.config.keepalive_idle is not None:
             self._ka_probes = 0
             self._arm_keepalive(now)

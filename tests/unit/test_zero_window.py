@@ -34,7 +34,7 @@ from stack.wire.tcp import ACK, PSH
 from tests.sim.apps import Side
 from tests.sim.net import LinkProfile, SimNet
 from tests.unit.mptcp_trace import Trace
-from tests.unit.test_engine import IRS, ISS, check, established, one, seg
+from tests.unit.test_engine import IRS, ISS, check, established, events, one, seg
 from tools.sink import Sink
 
 KEY_US = 0x9A3C51E207B4D86F
@@ -67,6 +67,32 @@ def test_tcp_probes_rto_after_the_window_closed_then_backing_off() -> None:
     e.on_segment(seg(IRS + 1, ISS + 1001, ACK, 2000), b"", 5.0)
     assert e.peer_zero_window_since is None
     check(e.poll_transmit(5.0)[0], ISS + 1001, IRS + 1, ACK, payload=1460)
+
+
+def test_tcp_a_peer_answering_no_probe_is_given_up_one_answering_is_probed_on() -> None:
+    """Linux `tcp_probe_timer`: tcp_retries2 (15) probes unanswered and the connection
+    is aborted (before: probed for ever, one every 120 s); a peer that answers each
+    probe with a zero window is alive and is probed on."""
+    for answers in (False, True):
+        e = established(peer_window=1000)
+        e.send(b"p" * 3000)
+        e.poll_transmit(1.0)
+        e.on_segment(seg(IRS + 1, ISS + 1001, ACK, 0), b"", 1.1)
+        assert e.poll_transmit(1.1) == []
+        n = 0
+        while not e.is_closed and n < 30:
+            t = e.poll_timeout()
+            assert t is not None
+            e.handle_timeout(t)
+            e.poll_transmit(t)
+            if answers:
+                e.on_segment(seg(IRS + 1, ISS + 1001, ACK, 0), b"", t + 0.01)
+            n += 1
+        if answers:
+            assert not e.is_closed and e.counters["TCPWinProbe"] == 30
+        else:
+            assert e.is_closed and Closed("timeout") in events(e)
+            assert e.counters["TCPWinProbe"] == 15 and e.counters["TCPAbortOnTimeout"] == 1
 
 
 def test_tcp_small_window_then_zero_window_probes_rto_after_the_close() -> None:
