@@ -52,6 +52,16 @@ def diagnosis(me: dict[str, Any], events: Path) -> list[tuple[str, str]]:
     return found
 
 
+def frame(pcap: Path, ref: dict[str, Any]) -> tcp.TcpHeader:
+    """The TCP header of the packet a finding points at (its frame in our pcap), after
+    checking the finding's direction against the packet's source."""
+    _, pkt = read_pcap(pcap.read_bytes())[ref["frame"] - 1]
+    iph, end = ipv4.parse(pkt)
+    ours_sent = ref["subflow"].startswith(".".join(map(str, iph.src)) + ":")
+    assert ours_sent is (ref["direction"] == "out"), ref
+    return tcp.parse(memoryview(pkt)[iph.header_len:end])[0]
+
+
 def mpc_flags(pcap: Path, flags: int) -> list[tuple[str, int]]:
     """(source address, MP_CAPABLE flags) of each segment with exactly TCP `flags`
     (SYN, SYN|ACK) in our pcap; flags -1 when it carries no MP_CAPABLE."""
@@ -133,6 +143,8 @@ def test_kernel_server_c_flag_our_client_does_not_join_its_initial_address(
     want = (f"the peer set the C flag on its SYN/ACK: no join to {topology.peer_addr(1)}:6900; "
             f"not made: from {topology.our_addr(2)}")
     assert found == [("join-initial-denied", want)], found
+    synack = frame(pcap, me["diagnosis"][0]["packet"])  # the kernel's SYN/ACK with C
+    assert synack.flags == tcp.SYN | tcp.ACK and me["diagnosis"][0]["packet"]["frame"] == 2
 
 
 # ---- (b) MP_CAPABLE SYNs blackholed: plain SYN, fallback, blackhole remembered ---------
@@ -169,6 +181,10 @@ def test_mpc_syns_blackholed_our_client_falls_back_and_completes(
     assert found == [("mpc-syn-blackholed",
                       "3 MP_CAPABLE SYNs unanswered (3.0 s): sent a plain SYN, fell back to "
                       "TCP; MPTCP active opens disabled for 3600 s (blackhole)")], found
+    plain = frame(pcap, me["diagnosis"][0]["packet"])  # our plain SYN, the 4th frame
+    assert plain.flags == tcp.SYN and me["diagnosis"][0]["packet"]["frame"] == 4
+    assert not any(isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP
+                   for o in plain.options)
 
 
 def test_reference_kernel_client_through_the_same_blackhole(
