@@ -39,7 +39,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,155 +48,42 @@ from stack.mptcp import crypto
 from stack.wire import ipv4, tcp
 from stack.wire import mptcp as wm
 from stack.wire.pcap import read as read_pcap
-from tests.interop import ours
+from tests.interop import diagnosis, ours
+from tests.interop.diagnosis import (
+    EXIT_CONN,
+    EXIT_UNMET,
+    Frame,
+    Nft,
+    Run,
+    chain,
+    counter,
+    diagnosis_events,
+    finish,
+    frames,
+    last_json,
+    peer_nft,
+    peer_sysctl,
+)
 from tests.interop.harness import REPO, Topology, nstat_diff, nstat_errors
 from tests.interop.payload import expected_sha256, payload
 
 MB = 1_000_000
-EXIT_CONN, EXIT_UNMET = 1, 4
 NFT_TABLE = "diagdata"
 M32, M64 = (1 << 32) - 1, (1 << 64) - 1
 FLIP = "@ih,0,16 set @ih,0,16 ^ 0xff00"  # the first payload byte, xor 0xff
 
 
-# ---- our stack: run it, read what it said -------------------------------------------------
-@dataclass
-class Run:
-    summary: dict[str, Any]      # the --json object ({} without --json)
-    lines: list[str]             # the 'diagnosis:' lines (without --json)
-    stdout: str
-    stderr: str
-    returncode: int
-
-    @property
-    def findings(self) -> list[dict[str, Any]]:
-        if self.summary:
-            return list(self.summary.get("diagnosis", []))
-        return [parse_line(ln) for ln in self.lines]
-
-    @property
-    def codes(self) -> list[str]:
-        return [f["code"] for f in self.findings]
-
-    def explain(self) -> str:
-        shown = self.lines or [line_of(f) for f in self.findings]
-        return ("\n".join(shown) or "(no diagnosis)") + f"\nrc={self.returncode}\n" \
-            + self.stderr[-3000:]
-
-
-def finish(p: subprocess.Popen[str], timeout: float = 60) -> Run:
-    out, err = p.communicate(timeout=timeout)
-    js = [ln for ln in out.splitlines() if ln.startswith("{")]
-    run = Run(json.loads(js[-1]) if js else {},
-              [ln for ln in out.splitlines() if ln.startswith("diagnosis: ")],
-              out, err, p.returncode)
-    for line in run.lines or [line_of(f) for f in run.findings]:
-        print(line)  # pytest shows a failed test's stdout: the diagnosis as printed
-    return run
-
-
-def line_of(f: dict[str, Any]) -> str:
-    """A --json finding as the line the CLI prints without --json."""
-    p = f["packet"]
-    where = ""
-    if p is not None:
-        on = f" on {p['subflow']}" if p["subflow"] else ""
-        arrow = "received" if p["direction"] == "in" else "sent"
-        where = f" [frame {p['frame']} ({arrow} at {p['time']:.4f} s{on})]"
-    hint = f" (hint: {f['hint']})" if f["hint"] else ""
-    return f"diagnosis: {f['severity']} {f['code']}: {f['text']}{where}{hint}"
-
-
-LINE = re.compile(r"^diagnosis: (?P<severity>\w+) (?P<code>[\w-]+): (?P<text>.*?)"
-                  r"(?: \[frame (?P<frame>\d+) \((?P<arrow>received|sent) at "
-                  r"(?P<time>[\d.]+) s(?: on (?P<subflow>[^)]+))?\)\])?"
-                  r"(?: \(hint: (?P<hint>.*)\))?$")
-
-
-def parse_line(line: str) -> dict[str, Any]:
-    """A 'diagnosis:' line back into the --json shape."""
-    m = LINE.match(line)
-    assert m, f"not a diagnosis line: {line!r}"
-    packet = None
-    if m["frame"]:
-        packet = {"frame": int(m["frame"]), "time": float(m["time"]),
-                  "direction": "in" if m["arrow"] == "received" else "out",
-                  "subflow": m["subflow"]}
-    return {"code": m["code"], "severity": m["severity"], "text": m["text"],
-            "packet": packet, "hint": m["hint"] or ""}
-
-
-def counter(stderr: str, name: str) -> int:
-    """A counter from our `--stats` dump (0 if absent)."""
-    m = re.search(rf"^{name}\s+(\d+)$", stderr, re.MULTILINE)
-    return int(m.group(1)) if m else 0
-
-
+# ---- our stack, our pcap ------------------------------------------------------------------
 def no_traceback(run: Run) -> list[str]:
     """Our stderr has no traceback; its 'mptcp-tun:' lines."""
     assert "Traceback" not in run.stderr, run.stderr
     return [ln for ln in run.stderr.splitlines() if ln.startswith("mptcp-tun:")]
 
 
-# ---- our pcap ----------------------------------------------------------------------------
-@dataclass
-class Frame:
-    n: int
-    time: float
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    flags: int
-    seq: int
-    ack: int
-    window: int
-    payload: int
-    nops: int                    # the longest run of NOP options
-    wscale: int | None
-    mptcp: list[wm.MptcpOption]
-
-    def has(self, cls: type) -> list[Any]:
-        return [o for o in self.mptcp if isinstance(o, cls)]
-
-    def dss(self) -> wm.Dss | None:
-        d = self.has(wm.Dss)
-        return d[0] if d else None
-
-    def on(self, subflow: str, direction: str) -> bool:
-        """This packet belongs to `subflow` ('A:p > B:q', ours first) and went in
-        `direction` ("in": from the peer to us)."""
-        local, remote = subflow.split(" > ")
-        ends = (f"{self.dst}:{self.dport}", f"{self.src}:{self.sport}") if direction == "in" \
-            else (f"{self.src}:{self.sport}", f"{self.dst}:{self.dport}")
-        return ends == (local, remote)
-
-    def is_from(self, addr: str) -> bool:
-        return self.src == addr
-
-
-def frames(pcap: Path) -> list[Frame]:
-    out = []
-    for n, (ts, pkt) in enumerate(read_pcap(pcap.read_bytes()), 1):
-        iph, end = ipv4.parse(pkt, verify_checksum=False)
-        src, dst = socket.inet_ntoa(iph.src), socket.inet_ntoa(iph.dst)
-        if iph.proto != ipv4.PROTO_TCP:
-            out.append(Frame(n, ts, src, 0, dst, 0, 0, 0, 0, 0, 0, 0, None, []))
-            continue
-        seg = memoryview(pkt)[iph.header_len:end]
-        hdr, doff = tcp.parse(seg)
-        syn, ack = bool(hdr.flags & tcp.SYN), bool(hdr.flags & tcp.ACK)
-        opts = [wm.parse_tcp_option(o, syn=syn, ack=ack) for o in hdr.options
-                if isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP]
-        run = best = 0
-        for o in hdr.options:
-            run = run + 1 if isinstance(o, tcp.Nop) else 0
-            best = max(best, run)
-        ws = [o.shift for o in hdr.options if isinstance(o, tcp.WindowScale)]
-        out.append(Frame(n, ts, src, hdr.src_port, dst, hdr.dst_port, hdr.flags, hdr.seq,
-                         hdr.ack, hdr.window, len(seg) - doff, best, ws[0] if ws else None,
-                         opts))
-    return out
+def frame_of(run: Run, pcap: Path, finding: dict[str, Any]) -> tuple[Frame, list[Frame]]:
+    """The packet a finding points at and every frame (`diagnosis.frame_of`), also
+    checked against the finding's time: one subflow in every test here."""
+    return diagnosis.frame_of(run, pcap, finding, timed=True)
 
 
 def of_port(fs: list[Frame], port: int) -> list[Frame]:
@@ -213,21 +99,6 @@ def mapping_len(g: Frame) -> int | None:
         return d.data_len
     mpc = g.has(wm.MpCapable)
     return mpc[0].data_len if mpc else None
-
-
-def frame_of(run: Run, pcap: Path, finding: dict[str, Any]) -> tuple[Frame, list[Frame]]:
-    """The packet a finding points at, from our pcap (and every frame): it is on the
-    finding's subflow, went the finding's way, at the finding's time (the connection's
-    clock starts at its first packet)."""
-    p = finding["packet"]
-    assert p is not None, run.explain()
-    fs = frames(pcap)
-    assert 1 <= p["frame"] <= len(fs), (p, len(fs), run.explain())
-    f = fs[p["frame"] - 1]
-    assert p["subflow"] is not None and f.on(p["subflow"], p["direction"]), (f, p)
-    first = next(g for g in fs if g.on(p["subflow"], "in") or g.on(p["subflow"], "out"))
-    assert abs((f.time - first.time) - p["time"]) < 0.01, (f.time - first.time, p)
-    return f, fs
 
 
 def sent_stream(fs: list[Frame], pcap: Path, addr: str, port: int) -> bytes:
@@ -266,31 +137,17 @@ def dsn_in(text: str) -> int:
 
 # ---- fixtures ------------------------------------------------------------------------------
 @pytest.fixture
-def nft(topology: Topology) -> Iterator[Callable[[str], Callable[[], list[int]]]]:
-    """Load nftables chains into table `NFT_TABLE` in the peer namespace; gives a
-    function returning the rules' packet counters. The table goes after the test."""
-    def load(chains: str) -> Callable[[], list[int]]:
-        topology.run_peer("nft", "-f", "-", input=f"table inet {NFT_TABLE} {{\n{chains}\n}}\n")
-
-        def counters() -> list[int]:
-            out = topology.run_peer("nft", "list", "table", "inet", NFT_TABLE).stdout
-            return [int(n) for n in re.findall(r"counter packets (\d+)", out)]
-        return counters
-    yield load
-    topology.run_peer("nft", "delete", "table", "inet", NFT_TABLE, check=False)
-
-
-def chain(hook: str, rule: str) -> str:
-    return (f" chain {hook} {{\n  type filter hook {hook} priority 0; policy accept;\n"
-            f"  {rule}\n }}")
+def nft(topology: Topology) -> Iterator[Nft]:
+    """nftables chains in table `NFT_TABLE` in the peer namespace (`peer_nft`)."""
+    with peer_nft(topology, NFT_TABLE) as load:
+        yield load
 
 
 @pytest.fixture
 def conntrack_acct(topology: Topology) -> Iterator[None]:
     """conntrack counts bytes in the peer namespace (`ct original|reply bytes`)."""
-    topology.run_peer("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
-    yield
-    topology.run_peer("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=0")
+    with peer_sysctl(topology, "net.netfilter.nf_conntrack_acct", 1, 0):
+        yield
 
 
 @pytest.fixture
@@ -403,8 +260,7 @@ def test_mpc_stripped_from_the_kernel_syn_our_listener(
     assert kernel["ok"] and kernel["tx_bytes"] == me["received"] == 2 * MB
     assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(2 * MB)
     assert kernel["fallback"] is True
-    evs = [json.loads(ln) for ln in events.read_text().splitlines()]
-    assert [e["code"] for e in evs if e["event"] == "DIAGNOSIS"] == ["mpc-stripped"]
+    assert [e["code"] for e in diagnosis_events(events)] == ["mpc-stripped"]
     moved = kernel_moved()
     assert moved.get("MPTcpExtMPCapableSYNTX") == 1
     assert mptcp_moved(moved) == {"MPTcpExtMPCapableFallbackSYNACK": 1}, moved
@@ -471,21 +327,34 @@ def test_dss_stripped_after_the_handshake_we_take_exactly_the_kernels_bytes(
 
 
 # ---- the data path: DSS checksums -----------------------------------------------------------
+def checksum_run(topology: Topology, tmp_path: Path, nft: Nft, port: int, *, theirs: bool,
+                 past: int | None, server: tuple[Any, ...], args: tuple[Any, ...]
+                 ) -> tuple[Run, dict[str, Any], Callable[[], list[int]]]:
+    """Our connect (`args`) with DSS checksums to a kernel server on `port` (`server`),
+    while nftables in the peer namespace flips one byte (`FLIP`) of one data packet: the
+    kernel's (`theirs`) or ours, the first past `past` bytes that way (conntrack's count)
+    or the first of all. The run, the kernel's report and the rule's counters."""
+    way, hook, match = ("reply", "output", f"tcp sport {port}") if theirs \
+        else ("original", "input", f"tcp dport {port}")
+    after = f"ct {way} bytes > {past} " if past is not None else ""
+    counters = nft(chain(hook, f"{match} ip length > 1000 {after}"
+                               f"numgen inc mod 1000000 == 0 counter {FLIP}"))
+    srv = kernel_server(topology, port, *server)
+    run = finish(connect(topology, port, tmp_path, "--checksum", *args))
+    return run, topology.kpeer_result(srv), counters
+
+
 def test_dss_checksum_failed_kernel_to_us_after_the_first_mapping(
         topology: Topology, tmp_path: Path, nft: Any, conntrack_acct: None,
         kernel_moved: Callable[[], dict[str, int]]) -> None:
     """One byte of the kernel's data past 150 KB flipped: we send MP_FAIL, the kernel
     answers MP_FAIL and (after the pause, on 1000 bytes alone) an infinite mapping; both
     fall back and the rest arrives as plain TCP."""
-    size, port = 1 * MB, 7206
-    counters = nft(chain("output", f"tcp sport {port} ip length > 1000 ct reply bytes > 150000 "
-                                   f"numgen inc mod 1000000 == 0 counter {FLIP}"))
-    got = tmp_path / "got.bin"
-    srv = kernel_server(topology, port, "--send-bytes", size, "--pause-after", 300_000,
-                        "--pause", 1)
-    run = finish(connect(topology, port, tmp_path, "--checksum", "--json", "--stats",
-                         "--output", got))
-    kernel = topology.kpeer_result(srv)
+    size, port, got = 1 * MB, 7206, tmp_path / "got.bin"
+    run, kernel, counters = checksum_run(
+        topology, tmp_path, nft, port, theirs=True, past=150_000,
+        server=("--send-bytes", size, "--pause-after", 300_000, "--pause", 1),
+        args=("--json", "--stats", "--output", got))
     me = run.summary
     assert run.codes == ["dss-checksum-failed"], run.explain()
     assert run.returncode == EXIT_UNMET, run.explain()
@@ -535,15 +404,11 @@ def test_dss_checksum_failed_us_to_kernel_after_the_first_mapping(
     MP_FAIL and an infinite mapping (both on one segment, the MP_FAIL first to count)
     and the transfer completes (regression: it stalled at 192,240 of 300,000 bytes)."""
     size, port = 300_000, 7207
-    counters = nft(chain("input", f"tcp dport {port} ip length > 1000 "
-                                  f"ct original bytes > 100000 "
-                                  f"numgen inc mod 1000000 == 0 counter {FLIP}"))
     src, kgot = tmp_path / "src.bin", tmp_path / "kernel.bin"
     src.write_bytes(payload(size))
-    srv = kernel_server(topology, port, "--output", kgot)
-    run = finish(connect(topology, port, tmp_path, "--checksum", "--json", "--stats",
-                         "--send", src))
-    kernel = topology.kpeer_result(srv)
+    run, kernel, counters = checksum_run(
+        topology, tmp_path, nft, port, theirs=False, past=100_000, server=("--output", kgot),
+        args=("--json", "--stats", "--send", src))
     me = run.summary
     assert run.codes == ["dss-checksum-failed"], run.explain()
     assert run.returncode == EXIT_UNMET, run.explain()
@@ -584,13 +449,10 @@ def test_dss_checksum_failed_kernel_to_us_in_the_first_mapping(
     """The kernel's first data packet changed: we fall back without MP_FAIL, as Linux
     does (no good checksum seen yet); our data ACKs go on, the kernel completes. Run
     without --json: the summary line says 'checksum on until the fallback'."""
-    size, port = 300_000, 7208
-    counters = nft(chain("output", f"tcp sport {port} ip length > 1000 "
-                                   f"numgen inc mod 1000000 == 0 counter {FLIP}"))
-    got = tmp_path / "got.bin"
-    srv = kernel_server(topology, port, "--send-bytes", size)
-    run = finish(connect(topology, port, tmp_path, "--checksum", "--output", got))
-    kernel = topology.kpeer_result(srv)
+    size, port, got = 300_000, 7208, tmp_path / "got.bin"
+    run, kernel, counters = checksum_run(
+        topology, tmp_path, nft, port, theirs=True, past=None,
+        server=("--send-bytes", size), args=("--output", got))
     assert run.codes == ["dss-checksum-failed"], run.explain()
     assert run.returncode == EXIT_UNMET, run.explain()
     summary = run.stdout.splitlines()[0]
@@ -629,14 +491,11 @@ def test_dss_checksum_failed_us_to_kernel_in_the_first_mapping(
     (regression: we went on as MPTCP, resent at the data level what the kernel, plain
     TCP now, had taken in, and it got 377,936 bytes from our 300,000)."""
     size, port = 300_000, 7209
-    counters = nft(chain("input", f"tcp dport {port} ip length > 1000 "
-                                  f"numgen inc mod 1000000 == 0 counter {FLIP}"))
     src, kgot = tmp_path / "src.bin", tmp_path / "kernel.bin"
     src.write_bytes(payload(size))
-    srv = kernel_server(topology, port, "--output", kgot)
-    run = finish(connect(topology, port, tmp_path, "--checksum", "--json", "--stats",
-                         "--send", src))
-    kernel = topology.kpeer_result(srv)
+    run, kernel, counters = checksum_run(
+        topology, tmp_path, nft, port, theirs=False, past=None, server=("--output", kgot),
+        args=("--json", "--stats", "--send", src))
     me = run.summary
     assert run.codes == ["dss-checksum-failed"], run.explain()
     assert run.returncode == EXIT_UNMET, run.explain()
@@ -792,8 +651,7 @@ def test_window_stall_our_output_pipe_nobody_reads(
     took = time.monotonic() - t0
     assert p.stderr is not None
     err = p.stderr.read().decode()
-    js = [ln for ln in err.splitlines() if ln.startswith("{")]
-    run = Run(json.loads(js[-1]) if js else {}, [], "", err, rc)
+    run = Run(last_json(err), [], "", err, rc)  # the summary on stderr
     me = run.summary
     assert run.codes == ["window-stall"], run.explain()
     assert rc == EXIT_CONN and took < 15, run.explain()

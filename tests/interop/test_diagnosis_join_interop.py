@@ -35,7 +35,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,159 +42,33 @@ import pytest
 
 from stack.wire import ipv4, tcp
 from stack.wire import mptcp as wm
-from stack.wire.pcap import read as read_pcap
 from tests.interop import ours
+from tests.interop.diagnosis import (
+    EXIT_OK,
+    EXIT_UNMET,
+    Frame,
+    Nft,
+    chain,
+    check_events,
+    diagnosis_events,
+    finish,
+    frame_of,
+    frames,
+    parse_line,
+    peer_nft,
+)
 from tests.interop.harness import REPO, Topology, nstat_diff
 from tests.interop.payload import expected_sha256
 from tests.interop.test_mptcp_join_interop import first_report
 
 MB = 1_000_000
-EXIT_OK, EXIT_UNMET = 0, 4
 NFT_TABLE = "diagjoin"
 # our listener's ADD_ADDR timer for the not-echoed test: 5 tries, doubling, given up
 # after 0.2 * (1 + 2 + 4 + 8 + 16) = 6.2 s instead of 62 s with the default 2 s
 ADD_ADDR_TIMEOUT = 0.2
 
 
-# ---- our stack: run it, read what it said -------------------------------------------------
-@dataclass
-class Run:
-    summary: dict[str, Any]      # the --json object ({} without --json)
-    lines: list[str]             # the 'diagnosis:' lines on stdout (host-level ones too)
-    stdout: str
-    stderr: str
-    returncode: int
-
-    @property
-    def findings(self) -> list[dict[str, Any]]:
-        return list(self.summary.get("diagnosis", []))
-
-    @property
-    def codes(self) -> list[str]:
-        return [f["code"] for f in self.findings]
-
-    def explain(self) -> str:
-        """What to print when an assertion fails: every diagnosis line, and stderr."""
-        shown = self.lines or [line_of(f) for f in self.findings]
-        return ("\n".join(shown) or "(no diagnosis)") + f"\nrc={self.returncode}\n" \
-            + self.stderr[-3000:]
-
-
-def finish(p: subprocess.Popen[str], timeout: float = 60) -> Run:
-    out, err = p.communicate(timeout=timeout)
-    js = [ln for ln in out.splitlines() if ln.startswith("{")]
-    run = Run(json.loads(js[-1]) if js else {},
-              [ln for ln in out.splitlines() if ln.startswith("diagnosis: ")],
-              out, err, p.returncode)
-    # pytest shows a failed test's captured stdout: the diagnosis as the CLI says it
-    for line in [line_of(f) for f in run.findings] + run.lines:
-        print(line)
-    return run
-
-
-def line_of(f: dict[str, Any]) -> str:
-    """A --json finding as the line the CLI prints without --json."""
-    p = f["packet"]
-    where = ""
-    if p is not None:
-        on = f" on {p['subflow']}" if p["subflow"] else ""
-        arrow = "received" if p["direction"] == "in" else "sent"
-        where = f" [frame {p['frame']} ({arrow} at {p['time']:.4f} s{on})]"
-    hint = f" (hint: {f['hint']})" if f["hint"] else ""
-    return f"diagnosis: {f['severity']} {f['code']}: {f['text']}{where}{hint}"
-
-
-LINE = re.compile(r"^diagnosis: (?P<severity>\w+) (?P<code>[\w-]+): (?P<text>.*?)"
-                  r"(?: \[frame (?P<frame>\d+) \((?P<arrow>received|sent) at "
-                  r"(?P<time>[\d.]+) s(?: on (?P<subflow>[^)]+))?\)\])?"
-                  r"(?: \(hint: (?P<hint>.*)\))?$")
-
-
-def parse_line(line: str) -> dict[str, Any]:
-    """A 'diagnosis:' line back into the --json shape."""
-    m = LINE.match(line)
-    assert m, f"not a diagnosis line: {line!r}"
-    packet = None
-    if m["frame"]:
-        packet = {"frame": int(m["frame"]), "time": float(m["time"]),
-                  "direction": "in" if m["arrow"] == "received" else "out",
-                  "subflow": m["subflow"]}
-    return {"code": m["code"], "severity": m["severity"], "text": m["text"],
-            "packet": packet, "hint": m["hint"] or ""}
-
-
-def diagnosis_events(path: Path) -> list[dict[str, Any]]:
-    evs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    return [e for e in evs if e["event"] == "DIAGNOSIS"]
-
-
-def check_events(run: Run, events: Path) -> None:
-    """--events: one DIAGNOSIS event per finding, same code, text and packet."""
-    got = [(e["code"], e["reason"], e["packet"]) for e in diagnosis_events(events)]
-    want = [(f["code"], f["text"], f["packet"]) for f in run.findings]
-    assert got == want, run.explain()
-
-
 # ---- our pcap ----------------------------------------------------------------------------
-@dataclass
-class Frame:
-    n: int
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    flags: int
-    seq: int
-    payload: int
-    mptcp: list[wm.MptcpOption]
-
-    def has(self, cls: type) -> list[Any]:
-        return [o for o in self.mptcp if isinstance(o, cls)]
-
-    @property
-    def flags_text(self) -> str:
-        return tcp.TcpHeader(0, 0, 0, 0, self.flags, 0).describe()
-
-    def on(self, subflow: str, direction: str) -> bool:
-        """Whether this packet belongs to `subflow` ('A:p > B:q', ours first) and went
-        in `direction` ("in": from the peer to us)."""
-        local, remote = subflow.split(" > ")
-        ends = (f"{self.dst}:{self.dport}", f"{self.src}:{self.sport}") if direction == "in" \
-            else (f"{self.src}:{self.sport}", f"{self.dst}:{self.dport}")
-        return ends == (local, remote)
-
-
-def frames(pcap: Path) -> list[Frame]:
-    out = []
-    for n, (_, pkt) in enumerate(read_pcap(pcap.read_bytes()), 1):
-        iph, end = ipv4.parse(pkt, verify_checksum=False)
-        if iph.proto != ipv4.PROTO_TCP:  # e.g. ICMP unreachable once a path is down
-            out.append(Frame(n, socket.inet_ntoa(iph.src), 0, socket.inet_ntoa(iph.dst), 0,
-                             0, 0, 0, []))
-            continue
-        seg = memoryview(pkt)[iph.header_len:end]
-        hdr, doff = tcp.parse(seg)
-        syn, ack = bool(hdr.flags & tcp.SYN), bool(hdr.flags & tcp.ACK)
-        opts = [wm.parse_tcp_option(o, syn=syn, ack=ack) for o in hdr.options
-                if isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP]
-        out.append(Frame(n, socket.inet_ntoa(iph.src), hdr.src_port, socket.inet_ntoa(iph.dst),
-                         hdr.dst_port, hdr.flags, hdr.seq, len(seg) - doff, opts))
-    return out
-
-
-def frame_of(run: Run, pcap: Path, finding: dict[str, Any]) -> Frame:
-    """The packet a finding points at, from our pcap; it is on the finding's subflow
-    and went the finding's way."""
-    p = finding["packet"]
-    assert p is not None, run.explain()
-    fs = frames(pcap)
-    assert 1 <= p["frame"] <= len(fs), (p, len(fs), run.explain())
-    f: Frame = fs[p["frame"] - 1]
-    if p["subflow"] is not None:
-        assert f.on(p["subflow"], p["direction"]), (f, p, run.explain())
-    return f
-
-
 def rst_reason(f: Frame) -> int | None:
     rst = f.has(wm.MpTcpRst)
     return rst[0].reason if rst else None
@@ -219,19 +92,10 @@ def peer_limits(topology: Topology) -> Iterator[Any]:
 
 
 @pytest.fixture
-def nft(topology: Topology) -> Iterator[Any]:
-    """Load an nftables table (`NFT_TABLE`) in the peer namespace; yields a loader
-    that takes the chains and returns a function giving the rules' packet counters.
-    The table is deleted after the test."""
-    def load(chains: str) -> Any:
-        topology.run_peer("nft", "-f", "-", input=f"table inet {NFT_TABLE} {{\n{chains}\n}}\n")
-
-        def counters() -> list[int]:
-            out = topology.run_peer("nft", "list", "table", "inet", NFT_TABLE).stdout
-            return [int(n) for n in re.findall(r"counter packets (\d+)", out)]
-        return counters
-    yield load
-    topology.run_peer("nft", "delete", "table", "inet", NFT_TABLE, check=False)
+def nft(topology: Topology) -> Iterator[Nft]:
+    """nftables chains in table `NFT_TABLE` in the peer namespace (`peer_nft`)."""
+    with peer_nft(topology, NFT_TABLE) as load:
+        yield load
 
 
 @pytest.fixture
@@ -279,14 +143,14 @@ def test_join_refused_by_the_kernel(topology: Topology, peer_limits: Any, tmp_pa
     f = run.findings[0]
     assert f["severity"] == "error" and f["packet"]["direction"] == "in", run.explain()
     assert f["packet"]["subflow"].startswith(topology.our_addr(2) + ":")
-    rst = frame_of(run, tmp_path / "run.pcap", f)
+    rst, fs = frame_of(run, tmp_path / "run.pcap", f)
     reason = 3 if how == "subflow-limit" else 1
     assert rst.flags & tcp.RST and rst_reason(rst) == reason, (rst, run.explain())
     assert f"with MP_TCPRST reason {reason} " in f["text"], run.explain()
     # what came before the RST on that subflow: our SYN, the kernel's SYN/ACK, and
     # (unless the token was wrong) our third ACK with MP_JOIN
     sub = f["packet"]["subflow"]
-    ours_before = [fr for fr in frames(tmp_path / "run.pcap")[:rst.n - 1] if fr.on(sub, "out")]
+    ours_before = [fr for fr in fs[:rst.n - 1] if fr.on(sub, "out")]
     third_acks = [fr for fr in ours_before if fr.has(wm.MpJoinAck)]
     diff = nstat_diff(before, topology.nstat_peer())
     if how == "fault-join-token":
@@ -310,9 +174,8 @@ def test_join_refused_syn_answered_with_a_plain_rst(topology: Topology, nft: Any
     """nftables in the peer namespace answers MP_JOIN SYNs with a TCP reset (no
     MP_TCPRST): the join is refused at its SYN. Checked on the text output (no --json):
     the 'diagnosis:' line follows the summary line."""
-    dropped = nft("chain input {\n type filter hook input priority 0; policy accept;\n"
-                  " tcp flags & (syn | ack) == syn tcp option mptcp subtype 1 counter "
-                  "reject with tcp reset\n}")
+    dropped = nft(chain("input", "tcp flags & (syn | ack) == syn tcp option mptcp subtype 1 "
+                                 "counter reject with tcp reset"))
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(5 * MB))
     srv = kernel_server(topology, 7103)
@@ -330,7 +193,7 @@ def test_join_refused_syn_answered_with_a_plain_rst(topology: Topology, nft: Any
     assert (f["code"], f["severity"]) == ("join-refused", "error"), run.explain()
     assert "refused: the peer answered our MP_JOIN SYN with a plain RST" in f["text"]
     assert "firewall's reject" in f["hint"], run.explain()
-    rst = frame_of(run, tmp_path / "run.pcap", f)
+    rst, _ = frame_of(run, tmp_path / "run.pcap", f)
     assert rst.flags & tcp.RST and rst_reason(rst) is None and not rst.mptcp, rst
     assert f["packet"]["subflow"].startswith(topology.our_addr(2) + ":")
     ev = diagnosis_events(tmp_path / "events.jsonl")
@@ -344,9 +207,9 @@ def test_join_bad_hmac_kernel_synack_rewritten_on_the_way(topology: Topology, nf
     MP_JOIN SYN/ACK to 0xdeadbeef: our join finds it wrong, resets the subflow (RST +
     MP_TCPRST) and the data goes on the first subflow."""
     # guard: MP_JOIN (kind 30, length 16, subtype 1) at TCP byte 40, the HMAC at 44
-    rewritten = nft("chain output {\n type filter hook output priority 0; policy accept;\n"
-                    " tcp flags & (syn | ack) == (syn | ack) tcp option mptcp subtype 1 "
-                    "@th,320,20 0x1e101 counter @th,352,32 set 0xdeadbeef\n}")
+    rewritten = nft(chain("output", "tcp flags & (syn | ack) == (syn | ack) "
+                                    "tcp option mptcp subtype 1 @th,320,20 0x1e101 "
+                                    "counter @th,352,32 set 0xdeadbeef"))
     before = topology.nstat_peer()
     srv = kernel_server(topology, 7104)
     run = finish(connect(topology, 7104, tmp_path, "--subflow", topology.our_addr(2),
@@ -357,14 +220,13 @@ def test_join_bad_hmac_kernel_synack_rewritten_on_the_way(topology: Topology, nf
     assert kernel["rx_bytes"] == 5 * MB and kernel["rx_sha256"] == run.summary["sent_sha256"]
     assert run.codes == ["join-bad-hmac"], run.explain()
     f = run.findings[0]
-    synack = frame_of(run, tmp_path / "run.pcap", f)
+    synack, fs = frame_of(run, tmp_path / "run.pcap", f)
     assert synack.flags & (tcp.SYN | tcp.ACK) == tcp.SYN | tcp.ACK, synack
     mpj = synack.has(wm.MpJoinSynAck)
     assert mpj and mpj[0].thmac >> 32 == 0xDEADBEEF, synack
     assert f"truncated HMAC is 0x{mpj[0].thmac:016x}, expected 0x" in f["text"], run.explain()
     # our answer on that subflow: an RST with MP_TCPRST (reason 1), no third ACK
-    later = [fr for fr in frames(tmp_path / "run.pcap")[synack.n:]
-             if fr.on(f["packet"]["subflow"], "out")]
+    later = [fr for fr in fs[synack.n:] if fr.on(f["packet"]["subflow"], "out")]
     assert later and later[0].flags & tcp.RST and rst_reason(later[0]) == 1, later[:3]
     assert not any(fr.has(wm.MpJoinAck) for fr in later)
     diff = nstat_diff(before, topology.nstat_peer())
@@ -436,10 +298,10 @@ def test_join_unknown_token_a_raw_join_syn_to_our_listener(topology: Topology,
     assert "MP_TCPRST reason 1" in f["text"] and "token" in f["hint"]
     sub = f"{topology.our_addr(1)}:7105 > {topology.peer_addr(1)}:{RAW_SPORT}"
     assert f["packet"]["subflow"] == sub and f["packet"]["direction"] == "in"
-    syn = frame_of(run, pcap, f)
+    syn, fs = frame_of(run, pcap, f)
     mpj = syn.has(wm.MpJoinSyn)
     assert syn.flags == tcp.SYN and mpj and mpj[0].token == token, syn
-    rst = frames(pcap)[syn.n]  # our answer, the next frame
+    rst = fs[syn.n]  # our answer, the next frame
     assert rst.on(sub, "out") and rst.flags & tcp.RST and rst_reason(rst) == 1, rst
     # a join someone else sent is not something we asked for: the run is clean
     assert run.returncode == EXIT_OK, run.explain()
@@ -466,14 +328,14 @@ def test_add_addr_ignored_kernel_client_accepts_no_announcement(
     f = run.findings[0]
     assert f["severity"] == "warning" and "add_addr_accepted" in f["hint"], run.explain()
     assert f"our ADD_ADDR for {topology.our_addr(2)} (id 1) was echoed" in f["text"]
-    echo = frame_of(run, pcap, f)  # the kernel's echo of our announcement
+    echo, fs = frame_of(run, pcap, f)  # the kernel's echo of our announcement
     adds = echo.has(wm.AddAddr)
     assert adds and adds[0].echo and adds[0].addr == socket.inet_aton(topology.our_addr(2)), echo
     assert adds[0].addr_id == 1
     # the first echo we got, and nobody joined
-    echoes = [fr.n for fr in frames(pcap) if any(a.echo for a in fr.has(wm.AddAddr))]
+    echoes = [fr.n for fr in fs if any(a.echo for a in fr.has(wm.AddAddr))]
     assert echoes[0] == echo.n
-    assert not [fr for fr in frames(pcap) if fr.has(wm.MpJoinSyn)]
+    assert not [fr for fr in fs if fr.has(wm.MpJoinSyn)]
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtAddAddr") == 1 and not diff.get("MPTcpExtMPJoinSynTx"), diff
     check_events(run, events)
@@ -495,9 +357,8 @@ def test_add_addr_not_echoed_our_announcements_dropped_on_the_way(
     port, size, tries = (7107, 12 * MB, 5) if when == "given-up" else (7111, 5 * MB, 2)
     # ADD_ADDR v4 with HMAC: kind 30, length 16, subtype 3, E clear, after NOP NOP TS
     # (12) and a DSS with a 4- or 8-byte data ACK (8 or 12): TCP byte 40 or 44
-    dropped = nft("chain input {\n type filter hook input priority 0; policy accept;\n"
-                  " @th,320,24 0x1e1030 counter drop\n"
-                  " @th,352,24 0x1e1030 counter drop\n}")
+    dropped = nft(chain("input", "@th,320,24 0x1e1030 counter drop\n"
+                                 "  @th,352,24 0x1e1030 counter drop"))
     pcap, events = tmp_path / "run.pcap", tmp_path / "events.jsonl"
     args = ("listen", port, "--once", "--json", "--pcap", pcap, "--events", events,
             "--announce", topology.our_addr(2))
@@ -533,7 +394,7 @@ def test_add_addr_not_echoed_our_announcements_dropped_on_the_way(
     assert all(fr.payload == 0 and not fr.flags & (tcp.SYN | tcp.FIN) for fr in announced)
     assert not any(a.echo for fr in fs for a in fr.has(wm.AddAddr))
     # the finding points at the last announcement
-    last = frame_of(run, pcap, f)
+    last, _ = frame_of(run, pcap, f)
     assert f["packet"]["direction"] == "out" and last.n == announced[-1].n, (last, announced)
     check_events(run, events)
 
@@ -569,7 +430,7 @@ def test_subflow_reset_kernel_kills_our_join(topology: Topology, shaped_paths: N
     assert f["severity"] == "warning" and f["packet"]["direction"] == "in"
     assert f["packet"]["subflow"].startswith(topology.our_addr(2) + ":"), run.explain()
     assert "with MP_TCPRST reason 0: unspecified error" in f["text"], run.explain()
-    rst = frame_of(run, tmp_path / "run.pcap", f)
+    rst, _ = frame_of(run, tmp_path / "run.pcap", f)
     assert rst.flags & tcp.RST and rst_reason(rst) == 0, rst
     assert rst.n == next(fr.n for fr in resets if fr.has(wm.MpTcpRst)), resets[:3]
     check_events(run, tmp_path / "events.jsonl")
@@ -601,8 +462,7 @@ def test_path_failed_path1_down_mid_transfer(topology: Topology, shaped_paths: N
     assert run.summary["subflow_bytes"][1] > 20 * MB  # path 2 took over
     # the packet: our last one on the stale subflow before it went stale, a
     # retransmission, never answered
-    last = frame_of(run, tmp_path / "run.pcap", f)
-    fs = frames(tmp_path / "run.pcap")
+    last, fs = frame_of(run, tmp_path / "run.pcap", f)
     assert f["packet"]["direction"] == "out" and last.payload > 0
     assert any(0 <= (last.seq - fr.seq) % (1 << 32) < fr.payload
                for fr in fs[:last.n - 1] if fr.on(stale, "out")), last  # sent before

@@ -17,7 +17,6 @@ What the kernel (6.18) does, measured here:
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,61 +24,52 @@ from typing import Any
 
 import pytest
 
-from stack.wire import ipv4, tcp
 from stack.wire import mptcp as wm
-from stack.wire.pcap import read as read_pcap
+from stack.wire import tcp
 from tests.interop import ours
+from tests.interop.diagnosis import (
+    EXIT_UNMET,
+    Frame,
+    chain,
+    counter,
+    diagnosis_events,
+    frames,
+    peer_nft,
+    peer_sysctl,
+)
 from tests.interop.harness import Topology, nstat_diff, nstat_errors
 from tests.interop.payload import expected_sha256
 from tests.interop.test_mptcp_join_interop import first_report
 
 MB = 1_000_000
 NFT_TABLE = "issue9"
-EXIT_UNMET = 4  # the CLI's status when something asked for did not happen (a join, MPTCP)
-
-
-def counter(stderr: str, name: str) -> int:
-    """A counter from our `--stats` dump (0 if absent)."""
-    m = re.search(rf"^{name}\s+(\d+)$", stderr, re.MULTILINE)
-    return int(m.group(1)) if m else 0
 
 
 def diagnosis(me: dict[str, Any], events: Path) -> list[tuple[str, str]]:
     """Our findings as (code, text), from `--json`; the same codes as DIAGNOSIS events."""
     found = [(d["code"], d["text"]) for d in me["diagnosis"]]
-    evs = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
-    assert [e["code"] for e in evs if e["event"] == "DIAGNOSIS"] == [c for c, _ in found]
+    assert [e["code"] for e in diagnosis_events(events)] == [c for c, _ in found]
     return found
 
 
-def frame(pcap: Path, ref: dict[str, Any]) -> tcp.TcpHeader:
-    """The TCP header of the packet a finding points at (its frame in our pcap), after
-    checking the finding's direction against the packet's source."""
-    _, pkt = read_pcap(pcap.read_bytes())[ref["frame"] - 1]
-    iph, end = ipv4.parse(pkt)
-    ours_sent = ref["subflow"].startswith(".".join(map(str, iph.src)) + ":")
-    assert ours_sent is (ref["direction"] == "out"), ref
-    return tcp.parse(memoryview(pkt)[iph.header_len:end])[0]
+def frame(pcap: Path, ref: dict[str, Any]) -> Frame:
+    """The packet a finding points at (its frame in our pcap), after checking the
+    finding's subflow and direction against the packet's addresses."""
+    f: Frame = frames(pcap)[ref["frame"] - 1]
+    assert f.on(ref["subflow"], ref["direction"]), (f, ref)
+    return f
 
 
 def mpc_flags(pcap: Path, flags: int) -> list[tuple[str, int]]:
     """(source address, MP_CAPABLE flags) of each segment with exactly TCP `flags`
     (SYN, SYN|ACK) in our pcap; flags -1 when it carries no MP_CAPABLE."""
     out = []
-    for _, pkt in read_pcap(pcap.read_bytes()):
-        iph, end = ipv4.parse(pkt)
-        hdr, _ = tcp.parse(memoryview(pkt)[iph.header_len:end])
-        if hdr.flags & (tcp.SYN | tcp.ACK | tcp.RST) != flags:
+    for f in frames(pcap):
+        if f.flags & (tcp.SYN | tcp.ACK | tcp.RST) != flags:
             continue
-        mpc = [wm.parse_tcp_option(o) for o in hdr.options
-               if isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP]
-        caps = [m for m in mpc if isinstance(m, wm.MpCapable)]
-        out.append((ipv4_ntoa(iph.src), caps[0].flags if caps else -1))
+        caps = f.has(wm.MpCapable)
+        out.append((f.src, caps[0].flags if caps else -1))
     return out
-
-
-def ipv4_ntoa(a: bytes) -> str:
-    return ".".join(map(str, a))
 
 
 def kernel_server(topo: Topology, port: int) -> Any:
@@ -90,9 +80,8 @@ def kernel_server(topo: Topology, port: int) -> Any:
 
 @pytest.fixture
 def peer_denies_join_id0(topology: Topology) -> Iterator[None]:
-    topology.run_peer("sysctl", "-qw", "net.mptcp.allow_join_initial_addr_port=0")
-    yield
-    topology.run_peer("sysctl", "-qw", "net.mptcp.allow_join_initial_addr_port=1")
+    with peer_sysctl(topology, "net.mptcp.allow_join_initial_addr_port", 0, 1):
+        yield
 
 
 @pytest.fixture
@@ -100,21 +89,10 @@ def mpc_syn_blackhole(topology: Topology) -> Iterator[Any]:
     """nftables in the peer namespace drops every incoming SYN that carries
     MP_CAPABLE (TCP option 30, subtype 0); plain SYNs and MP_JOIN SYNs pass. Yields a
     function giving how many SYNs the rule dropped."""
-    nft = ("nft", "-f", "-")
-    rules = (f"table inet {NFT_TABLE} {{\n chain input {{\n"
-             "  type filter hook input priority 0; policy accept;\n"
-             "  tcp flags & (syn | ack) == syn tcp option mptcp subtype 0 counter drop\n"
-             " }\n}\n")
-    topology.run_peer(*nft, input=rules)
-
-    def dropped() -> int:
-        out = topology.run_peer("nft", "list", "table", "inet", NFT_TABLE).stdout
-        m = re.search(r"counter packets (\d+)", out)
-        assert m, out
-        return int(m.group(1))
-
-    yield dropped
-    topology.run_peer("nft", "delete", "table", "inet", NFT_TABLE, check=False)
+    with peer_nft(topology, NFT_TABLE) as load:
+        counters = load(chain("input", "tcp flags & (syn | ack) == syn "
+                                       "tcp option mptcp subtype 0 counter drop"))
+        yield lambda: counters()[0]
 
 
 # ---- (a) the kernel server sets C: our subflow endpoint has nothing to join -------------
@@ -167,9 +145,7 @@ def test_mpc_syns_blackholed_our_client_falls_back_and_completes(
     # our 3 MP_CAPABLE SYNs (0, 1, 2 s) dropped by the rule, then a plain SYN (3 s), as
     # the kernel's own (the reference test below)
     assert mpc_syn_blackhole() == 3
-    syns = read_pcap(pcap.read_bytes())
-    syn_times = [ts for ts, pkt in syns
-                 if tcp.parse(memoryview(pkt)[ipv4.HEADER_LEN:])[0].flags == tcp.SYN]
+    syn_times = [f.time for f in frames(pcap) if f.flags == tcp.SYN]
     assert [f for _, f in mpc_flags(pcap, tcp.SYN)] == [0x01, 0x01, 0x01, -1]
     assert 2.7 < syn_times[3] - syn_times[0] < 3.3 and took < 10
     assert counter(me["stderr"], "MPCapableSYNTXDrop") == 1
