@@ -228,6 +228,8 @@ class MptcpConnection:
         self._zw_probes = 0          # window probes mapped in the current stall
         self._zw_probe_at: float | None = None  # the next may be mapped from then on
         self.reinject: list[tuple[int, int]] = []  # data ranges to send again
+        self._fallback_tx: deque[memoryview] = deque()  # after a fallback: for TCP, in order
+        self._fallback_tx_len = 0
         self._t_rtx: float | None = None  # data-level retransmission timer (Linux msk's)
         self._rtx_backoff = 0
         self._close_todo: list[Subflow] = []  # removed subflows whose FIN/RST is due
@@ -433,14 +435,29 @@ class MptcpConnection:
         self._set_state(MskState.FALLBACK, reason)
         self.counters[Mib.InfiniteFallback if infinite else Mib.Fallback] += 1
         log.info("MPTCP fallback: %s", reason)
-        eng = self.master.engine
-        # bytes not yet mapped go straight to TCP; acked-at-TCP is acked from now on
-        rest = b"".join(self.sndbuf.pieces(self.snd_nxt, self.write_off - self.snd_nxt))
-        if rest:
-            eng.send(rest)
+        # bytes not yet mapped go to TCP as its send buffer takes them (all of them:
+        # what does not fit waits in `_fallback_tx`); acked-at-TCP is acked from now on
+        self._fallback_tx = deque(memoryview(p) for p in
+                                  self.sndbuf.pieces(self.snd_nxt, self.write_off - self.snd_nxt))
+        self._fallback_tx_len = self.write_off - self.snd_nxt
         self.snd_nxt = self.write_off
-        if self.data_fin_queued:
-            eng.close()
+        self._drain_fallback()
+
+    def _drain_fallback(self) -> None:
+        """After a fallback: hand the master's TCP the bytes still waiting, as its send
+        buffer takes them; then its FIN if the application closed."""
+        eng = self.master.engine
+        q = self._fallback_tx
+        while q:
+            head = q[0]
+            n = eng.send(head)
+            self._fallback_tx_len -= n
+            if n < len(head):
+                q[0] = head[n:]
+                return
+            q.popleft()
+        if self.data_fin_queued and eng.state is not State.SYN_SENT:
+            eng.close()  # (a no-op once its FIN is queued)
 
     # ---- subflows ------------------------------------------------------------------------
     @property
@@ -724,11 +741,13 @@ class MptcpConnection:
         if self.data_fin_queued or self.lifecycle is MskState.CLOSED:
             raise TcpError("send() after close()")
         if self.fallback:
-            n = self.master.engine.send(data)
+            if self._fallback_tx:  # bytes from before the fallback go first
+                self._drain_fallback()
+            n = self.master.engine.send(data) if not self._fallback_tx else 0
             if n < len(data):
                 self._want_writable = True
             self.write_off += n
-            self.snd_nxt = self.snd_una = self.write_off
+            self.snd_nxt = self.write_off
             return n
         room = self.config.snd_buf - len(self.sndbuf)
         n = min(len(data), max(room, 0))
@@ -754,7 +773,8 @@ class MptcpConnection:
             return
         self.data_fin_queued = True
         if self.fallback:
-            for sf in self.subflows:
+            self._drain_fallback()  # the FIN once every byte is in TCP's buffer
+            for sf in self.subflows[1:]:
                 sf.engine.close()
         elif self.connected:
             self.maybe_close_subflows()
@@ -825,8 +845,11 @@ class MptcpConnection:
         if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel:
             sf.prune_tx_maps(eng.snd_una_rel)
         if self.fallback:
-            self.snd_una = self.write_off - eng.send_buffered
-            if self._want_writable and eng.send_buffered < eng.config.snd_buf:
+            if self._fallback_tx:
+                self._drain_fallback()
+            self.snd_una = self.write_off - eng.send_buffered - self._fallback_tx_len
+            if self._want_writable and not self._fallback_tx \
+                    and eng.send_buffered < eng.config.snd_buf:
                 self._want_writable = False
                 self.events.append(WritableSpace())
 
@@ -839,8 +862,8 @@ class MptcpConnection:
                     if self.lifecycle is MskState.CONNECTING:
                         self._set_state(MskState.CONNECTED)
                     self.events.append(Connected())
-                    if self.data_fin_queued and self.fallback:
-                        eng.close()
+                    if self.fallback:
+                        self._drain_fallback()
             elif t is PeerFinished:
                 if self.fallback:
                     self.peer_fin = True

@@ -107,6 +107,27 @@ def test_third_ack_and_first_data_lost_server_falls_back_like_linux() -> None:
     assert sa.conn.msk.fallback  # the server's first ACK carried no DSS
 
 
+def test_a_fallback_with_more_queued_than_tcps_buffer_loses_nothing() -> None:
+    # regression: at the fallback, the bytes not yet mapped went to TCP in one send()
+    # that took 4 MiB (its buffer) and dropped the rest: 4,194,304 of 10 MB arrived and
+    # both sides reported a clean close
+    sent = [0]
+
+    def drop_mpc_carriers(pkt: bytes) -> bool:
+        if pkt[12:16] != bytes([10, 0, 1, 2]):
+            return False
+        sent[0] += 1
+        return sent[0] in (2, 3)
+
+    a, b, net = mptcp_pair(seed=3, profile=LinkProfile(delay=0.003,
+                                                       drop_filter=drop_mpc_carriers))
+    da = payload(10 * MB)
+    sa, sb = bulk(a, b, net, da)
+    assert sb.conn.msk.fallback and sa.conn.msk.fallback
+    assert len(sb.got) == len(da) and sb.got == da
+    assert sa.error is None and sb.error is None
+
+
 def test_plain_tcp_peer_means_fallback_with_every_byte() -> None:
     a, b, net = mptcp_pair(seed=2, mptcp_b=False)
     da = payload(MB)
