@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Self
 
 from stack import host as hostmod
+from stack.addr import ip
 from stack.shell import TunShell, current_shell
 from stack.tcp.engine import (
     Closed,
@@ -291,10 +292,10 @@ async def open_connection(host: str, port: int, *, shell: TunShell | None = None
     Raises ConnectionRefusedError / TimeoutError / OSError with a one-line reason."""
     sh = _shell(shell)
     backups = set(backup or [])
-    conn = sh.stack.connect(hostmod.ip(host), port, sh.now(),
-                            local=hostmod.ip(local_addr) if local_addr else None,
+    conn = sh.stack.connect(ip(host), port, sh.now(),
+                            local=ip(local_addr) if local_addr else None,
                             local_port=local_port,
-                            join_from=[(hostmod.ip(a), a in backups) for a in subflows or []])
+                            join_from=[(ip(a), a in backups) for a in subflows or []])
     stream = _Stream(sh, conn)
     sh.kick(conn)
     await stream.connected.wait()
@@ -354,6 +355,6 @@ async def start_server(client_connected_cb: ClientCallback, port: int, *, host: 
     """Listen on `port` (on `host`, or every local address); for each established
     connection call `client_connected_cb(reader, writer)` (a coroutine becomes a task)."""
     sh = _shell(shell)
-    lst = sh.stack.listen(port, hostmod.ip(host) if host else None, backlog,
-                          announce=[hostmod.ip(a) for a in announce or []])
+    lst = sh.stack.listen(port, ip(host) if host else None, backlog,
+                          announce=[ip(a) for a in announce or []])
     return Server(sh, lst, client_connected_cb)

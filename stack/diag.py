@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum, unique
 
+from stack.addr import fmt
+
 Key = tuple[bytes, int, bytes, int]  # (local addr, local port, remote addr, remote port)
 
 
@@ -151,11 +153,7 @@ def fmt_key(key: Key | None) -> str:
     if key is None:
         return "-"
     la, lp, ra, rp = key
-    return f"{_ntoa(la)}:{lp} > {_ntoa(ra)}:{rp}"
-
-
-def _ntoa(a: bytes) -> str:
-    return ".".join(str(b) for b in a) if len(a) == 4 else a.hex()
+    return f"{fmt(la, lp)} > {fmt(ra, rp)}"
 
 
 # RFC 8684 3.6: MP_TCPRST reason codes, as a user needs them explained.

@@ -9,15 +9,19 @@ reads a clock or global randomness: `now` comes with every call, randomness from
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
-import socket
 import struct
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from stack.addr import Addr as Addr
+from stack.addr import fmt as fmt
+from stack.addr import ip as ip
+from stack.addr import ntoa as ntoa
 from stack.diag import Code, Diagnosis, Finding, FrameClock, PacketRef, Severity
 from stack.mib import DropReason, Mib, format_counters
 from stack.mptcp import options as mo
@@ -28,28 +32,18 @@ from stack.mptcp.subflow import Subflow, check_join_req
 from stack.mptcp.token import TokenTable
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
 from stack.tcp.seq import seq_between
-from stack.wire import MalformedPacket, icmp, ipv4, tcp
+from stack.wire import MalformedPacket, icmp, icmp6, ipv4, ipv6, tcp
 from stack.wire import mptcp as wm
 from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 
 log = logging.getLogger(__name__)
 
-Addr = bytes  # 4-byte IPv4 address
 Key = tuple[bytes, int, bytes, int]  # (local addr, local port, remote addr, remote port)
 
 EPHEMERAL_PORTS = (32768, 60999)  # Linux's net.ipv4.ip_local_port_range
 # The per-packet counters, bound once: an Enum class attribute costs ~75 ns on 3.11
 # (EnumType's __getattr__ takes attribute lookup off CPython's fast path).
 _IN_RECEIVES, _IN_DELIVERS, _OUT_REQUESTS = Mib.InReceives, Mib.InDelivers, Mib.OutRequests
-
-
-def ip(text: str) -> Addr:
-    """'10.0.1.2' -> b'\\n\\x00\\x01\\x02' (raises OSError on a bad address)."""
-    return socket.inet_aton(text)
-
-
-def ntoa(addr: Addr) -> str:
-    return socket.inet_ntoa(addr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +200,7 @@ class Stack:
         self.tap: Tap | None = None
         # every packet in and out counted, as the tap sees them: frame numbers for the
         # diagnosis (stack.diag), equal to those of a --pcap written from the tap
+        self._v6_configs: dict[int, tuple[TcpConfig, TcpConfig]] = {}  # _for_family
         self.frames = FrameClock()
         self.diag = Diagnosis(self.frames, 0.0)  # what no connection owns (unknown tokens)
         # MP_CAPABLE SYN blackholes seen from this host (the kernel's per-namespace memory)
@@ -248,7 +243,7 @@ class Stack:
 
         def make_engine(ulp: Subflow | None) -> TcpEngine:
             return TcpEngine(local, local_port, remote, remote_port, iss=self._isn(key, now),
-                             now=now, config=config or self.config.tcp,
+                             now=now, config=self._for_family(config or self.config.tcp, local),
                              ts_offset=self.rng.getrandbits(32), ulp=ulp)
 
         msk = None
@@ -293,9 +288,11 @@ class Stack:
             self.tap("in", bytes(packet), now)
         try:
             version = ipv4.version_of(packet)
+            if version == 6:
+                self._feed6(packet, now, csum_ok)
+                return
             if version != 4:
-                self._drop(DropReason.IPV6_UNSUPPORTED if version == 6
-                           else DropReason.IP_BAD_VERSION)
+                self._drop(DropReason.IP_BAD_VERSION)
                 return
             iph, end = ipv4.parse(packet)
             if iph.dst not in self._addrset:
@@ -307,7 +304,7 @@ class Stack:
                 return
             body = memoryview(packet)[iph.header_len:end]
             if iph.proto == ipv4.PROTO_TCP:
-                self._tcp_input(iph, body, now, csum_ok)
+                self._tcp_input(iph.src, iph.dst, body, now, csum_ok)
             elif iph.proto == ipv4.PROTO_ICMP:
                 self._icmp_input(iph, body, now)
             else:
@@ -319,15 +316,39 @@ class Stack:
             self.counters[Mib.InHdrErrors] += 1
             self._drop(e.reason)
 
+    def _feed6(self, packet: bytes | bytearray | memoryview, now: float, csum_ok: bool) -> None:
+        """An IPv6 packet (RFC 8200): its extension headers walked by the codec, ours
+        or dropped; fragments dropped and counted (no reassembly)."""
+        iph, end = ipv6.parse(packet)
+        if iph.dst not in self._addrset:
+            self._drop(DropReason.NOT_OUR_ADDRESS)
+            return
+        if iph.fragment is not None:
+            self.counters[Mib.Ip6ReasmFails] += 1
+            self._drop(DropReason.IPV6_FRAGMENT)
+            return
+        body = memoryview(packet)[iph.header_len:end]
+        if iph.proto == ipv6.NH_TCP:
+            self._tcp_input(iph.src, iph.dst, body, now, csum_ok)
+        elif iph.proto == ipv6.NH_ICMPV6:
+            self._icmp6_input(iph, body, now)
+        elif iph.proto == ipv6.NH_NONE:
+            self._drop(DropReason.IPV6_NO_NEXT_HEADER)
+        else:
+            self.counters[Mib.Ip6InUnknownProtos] += 1
+            self._drop(DropReason.UNKNOWN_PROTOCOL)
+
     def _drop(self, reason: str) -> None:
         self.counters["Drop:" + reason] += 1
 
-    def _tcp_input(self, iph: ipv4.IPv4Header, seg: memoryview, now: float, csum_ok: bool) -> None:
+    def _tcp_input(self, src: Addr, dst: Addr, seg: memoryview, now: float,
+                   csum_ok: bool) -> None:
         hdr, doff = tcp.parse(seg)
-        if not csum_ok and not tcp.verify_checksum_v4(iph.src, iph.dst, seg):
+        if not csum_ok and not (tcp.verify_checksum_v4(src, dst, seg) if len(src) == 4
+                                else tcp.verify_checksum_v6(src, dst, seg)):
             raise MalformedPacket("tcp-bad-checksum")
         payload = seg[doff:]
-        key = (iph.dst, hdr.dst_port, iph.src, hdr.src_port)
+        key = (dst, hdr.dst_port, src, hdr.src_port)
         conn = self.conns.get(key)
         if conn is not None:
             self.counters[_IN_DELIVERS] += 1
@@ -337,19 +358,19 @@ class Stack:
                 conn.engine.on_segment(hdr, payload, now)
             self._dirty.add(conn)
             return
-        lst = (self.listeners.get((iph.dst, hdr.dst_port))
+        lst = (self.listeners.get((dst, hdr.dst_port))
                or self.listeners.get((None, hdr.dst_port)))
         if lst is not None and hdr.flags & (SYN | ACK | RST) == SYN:
             if lst.mptcp is not None:
                 ro, _ = mo.parse_received(hdr.options, hdr.flags, False)
                 if ro.suboptions & mo.OPTION_MPTCP_MPJ_SYN:
-                    self._passive_join(iph, key, hdr, ro, now)
+                    self._passive_join(key, hdr, ro, now)
                     return
             self._passive_open(lst, key, hdr, now)
             return
-        self._reply_rst(iph, hdr, len(payload), DropReason.NO_SOCKET)
+        self._reply_rst(key, hdr, len(payload), DropReason.NO_SOCKET)
 
-    def _passive_join(self, iph: ipv4.IPv4Header, key: Key, hdr: TcpHeader,
+    def _passive_join(self, key: Key, hdr: TcpHeader,
                       ro: mo.ReceivedOptions, now: float) -> None:
         """A SYN with MP_JOIN: the MPTCP layer decides (`check_join_req`, the token
         table names the connection); the host answers a refusal with its RST, or
@@ -361,7 +382,7 @@ class Stack:
             (self.counters if msk is None else msk.counters)[no.counter] += 1
             if no.counter is Mib.MPJoinNoTokenFound:
                 self._unknown_token(ro.token, key, msk, now)
-            self._reply_rst(iph, hdr, 0, no.drop, wm.MpTcpRst(no.rst_reason, 0))
+            self._reply_rst(key, hdr, 0, no.drop, wm.MpTcpRst(no.rst_reason, 0))
             return
         assert conn is not None and msk is not None
         flags = self.endpoints.flags_of(key[0])
@@ -409,12 +430,16 @@ class Stack:
             raise OSError(f"subflow limit ({msk.config.subflows_max}) reached")
         remote = req.remote or conn.key[2]
         rport = req.rport or conn.key[3]
+        if len(remote) != len(req.local):
+            raise OSError(f"a join from {ntoa(req.local)} cannot reach {ntoa(remote)}: "
+                          "not the same address family")
         lport = self._ephemeral_port(req.local, remote, rport)
         key = (req.local, lport, remote, rport)
 
         def make_engine(ulp: Subflow) -> TcpEngine:
             return TcpEngine(req.local, lport, remote, rport, iss=self._isn(key, now), now=now,
-                             config=conn.engine.config, ts_offset=self.rng.getrandbits(32),
+                             config=self._for_family(conn.engine.config, req.local),
+                             ts_offset=self.rng.getrandbits(32),
                              ulp=ulp)
 
         sf = msk.add_subflow(make_engine, join=True, initiator=True, backup=req.backup,
@@ -512,11 +537,11 @@ class Stack:
         def make_engine(ulp: Subflow | None) -> TcpEngine:
             return TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3],
                                         iss=self._isn(key, now), now=now,
-                                        config=self.config.tcp,
+                                        config=self._for_family(self.config.tcp, key[0]),
                                         ts_offset=self.rng.getrandbits(32), ulp=ulp)
         return make_engine
 
-    def _reply_rst(self, iph: ipv4.IPv4Header, hdr: TcpHeader, payload_len: int, why: str,
+    def _reply_rst(self, key: Key, hdr: TcpHeader, payload_len: int, why: str,
                    mptcp_rst: wm.MpTcpRst | None = None) -> None:
         """RFC 9293 3.10.7.1: a segment for no connection gets a RST, never an RST.
         `mptcp_rst`: an MP_TCPRST to carry (a refused join says why)."""
@@ -533,7 +558,7 @@ class Stack:
         if mptcp_rst is not None:
             rst.options = [wm.to_tcp_option(mptcp_rst)]
         self.counters[Mib.OutRsts] += 1
-        self._out.append(self._serialise(iph.dst, iph.src, OutSegment(rst, b"")))
+        self._out.append(self._serialise(key[0], key[2], OutSegment(rst, b"")))
 
     def _icmp_input(self, iph: ipv4.IPv4Header, body: memoryview, now: float) -> None:
         msg = icmp.parse(body)
@@ -549,20 +574,46 @@ class Stack:
             self._out.append(Datagram(ipv4.emit(h, len(reply)) + reply))
         elif msg.type == icmp.DEST_UNREACH:
             self.counters[Mib.IcmpInDestUnreachs] += 1
-            self._icmp_error(msg, now)
+            self._icmp_error(msg.data, icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"),
+                             now)
         else:
             self._drop(DropReason.ICMP_UNHANDLED_TYPE)
 
-    def _icmp_error(self, msg: icmp.IcmpMessage, now: float) -> None:
+    def _icmp6_input(self, iph: ipv6.IPv6Header, body: memoryview, now: float) -> None:
+        """ICMPv6 (RFC 4443): echo answered; destination unreachable to the connection
+        it is about. Neighbour discovery has no place on a TUN: dropped."""
+        msg = icmp6.parse(body, iph.src, iph.dst)
+        self.counters[Mib.Icmp6InMsgs] += 1
+        if msg.type == icmp6.ECHO_REQUEST:
+            self.counters[Mib.InDelivers] += 1
+            self.counters[Mib.Icmp6OutEchoReplies] += 1
+            self._out.append(Datagram(icmp6.emit_packet(
+                iph.dst, iph.src, icmp6.echo_reply(msg), hop_limit=self.config.ttl),
+                l4_offset=ipv6.HEADER_LEN))
+        elif msg.type == icmp6.DEST_UNREACH:
+            self.counters[Mib.Icmp6InDestUnreachs] += 1
+            self._icmp_error(msg.data, icmp6.UNREACH_REASON.get(msg.code, f"code {msg.code}"),
+                             now)
+        else:
+            self._drop(DropReason.ICMP_UNHANDLED_TYPE)
+
+    def _icmp_error(self, quoted: bytes, reason: str, now: float) -> None:
         """Find the connection the quoted datagram belongs to (our packet: src is ours)
         and tell its engine; the quoted sequence number must be one we have in flight
         (RFC 5927 section 4.1) so a blind attacker cannot kill connections."""
-        inner, _ = ipv4.parse(msg.data, verify_checksum=False, quoted=True)
-        if inner.proto != ipv4.PROTO_TCP or len(msg.data) < inner.header_len + 8:
+        if ipv4.version_of(quoted) == 6:
+            inner6, _ = ipv6.parse(quoted, quoted=True)
+            src, dst, proto, hlen = inner6.src, inner6.dst, inner6.proto, inner6.header_len
+            tcp_proto = ipv6.NH_TCP
+        else:
+            inner, _ = ipv4.parse(quoted, verify_checksum=False, quoted=True)
+            src, dst, proto, hlen = inner.src, inner.dst, inner.proto, inner.header_len
+            tcp_proto = ipv4.PROTO_TCP
+        if proto != tcp_proto or len(quoted) < hlen + 8:
             self._drop(DropReason.ICMP_ERROR_UNUSABLE)
             return
-        sport, dport, seq = struct.unpack_from("!HHI", msg.data, inner.header_len)
-        conn = self.conns.get((inner.src, sport, inner.dst, dport))
+        sport, dport, seq = struct.unpack_from("!HHI", quoted, hlen)
+        conn = self.conns.get((src, sport, dst, dport))
         if conn is None:
             self._drop(DropReason.ICMP_ERROR_NO_SOCKET)
             return
@@ -571,7 +622,7 @@ class Stack:
             self._drop(DropReason.ICMP_ERROR_BAD_SEQ)
             return
         self.counters[Mib.InDelivers] += 1
-        eng.on_icmp_error(icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"))
+        eng.on_icmp_error(reason)
         if conn.msk is not None:
             conn.msk.subflow_io(eng, now)
         self._dirty.add(conn)
@@ -600,8 +651,12 @@ class Stack:
         return out
 
     def _serialise(self, src: Addr, dst: Addr, seg: OutSegment) -> Datagram:
-        self._ident = (self._ident + 1) & 0xFFFF
         partial = self.config.tx_csum_offload
+        if len(src) == 16:
+            data, thl = tcp.emit_ipv6_segment(src, dst, 0, self.config.ttl, seg.hdr,
+                                              seg.payload, partial)
+            return Datagram(data, seg.gso_size, partial, ipv6.HEADER_LEN, thl)
+        self._ident = (self._ident + 1) & 0xFFFF
         data, thl = tcp.emit_ipv4_segment(src, dst, self._ident, self.config.ttl, seg.hdr,
                                           seg.payload, partial)
         return Datagram(data, seg.gso_size, partial, ipv4.HEADER_LEN, thl)
@@ -657,6 +712,18 @@ class Stack:
             if t is not None and t <= now:
                 conn.sock.handle_timeout(now)
                 self._dirty.add(conn)
+
+    def _for_family(self, cfg: TcpConfig, local: Addr) -> TcpConfig:
+        """`cfg` for a connection from `local`: over IPv6 the MSS we advertise is 20
+        bytes smaller (a 40-byte IP header: 1440 on a 1500 MTU, as Linux)."""
+        if len(local) == 4 or any(cfg is v6 for _, v6 in self._v6_configs.values()):
+            return cfg  # IPv4, or already the IPv6 one (a join of an IPv6 connection)
+        six = self._v6_configs.get(id(cfg))
+        if six is None or six[0] is not cfg:
+            six = (cfg, dataclasses.replace(cfg, mss=cfg.mss - (ipv6.HEADER_LEN
+                                                                - ipv4.HEADER_LEN)))
+            self._v6_configs[id(cfg)] = six
+        return six[1]
 
     # ---------------------------------------------------------------- diagnosis
     def conclude(self, conn: Connection, now: float) -> list[Finding]:

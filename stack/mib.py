@@ -29,6 +29,11 @@ class Mib(StrEnum):
     IcmpInEchos = "IcmpInEchos"
     IcmpInDestUnreachs = "IcmpInDestUnreachs"
     IcmpOutEchoReps = "IcmpOutEchoReps"
+    Ip6ReasmFails = "Ip6ReasmFails"
+    Ip6InUnknownProtos = "Ip6InUnknownProtos"
+    Icmp6InMsgs = "Icmp6InMsgs"
+    Icmp6InDestUnreachs = "Icmp6InDestUnreachs"
+    Icmp6OutEchoReplies = "Icmp6OutEchoReplies"
     InIcmpErrors = "InIcmpErrors"
     ListenOverflows = "ListenOverflows"
     TunReadErrors = "TunReadErrors"      # ours: the shell's device reads that failed
@@ -141,9 +146,10 @@ class DropReason(StrEnum):
 
     # the host
     NOT_OUR_ADDRESS = "not-our-address"
-    IPV6_UNSUPPORTED = "ipv6-unsupported"
     IP_BAD_VERSION = "ip-bad-version"
     IPV4_FRAGMENT = "ipv4-fragment"
+    IPV6_FRAGMENT = "ipv6-fragment"
+    IPV6_NO_NEXT_HEADER = "ipv6-no-next-header"
     UNKNOWN_PROTOCOL = "unknown-protocol"
     NO_SOCKET = "no-socket"
     SYN_BACKLOG_FULL = "syn-backlog-full"

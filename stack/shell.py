@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Self
 
 from stack import host as hostmod
+from stack.addr import ip, ntoa
 from stack.host import ConnEvent, Datagram, HostEvent, Stack, StackConfig
 from stack.mib import Mib
 from stack.mptcp.connection import MptcpConfig
@@ -101,7 +102,7 @@ class TunShell:
             config.tx_csum_offload = True
             if config.tcp.gso_segments <= 1:
                 config.tcp.gso_segments = 44  # 44 x 1448 fits a 64 KB super-packet
-        self.stack = Stack([hostmod.ip(a) for a in (addrs or default_addrs(dev))],
+        self.stack = Stack([ip(a) for a in (addrs or default_addrs(dev))],
                            rng=rng, config=config, randbytes=randbytes)
         self.observers: list[Callable[[HostEvent, float], None]] = []
         self.on_accept: dict[hostmod.Listener, Callable[[hostmod.Connection], None]] = {}
@@ -165,8 +166,12 @@ class TunShell:
 
     def _write(self, d: Datagram) -> None:
         if self.offload:
-            head = (vnet.tcp4_offload(d.l4_offset, d.l4_header_len, d.gso_size)
-                    if d.csum_partial else vnet.NO_OFFLOAD)
+            if not d.csum_partial:
+                head = vnet.NO_OFFLOAD
+            elif d.data[0] >> 4 == 6:
+                head = vnet.tcp6_offload(d.l4_offset, d.l4_header_len, d.gso_size)
+            else:
+                head = vnet.tcp4_offload(d.l4_offset, d.l4_header_len, d.gso_size)
             data = head + d.data
         else:
             data = d.data
@@ -238,20 +243,30 @@ class TunShell:
 
 
 def default_addrs(dev: str = "mptun0") -> list[str]:
-    """Our stack's addresses as the topology routes them: the /32 host routes onto
-    `dev` in this namespace (netns-setup.sh adds 10.0.i.2/32 dev mptun0 per path).
-    Falls back to 10.0.1.2 when none is found."""
-    found: list[str] = []
+    """Our stack's addresses as the topology routes them: the host routes onto `dev`
+    in this namespace (netns-setup.sh adds 10.0.i.2/32 and fd00:i::2/128 dev mptun0
+    per path), IPv4 first. Falls back to 10.0.1.2 when none is found."""
+    v4: list[str] = []
+    v6: list[str] = []
     try:
         with open("/proc/net/route") as f:
             next(f)
             for line in f:
                 parts = line.split()
                 if parts[0] == dev and parts[7] == "FFFFFFFF":
-                    found.append(hostmod.ntoa(int(parts[1], 16).to_bytes(4, "little")))
+                    v4.append(ntoa(int(parts[1], 16).to_bytes(4, "little")))
     except (OSError, StopIteration, IndexError, ValueError):
         pass
-    return sorted(found, key=lambda a: hostmod.ip(a)) or ["10.0.1.2"]
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            for line in f:
+                parts = line.split()
+                # destination, prefix length, ..., device (fields 0, 1, 9)
+                if parts[-1] == dev and parts[1] == "80" and not parts[0].startswith("ff"):
+                    v6.append(ntoa(bytes.fromhex(parts[0])))
+    except (OSError, IndexError, ValueError):
+        pass
+    return (sorted(v4, key=ip) + sorted(v6, key=ip)) or ["10.0.1.2"]
 
 
 def wall_clock_offset(shell: TunShell) -> float:

@@ -7,9 +7,9 @@ token fields; MPTCP events add them."""
 from __future__ import annotations
 
 import json
-import socket
 from typing import TextIO
 
+from stack.addr import ntoa
 from stack.diag import Finding
 from stack.host import Accepted, Connection, ConnEvent, HostEvent
 from stack.mptcp.events import MptcpEvent, MptcpEventType
@@ -81,7 +81,7 @@ def _fields(e: MptcpEvent) -> dict[str, object]:
                         ("dport", e.dport), ("locid", e.locid), ("remid", e.remid),
                         ("backup", e.backup), ("port", e.port)):
         if isinstance(value, bytes):
-            out[name] = socket.inet_ntoa(value) if len(value) == 4 else value.hex()
+            out[name] = ntoa(value)
         elif isinstance(value, bool):
             out[name] = int(value)
         elif value is not None:

@@ -27,12 +27,12 @@ ctrl.c: `mpc_syn` turns our SYN plain, consulting and teaching the host's memory
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from enum import IntFlag
 from typing import TYPE_CHECKING
 
+from stack.addr import fmt, ntoa
 from stack.diag import Code, PacketRef, Severity
 from stack.mib import Mib
 from stack.mptcp import crypto
@@ -102,12 +102,15 @@ class EndpointTable:
         return [ep.addr for ep in self._eps.values() if ep.flags & flag]
 
     def source_for(self, remote: Addr) -> Addr:
-        """The address a packet to `remote` leaves from: the one on its /24 (the
-        topology gives each path its own subnet), else the first."""
-        for a in self._eps:
-            if a[:3] == remote[:3]:
+        """The address a packet to `remote` leaves from: the one on its subnet (/24,
+        or /64 for IPv6: the topology gives each path its own), else the first of the
+        same family, else the first."""
+        prefix = 3 if len(remote) == 4 else 8
+        same = [a for a in self._eps if len(a) == len(remote)]
+        for a in same:
+            if a[:prefix] == remote[:prefix]:
                 return a
-        return next(iter(self._eps))
+        return same[0] if same else next(iter(self._eps))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,7 @@ class PathManager:
             msk.counters[Mib.AddAddrRepeated] += 1  # our echo was late: echo again, no more
             return
         self.remote_addrs[a.addr_id] = (a.addr, a.port)
-        text = socket.inet_ntoa(a.addr) if len(a.addr) == 4 else a.addr.hex()
+        text = ntoa(a.addr)
         msk.event(MptcpEventType.ANNOUNCED, f"{text}:{a.port or 0} id {a.addr_id}",
                   daddr=a.addr, remid=a.addr_id, port=a.port or 0)
         self._policy_add_addr(a)
@@ -310,8 +313,8 @@ class PathManager:
         if ref is not None and ref.subflow is None:
             ref = replace(ref, subflow=msk.master.key)
         text = (f"the peer set the C flag on its {self._deny_on or 'MP_CAPABLE'}: no join to "
-                f"{socket.inet_ntoa(eng.remote_addr)}:{eng.remote_port}; not made: "
-                + ", ".join(f"from {socket.inet_ntoa(a)}" for a in locals_))
+                f"{fmt(eng.remote_addr, eng.remote_port)}; not made: "
+                + ", ".join(f"from {ntoa(a)}" for a in locals_))
         log.info("%s", text)
         msk.diag.add(Code.JOIN_INITIAL_DENIED, Severity.WARNING, text, ref,
                      "the peer takes no joins to its initial address and port (Linux: "
@@ -422,13 +425,13 @@ class PathManager:
         if not self.msk.fully_established or self.msk.fallback:
             raise OSError("joins need an MPTCP connection that is fully established")
         if local not in self.endpoints:
-            raise OSError(f"{socket.inet_ntoa(local)} is not one of this stack's addresses")
+            raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
         eng = self.msk.master.engine
         if self.remote_deny_join_id0 and (remote or eng.remote_addr) == eng.remote_addr \
                 and (rport or eng.remote_port) == eng.remote_port:
             self._join_denied([local])
             raise OSError(f"the peer set the C flag: no joins to its initial address "
-                          f"{socket.inet_ntoa(eng.remote_addr)}:{eng.remote_port}")
+                          f"{fmt(eng.remote_addr, eng.remote_port)}")
         return JoinRequest(local, backup or self._backup(local), remote, rport)
 
     def _backup(self, local: Addr) -> bool:
@@ -440,7 +443,7 @@ class PathManager:
         without withdrawing the address; their unacknowledged data is sent again on
         the others. Returns how many were closed."""
         return self.msk.remove_subflows(lambda sf: _matches(sf, local, remote),
-                                        f"subflow from {socket.inet_ntoa(local)} removed")
+                                        f"subflow from {ntoa(local)} removed")
 
     def set_backup(self, local: Addr, backup: bool, remote: Addr | None = None) -> int:
         """`ip mptcp endpoint change A backup|nobackup`: MP_PRIO on each of our
@@ -525,7 +528,7 @@ class PathManager:
                 msk = self.msk
                 msk.diag.add(
                     Code.ADD_ADDR_NOT_ECHOED, Severity.ERROR,
-                    f"our ADD_ADDR for {socket.inet_ntoa(sent.addr)} (id {addr_id}) was sent "
+                    f"our ADD_ADDR for {ntoa(sent.addr)} (id {addr_id}) was sent "
                     f"{sent.tries} times and never echoed: given up",
                     self.add_addr_last.get(addr_id),
                     hint="the peer does not take ADD_ADDR (its PM, or a middlebox "

@@ -35,6 +35,14 @@ def pseudo_header_sum_v4(src: bytes, dst: bytes, proto: int, length: int) -> int
     return ones_sum(src + dst, (proto + length))
 
 
+def pseudo_header_sum_v6(src: bytes, dst: bytes, next_header: int, length: int) -> int:
+    """Ones'-complement sum of the IPv6 pseudo-header (RFC 8200 section 8.1): source and
+    destination (16 bytes each), the 32-bit upper-layer length, three zero bytes and the
+    next header. The length is added as one integer: its two 16-bit halves sum to the
+    same value modulo 0xffff (2**16 == 1), which is all `ones_sum` keeps."""
+    return ones_sum(src + dst, next_header + length)
+
+
 def fold(value: int) -> int:
     """Fold an unbounded sum of 16-bit words to 16 bits, ones'-complement style."""
     if value == 0:

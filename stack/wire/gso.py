@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import struct
 
-from stack.wire import ipv4, tcp
-from stack.wire.checksum import internet_checksum, pseudo_header_sum_v4
+from stack.wire import ipv4, ipv6, tcp
+from stack.wire.checksum import internet_checksum, pseudo_header_sum_v4, pseudo_header_sum_v6
 
 _PSH_FIN = tcp.PSH | tcp.FIN
 
@@ -61,3 +61,50 @@ def _fix_ip(buf: bytearray, total: int, i: int, ident: int | None = None) -> byt
     ihl = (buf[0] & 0x0F) * 4
     struct.pack_into("!H", buf, 10, internet_checksum(bytes(buf[:ihl])))
     return buf
+
+
+# --- IPv6 (virtio-net GSO_TCPV6) ----------------------------------------------------
+def complete_checksum_v6(packet: bytes | bytearray) -> bytes:
+    """Fill in the TCP checksum of an IPv6/TCP packet (extension headers walked) whose
+    field holds the pseudo-header sum, or anything."""
+    buf = bytearray(packet)
+    hdr, end = ipv6.parse(buf)
+    off = hdr.header_len
+    if hdr.proto != ipv6.NH_TCP or hdr.is_fragment or end - off < tcp.HEADER_LEN:
+        raise ValueError("not an unfragmented IPv6/TCP packet")
+    struct.pack_into("!H", buf, off + 16, 0)
+    seg = memoryview(buf)[off:end]
+    pseudo = pseudo_header_sum_v6(hdr.src, hdr.dst, ipv6.NH_TCP, len(seg))
+    struct.pack_into("!H", buf, off + 16, internet_checksum(seg, pseudo))
+    return bytes(buf)
+
+
+def segment_tcp6(packet: bytes, gso_size: int) -> list[bytes]:
+    """`segment_tcp4` for IPv6/TCP (VIRTIO_NET_HDR_GSO_TCPV6): each segment keeps the
+    IPv6 header and its extension headers with the Payload Length fixed (no
+    identification field to advance), consecutive sequence numbers, PSH and FIN on the
+    last segment only, and a complete TCP checksum."""
+    hdr, end = ipv6.parse(packet)
+    off = hdr.header_len
+    if hdr.proto != ipv6.NH_TCP or hdr.is_fragment or end - off < tcp.HEADER_LEN:
+        raise ValueError("not an unfragmented IPv6/TCP packet")
+    thl = (packet[off + 12] >> 4) * 4
+    hl = off + thl
+    payload = memoryview(packet)[hl:end]
+    if gso_size <= 0 or len(payload) <= gso_size:
+        return [complete_checksum_v6(packet[:end])]
+    head = bytes(packet[:hl])
+    seq0 = struct.unpack_from("!I", packet, off + 4)[0]
+    flags = packet[off + 13]
+    out = []
+    n = (len(payload) + gso_size - 1) // gso_size
+    for i in range(n):
+        chunk = payload[i * gso_size:(i + 1) * gso_size]
+        buf = bytearray(head)
+        buf += chunk
+        struct.pack_into("!H", buf, 4, len(buf) - ipv6.HEADER_LEN)
+        struct.pack_into("!I", buf, off + 4, (seq0 + i * gso_size) & 0xFFFFFFFF)
+        if i < n - 1:
+            buf[off + 13] = flags & ~_PSH_FIN
+        out.append(complete_checksum_v6(buf))
+    return out

@@ -60,3 +60,10 @@ def tcp4_offload(ip_header_len: int, tcp_header_len: int, gso_size: int) -> byte
     sum only (the kernel completes it) and, if gso_size, which the kernel segments."""
     return _HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if gso_size else GSO_NONE,
                      ip_header_len + tcp_header_len, gso_size, ip_header_len, 16)
+
+
+def tcp6_offload(ip_header_len: int, tcp_header_len: int, gso_size: int) -> bytes:
+    """`tcp4_offload` for an IPv6/TCP packet (gso_type TCPV6): `ip_header_len` is where
+    the TCP header starts (40 without extension headers)."""
+    return _HDR.pack(F_NEEDS_CSUM, GSO_TCPV6 if gso_size else GSO_NONE,
+                     ip_header_len + tcp_header_len, gso_size, ip_header_len, 16)

@@ -59,7 +59,8 @@ def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
          after_handshake: LinkProfile | None = None,
          join_from: list[tuple[bytes, bool]] | None = None,
          announce: list[bytes] | None = None,
-         on_step: Callable[[Side, Side], None] | None = None) -> tuple[Side, Side]:
+         on_step: Callable[[Side, Side], None] | None = None,
+         server: bytes = B) -> tuple[Side, Side]:
     """a connects to b:port; each sends its data then closes once the peer's stream
     ended too. Returns both sides (bytes received, close error, events).
     `after_handshake`: the link profile from the moment the client's MPTCP connection
@@ -68,7 +69,7 @@ def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
     server)`: called at every step."""
     b.listen(port, announce=announce)
     sa, sb = Side(data=data_a), Side(data=data_b)
-    sa.conn = a.connect(B, port, net.now, join_from=join_from)
+    sa.conn = a.connect(server, port, net.now, join_from=join_from)
 
     def drive(stack: Stack, side: Side) -> None:
         while (ev := stack.poll_event()) is not None:

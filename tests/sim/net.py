@@ -59,10 +59,13 @@ class SimNet:
         return self.profiles.get((src, dst), self.profile)
 
     def _send(self, src: int, d: Datagram) -> None:
-        pkts = gso.segment_tcp4(d.data, d.gso_size) if (d.gso_size or d.csum_partial) \
-            else [d.data]
+        v6 = d.data[0] >> 4 == 6
+        if d.gso_size or d.csum_partial:
+            pkts = (gso.segment_tcp6 if v6 else gso.segment_tcp4)(d.data, d.gso_size)
+        else:
+            pkts = [d.data]
         for p in pkts:
-            dst = self.owner.get(p[16:20])
+            dst = self.owner.get(p[24:40] if v6 else p[16:20])
             if dst is None:
                 self.dropped += 1
                 continue

@@ -1,0 +1,85 @@
+"""Two of our stacks over IPv6 on the simulated link: TCP and MPTCP, loss and
+reordering, exact bytes; the IPv6 MSS; ping; a join that cannot change family."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stack.host import Stack, StackConfig, ip
+from stack.mptcp.connection import MptcpConfig
+from stack.tcp.engine import TcpConfig
+from stack.wire import icmp6, ipv6, tcp
+from tests.sim.apps import bulk
+from tests.sim.net import LinkProfile, SimNet
+
+A6, B6 = ip("fd00:1::2"), ip("fd00:1::1")
+A6_2 = ip("fd00:2::2")
+MB = 1_000_000
+
+
+def v6_pair(seed: int, profile: LinkProfile, mptcp: bool, csum: bool = False,
+            gso: int = 1, offload: bool = False) -> tuple[Stack, Stack, SimNet]:
+    m = MptcpConfig(checksum=csum) if mptcp else None
+    a = Stack([A6, A6_2, ip("10.0.1.2")], rng=random.Random(seed),
+              config=StackConfig(tcp=TcpConfig(gso_segments=gso), mptcp=m,
+                                 tx_csum_offload=offload))
+    b = Stack([B6], rng=random.Random(seed + 1), config=StackConfig(mptcp=m))
+    return a, b, SimNet([a, b], seed=seed, profile=profile)
+
+
+@pytest.mark.parametrize("mptcp", [False, True])
+def test_10mb_each_way_over_ipv6_with_loss_and_reordering(mptcp: bool) -> None:
+    # reordering from the handshake's end: a first data segment ahead of the third ACK
+    # would make the server fall back, as Linux's does (subflow_syn_recv_sock)
+    a, b, net = v6_pair(3, LinkProfile(delay=0.005), mptcp, csum=mptcp)
+    da, db = random.Random(1).randbytes(10 * MB), random.Random(2).randbytes(10 * MB)
+    sa, sb = bulk(a, b, net, da, db, server=B6,
+                  after_handshake=LinkProfile(delay=0.005, jitter=0.002, loss=0.01))
+    assert bytes(sb.got) == da and bytes(sa.got) == db
+    assert sa.error is None and sb.error is None
+    if mptcp:
+        assert not sa.conn.msk.fallback and not sb.conn.msk.fallback
+    assert sa.conn.key[0] == A6  # the source on the destination's /64
+
+
+def test_ipv6_segments_fit_a_1500_mtu_and_gso_super_packets_are_cut() -> None:
+    seen: list[bytes] = []
+
+    def watch(p: bytes) -> bytes:
+        seen.append(p)
+        return p
+
+    a, b, net = v6_pair(4, LinkProfile(delay=0.002, mangle=watch), True, gso=44, offload=True)
+    data = random.Random(3).randbytes(3 * MB)
+    sa, sb = bulk(a, b, net, data, server=B6)
+    assert bytes(sb.got) == data and sa.error is None
+    assert max(len(p) for p in seen) <= 1500  # 40-byte IPv6 header: MSS 1440
+    syns = [tcp.parse(memoryview(p)[ipv6.HEADER_LEN:])[0] for p in seen
+            if tcp.parse(memoryview(p)[ipv6.HEADER_LEN:])[0].flags & tcp.SYN]
+    assert [next(o.value for o in h.options if isinstance(o, tcp.Mss)) for h in syns] \
+        == [1440, 1440]
+
+
+def test_ping6_is_answered_and_a_join_across_families_is_refused() -> None:
+    a, b, net = v6_pair(5, LinkProfile(delay=0.001), True)
+    req = icmp6.Icmp6Message(icmp6.ECHO_REQUEST, 0, (7 << 16) | 1, b"ping")
+    b.feed(icmp6.emit_packet(A6, B6, req), 0.0)
+    (d,) = b.poll_transmit(0.0)
+    iph, end = ipv6.parse(d.data)
+    rep = icmp6.parse(memoryview(d.data)[iph.header_len:end], iph.src, iph.dst)
+    assert (iph.src, iph.dst, rep.type, rep.rest, rep.data) == (B6, A6, icmp6.ECHO_REPLY,
+                                                                 (7 << 16) | 1, b"ping")
+    b.listen(5000)
+    conn = a.connect(B6, 5000, 0.0)
+    net.run(0.2)
+    conn.sock.send(b"x" * 100)  # its data ACK makes us fully established
+    a.touch(conn)
+    net.run(0.5)
+    assert conn.msk is not None and conn.msk.fully_established
+    with pytest.raises(OSError, match="not the same address family"):
+        a.add_subflow(conn, ip("10.0.1.2"), net.now)
+    a.add_subflow(conn, A6_2, net.now)  # a v6 join from the other v6 address
+    net.run(0.5)
+    assert len([sf for sf in conn.msk.subflows if sf.fully_established]) == 2
