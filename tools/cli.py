@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
+from stack.addr import fmt
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
 from stack.diag import Finding
 from stack.host import Connection, ConnEvent, HostEvent, Stack, StackConfig, ip
@@ -316,8 +317,8 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
                          echo: bool) -> None:
     """Send our data (then half-close) while reading the peer's until EOF."""
     conn = writer.connection
-    res.local = "{}:{}".format(*conn.local)
-    res.remote = "{}:{}".format(*conn.remote)
+    res.local = fmt(conn.key[0], conn.key[1])
+    res.remote = fmt(conn.key[2], conn.key[3])
     sent_hash, recv_hash = hashlib.sha256(), hashlib.sha256()
 
     async def send() -> None:
@@ -498,10 +499,13 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
         # it never got to run (refused, timed out, given up): what the stack saw of it
         res = results[0]
         res.conn = created[0]
-        res.local, res.remote = ("{}:{}".format(*created[0].local),
-                                 "{}:{}".format(*created[0].remote))
+        k = created[0].key
+        res.local, res.remote = fmt(k[0], k[1]), fmt(k[2], k[3])
     elif args.command == "connect" and results and not results[0].remote:
-        results[0].remote = f"{args.host}:{args.port}"
+        try:
+            results[0].remote = fmt(ip(args.host), args.port)
+        except OSError:
+            results[0].remote = f"{args.host}:{args.port}"
     if args.command == "connect" or args.once or interrupted or timed_out[0]:
         for res in results:
             res.mptcp = res.mptcp or not args.no_mptcp
@@ -576,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
                 + getattr(args, "announce", []):
             ip(a)
     except OSError:
-        print(f"mptcp-tun: not an IPv4 address: {a!r}", file=sys.stderr)
+        print(f"mptcp-tun: not an IPv4 or IPv6 address: {a!r}", file=sys.stderr)
         return EXIT_USAGE
     if args.send and not os.path.isfile(args.send):
         print(f"mptcp-tun: --send {args.send}: no such file", file=sys.stderr)

@@ -18,7 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from stack.host import Addr, Connection, Stack, ip, ntoa
+from stack.addr import fmt
+from stack.host import Addr, Connection, Stack, ip
 
 COMMANDS = """\
   status                               connections, subflows, bytes per subflow
@@ -112,8 +113,8 @@ class Controller:
 
                 def done(c: Connection) -> object:
                     eng = stack.add_subflow(c, src, now, backup, remote, rport)
-                    return f"{ntoa(eng.local_addr)}:{eng.local_port} -> " \
-                           f"{ntoa(eng.remote_addr)}:{eng.remote_port}"
+                    return f"{fmt(eng.local_addr, eng.local_port)} -> " \
+                           f"{fmt(eng.remote_addr, eng.remote_port)}"
             case "subflow", ["del", local, *rest] if len(rest) <= 1:
                 src, dst = _addr(local), _addr(rest[0]) if rest else None
 
@@ -157,8 +158,8 @@ def status(conn: Connection) -> dict[str, object]:
         eng = sf.engine
         if eng is None:
             continue
-        sfs.append({"local": f"{ntoa(eng.local_addr)}:{eng.local_port}",
-                    "remote": f"{ntoa(eng.remote_addr)}:{eng.remote_port}",
+        sfs.append({"local": fmt(eng.local_addr, eng.local_port),
+                    "remote": fmt(eng.remote_addr, eng.remote_port),
                     "locid": sf.local_id, "remid": sf.remote_id, "backup": sf.backup,
                     "remote_backup": sf.remote_backup, "state": eng.state.name,
                     "established": sf.fully_established and sf.join_failed is None,

@@ -1,5 +1,5 @@
 """`--events FILE`: one JSON object per line, fields named as `ip mptcp monitor` names
-them (event, token, remote_token, saddr4, daddr4, sport, dport, locid, remid, backup,
+them (event, token, remote_token, saddr4/saddr6, daddr4/daddr6, sport, dport, locid, remid, backup,
 error) plus `time` (seconds since the run started); DIAGNOSIS events add `code`,
 `severity`, `reason` (the finding's text), `hint` and `packet`. Plain TCP connections carry no
 token fields; MPTCP events add them."""
@@ -23,8 +23,10 @@ class EventLog:
 
     def emit(self, event: str, conn: Connection, now: float, **extra: object) -> None:
         (la, lp), (ra, rp) = conn.local, conn.remote
+        fam = "6" if ":" in la else "4"  # `ip mptcp monitor`'s saddr4/saddr6
         rec: dict[str, object] = {"event": event, "time": round(now - self.t0, 6),
-                                  "saddr4": la, "daddr4": ra, "sport": lp, "dport": rp}
+                                  "saddr" + fam: la, "daddr" + fam: ra, "sport": lp,
+                                  "dport": rp}
         rec.update({k: v for k, v in extra.items() if v is not None})
         self.f.write(json.dumps(rec) + "\n")
         self.f.flush()
@@ -77,7 +79,9 @@ def _fields(e: MptcpEvent) -> dict[str, object]:
     """SF_* events: the subflow's own addresses, ports and ids; ANNOUNCED / REMOVED:
     the peer's address id (and address and port), as `ip mptcp monitor` prints them."""
     out: dict[str, object] = {}
-    for name, value in (("saddr4", e.saddr), ("daddr4", e.daddr), ("sport", e.sport),
+    a = e.saddr if e.saddr is not None else e.daddr
+    fam = "6" if a is not None and len(a) == 16 else "4"
+    for name, value in (("saddr" + fam, e.saddr), ("daddr" + fam, e.daddr), ("sport", e.sport),
                         ("dport", e.dport), ("locid", e.locid), ("remid", e.remid),
                         ("backup", e.backup), ("port", e.port)):
         if isinstance(value, bytes):

@@ -48,13 +48,13 @@ state that packet creates (the peer's key) is printed at the next tap call (or
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
+from stack.addr import ntoa
 from stack.mptcp import crypto
-from stack.wire import MalformedPacket, ipv4, tcp
+from stack.wire import MalformedPacket, ipv4, ipv6, tcp
 from stack.wire.mptcp import (
     MPC_FLAG_A,
     MPTCP_DSS_DATA_FIN,
@@ -248,21 +248,28 @@ class LadderTracer:
 
     def _trace(self, direction: str, packet: bytes, now: float) -> None:
         try:
-            iph, end = ipv4.parse(packet, verify_checksum=False)
-            if iph.proto != ipv4.PROTO_TCP or iph.is_fragment:
-                return
-            seg = memoryview(packet)[iph.header_len:end]
+            if packet and packet[0] >> 4 == 6:
+                ip6, end = ipv6.parse(packet)
+                if ip6.proto != ipv6.NH_TCP or ip6.is_fragment:
+                    return
+                saddr, daddr, hlen = ip6.src, ip6.dst, ip6.header_len
+            else:
+                iph, end = ipv4.parse(packet, verify_checksum=False)
+                if iph.proto != ipv4.PROTO_TCP or iph.is_fragment:
+                    return
+                saddr, daddr, hlen = iph.src, iph.dst, iph.header_len
+            seg = memoryview(packet)[hlen:end]
             hdr, doff = tcp.parse(seg)
         except MalformedPacket as e:
             self.out.write(f"  #{self.frames} [{direction}] malformed packet: {e}\n")
             return
-        src, dst = socket.inet_ntoa(iph.src), socket.inet_ntoa(iph.dst)
+        src, dst = ntoa(saddr), ntoa(daddr)
         if direction == "out":
             key = (src, hdr.src_port, dst, hdr.dst_port)
-            bkey = (bytes(iph.src), hdr.src_port, bytes(iph.dst), hdr.dst_port)
+            bkey = (bytes(saddr), hdr.src_port, bytes(daddr), hdr.dst_port)
         else:
             key = (dst, hdr.dst_port, src, hdr.src_port)
-            bkey = (bytes(iph.dst), hdr.dst_port, bytes(iph.src), hdr.src_port)
+            bkey = (bytes(daddr), hdr.dst_port, bytes(saddr), hdr.src_port)
         mopts = [o for o in hdr.options if type(o) is tcp.UnknownOption and o.kind == OPT_MPTCP]
         flow = self.flows.get(key)
         if flow is None or (hdr.flags & (SYN | ACK) == SYN
@@ -332,8 +339,8 @@ class LadderTracer:
         if flow.ids:
             kind += f", address ids us {self._id(flow, 'out')}, peer {self._id(flow, 'in')}"
             flow.ids_told = len(flow.ids) == 2
-        self.out.write(f"\n  {flow.label}: {key[0]}:{key[1]} > {key[2]}:{key[3]} (us > peer),"
-                       f" {kind}; t=0 at #{flow.t0_frame}\n")
+        self.out.write(f"\n  {flow.label}: {_hp(key[0], key[1])} > {_hp(key[2], key[3])} "
+                       f"(us > peer), {kind}; t=0 at #{flow.t0_frame}\n")
         return flow
 
     @staticmethod
@@ -715,3 +722,8 @@ class LadderTracer:
             flow.want_fallback_reason = False
             lines.append(f"stack: msk.fallback_reason: {msk.fallback_reason}")
         return lines
+
+
+def _hp(host: str, port: int) -> str:
+    """'10.0.1.2:5000', '[fd00:1::2]:5000'."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -83,3 +83,22 @@ def test_ping6_is_answered_and_a_join_across_families_is_refused() -> None:
     a.add_subflow(conn, A6_2, net.now)  # a v6 join from the other v6 address
     net.run(0.5)
     assert len([sf for sf in conn.msk.subflows if sf.fully_established]) == 2
+
+
+def test_the_ladder_shows_an_ipv6_mptcp_handshake_with_its_values_verified() -> None:
+    import io
+
+    from tools.trace import LadderTracer
+
+    a, b, net = v6_pair(6, LinkProfile(delay=0.002), True)
+    out = io.StringIO()
+    tracer = LadderTracer(out=out)
+    tracer.stack = a
+    a.tap = tracer
+    data = random.Random(4).randbytes(100_000)
+    sa, sb = bulk(a, b, net, data, server=B6)
+    assert bytes(sb.got) == data
+    text = out.getvalue()
+    assert "[fd00:1::2]:" in text and "> [fd00:1::1]:5000" in text, text[:2000]
+    assert "MP_CAPABLE" in text and "verified" in text and "MISMATCH" not in text
+    assert "malformed" not in text
