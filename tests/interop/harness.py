@@ -161,6 +161,24 @@ class Topology:
     def path_dev(i: int) -> str:
         return f"path{i}"
 
+    # IPv6: path i is fd00:i::/64, i in hex (netns-setup.sh's `printf %x`).
+    @staticmethod
+    def net6(i: int) -> str:
+        """The prefix of path i without "::/64": fd00:<i in hex>."""
+        return f"fd00:{i:x}"
+
+    @staticmethod
+    def peer_addr6(i: int) -> str:
+        return f"fd00:{i:x}::1"
+
+    @staticmethod
+    def our_addr6(i: int) -> str:
+        return f"fd00:{i:x}::2"
+
+    @staticmethod
+    def router_addr6(i: int) -> str:
+        return f"fd00:{i:x}::fe"
+
     # --- the script ---
     def setup(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return run([str(NETNS_SETUP), "up", "--paths", str(self.paths),
