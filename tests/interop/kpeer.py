@@ -67,7 +67,13 @@ def report(rec: dict[str, Any]) -> None:
 
 def new_socket(opts: argparse.Namespace) -> socket.socket:
     proto = IPPROTO_MPTCP if opts.mptcp else 0
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+    # AF_INET6 for an IPv6 address to reach or bind, or --ipv6 (a dual-stack listener
+    # on "::", taking IPv4 too as v4-mapped, as Linux MPTCP servers usually are)
+    v6 = getattr(opts, "ipv6", False) or any(
+        ":" in (getattr(opts, k, None) or "") for k in ("host", "bind"))
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM, proto)
+    if v6 and getattr(opts, "v6only", False):
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     if opts.cc:
         s.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, opts.cc.encode())
     if getattr(opts, "rcvbuf", None):
@@ -308,7 +314,8 @@ class Conn:
 def do_listen(opts: argparse.Namespace, mode: str) -> int:
     ls = new_socket(opts)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((opts.bind or "0.0.0.0", opts.port))
+    wild = "::" if ls.family == socket.AF_INET6 else "0.0.0.0"
+    ls.bind((opts.bind or wild, opts.port))
     ls.listen(64)
     print(f"kpeer: {mode} listening on {addr(ls.getsockname())}"
           f"{' (mptcp)' if opts.mptcp else ''}", file=sys.stderr, flush=True)
@@ -362,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--mptcp", action="store_true", help="IPPROTO_MPTCP socket")
         sp.add_argument("--cc", help="TCP_CONGESTION, e.g. cubic")
         sp.add_argument("--bind", help="local address")
+        sp.add_argument("--ipv6", action="store_true",
+                        help="an AF_INET6 socket (a listener on '::' takes IPv4 as well)")
+        sp.add_argument("--v6only", action="store_true", help="IPV6_V6ONLY on it")
         sp.add_argument("--seed", type=int, default=payload.DEFAULT_SEED)
         sp.add_argument("--timeout", type=float, default=60.0, help="idle timeout, s")
         sp.add_argument("--output", help="write the received bytes to FILE")

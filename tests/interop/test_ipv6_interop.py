@@ -1,0 +1,105 @@
+"""Our stack over IPv6 against the kernel (issue 10, first part): TCP and MPTCP both
+roles with sha256 and the kernel's view, a v6 join, ping -6, a closed port's RST.
+The topology gives path i fd00:i::/64: the kernel fd00:i::1, our stack fd00:i::2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.interop import ours
+from tests.interop.harness import Topology, nstat_diff, nstat_errors
+from tests.interop.payload import expected_sha256
+
+MB = 1_000_000
+
+
+def peer6(i: int) -> str:
+    return f"fd00:{i:x}::1"
+
+
+def ours6(i: int) -> str:
+    return f"fd00:{i:x}::2"
+
+
+def kernel_server(topo: Topology, port: int, *args: object) -> subprocess.Popen[str]:
+    srv = topo.popen_peer(*topo.kpeer("server", "--port", port, "--once", "--ipv6", *args))
+    topo.wait_listening(topo.peer_ns, port)
+    return srv
+
+
+@pytest.mark.parametrize("mptcp", [False, True], ids=["tcp", "mptcp"])
+def test_our_client_over_ipv6_to_a_kernel_server_each_way(topology: Topology,
+                                                          mptcp: bool) -> None:
+    port = 6800 + mptcp
+    before = topology.nstat_peer()
+    srv = kernel_server(topology, port, "--echo", *(["--mptcp"] if mptcp else []))
+    size = 20 * MB
+    me = ours.result(ours.start(topology, "connect", peer6(1), port, "--send-bytes", size,
+                                "--json", *([] if mptcp else ["--no-mptcp"])), timeout=120)
+    kernel = topology.kpeer_result(srv)
+    assert me["returncode"] == 0, me["stderr"]
+    assert me["local"].startswith(f"[{ours6(1)}]:") and me["remote"] == f"[{peer6(1)}]:{port}"
+    assert me["sent"] == me["received"] == size
+    assert me["received_sha256"] == me["sent_sha256"] == kernel["rx_sha256"]
+    assert me["mptcp"] is mptcp and not me["fallback"] and me["diagnosis"] == []
+    if mptcp:
+        assert kernel["fallback"] is False and kernel["token"] == me["remote_token"]
+    assert nstat_errors(nstat_diff(before, topology.nstat_peer()), me) == {}
+
+
+@pytest.mark.parametrize("mptcp", [False, True], ids=["tcp", "mptcp"])
+def test_kernel_client_over_ipv6_to_our_listener(topology: Topology, mptcp: bool) -> None:
+    port = 6810 + mptcp
+    before = topology.nstat_peer()
+    lst = ours.start_listener(topology, port, "--once", "--json",
+                              *([] if mptcp else ["--no-mptcp"]))
+    cli = topology.run_peer(*topology.kpeer("client", ours6(1), port, "--send-bytes",
+                                            10 * MB, *(["--mptcp"] if mptcp else [])),
+                            timeout=60)
+    kernel = json.loads(cli.stdout.splitlines()[-1])
+    me = ours.result(lst)
+    assert me["returncode"] == 0, me["stderr"]
+    assert me["local"] == f"[{ours6(1)}]:{port}"
+    assert me["received"] == 10 * MB and me["received_sha256"] == expected_sha256(10 * MB)
+    assert kernel["tx_sha256"] == me["received_sha256"]
+    assert me["mptcp"] is mptcp and not me["fallback"] and me["diagnosis"] == []
+    assert nstat_errors(nstat_diff(before, topology.nstat_peer()), me) == {}
+
+
+def test_an_ipv6_join_carries_data_with_the_kernel(topology: Topology,
+                                                   tmp_path: Path) -> None:
+    port = 6820
+    before = topology.nstat_peer()
+    srv = kernel_server(topology, port, "--mptcp")
+    events = tmp_path / "ev.jsonl"
+    me = ours.result(ours.start(topology, "connect", peer6(1), port, "--send-bytes", 50 * MB,
+                                "--subflow", ours6(2), "--json", "--events", events),
+                     timeout=120)
+    kernel = topology.kpeer_result(srv)
+    assert me["returncode"] == 0, me["stderr"]
+    assert kernel["rx_sha256"] == me["sent_sha256"] and kernel["rx_bytes"] == 50 * MB
+    assert me["subflows"] == 2 and all(n > 0 for n in me["subflow_bytes"]), me
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtMPJoinAckRx") == 1 and nstat_errors(diff, me) == {}
+    evs = [json.loads(ln) for ln in events.read_text().splitlines()]
+    sf = [e for e in evs if e["event"] == "SF_ESTABLISHED"]
+    assert sf and sf[0]["saddr6"] == ours6(2) and sf[0]["daddr6"] == peer6(1), sf
+
+
+def test_ping6_and_a_closed_port(topology: Topology) -> None:
+    lst = ours.start_listener(topology, 6830, "--once", "--json")
+    try:
+        ping = topology.run_peer("ping", "-6", "-c", "2", "-W", "2", "-i", "0.2", ours6(1),
+                                 check=False, timeout=10)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        cli = topology.run_peer(*topology.kpeer("client", ours6(1), 6831, "--send-bytes", 1),
+                                check=False, timeout=20)
+        assert "refused" in (cli.stdout + cli.stderr).lower(), cli.stdout + cli.stderr
+    finally:
+        topology.run_peer(*topology.kpeer("client", ours6(1), 6830, "--send-bytes", 1),
+                          check=False, timeout=20)
+        ours.result(lst)
