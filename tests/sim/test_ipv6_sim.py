@@ -96,7 +96,7 @@ def test_the_ladder_shows_an_ipv6_mptcp_handshake_with_its_values_verified() -> 
     tracer.stack = a
     a.tap = tracer
     data = random.Random(4).randbytes(100_000)
-    sa, sb = bulk(a, b, net, data, server=B6)
+    _, sb = bulk(a, b, net, data, server=B6)
     assert bytes(sb.got) == data
     text = out.getvalue()
     assert "[fd00:1::2]:" in text and "> [fd00:1::1]:5000" in text, text[:2000]
