@@ -122,33 +122,40 @@ def _run_pair(server: list[str], client: list[str], server_ns: str, port: int,
     return _last_json(out), _last_json(cli.stdout)
 
 
+# path 1's addresses: (the kernel peer, the user namespace's router, our stack)
+ADDRS = {False: ("10.0.1.1", "10.0.1.254", "10.0.1.2"),
+         True: ("fd00:1::1", "fd00:1::fe", "fd00:1::2")}
+
+
 def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: float,
-                  offload: bool, timeout: float, base_port: int) -> dict[str, Any]:
+                  offload: bool, timeout: float, base_port: int,
+                  ipv6: bool = False) -> dict[str, Any]:
     """One protocol (plain TCP or MPTCP), four runs over path1, each measured by the
-    receiver: kernel->kernel both ways, ours->kernel, kernel->ours."""
-    cc = ["--cc", "cubic"] + (["--mptcp"] if mptcp else [])
+    receiver: kernel->kernel both ways, ours->kernel, kernel->ours (IPv4, or IPv6)."""
+    peer, router, us = ADDRS[ipv6]
+    cc = ["--cc", "cubic"] + (["--mptcp"] if mptcp else []) + (["--ipv6"] if ipv6 else [])
     ours_opts = ([] if offload else ["--no-offload"]) + ([] if mptcp else ["--no-mptcp"])
     p = [str(base_port + i) for i in range(4)]
     res: dict[str, Any] = {}
     srv, _ = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", p[0], "--once", *cc),
-                       _kpeer(topo, topo.user, "source", "10.0.1.1", p[0], "--bind",
-                              "10.0.1.254", "--seconds", str(kernel_seconds), *cc),
+                       _kpeer(topo, topo.user, "source", peer, p[0], "--bind",
+                              router, "--seconds", str(kernel_seconds), *cc),
                        topo.peer, int(p[0]), topo, timeout)
     res["kernel_to_kernel_up_mbps"] = srv["rx_mbps"]
     srv, _ = _run_pair(_kpeer(topo, topo.user, "sink", "--port", p[1], "--once", *cc),
-                       _kpeer(topo, topo.peer, "source", "10.0.1.254", p[1], "--seconds",
+                       _kpeer(topo, topo.peer, "source", router, p[1], "--seconds",
                               str(kernel_seconds), *cc),
                        topo.user, int(p[1]), topo, timeout)
     res["kernel_to_kernel_down_mbps"] = srv["rx_mbps"]
     srv, ours = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", p[2], "--once", *cc),
-                          _ours(topo, "connect", "10.0.1.1", p[2], "--send-bytes",
+                          _ours(topo, "connect", peer, p[2], "--send-bytes",
                                 str(nbytes), "--json", *ours_opts),
                           topo.peer, int(p[2]), topo, timeout)
     res["ours_to_kernel_mbps"] = srv["rx_mbps"]
     res["ours_to_kernel_ok"] = (srv["rx_bytes"] == nbytes and ours["clean"]
                                 and ours["mptcp"] == mptcp)
     ours, _ = _run_pair(_ours(topo, "listen", p[3], "--once", "--json", *ours_opts),
-                        _kpeer(topo, topo.peer, "source", "10.0.1.2", p[3], "--bytes",
+                        _kpeer(topo, topo.peer, "source", us, p[3], "--bytes",
                                str(nbytes), *cc),
                         topo.user, int(p[3]), topo, timeout)
     res["kernel_to_ours_mbps"] = ours["goodput_mbps"]
@@ -160,15 +167,16 @@ def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: floa
 
 
 def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
-            timeout: float, repeat: int = 1) -> dict[str, Any]:
+            timeout: float, repeat: int = 1, ipv6: bool = False) -> dict[str, Any]:
     """TCP and MPTCP, `repeat` times, interleaved (so a drift of the machine touches
     both alike); each figure is the median of its runs, each run kept under "runs"."""
     runs: dict[str, list[dict[str, Any]]] = {"tcp": [], "mptcp": []}
     for i in range(repeat):
         for proto, base in (("tcp", 5201), ("mptcp", 5211)):
             runs[proto].append(measure_proto(topo, proto == "mptcp", nbytes, kernel_seconds,
-                                             offload, timeout, base + 20 * i))
-    res: dict[str, Any] = {"bytes": nbytes, "offload": offload, "repeat": repeat}
+                                             offload, timeout, base + 20 * i, ipv6))
+    res: dict[str, Any] = {"bytes": nbytes, "offload": offload, "repeat": repeat,
+                           "ipv6": ipv6}
     for proto, rs in runs.items():
         med: dict[str, Any] = {k: statistics.median(r[k] for r in rs)
                                for k in rs[0] if k.endswith("_mbps")}
@@ -300,6 +308,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=300.0, metavar="S",
                    help="give up on one transfer after S seconds (default 300)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--ipv6", action="store_true",
+                   help="over IPv6 (fd00:1::1 / fd00:1::2) instead of IPv4 (single path)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,14 +340,15 @@ def run(args: argparse.Namespace) -> int:
     args.bytes = args.bytes or 200_000_000
     with Topology(args.prefix, args.keep) as topo:
         res = measure(topo, args.bytes, args.kernel_seconds, not args.no_offload, args.timeout,
-                      max(args.repeat, 1))
+                      max(args.repeat, 1), args.ipv6)
     if args.json:
         print(json.dumps(res))
     else:
         mode = "with TUN offloads" if res["offload"] else "without offloads"
         med = f", medians of {res['repeat']} runs" if res["repeat"] > 1 else ""
-        print(f"bulk goodput over path1, MTU 1500, {args.bytes} bytes through our stack, "
-              f"{mode}{med}")
+        fam = "IPv6" if res["ipv6"] else "IPv4"
+        print(f"bulk goodput over path1 ({fam}), MTU 1500, {args.bytes} bytes through our "
+              f"stack, {mode}{med}")
         for proto in ("tcp", "mptcp"):
             r = res[proto]
             print(f" {proto.upper()}")
