@@ -113,6 +113,7 @@ class Mib(StrEnum):
     AddAddr = "AddAddr"
     AddAddrTx = "AddAddrTx"
     AddAddrTxDrop = "AddAddrTxDrop"
+    EchoAddTxDrop = "EchoAddTxDrop"
     AddAddrHMacFailure = "AddAddrHMacFailure"  # ours (the kernel ignores them silently)
     AddAddrRepeated = "AddAddrRepeated"        # ours: an ADD_ADDR we had already echoed
     AddAddrNotAccepted = "AddAddrNotAccepted"  # ours: over add_addr_accepted_max

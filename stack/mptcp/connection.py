@@ -714,9 +714,11 @@ class MptcpConnection:
         if o.rst is not None:
             self.counters[Mib.MPRstTx] += 1
         if o.pure_ack or ((o.add_addr or o.rm_addr or o.prio)
-                          and (self.pm.signal_due() or sf.send_mp_prio)):
-            # a DATA_FIN gave way, or a path-manager signal displaced another: each
-            # gets its own pure ACK (Linux sends one per signal), right after this one
+                          and (self.pm.signal_due() or sf.send_mp_prio
+                               or sf.send_mp_fail is not None)):
+            # a DATA_FIN gave way, or a path-manager signal displaced another (an
+            # ADD_ADDR goes alone: it displaces REMOVE_ADDR, MP_PRIO and MP_FAIL too):
+            # each gets its own pure ACK (Linux sends one per signal), right after this
             sf.engine.send_pure_ack()
 
     # ---- the socket-like surface (what stack.api and the host use) ---------------------

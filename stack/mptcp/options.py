@@ -15,8 +15,9 @@
   queue entries it used and clears the one-shot flags it served.
 
 Which suboptions may share a segment (as in the kernel): MP_CAPABLE or MP_JOIN on the
-handshake segments; otherwise one DSS, plus ADD_ADDR / REMOVE_ADDR / MP_PRIO / MP_FAIL
-when room is left; MP_FASTCLOSE and MP_TCPRST only on RST segments.
+handshake segments; otherwise one DSS, plus REMOVE_ADDR / MP_PRIO / MP_FAIL when room is
+left; an ADD_ADDR (or its echo) alone on a pure ACK (Linux 6.18: "add-addr: always drop
+other suboptions"); MP_FASTCLOSE and MP_TCPRST only on RST segments.
 
 The byte formats are `stack.wire.mptcp`'s.
 """
@@ -497,10 +498,11 @@ def synack_options(sf: Subflow, remaining: int) -> OutOptions | None:
 
 # --- established -------------------------------------------------------------------------
 def established_options(sf: Subflow, seq: int, payload_len: int,
-                        remaining: int) -> OutOptions | None:
+                        remaining: int, fin: bool = False) -> OutOptions | None:
     """`mptcp_established_options`: MP_CAPABLE on the client's third ACK and first data
     (`mptcp_established_options_mp`), else a DSS (`..._dss`); then, in the room left,
-    an ADD_ADDR or else a REMOVE_ADDR, an MP_PRIO and an MP_FAIL, each if due."""
+    a REMOVE_ADDR, an MP_PRIO and an MP_FAIL, each if due. An ADD_ADDR (or echo) due
+    takes a pure ACK alone instead (`..._add_addr`, Linux 6.18)."""
     msk = sf.msk
     if msk.fallback:
         # plain TCP now, but an MP_FAIL or the one infinite mapping may still be due;
@@ -528,10 +530,19 @@ def established_options(sf: Subflow, seq: int, payload_len: int,
     if not established_options_mp(sf, seq, payload_len, remaining, opts):
         established_options_dss(sf, seq, payload_len, remaining, opts,
                                 data_fin_ok=payload_len > 0 or not _signal_due(sf))
+        if not payload_len and not fin:
+            # a pure ACK: an ADD_ADDR due takes it without the DSS (below), an MP_PRIO
+            # may ride along as in Linux's `mptcp_established_options`; a DATA_FIN
+            # that gave way to it still asks for the next pure ACK
+            add_addr = established_options_add_addr(sf, remaining)
+            if add_addr is not None:
+                add_addr.pure_ack = opts.pure_ack
+                assert add_addr.add_addr is not None
+                established_options_mp_prio(sf, remaining
+                                            - aligned(option_len(add_addr.add_addr)), add_addr)
+                return add_addr
     used = sum(aligned(option_len(o)) for o in opts.suboptions())
-    added = established_options_add_addr(sf, payload_len, remaining - used, opts)
-    if not added:
-        added = established_options_rm_addr(sf, remaining - used, opts)
+    added = established_options_rm_addr(sf, remaining - used, opts)
     used += added
     used += established_options_mp_prio(sf, remaining - used, opts)
     established_options_mp_fail(sf, remaining - used, opts)
@@ -544,17 +555,23 @@ def _signal_due(sf: Subflow) -> bool:
     return sf.msk.pm.signal_due() or sf.send_mp_prio
 
 
-def established_options_add_addr(sf: Subflow, payload_len: int, remaining: int,
-                                 opts: OutOptions) -> int:
-    """`mptcp_established_options_add_addr`: an ADD_ADDR (or the echo of the peer's)
-    on a pure ACK when it fits beside the DSS; the option bytes it took."""
-    if payload_len or opts.mpc is not None:
-        return 0
-    a = sf.msk.pm.next_add_addr()
-    if a is None or remaining < aligned(option_len(a)):
-        return 0
-    opts.add_addr = a
-    return aligned(option_len(a))
+def established_options_add_addr(sf: Subflow, remaining: int) -> OutOptions | None:
+    """`mptcp_established_options_add_addr` (Linux since "add-addr: always drop other
+    suboptions", in 6.18 and measured there: its ADD_ADDR and echo ACKs carry no DSS):
+    an ADD_ADDR (or the echo of the peer's) goes on a pure ACK ALONE, a plain dup-ack
+    for TCP; the data ACK rides on the next segment, and whatever else was due (a
+    DATA_FIN, REMOVE_ADDR, MP_PRIO, MP_FAIL) on the next pure ACK (`options_written`
+    asks for it). One that does not fit even alone (an IPv6 address with a port beside
+    timestamps: 30 + 12 > 40) is dropped and counted (AddAddrTxDrop/EchoAddTxDrop), as
+    Linux does, instead of waiting for ever."""
+    pm = sf.msk.pm
+    a = pm.next_add_addr()
+    if a is None:
+        return None
+    if remaining < aligned(option_len(a)):
+        pm.add_addr_unsendable(a)
+        return None
+    return OutOptions(add_addr=a)
 
 
 def established_options_rm_addr(sf: Subflow, remaining: int, opts: OutOptions) -> int:

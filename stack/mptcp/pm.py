@@ -488,6 +488,17 @@ class PathManager:
             return wm.AddAddr(addr_id, addr, None, hmac, False, 1)
         return None
 
+    def add_addr_unsendable(self, a: wm.AddAddr) -> None:
+        """`a` does not fit a pure ACK even alone (Linux `mptcp_pm_add_addr_signal`):
+        dropped and counted, its retransmissions cancelled."""
+        if a.echo:
+            self.echo_queue.pop(0)
+            self.msk.counters[Mib.EchoAddTxDrop] += 1
+            return
+        addr_id, _ = self.add_addr_queue.pop(0)
+        self.add_addr_sent.pop(addr_id, None)
+        self.msk.counters[Mib.AddAddrTxDrop] += 1
+
     def add_addr_written(self, a: wm.AddAddr, now: float,
                          on: tuple[bytes, int, bytes, int] | None = None) -> None:
         """`a` went out: off its queue; an announcement is repeated if not echoed

@@ -276,7 +276,7 @@ class Subflow:
                     self._memo = (m, state, opts, dss)
                     return opts
             memo_key = (m, state)
-        o = mo.established_options(self, seq, payload_len, remaining)
+        o = mo.established_options(self, seq, payload_len, remaining, fin)
         opts = self._written(o)
         if memo_key is not None:
             only = o.dss if o is not None and o.suboptions() == [o.dss] else None

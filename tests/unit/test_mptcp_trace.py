@@ -6,8 +6,12 @@ Option budget arithmetic used below (RFC 8684 3; Linux `mptcp_established_option
 MPTCP placed before SACK as `tcp_established_options` does): 40 bytes of TCP options;
 NOP NOP TIMESTAMPS 12; a DSS with only the 64-bit data ACK 4 + 8 = 12; a full DSS
 (data ACK 64 + 64-bit mapping) 26 padded to 28, or 28 with its checksum; ADD_ADDR
-(IPv4, HMAC) 16; REMOVE_ADDR 3 + n (padded); MP_PRIO 3 (padded to 4); SACK 2 + 8 per
-block, after two NOPs.
+(IPv4, HMAC) 16, its echo 8; REMOVE_ADDR 3 + n (padded); MP_PRIO 3 (padded to 4); SACK
+2 + 8 per block, after two NOPs.
+
+An ADD_ADDR (or its echo) goes on a pure ACK ALONE, no DSS or other suboption beside it
+(Linux 6.18, measured; commit "mptcp: add-addr: always drop other suboptions": "a plain
+dup-ack from TCP perspective"): what it displaces goes on the next pure ACK.
 """
 
 from __future__ import annotations
@@ -183,13 +187,14 @@ def test_data_fin_after_data_with_checksum() -> None:
 
 
 def test_data_fin_waits_for_a_second_pure_ack_when_an_add_addr_is_due() -> None:
-    # DSS with a DATA_FIN mapping (28) + ADD_ADDR (16) > 28 left after the timestamps:
-    # the ADD_ADDR goes first beside the plain data ACK, the DATA_FIN right after
+    # the ADD_ADDR takes the first pure ACK alone (Linux 6.18: no DSS beside it), the
+    # DATA_FIN (with the data ACK) goes on the next pure ACK, right after
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.announce(OUR_ADDR2)
     t.app_close()
-    t.recv(t.sf, flags=ACK, seq=1, payload_len=0, mptcp=[
-        t.our_data_ack(), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
+    seg = t.recv(t.sf, flags=ACK, seq=1, payload_len=0, mptcp=[
+        AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
+    assert seg.options_len == 12 + 16
     t.recv(t.sf, flags=ACK, seq=1, payload_len=0, mptcp=[
         Dss(data_ack=t.peer_dsn(0), data_ack64=True, dsn=t.our_dsn(0), dsn64=True, ssn=0,
             data_len=1, data_fin=True)])
@@ -199,8 +204,8 @@ def test_data_fin_waits_for_a_second_pure_ack_when_an_add_addr_is_due() -> None:
 # ==== Tests for ADD_ADDR under the option budget =========================================
 
 def test_add_addr_goes_on_a_pure_ack_never_on_data() -> None:
-    # (on IPv4 it could not fit beside a full DSS anyway: 12 + 28 + 16 > 40, and
-    # 28 + 16 > 40 without timestamps)
+    # (Linux: only on a pure ACK, `skb_is_tcp_pure_ack`; and alone there, its DSS
+    # dropped: the data ACK went on the data segment before it)
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     assert t.mptcp_events() == ["CREATED", "ESTABLISHED"]
     t.msk.send(b"d" * 10)
@@ -209,27 +214,29 @@ def test_add_addr_goes_on_a_pure_ack_never_on_data() -> None:
         Dss(data_ack=t.peer_dsn(0), data_ack64=True, dsn=t.our_dsn(0), dsn64=True, ssn=1,
             data_len=10)])
     seg = t.recv(t.sf, flags=ACK, seq=11, payload_len=0, mptcp=[
-        t.our_data_ack(), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
-    assert seg.options_len == 12 + 12 + 16
+        AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
+    assert seg.options_len == 12 + 16
     t.recv_nothing()
     assert t.counter("AddAddrTx") == 1
     assert t.mptcp_events() == []  # ANNOUNCED is the peer's announcement, not ours
 
 
-def test_add_addr_beside_the_data_ack_leaves_no_room_for_sack_blocks() -> None:
-    # 12 timestamps + 12 data ACK + 16 ADD_ADDR = 40: MPTCP has precedence over SACK
-    # (as in Linux's tcp_established_options), so the SACK blocks wait, not the ADD_ADDR
+def test_add_addr_alone_on_its_pure_ack_leaves_room_for_one_sack_block() -> None:
+    # 12 timestamps + 16 ADD_ADDR (alone, Linux 6.18: no data ACK beside it) = 28; MPTCP
+    # has precedence over SACK (as in Linux's tcp_established_options), which gets the
+    # rest: (40 - 28 - 4) // 8 = 1 block, 12 bytes with its NOPs: 40 in all
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.map(b"a" * 100)  # the peer's first 100 bytes are "lost"
     d = b"b" * 100
     t.send(t.sf, seq=101, payload=d, mptcp=[t.map(d, ssn=101, off=100)])
     t.recv(t.sf, seq=1, ack=1, payload_len=0, sack=[(101, 201)], mptcp=[t.our_data_ack(0)])
     t.announce(OUR_ADDR2)
-    seg = t.recv(t.sf, seq=1, ack=1, payload_len=0, sack=[],
-                 mptcp=[t.our_data_ack(0), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
+    seg = t.recv(t.sf, seq=1, ack=1, payload_len=0, sack=[(101, 201)],
+                 mptcp=[AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
     assert seg.options_len == 40
     t.recv_nothing()
-    # the next ACK has a SACK block again: one, the newest ((40 - 24 - 2) // 8 = 1)
+    # the next ACK has the data ACK again, and one SACK block, the newest
+    # ((40 - 24 - 4) // 8 = 1)
     d2 = b"c" * 100
     t.send(t.sf, seq=301, payload=d2, mptcp=[t.map(d2, ssn=301, off=300)])
     t.recv(t.sf, seq=1, ack=1, payload_len=0, sack=[(301, 401)],
@@ -237,31 +244,34 @@ def test_add_addr_beside_the_data_ack_leaves_no_room_for_sack_blocks() -> None:
     t.recv_nothing()
 
 
-def test_without_timestamps_add_addr_leaves_room_for_one_sack_block() -> None:
-    # 12 data ACK + 16 ADD_ADDR = 28; (40 - 28 - 2 NOPs) // 8 = 1 block (the newest)
+def test_without_timestamps_add_addr_leaves_room_for_two_sack_blocks() -> None:
+    # 16 ADD_ADDR alone (Linux 6.18: no data ACK beside it); (40 - 16 - 4) // 8 = 2
+    # blocks, the newest, of the three the data ACKs carried (12 + 4 + 24 = 40)
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, ts=False)
     t.map(b"a" * 100)
-    for left in (101, 301):
+    for left in (101, 301, 501):
         d = b"b" * 100
         t.send(t.sf, seq=left, payload=d, mptcp=[t.map(d, ssn=left, off=left - 1)])
     t.recv(t.sf, seq=1, ack=1, sack=[(101, 201)], mptcp=[t.our_data_ack(0)])
     t.recv(t.sf, seq=1, ack=1, sack=[(301, 401), (101, 201)], mptcp=[t.our_data_ack(0)])
+    t.recv(t.sf, seq=1, ack=1, sack=[(501, 601), (301, 401), (101, 201)],
+           mptcp=[t.our_data_ack(0)])
     t.announce(OUR_ADDR2)
-    seg = t.recv(t.sf, seq=1, ack=1, sack=[(301, 401)],
-                 mptcp=[t.our_data_ack(0), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
-    assert seg.options == [] and seg.options_len == 40
+    seg = t.recv(t.sf, seq=1, ack=1, sack=[(501, 601), (301, 401)],
+                 mptcp=[AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
+    assert seg.options == [] and seg.options_len == 16 + 4 + 16
     t.recv_nothing()
 
 
 def test_add_addr_displaces_remove_addr_which_gets_the_next_pure_ack() -> None:
-    # ADD_ADDR and REMOVE_ADDR never share a segment (Linux: add_addr, else rm_addr).
-    # Both asked for before the stack transmits: the REMOVE_ADDR goes on a second pure
-    # ACK at once (Linux sends one ACK per signal), never left waiting for other traffic
+    # ADD_ADDR and REMOVE_ADDR never share a segment (Linux: add_addr, else rm_addr; and
+    # the ADD_ADDR goes alone). Both asked for before the stack transmits: the
+    # REMOVE_ADDR goes on a second pure ACK at once (Linux sends one ACK per signal),
+    # never left waiting for other traffic
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.stack.announce(t.connection, OUR_ADDR2)
     t.stack.remove_addr(t.connection, OUR_ADDRS[2])
-    t.recv(t.sf, payload_len=0,
-           mptcp=[t.our_data_ack(), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
+    t.recv(t.sf, payload_len=0, mptcp=[AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
     t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), RemoveAddr((2,))])
     t.recv_nothing()
     t.send(t.sf, mptcp=[t.data_ack(), AddAddr(1, OUR_ADDR2, echo=True)])  # the echo
@@ -272,32 +282,34 @@ def test_remove_addr_asked_for_after_the_add_addr_went_gets_its_own_pure_ack() -
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.announce(OUR_ADDR2)
     t.remove_addr(OUR_ADDRS[2])
-    t.recv(t.sf, payload_len=0,
-           mptcp=[t.our_data_ack(), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
+    t.recv(t.sf, payload_len=0, mptcp=[AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
     t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), RemoveAddr((2,))])
     t.recv_nothing()
 
 
-def test_add_addr_displaces_mp_prio_when_timestamps_fill_the_header() -> None:
-    # 12 + 12 + 16 = 40: no 4 bytes left for MP_PRIO, which goes on the next pure ACK
-    # at once (both asked for before the stack transmits)
+def test_add_addr_and_mp_prio_share_the_pure_ack_without_the_dss() -> None:
+    # Linux's mptcp_established_options: the ADD_ADDR drops the DSS ("add-addr: always
+    # drop other suboptions", 6.18), then mptcp_established_options_mp_prio still runs
+    # and mptcp_write_options writes both: 12 (timestamps) + 16 + 4
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.stack.announce(t.connection, OUR_ADDR2)
     assert t.stack.set_backup(t.connection, OUR_ADDR, True) == 1
-    t.recv(t.sf, payload_len=0,
-           mptcp=[t.our_data_ack(), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2))])
-    t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), MpPrio(True)])
+    seg = t.recv(t.sf, payload_len=0, mptcp=[AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2)),
+                                             MpPrio(True)])
+    assert seg.options_len == 12 + 16 + 4
     t.recv_nothing()
     assert t.counter("MPPrioTx") == 1
 
-def test_without_timestamps_add_addr_and_mp_prio_share_the_pure_ack() -> None:
+
+def test_without_timestamps_add_addr_and_mp_prio_share_the_pure_ack_too() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER, ts=False)
     t.stack.announce(t.connection, OUR_ADDR2)
     t.stack.set_backup(t.connection, OUR_ADDR, True)
-    seg = t.recv(t.sf, payload_len=0, mptcp=[
-        t.our_data_ack(), AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2)), MpPrio(True)])
-    assert seg.options_len == 12 + 16 + 4
+    seg = t.recv(t.sf, payload_len=0, mptcp=[AddAddr(1, OUR_ADDR2, hmac=ack_hmac(1, OUR_ADDR2)),
+                                             MpPrio(True)])
+    assert seg.options_len == 16 + 4
     t.recv_nothing()
+    assert t.counter("MPPrioTx") == 1
 
 
 # ==== Tests for REMOVE_ADDR and MP_PRIO ==================================================

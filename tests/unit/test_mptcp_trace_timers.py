@@ -3,6 +3,7 @@ clock. Each test says the rule it pins (as stack/mptcp/connection.py keeps it to
 
 - ADD_ADDR: re-sent when not echoed, `MptcpConfig.add_addr_timeout` (2 s) after the
   first try, doubling per try; after the 5th try it is dropped and AddAddrTxDrop counted.
+  Each try goes alone on a pure ACK (Linux 6.18: no DSS beside an ADD_ADDR).
 - Data level (Linux `mptcp_retransmit_timer`): while data is out and the peer's data
   ACK does not move, a timer of max(largest subflow RTO, 0.2 s) * 2**expiries (the
   exponent at most 7), at most 60 s, re-sends the first chunk not data-acked as a new
@@ -54,13 +55,13 @@ def rtx_times(start: float, rto: float, n: int) -> list[float]:
 def test_add_addr_is_resent_at_2_6_14_30_s_then_dropped_at_62_s() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.announce(OUR_ADDR2)
-    sent = [t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), our_add_addr()]).time]
+    sent = [t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()]).time]
     t.recv_nothing()
     for _ in range(4):
         due = t.deadline()
         assert due is not None
         assert t.fire() == due
-        sent.append(t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), our_add_addr()]).time)
+        sent.append(t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()]).time)
         t.recv_nothing()
     assert sent == [T0, T0 + 2.0, T0 + 6.0, T0 + 14.0, T0 + 30.0]
     assert t.counter("AddAddrTx") == 5
@@ -75,11 +76,11 @@ def test_add_addr_timeout_comes_from_the_config() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER,
                      mptcp=MptcpConfig(add_addr_timeout=0.5))
     t.announce(OUR_ADDR2)
-    t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), our_add_addr()])
+    t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
     times = []
     for _ in range(4):
         times.append(t.fire())
-        t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), our_add_addr()])
+        t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
     assert times == [T0 + 0.5, T0 + 1.5, T0 + 3.5, T0 + 7.5]
     assert t.fire() == T0 + 15.5
     t.recv_nothing()
@@ -89,9 +90,9 @@ def test_add_addr_timeout_comes_from_the_config() -> None:
 def test_the_echo_stops_the_add_addr_retransmission() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
     t.announce(OUR_ADDR2)
-    t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), our_add_addr()])
+    t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
     assert t.fire() == T0 + 2.0
-    t.recv(t.sf, payload_len=0, mptcp=[t.our_data_ack(), our_add_addr()])
+    t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
     assert t.deadline() == T0 + 6.0
     t.advance(0.5)
     t.send(t.sf, mptcp=[t.data_ack(), AddAddr(1, OUR_ADDR2, echo=True)])

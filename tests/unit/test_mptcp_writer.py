@@ -249,19 +249,43 @@ def _queued_announce():  # type: ignore[no-untyped-def]
     return msk, msk.master
 
 
-@pytest.mark.parametrize("remaining", [DATA_ACK_ONLY + 15, DATA_ACK_ONLY + 8])
-def test_add_addr_is_displaced_when_it_does_not_fit_beside_the_data_ack(remaining: int) -> None:
+@pytest.mark.parametrize("remaining", [DATA_ACK_ONLY + 15, DATA_ACK_ONLY + 8, 16])
+def test_add_addr_goes_alone_where_it_would_not_fit_beside_the_data_ack(remaining: int) -> None:
+    # Linux 6.18 ("add-addr: always drop other suboptions"): the ADD_ADDR drops the DSS
+    # and takes the whole room, so 16 bytes are enough whatever the data ACK needs
     msk, sf = _queued_announce()
     o = mo.established_options(sf, sf.tx_next, 0, remaining)
-    assert o is not None and o.dss is not None and o.dss.dsn is None
-    assert o.add_addr is None  # 16 bytes do not fit: it waits, nothing is lost
-    assert msk.pm.add_addr_queue == [(1, b"\x0a\x00\x02\x02")]
+    assert o is not None and o.suboptions() == [o.add_addr] and o.add_addr.addr_id == 1
+    assert not o.pure_ack  # nothing else was due
+    assert msk.pm.add_addr_queue == [(1, b"\x0a\x00\x02\x02")]  # until written
 
 
-def test_add_addr_rides_beside_the_data_ack_when_16_bytes_remain() -> None:
+@pytest.mark.parametrize("echo", [False, True], ids=["announce", "echo"])
+def test_add_addr_that_does_not_fit_even_alone_is_dropped_and_counted(echo: bool) -> None:
+    # (Linux `mptcp_pm_add_addr_signal`: AddAddrTxDrop / EchoAddTxDrop, instead of
+    # waiting for ever; the pure ACK then carries the data ACK as usual)
+    msk, sf = _queued_announce()
+    if echo:
+        msk.pm.add_addr_queue.clear()
+        msk.pm.echo_queue.append(wm.AddAddr(2, b"\x0a\x00\x02\x01", echo=True))
+    # the echo is 8 bytes, the announcement 16; the data ACK needs 12
+    o = mo.established_options(sf, sf.tx_next, 0, 7 if echo else 15)
+    assert o is not None and o.add_addr is None
+    if echo:
+        assert o.suboptions() == []
+    else:
+        assert o.suboptions() == [o.dss] and o.dss.data_ack is not None and o.dss.dsn is None
+    assert not msk.pm.add_addr_queue and not msk.pm.echo_queue
+    assert not msk.pm.add_addr_sent  # no retransmission armed
+    assert msk.counters["EchoAddTxDrop" if echo else "AddAddrTxDrop"] == 1
+    assert msk.counters["EchoAddTx"] == msk.counters["AddAddrTx"] == 0
+
+
+def test_add_addr_takes_the_pure_ack_alone_and_leaves_the_queue_until_written() -> None:
     msk, sf = _queued_announce()
     o = mo.established_options(sf, sf.tx_next, 0, DATA_ACK_ONLY + 16)
     assert o is not None and o.add_addr is not None and o.add_addr.addr_id == 1
+    assert o.suboptions() == [o.add_addr]  # no DSS beside it (Linux 6.18)
     # the writer decided; only `options_written` takes it off the queue and arms its
     # retransmission, `add_addr_timeout` from now
     assert msk.pm.add_addr_queue and not msk.pm.add_addr_sent
@@ -296,12 +320,51 @@ def test_remove_addr_takes_as_many_ids_as_fit() -> None:
     assert msk.pm.rm_addr_queue == [] and msk.counters["RmAddrTx"] == 1
 
 
-def test_a_due_data_fin_yields_to_a_path_manager_signal_and_asks_for_another_ack() -> None:
+def _asked_for_pure_acks(sf, monkeypatch: pytest.MonkeyPatch) -> list[object]:  # type: ignore[no-untyped-def]
+    """The `send_pure_ack` calls on `sf`'s engine from now on (the announce already
+    asked for one: the engine's flag cannot tell a new request)."""
+    asked: list[object] = []
+    monkeypatch.setattr(sf.engine, "send_pure_ack", lambda: asked.append(sf))
+    return asked
+
+
+def test_a_due_data_fin_yields_to_a_path_manager_signal_and_asks_for_another_ack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     _msk, sf = _queued_announce()
     msk = sf.msk
     msk.close()
     assert msk.data_fin_to_signal()
+    asked = _asked_for_pure_acks(sf, monkeypatch)
     o = mo.established_options(sf, sf.tx_next, 0, 40)
+    # the ADD_ADDR alone (Linux 6.18: no DSS beside it), and the writer asks for
+    # another pure ACK for the DATA_FIN
     assert o is not None and o.add_addr is not None
-    assert o.dss is not None and not o.dss.data_fin and o.pure_ack
+    assert o.dss is None and o.pure_ack
     assert not msk.data_fin_on_wire
+    msk.options_written(sf, o)
+    assert asked == [sf]
+    # which carries the DATA_FIN (the ADD_ADDR is no longer due)
+    o = mo.established_options(sf, sf.tx_next, 0, 40)
+    assert o is not None and o.add_addr is None
+    assert o.dss is not None and o.dss.data_fin and not o.pure_ack
+    msk.options_written(sf, o)
+    assert asked == [sf] and msk.data_fin_on_wire
+
+
+def test_an_add_addr_displacing_an_mp_fail_asks_for_another_pure_ack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the ADD_ADDR goes alone (Linux 6.18), the MP_FAIL due on this subflow then goes on
+    # the next pure ACK, asked for at once, not left waiting for other traffic
+    msk, sf = _queued_announce()
+    dsn = msk.wire_data_ack()
+    sf.send_mp_fail = dsn
+    asked = _asked_for_pure_acks(sf, monkeypatch)
+    o = mo.established_options(sf, sf.tx_next, 0, 28)
+    assert o is not None and o.suboptions() == [o.add_addr]
+    msk.options_written(sf, o)
+    assert asked == [sf] and sf.send_mp_fail == dsn
+    o = mo.established_options(sf, sf.tx_next, 0, 28)
+    assert o is not None and o.add_addr is None
+    assert o.dss is not None and o.fail == wm.MpFail(dsn)
+    msk.options_written(sf, o)
+    assert sf.send_mp_fail is None and asked == [sf]
