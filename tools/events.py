@@ -21,12 +21,15 @@ class EventLog:
         self.f = f
         self.t0 = t0
 
-    def emit(self, event: str, conn: Connection, now: float, **extra: object) -> None:
-        (la, lp), (ra, rp) = conn.local, conn.remote
-        fam = "6" if ":" in la else "4"  # `ip mptcp monitor`'s saddr4/saddr6
-        rec: dict[str, object] = {"event": event, "time": round(now - self.t0, 6),
-                                  "saddr" + fam: la, "daddr" + fam: ra, "sport": lp,
-                                  "dport": rp}
+    def emit(self, event: str, conn: Connection, now: float, addrs: bool = True,
+             **extra: object) -> None:
+        """One line; `addrs`: with the connection's addresses and ports (an event
+        about a subflow brings its own in `extra`, maybe of the other family)."""
+        rec: dict[str, object] = {"event": event, "time": round(now - self.t0, 6)}
+        if addrs:
+            (la, lp), (ra, rp) = conn.local, conn.remote
+            fam = "6" if ":" in la else "4"  # `ip mptcp monitor`'s saddr4/saddr6
+            rec.update({"saddr" + fam: la, "daddr" + fam: ra, "sport": lp, "dport": rp})
         rec.update({k: v for k, v in extra.items() if v is not None})
         self.f.write(json.dumps(rec) + "\n")
         self.f.flush()
@@ -54,7 +57,8 @@ class EventLog:
                     self.finding(ev.conn, e.finding, now)
                     return
                 closing = e.name in (MptcpEventType.CLOSED, MptcpEventType.SF_CLOSED)
-                self.emit(e.name, ev.conn, now, token=f"{e.token:08x}",
+                self.emit(e.name, ev.conn, now, addrs=e.saddr is None and e.daddr is None,
+                          token=f"{e.token:08x}",
                           remote_token=None if e.remote_token is None
                           else f"{e.remote_token:08x}",
                           error=e.detail if closing else None,

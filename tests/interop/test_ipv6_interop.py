@@ -103,3 +103,56 @@ def test_ping6_and_a_closed_port(topology: Topology) -> None:
         topology.run_peer(*topology.kpeer("client", ours6(1), 6830, "--send-bytes", 1),
                           check=False, timeout=20)
         ours.result(lst)
+
+
+@pytest.fixture
+def peer_endpoints(topology: Topology):  # type: ignore[no-untyped-def]
+    """The kernel's endpoints, flushed before and after the test."""
+    topology.run_peer("ip", "mptcp", "endpoint", "flush")
+    yield lambda *args: topology.run_peer("ip", "mptcp", "endpoint", "add", *args)
+    topology.run_peer("ip", "mptcp", "endpoint", "flush")
+
+
+def test_our_listener_announces_an_ipv6_address_and_the_kernel_joins_it(
+        topology: Topology, peer_endpoints: object, tmp_path: Path) -> None:
+    port = 6840
+    before = topology.nstat_peer()
+    events = tmp_path / "ev.jsonl"
+    lst = ours.start_listener(topology, port, "--once", "--json", "--announce", ours6(2),
+                              "--events", events)
+    cli = topology.run_peer(*topology.kpeer("client", ours6(1), port, "--mptcp",
+                                            "--send-bytes", 30 * MB), timeout=60)
+    kernel = json.loads(cli.stdout.splitlines()[-1])
+    me = ours.result(lst)
+    assert me["returncode"] == 0 and me["diagnosis"] == [], me["stderr"]
+    assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(30 * MB)
+    # the kernel echoed our ADD_ADDR6 (28 bytes, HMAC over the 16-byte address) and
+    # joined it: both subflows carried data
+    assert me["subflows"] == 2 and all(n > 0 for n in me["subflow_rx_bytes"]), me
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtAddAddr") == 1 and diff.get("MPTcpExtMPJoinSynAckRx") == 1, diff
+    assert nstat_errors(diff, me) == {}
+    evs = [json.loads(ln) for ln in events.read_text().splitlines()]
+    assert any(e["event"] == "SF_ESTABLISHED" and e.get("saddr6") == ours6(2) for e in evs)
+
+
+@pytest.mark.parametrize("first", ["ipv6", "ipv4"])
+def test_the_kernel_announces_an_ipv6_address_and_we_join_it(
+        topology: Topology, peer_endpoints, first: str) -> None:  # type: ignore[no-untyped-def]
+    """ADD_ADDR6 from a dual-stack (AF_INET6) kernel socket, joined from our fd00:2::2;
+    with `first` ipv4 the connection began over IPv4 (v4-mapped on the kernel's side):
+    a mixed-family MPTCP connection, as Linux allows on such a socket."""
+    port = 6850 + (first == "ipv4")
+    peer_endpoints(peer6(2), "dev", "path2", "signal")
+    before = topology.nstat_peer()
+    srv = kernel_server(topology, port, "--mptcp")
+    to = peer6(1) if first == "ipv6" else topology.peer_addr(1)
+    me = ours.result(ours.start(topology, "connect", to, port, "--send-bytes", 30 * MB,
+                                "--json", "--stats"), timeout=120)
+    kernel = topology.kpeer_result(srv)
+    assert me["returncode"] == 0 and me["diagnosis"] == [], me["stderr"]
+    assert kernel["rx_sha256"] == me["sent_sha256"] and kernel["rx_bytes"] == 30 * MB
+    assert me["subflows"] == 2 and all(n > 0 for n in me["subflow_bytes"]), me
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtEchoAdd") == 1 and diff.get("MPTcpExtMPJoinAckRx") == 1, diff
+    assert nstat_errors(diff, me) == {}
