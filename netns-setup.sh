@@ -214,6 +214,11 @@ cmd_up() {
         net.ipv4.conf.all.accept_redirects=0 \
         net.ipv6.conf.all.proxy_ndp=1 net.ipv6.conf.all.accept_redirects=0
     ns_sysctl_changed "$USER_NS" net.ipv6.conf.all.forwarding=1
+    # ... which also set default.forwarding=1: a TUN created now would join the
+    # all-routers group (an MLD report queued until our stack first opens it, then a
+    # second one when forwarding=0 below makes it leave). New links start without it;
+    # path<i> turn it on for themselves.
+    ns_sysctl "$USER_NS" net.ipv6.conf.default.forwarding=0
     if ! link_exists "$USER_NS" "$TUN"; then
         # Persistent, no owner/group restriction; the stack opens it IFF_TUN|IFF_NO_PI.
         ip -n "$USER_NS" tuntap add dev "$TUN" mode tun

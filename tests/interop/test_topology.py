@@ -223,26 +223,24 @@ TUN_ECHO = textwrap.dedent("""
             t.write(bytes(ip + ic))
 """)
 
-NFT_COUNT = """
-table ip pathcheck {
-    chain input {
-        type filter hook input priority 0; policy accept;
-        iifname "path1" icmp type echo-reply counter
-        iifname "path2" icmp type echo-reply counter
-        iifname "path3" icmp type echo-reply counter
-    }
-    chain output {
-        type filter hook output priority 0; policy accept;
-        oifname "path1" icmp type echo-request counter
-        oifname "path2" icmp type echo-request counter
-        oifname "path3" icmp type echo-request counter
-    }
-}
-"""
+def nft_count_rules(family: str, table: str, icmp: str) -> str:
+    """Count echo replies in and echo requests out, per path, in `table` (family ip
+    or ip6; `icmp` the matching keyword: icmp or icmpv6)."""
+    def chain(name: str, hook: str, way: str, kind: str) -> str:
+        rules = "\n".join(f'        {way}name "path{i}" {icmp} type {kind} counter'
+                           for i in (1, 2, 3))
+        return (f"    chain {name} {{\n        type filter hook {hook} priority 0; "
+                f"policy accept;\n{rules}\n    }}\n")
+    return (f"table {family} {table} {{\n" + chain("input", "input", "iif", "echo-reply")
+            + chain("output", "output", "oif", "echo-request") + "}\n")
 
 
-def _nft_counts(topo: Topology) -> dict[tuple[str, str], int]:
-    data = json.loads(topo.run_peer("nft", "-j", "list", "table", "ip", "pathcheck").stdout)
+NFT_COUNT = nft_count_rules("ip", "pathcheck", "icmp")
+
+
+def _nft_counts(topo: Topology, family: str = "ip",
+                table: str = "pathcheck") -> dict[tuple[str, str], int]:
+    data = json.loads(topo.run_peer("nft", "-j", "list", "table", family, table).stdout)
     counts: dict[tuple[str, str], int] = {}
     for obj in data["nftables"]:
         rule = obj.get("rule")
@@ -468,41 +466,11 @@ def test_v6_ping_from_peer_reaches_tun(topology: Topology) -> None:
     assert f"lladdr {router_mac}" in neigh, (neigh, router_mac)
 
 
-NFT6_COUNT = """
-table ip6 pathcheck6 {
-    chain input {
-        type filter hook input priority 0; policy accept;
-        iifname "path1" icmpv6 type echo-reply counter
-        iifname "path2" icmpv6 type echo-reply counter
-        iifname "path3" icmpv6 type echo-reply counter
-    }
-    chain output {
-        type filter hook output priority 0; policy accept;
-        oifname "path1" icmpv6 type echo-request counter
-        oifname "path2" icmpv6 type echo-request counter
-        oifname "path3" icmpv6 type echo-request counter
-    }
-}
-"""
+NFT6_COUNT = nft_count_rules("ip6", "pathcheck6", "icmpv6")
 
 
 def _nft6_counts(topo: Topology) -> dict[tuple[str, str], int]:
-    data = json.loads(topo.run_peer("nft", "-j", "list", "table", "ip6", "pathcheck6").stdout)
-    counts: dict[tuple[str, str], int] = {}
-    for obj in data["nftables"]:
-        rule = obj.get("rule")
-        if not rule:
-            continue
-        dev = pkts = None
-        for e in rule["expr"]:
-            if "match" in e and e["match"]["left"].get("meta", {}).get("key") in ("iifname",
-                                                                                   "oifname"):
-                dev = e["match"]["right"]
-            if "counter" in e:
-                pkts = e["counter"]["packets"]
-        assert dev is not None and pkts is not None
-        counts[(rule["chain"], dev)] = pkts
-    return counts
+    return _nft_counts(topo, "ip6", "pathcheck6")
 
 
 def test_v6_tun_reader_gets_peer_traffic_on_the_right_path(topology: Topology) -> None:
