@@ -574,8 +574,11 @@ class Stack:
             self._out.append(Datagram(ipv4.emit(h, len(reply)) + reply))
         elif msg.type == icmp.DEST_UNREACH:
             self.counters[Mib.IcmpInDestUnreachs] += 1
+            # fragmentation needed: the next-hop MTU in the low 16 bits (RFC 1191), not
+            # below Linux's ip_rt_min_pmtu (552)
+            mtu = max(msg.rest & 0xFFFF, 552) if msg.code == icmp.UNREACH_FRAG_NEEDED else None
             self._icmp_error(msg.data, icmp.UNREACH_REASON.get(msg.code, f"code {msg.code}"),
-                             now)
+                             now, mtu=mtu)
         else:
             self._drop(DropReason.ICMP_UNHANDLED_TYPE)
 
@@ -594,10 +597,15 @@ class Stack:
             self.counters[Mib.Icmp6InDestUnreachs] += 1
             self._icmp_error(msg.data, icmp6.UNREACH_REASON.get(msg.code, f"code {msg.code}"),
                              now)
+        elif msg.type == icmp6.PACKET_TOO_BIG:
+            self.counters[Mib.Icmp6InPktTooBigs] += 1
+            # RFC 8200 5: no IPv6 link is smaller than 1280
+            self._icmp_error(msg.data, "packet too big", now, mtu=max(msg.rest, ipv6.MIN_MTU))
         else:
             self._drop(DropReason.ICMP_UNHANDLED_TYPE)
 
-    def _icmp_error(self, quoted: bytes, reason: str, now: float) -> None:
+    def _icmp_error(self, quoted: bytes, reason: str, now: float,
+                    mtu: int | None = None) -> None:
         """Find the connection the quoted datagram belongs to (our packet: src is ours)
         and tell its engine; the quoted sequence number must be one we have in flight
         (RFC 5927 section 4.1) so a blind attacker cannot kill connections."""
@@ -617,12 +625,15 @@ class Stack:
         if conn is None:
             self._drop(DropReason.ICMP_ERROR_NO_SOCKET)
             return
-        eng = conn.engine
+        eng = conn.engines.get((src, sport, dst, dport), conn.engine)  # that subflow's
         if not seq_between(seq, eng.snd_una.value, eng.snd_nxt.value):
             self._drop(DropReason.ICMP_ERROR_BAD_SEQ)
             return
         self.counters[Mib.InDelivers] += 1
-        eng.on_icmp_error(reason)
+        if mtu is not None:
+            eng.on_pmtu(mtu, ipv6.HEADER_LEN if len(src) == 16 else ipv4.HEADER_LEN)
+        else:
+            eng.on_icmp_error(reason)
         if conn.msk is not None:
             conn.msk.subflow_io(eng, now)
         self._dirty.add(conn)

@@ -33,6 +33,7 @@ class Mib(StrEnum):
     Ip6InUnknownProtos = "Ip6InUnknownProtos"
     Icmp6InMsgs = "Icmp6InMsgs"
     Icmp6InDestUnreachs = "Icmp6InDestUnreachs"
+    Icmp6InPktTooBigs = "Icmp6InPktTooBigs"
     Icmp6OutEchoReplies = "Icmp6OutEchoReplies"
     InIcmpErrors = "InIcmpErrors"
     ListenOverflows = "ListenOverflows"
@@ -51,6 +52,7 @@ class Mib(StrEnum):
     DelayedACKs = "DelayedACKs"
     PAWSEstab = "PAWSEstab"
     TCPTimeouts = "TCPTimeouts"
+    TCPPMTUReduced = "TCPPMTUReduced"  # ours: the send MSS shrank to a reported path MTU
     TCPSynRetrans = "TCPSynRetrans"
     TCPAttemptFails = "TCPAttemptFails"  # ours: SYN-SENT given up after retransmissions
     TCPAbortOnTimeout = "TCPAbortOnTimeout"

@@ -66,6 +66,8 @@ MAX_OPTIONS = 40
 TS_OPT_LEN = 12                # NOP NOP TS, what Linux subtracts from the MSS
 DUPTHRESH = 3
 PAWS_IDLE = 24 * 24 * 3600.0   # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
+TCP_HEADER_LEN = 20
+MIN_PMTU_MSS = 48  # below this a "packet too big" is ignored (Linux TCP_MIN_SND_MSS)
 CHALLENGE_ACK_LIMIT = 1000     # per second (Linux net.ipv4.tcp_challenge_ack_limit)
 MAX_RTT_SAMPLE = 3600.0        # sanity bound on timestamp-derived samples
 
@@ -715,6 +717,31 @@ class TcpEngine:
         if (st in _SYNCHRONIZED and st is not State.TIME_WAIT) or st is State.SYN_RECEIVED:
             self._queue_rst(self._nxt, self._rnxt, with_ack=True, established=True)
         self._terminate(CloseError.ABORTED)
+
+    def on_pmtu(self, mtu: int, ip_header_len: int) -> bool:
+        """ICMP "fragmentation needed" / ICMPv6 "packet too big" for this connection
+        (RFC 1191, RFC 8201; Linux `tcp_v4_mtu_reduced` -> `tcp_sync_mss` and
+        `tcp_simple_retransmit`): the send MSS shrinks to what an `mtu`-byte packet
+        carries, and what is in flight is sent again at the new size, without the
+        congestion response of a loss (nothing was lost to congestion). True if the
+        MSS changed."""
+        self.counters[Mib.InIcmpErrors] += 1
+        reserve = self._ulp.option_reserve() if self._ulp is not None else 0
+        mss = mtu - ip_header_len - TCP_HEADER_LEN - (TS_OPT_LEN if self._ts_ok else 0) - reserve
+        if mss >= self._mss or mss < MIN_PMTU_MSS:
+            return False
+        self.counters[Mib.TCPPMTUReduced] += 1
+        self._mss = mss
+        self._cc.set_mss(mss)
+        if self._nxt != self._una and self._state in _CAN_SEND_DATA:
+            if self._recovery != RECOV_LOSS:
+                self._recovery = RECOV_LOSS
+                self._recover = self._nxt
+            self._rtx_marks.clear()
+            self._lost_upto = self._nxt
+            self._high_rxt = self._una
+            self._rtt_seq = None
+        return True
 
     def on_icmp_error(self, kind: str) -> None:
         """ICMP destination unreachable for this connection: hard error while

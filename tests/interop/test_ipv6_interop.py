@@ -5,7 +5,9 @@ The topology gives path i fd00:i::/64: the kernel fd00:i::1, our stack fd00:i::2
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,30 @@ def test_the_kernel_announces_an_ipv6_address_and_we_join_it(
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtEchoAdd") == 1 and diff.get("MPTcpExtMPJoinAckRx") == 1, diff
     assert nstat_errors(diff, me) == {}
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_a_smaller_mtu_on_the_path_is_learnt_from_packet_too_big(
+        topology: Topology, family: str) -> None:
+    """The router's side of path 2 at MTU 1400: our 1500-byte packets (cut from our
+    GSO super-packets) cannot go on; it answers 'fragmentation needed' (DF, IPv4) or
+    'packet too big' (IPv6), our MSS shrinks and the data goes again at the new size,
+    with no stall. (Only that side: the peer's own SYN/ACK would otherwise announce the
+    smaller MSS and no packet would ever be too big.)"""
+    port = 6860 + (family == "ipv6")
+    to = peer6(2) if family == "ipv6" else topology.peer_addr(2)
+    topology.run_user("ip", "link", "set", "path2", "mtu", "1400")
+    try:
+        srv = kernel_server(topology, port, "--mptcp")
+        t0 = time.monotonic()
+        me = ours.result(ours.start(topology, "connect", to, port, "--send-bytes", 20 * MB,
+                                    "--json", "--stats", "--timeout", "30"), timeout=60)
+        took = time.monotonic() - t0
+        kernel = topology.kpeer_result(srv)
+    finally:
+        topology.run_user("ip", "link", "set", "path2", "mtu", "1500")
+    assert me["returncode"] == 0, me["stderr"]
+    assert kernel["rx_bytes"] == 20 * MB and kernel["rx_sha256"] == me["sent_sha256"]
+    reduced = re.search(r"^TCPPMTUReduced\s+(\d+)$", me["stderr"], re.MULTILINE)
+    assert reduced and int(reduced.group(1)) >= 1, me["stderr"][-2000:]
+    assert took < 15, took  # no stall (an RTO-driven crawl would take far longer)

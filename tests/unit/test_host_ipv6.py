@@ -99,3 +99,52 @@ def test_ping6_and_an_unreachable_connect_fails_with_the_icmpv6_reason() -> None
     assert closed and closed[0].error == "unreachable" and "port unreachable" in str(
         closed[0].detail), evs
     assert conn.local == ("fd00:1::2", conn.key[1])
+
+
+def test_fragmentation_needed_shrinks_the_mss_and_resends_at_the_new_size() -> None:
+    # RFC 1191 / Linux tcp_v4_mtu_reduced: the router on a 1400-byte link returns our
+    # 1500-byte packet with "fragmentation needed, next-hop MTU 1400": what was in
+    # flight goes again in packets that fit, and so does everything after
+    from stack.wire import icmp, ipv4
+    from tests.unit.mptcp_trace import PEER_ADDR, Trace
+
+    t = Trace.server(our_key=0x9A3C51E207B4D86F, peer_key=0x2B7E151628AED2A6)
+    t.app_send(bytes(range(256)) * 12)  # 3072 bytes
+    t._poll()
+    first = t.outbox[0][1]
+    assert len(first) == 1500
+    err = icmp.IcmpMessage(icmp.DEST_UNREACH, icmp.UNREACH_FRAG_NEEDED, 1400, first[:576])
+    body = icmp.emit(err)
+    router = ip("10.0.1.254")
+    t.outbox.clear()
+    t.stack.feed(ipv4.emit(ipv4.IPv4Header(router, first[12:16], ipv4.PROTO_ICMP),
+                           len(body)) + body, t.now)
+    t._poll()
+    sizes = [len(p) for _, p in t.outbox]
+    assert sizes and max(sizes) <= 1400, sizes
+    assert t.counter("TCPPMTUReduced") == 1
+    # the resent data starts where the lost packet did
+    h, end = ipv4.parse(t.outbox[0][1])
+    seg = tcp.parse(memoryview(t.outbox[0][1])[h.header_len:end])[0]
+    h0, end0 = ipv4.parse(first)
+    assert seg.seq == tcp.parse(memoryview(first)[h0.header_len:end0])[0].seq
+    assert PEER_ADDR == h.dst
+
+
+def test_packet_too_big_for_ipv6_shrinks_the_mss() -> None:
+    s = Stack([US], rng=random.Random(1))
+    s.listen(5000, mptcp=False)
+    s.feed(packet(TcpHeader(40000, 5000, 100, 0, SYN, 65535, [tcp.Mss(1440)])), 0.0)
+    ((_, synack),) = out_segments(s)
+    s.feed(packet(TcpHeader(40000, 5000, 101, synack.seq + 1, ACK, 65535)), 0.01)
+    s.poll_transmit(0.01)
+    conn = next(iter(s.conns.values()))
+    conn.engine.send(b"y" * 5000)
+    s.touch(conn)
+    big = [d.data for d in s.poll_transmit(0.02)]
+    assert max(len(p) for p in big) == 1500
+    err = icmp6.packet_too_big(big[0], 1280)
+    s.feed(icmp6.emit_packet(ip("fd00:1::fe"), US, err), 0.03)
+    again = [d.data for d in s.poll_transmit(0.03)]
+    assert again and max(len(p) for p in again) <= 1280, [len(p) for p in again]
+    assert s.all_counters()["TCPPMTUReduced"] == 1
