@@ -128,7 +128,7 @@ def test_fragmentation_needed_shrinks_the_mss_and_resends_at_the_new_size() -> N
     seg = tcp.parse(memoryview(t.outbox[0][1])[h.header_len:end])[0]
     h0, end0 = ipv4.parse(first)
     assert seg.seq == tcp.parse(memoryview(first)[h0.header_len:end0])[0].seq
-    assert PEER_ADDR == h.dst
+    assert h.dst == PEER_ADDR
 
 
 def test_packet_too_big_for_ipv6_shrinks_the_mss() -> None:
