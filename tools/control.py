@@ -167,7 +167,7 @@ def status(conn: Connection) -> dict[str, object]:
                     "tx_bytes": sf.tx_next - 1, "rx_bytes": sf.rx_next - 1})
     return {"token": f"{msk.local_token:08x}",
             "remote_token": None if msk.remote_token is None else f"{msk.remote_token:08x}",
-            "local": "{}:{}".format(*conn.local), "remote": "{}:{}".format(*conn.remote),
+            "local": fmt(conn.key[0], conn.key[1]), "remote": fmt(conn.key[2], conn.key[3]),
             "fallback": msk.fallback, "fully_established": msk.fully_established,
             "sent": msk.snd_una, "received": msk.ack_off, "subflows": sfs}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop import ours
-from tests.interop.harness import Topology, nstat_diff, nstat_errors
+from tests.interop.harness import Topology, nstat_diff, nstat_errors, run
 from tests.interop.payload import expected_sha256
 
 MB = 1_000_000
@@ -185,3 +185,57 @@ def test_a_smaller_mtu_on_the_path_is_learnt_from_packet_too_big(
     reduced = re.search(r"^TCPPMTUReduced\s+(\d+)$", me["stderr"], re.MULTILINE)
     assert reduced and int(reduced.group(1)) >= 1, me["stderr"][-2000:]
     assert took < 15, took  # no stall (an RTO-driven crawl would take far longer)
+
+
+def test_over_ipv6_with_checksums_and_tshark_decodes_the_pcap(topology: Topology,
+                                                             tmp_path: Path) -> None:
+    port = 6870
+    before = topology.nstat_peer()
+    srv = kernel_server(topology, port, "--mptcp")
+    pcap = tmp_path / "v6.pcap"
+    me = ours.result(ours.start(topology, "connect", peer6(1), port, "--send-bytes", 5 * MB,
+                                "--json", "--checksum", "--pcap", pcap), timeout=60)
+    kernel = topology.kpeer_result(srv)
+    assert me["returncode"] == 0 and me["checksum"] and me["mptcp"], me["stderr"]
+    assert kernel["csum_enabled"] is True and kernel["rx_sha256"] == me["sent_sha256"]
+    assert nstat_errors(nstat_diff(before, topology.nstat_peer()), me) == {}
+    t = run(["tshark", "-r", str(pcap), "-o", "mptcp.analyze_mptcp:TRUE", "-T", "fields",
+             "-e", "ipv6.src", "-e", "mptcp.stream", "-e", "_ws.malformed"])
+    rows = [r.split("\t") for r in t.stdout.splitlines()]
+    assert len(rows) > 10 and all(r[0] for r in rows), rows[:3]  # every packet IPv6
+    assert [r for r in rows if len(r) > 2 and r[2]] == [], "tshark found malformed packets"
+    assert {r[1] for r in rows[1:]} == {"0"}, "not linked to one MPTCP stream"
+
+
+def test_an_ipv6_address_removed_mid_transfer(topology: Topology, shaped_paths: None,
+                                              tmp_path: Path) -> None:
+    """REMOVE_ADDR of an IPv6 address id: its subflow closes, the rest of the data goes
+    on the first; and MP_PRIO on an IPv6 subflow first (backup on). Shaped paths, so
+    that the transfer is still running when the commands come."""
+    ctl = tmp_path / "ctl"
+    port = 6871
+    before = topology.nstat_peer()
+    srv = kernel_server(topology, port, "--mptcp")
+    p = ours.start(topology, "connect", peer6(1), port, "--subflow", ours6(2),
+                   "--send-bytes", 60 * MB, "--json", "--stats", "--control", ctl)
+
+    def v6_sf(c: dict[str, object]) -> dict[str, object] | None:
+        return next((s for s in c["subflows"]  # type: ignore[attr-defined]
+                     if s["local"].startswith(f"[{ours6(2)}]:")), None)
+
+    ours.wait_for(ctl, lambda c: (v6_sf(c) or {}).get("tx_bytes", 0) > 2 * MB)  # type: ignore[operator]
+    assert ours.ctl(ctl, f"backup {ours6(2)} on")["ok"]
+    status = ours.ctl(ctl, "status")
+    answer = ours.ctl(ctl, f"remove {ours6(2)}")
+    assert answer["ok"] and list(answer["done"].values()) == [1], \
+        json.dumps([answer, status["connections"][0]["subflows"]])
+    me = ours.result(p, timeout=120)
+    kernel = topology.kpeer_result(srv)
+    assert me["returncode"] == 0, me["stderr"]
+    assert kernel["rx_bytes"] == 60 * MB and kernel["rx_sha256"] == me["sent_sha256"]
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtMPPrioRx") == 1 and diff.get("MPTcpExtRmAddr") == 1, diff
+    errors = nstat_errors(diff, me)
+    errors.pop("MPTcpExtMPRstRx", None)  # the kernel may reset the removed subflow
+    errors.pop("MPTcpExtMPRstTx", None)
+    assert errors == {}, diff
