@@ -217,7 +217,8 @@ def test_an_ipv6_address_removed_mid_transfer(topology: Topology, shaped_paths: 
     before = topology.nstat_peer()
     srv = kernel_server(topology, port, "--mptcp")
     p = ours.start(topology, "connect", peer6(1), port, "--subflow", ours6(2),
-                   "--send-bytes", 60 * MB, "--json", "--stats", "--control", ctl)
+                   "--send-bytes", 60 * MB, "--json", "--stats", "--control", ctl,
+                   "--timeout", "60")
 
     def v6_sf(c: dict[str, object]) -> dict[str, object] | None:
         return next((s for s in c["subflows"]  # type: ignore[attr-defined]
@@ -225,6 +226,10 @@ def test_an_ipv6_address_removed_mid_transfer(topology: Topology, shaped_paths: 
 
     ours.wait_for(ctl, lambda c: (v6_sf(c) or {}).get("tx_bytes", 0) > 2 * MB)  # type: ignore[operator]
     assert ours.ctl(ctl, f"backup {ours6(2)} on")["ok"]
+    deadline = time.monotonic() + 10  # the MP_PRIO reached the kernel before we remove
+    while nstat_diff(before, topology.nstat_peer()).get("MPTcpExtMPPrioRx", 0) < 1:
+        assert time.monotonic() < deadline, "the kernel never counted our MP_PRIO"
+        time.sleep(0.05)
     status = ours.ctl(ctl, "status")
     answer = ours.ctl(ctl, f"remove {ours6(2)}")
     assert answer["ok"] and list(answer["done"].values()) == [1], \
