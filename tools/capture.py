@@ -379,6 +379,16 @@ table ip golden {
         f"MPTCP_SERVER_TOKEN = {tokens['server']!r}",
         "",
     ]
+    write_vectors(out, entries, "GOLDEN", args.output)
+    return 0
+
+
+def write_vectors(head: list[str], entries: list[tuple[str, str, bytes]], table: str,
+                  output: str | None) -> None:
+    """A vectors module: `head` (its docstring and constants), then each packet as a
+    commented `bytes.fromhex` constant, then `table` naming them all; to `output` or
+    stdout."""
+    out = list(head)
     for name, how, pkt in entries:
         out += textwrap.wrap(how, 96, initial_indent="# ", subsequent_indent="# ")
         h = pkt.hex()
@@ -387,16 +397,15 @@ table ip golden {
             out.append(f'    "{h[i:i + 80]}"')
         out.append(")")
         out.append("")
-    out.append("GOLDEN: dict[str, bytes] = {")
+    out.append(f"{table}: dict[str, bytes] = {{")
     for name, _, _ in entries:
         out.append(f'    "{name}": {name},')
     out.append("}")
     text = "\n".join(out) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
+    if output:
+        Path(output).write_text(text)
     else:
         sys.stdout.write(text)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

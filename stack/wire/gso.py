@@ -35,21 +35,28 @@ def segment_tcp4(packet: bytes, gso_size: int) -> list[bytes]:
     payload = memoryview(packet)[hl:]
     if gso_size <= 0 or len(payload) <= gso_size:
         return [complete_checksum(_fix_ip(bytearray(packet), len(packet), 0))]
-    head = bytes(packet[:hl])
-    seq0 = struct.unpack_from("!I", packet, ihl + 4)[0]
-    flags = packet[ihl + 13]
     ident = struct.unpack_from("!H", packet, 4)[0]
+    return [complete_checksum(bytes(_fix_ip(buf, len(buf), i, ident)))
+            for i, buf in enumerate(_cut(packet, ihl, hl, payload, gso_size))]
+
+
+def _cut(packet: bytes, tcp_off: int, hl: int, payload: memoryview,
+         gso_size: int) -> list[bytearray]:
+    """The segments of a super-packet, IP fields and checksums not yet fixed: the
+    headers (`hl` bytes, TCP at `tcp_off`) before each `gso_size` piece of `payload`,
+    sequence numbers advanced, PSH and FIN on the last one only."""
+    head = bytes(packet[:hl])
+    seq0 = struct.unpack_from("!I", packet, tcp_off + 4)[0]
+    flags = packet[tcp_off + 13]
     out = []
     n = (len(payload) + gso_size - 1) // gso_size
     for i in range(n):
-        chunk = payload[i * gso_size:(i + 1) * gso_size]
         buf = bytearray(head)
-        buf += chunk
-        struct.pack_into("!I", buf, ihl + 4, (seq0 + i * gso_size) & 0xFFFFFFFF)
+        buf += payload[i * gso_size:(i + 1) * gso_size]
+        struct.pack_into("!I", buf, tcp_off + 4, (seq0 + i * gso_size) & 0xFFFFFFFF)
         if i < n - 1:
-            buf[ihl + 13] = flags & ~_PSH_FIN
-        _fix_ip(buf, len(buf), i, ident)
-        out.append(complete_checksum(bytes(buf)))
+            buf[tcp_off + 13] = flags & ~_PSH_FIN
+        out.append(buf)
     return out
 
 
@@ -93,18 +100,8 @@ def segment_tcp6(packet: bytes, gso_size: int) -> list[bytes]:
     payload = memoryview(packet)[hl:end]
     if gso_size <= 0 or len(payload) <= gso_size:
         return [complete_checksum_v6(packet[:end])]
-    head = bytes(packet[:hl])
-    seq0 = struct.unpack_from("!I", packet, off + 4)[0]
-    flags = packet[off + 13]
     out = []
-    n = (len(payload) + gso_size - 1) // gso_size
-    for i in range(n):
-        chunk = payload[i * gso_size:(i + 1) * gso_size]
-        buf = bytearray(head)
-        buf += chunk
+    for buf in _cut(packet, off, hl, payload, gso_size):
         struct.pack_into("!H", buf, 4, len(buf) - ipv6.HEADER_LEN)
-        struct.pack_into("!I", buf, off + 4, (seq0 + i * gso_size) & 0xFFFFFFFF)
-        if i < n - 1:
-            buf[off + 13] = flags & ~_PSH_FIN
         out.append(complete_checksum_v6(buf))
     return out

@@ -41,11 +41,12 @@ import socket
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tools.capture import write_vectors
 
 REPO = Path(__file__).resolve().parents[3]
 SELF = os.path.abspath(__file__)
@@ -536,23 +537,7 @@ def golden(args: argparse.Namespace) -> int:
     for k, v in extra.items():
         out.append(f"{k} = {v!r}")
     out.append("")
-    for name, how, pkt in entries:
-        out += textwrap.wrap(how, 96, initial_indent="# ", subsequent_indent="# ")
-        h = pkt.hex()
-        out.append(f"{name} = bytes.fromhex(")
-        for i in range(0, len(h), 80):
-            out.append(f'    "{h[i:i + 80]}"')
-        out.append(")")
-        out.append("")
-    out.append("GOLDEN6: dict[str, bytes] = {")
-    for name, _, _ in entries:
-        out.append(f'    "{name}": {name},')
-    out.append("}")
-    text = "\n".join(out) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        sys.stdout.write(text)
+    write_vectors(out, entries, "GOLDEN6", args.output)
     return 0
 
 
