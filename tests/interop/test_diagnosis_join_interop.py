@@ -413,8 +413,10 @@ def test_subflow_reset_kernel_kills_our_join(topology: Topology, shaped_paths: N
                 "--send-bytes", 40 * MB, "--json", "--control", ctl, "--timeout", 40)
     if kill:
         ours.wait_for(ctl, subflow_from(topology.our_addr(2), 5 * MB))
-        topology.run_peer("ss", "-K", "-tn", "dst", topology.our_addr(2))
+        killed = topology.run_peer("ss", "-K", "-tnH", "dst", topology.our_addr(2)).stdout
     run = finish(p)
+    if kill:  # a miss here is the kill's, not our stack's: say which
+        assert topology.our_addr(2) in killed, f"ss -K destroyed nothing: {killed!r}"
     kernel = first_report(srv)
     assert run.summary["clean"] and run.returncode == EXIT_OK, run.explain()
     assert kernel["rx_bytes"] == 40 * MB and kernel["rx_sha256"] == run.summary["sent_sha256"]
@@ -424,7 +426,7 @@ def test_subflow_reset_kernel_kills_our_join(topology: Topology, shaped_paths: N
         assert run.codes == [], run.explain()
         assert resets == [] and len([fr for fr in fs if fr.flags & tcp.FIN]) >= 4
         return
-    assert run.codes == ["subflow-reset"], run.explain()
+    assert run.codes == ["subflow-reset"], (run.explain(), killed, resets[:3])
     f = run.findings[0]
     assert f["severity"] == "warning" and f["packet"]["direction"] == "in"
     assert f["packet"]["subflow"].startswith(topology.our_addr(2) + ":"), run.explain()
