@@ -30,6 +30,7 @@ from stack.mptcp.events import MptcpEvent
 from stack.mptcp.pm import EndpointFlags, EndpointTable, JoinRequest
 from stack.mptcp.subflow import Subflow, check_join_req
 from stack.mptcp.token import TokenTable
+from stack.ratelimit import IcmpRateLimit, Verdict
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
 from stack.tcp.seq import seq_between
 from stack.wire import MalformedPacket, icmp, icmp6, ipv4, ipv6, tcp
@@ -202,6 +203,7 @@ class Stack:
         # diagnosis (stack.diag), equal to those of a --pcap written from the tap
         self._v6_configs: dict[int, tuple[TcpConfig, TcpConfig]] = {}  # _for_family
         self.frames = FrameClock()
+        self._icmp_limit = IcmpRateLimit()  # ICMP errors we answer with (Linux's limits)
         self.diag = Diagnosis(self.frames, 0.0)  # what no connection owns (unknown tokens)
         # MP_CAPABLE SYN blackholes seen from this host (the kernel's per-namespace memory)
         self.blackhole = MpcBlackhole()
@@ -310,6 +312,15 @@ class Stack:
             else:
                 self.counters[Mib.InUnknownProtos] += 1
                 self._drop(DropReason.UNKNOWN_PROTOCOL)
+                self._answer_error(packet, iph.src, iph.dst, icmp.DEST_UNREACH,
+                                   icmp.UNREACH_PROTO, 0, now)
+        except ipv6.ParameterProblem as e:
+            self.counters[Mib.Ip6InHdrErrors] += 1
+            self._drop(e.reason)
+            src, dst = bytes(packet[8:24]), bytes(packet[24:40])
+            if dst in self._addrset:  # RFC 8200 4: the node that processes it answers
+                self._answer_error(packet, src, dst, icmp6.PARAM_PROBLEM, e.code, e.pointer,
+                                   now)
         except MalformedPacket as e:
             if e.reason.endswith("checksum"):
                 self.counters[Mib.InCsumErrors] += 1
@@ -337,6 +348,38 @@ class Stack:
         else:
             self.counters[Mib.Ip6InUnknownProtos] += 1
             self._drop(DropReason.UNKNOWN_PROTOCOL)
+            self._answer_error(packet, iph.src, iph.dst, icmp6.PARAM_PROBLEM,
+                               icmp6.PARAM_NEXT_HEADER, iph.proto_offset, now)
+
+    def _answer_error(self, packet: bytes | bytearray | memoryview, src: Addr, dst: Addr,
+                      type_: int, code: int, rest: int, now: float) -> None:
+        """Answer a packet to our address `dst` that we cannot take with an ICMP error
+        quoting it, as Linux's icmp_send / icmp6_send do: protocol unreachable (IPv4),
+        parameter problem (IPv6: an unknown next header, a bad extension header). Not
+        about a packet from an address that is not one host's (RFC 1122 3.2.2, RFC 4443
+        2.4 (e)); rate-limited per destination and overall (`stack.ratelimit`)."""
+        v6 = len(src) == 16
+        if v6:
+            if not icmp6.may_send_error(packet, type_, code):
+                return
+        elif src[0] == 0 or src[0] >= 224 or src[0] == 127:  # this-network, loopback,
+            return                                           # multicast, broadcast
+        verdict = self._icmp_limit.allow(src, now)
+        if verdict is not Verdict.SEND:
+            self.counters[(Mib.Icmp6OutRateLimitHost if v6 else Mib.IcmpOutRateLimitHost)
+                          if verdict is Verdict.HOST else Mib.IcmpOutRateLimitGlobal] += 1
+            return
+        if v6:
+            self.counters[Mib.Icmp6OutParmProblems] += 1
+            msg = icmp6.error(type_, code, rest, packet)
+            self._out.append(Datagram(icmp6.emit_packet(dst, src, msg,
+                                                        hop_limit=self.config.ttl)))
+            return
+        self.counters[Mib.IcmpOutDestUnreachs] += 1
+        body = icmp.emit(icmp.IcmpMessage(type_, code, rest, bytes(packet[:icmp.MAX_QUOTE])))
+        self._ident = (self._ident + 1) & 0xFFFF
+        h = ipv4.IPv4Header(dst, src, ipv4.PROTO_ICMP, ttl=self.config.ttl, ident=self._ident)
+        self._out.append(Datagram(ipv4.emit(h, len(body)) + body))
 
     def _drop(self, reason: str) -> None:
         self.counters["Drop:" + reason] += 1

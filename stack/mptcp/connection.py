@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from stack.addr import family_name, ntoa
 from stack.buffers import RecvQueue
 from stack.diag import (
     RST_REASONS,
@@ -314,16 +315,22 @@ class MptcpConnection:
         t0 = self.diag.t0
         for addr_id, (addr, ref) in self.pm.add_addr_echo_seen.items():
             if not any(sf.engine.local_addr == addr for sf in self.subflows):
+                hint = ("the peer's add_addr_accepted limit (Linux's default is 0: 'ip "
+                        "mptcp limits set add_addr_accepted 1') or its PM does not join "
+                        "announced addresses")
+                first = self.subflows[0].key[0] if self.subflows else addr
+                if len(first) == 4 and len(addr) == 16:
+                    hint = ("an IPv6 address announced on a connection begun over IPv4: a "
+                            "Linux peer whose socket is AF_INET does not join it ('IPv4 "
+                            "sockets do not use IPv6 addresses'); AF_INET6 sockets do")
                 self.diag.add(Code.ADD_ADDR_IGNORED, Severity.WARNING,
-                              f"our ADD_ADDR for {'.'.join(map(str, addr))} (id {addr_id}) was "
+                              f"our ADD_ADDR for {ntoa(addr)} (id {addr_id}) was "
                               "echoed but the peer never joined it", ref,
-                              hint="the peer's add_addr_accepted limit (Linux's default is "
-                                   "0: 'ip mptcp limits set add_addr_accepted 1') or its PM "
-                                   "does not join announced addresses", key=addr_id)
+                              hint=hint, key=addr_id)
         for addr_id, sent in self.pm.add_addr_sent.items():
             if sent.tries >= 2:  # re-sent: the peer had a whole timeout to echo it
                 self.diag.add(Code.ADD_ADDR_NOT_ECHOED, Severity.ERROR,
-                              f"our ADD_ADDR for {'.'.join(map(str, sent.addr))} (id {addr_id}) "
+                              f"our ADD_ADDR for {ntoa(sent.addr)} (id {addr_id}) "
                               f"was sent {sent.tries} times and not echoed before the "
                               "connection ended", self.pm.add_addr_last.get(addr_id),
                               hint="the peer does not take ADD_ADDR (its PM, or a middlebox "
@@ -575,6 +582,12 @@ class MptcpConnection:
             if sf.reset_code is None:
                 hint = ("no MPTCP stack answered (Linux resets a join with MP_TCPRST): a "
                         "firewall's reject, or nothing listens at that address and port")
+                if len(sf.key[0]) != len(self.subflows[0].key[0]):
+                    hint = (f"a join over {family_name(sf.key[0])} to a connection begun "
+                            f"over {family_name(self.subflows[0].key[0])}: a Linux peer "
+                            "whose socket is AF_INET has no IPv6 listener ('IPv4 sockets "
+                            "do not use IPv6 addresses'); mixed families need its socket "
+                            "to be AF_INET6 (dual-stack)")
             packet = "in"
         self.finding(Code.JOIN_REFUSED, Severity.ERROR,
                      f"join {fmt_key(sf.key)} refused: {text}", sf=sf, packet=packet,

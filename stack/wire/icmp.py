@@ -31,6 +31,10 @@ UNREACH_REASON = {
     UNREACH_ADMIN: "communication administratively prohibited",
 }
 
+# an error quotes the invoking datagram so that the whole error fits in 576 bytes
+# (RFC 1812 4.3.2.3; Linux icmp_send)
+MAX_QUOTE = 576 - 20 - HEADER_LEN
+
 _HDR = struct.Struct("!BBHI")
 
 

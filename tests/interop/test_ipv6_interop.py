@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.interop import ours
+from tests.interop.diagnosis import EXIT_UNMET
 from tests.interop.harness import Topology, nstat_diff, nstat_errors, run
 from tests.interop.payload import expected_sha256
 
@@ -101,6 +103,23 @@ def test_ping6_and_a_closed_port(topology: Topology) -> None:
         cli = topology.run_peer(*topology.kpeer("client", ours6(1), 6831, "--send-bytes", 1),
                                 check=False, timeout=20)
         assert "refused" in (cli.stdout + cli.stderr).lower(), cli.stdout + cli.stderr
+        # a protocol we do not serve (253, RFC 3692's experimental number), from a raw
+        # socket of the kernel's: ICMPv6 parameter problem (IPv4: protocol unreachable),
+        # as the kernel's counters see them
+        before = topology.nstat_peer()
+        for dst, family in ((ours6(1), "AF_INET6"), (topology.our_addr(1), "AF_INET")):
+            topology.run_peer(sys.executable, "-c",
+                              f"import socket; s = socket.socket(socket.{family}, "
+                              f"socket.SOCK_RAW, 253); s.sendto(b'x' * 8, ({dst!r}, 0))")
+        deadline = time.monotonic() + 5
+        while True:
+            diff = nstat_diff(before, topology.nstat_peer())
+            if (diff.get("Icmp6InParmProblems") and diff.get("IcmpInDestUnreachs")) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert diff.get("Icmp6InParmProblems") == 1 and diff.get("IcmpInDestUnreachs") == 1, diff
+        assert diff.get("Icmp6InErrors", 0) == 0 and diff.get("IcmpInErrors", 0) == 0, diff
     finally:
         topology.run_peer(*topology.kpeer("client", ours6(1), 6830, "--send-bytes", 1),
                           check=False, timeout=20)
@@ -158,6 +177,59 @@ def test_the_kernel_announces_an_ipv6_address_and_we_join_it(
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtEchoAdd") == 1 and diff.get("MPTcpExtMPJoinAckRx") == 1, diff
     assert nstat_errors(diff, me) == {}
+
+
+@pytest.mark.parametrize("sock", ["AF_INET6", "AF_INET"])
+def test_mixed_families_with_our_listener(topology: Topology, peer_endpoints: object,
+                                          tmp_path: Path, sock: str) -> None:
+    """A kernel client connects over IPv4 and we announce fd00:2::2. From an AF_INET6
+    socket (v4-mapped ::ffff:10.0.1.2) Linux joins it: one connection, an IPv4 and an
+    IPv6 subflow. From an AF_INET socket it echoes and never joins ('IPv4 sockets do
+    not use IPv6 addresses', mptcp_join.sh): we say so, and exit 4 (not had)."""
+    port = 6842 + (sock == "AF_INET")
+    before = topology.nstat_peer()
+    lst = ours.start_listener(topology, port, "--once", "--json", "--announce", ours6(2))
+    to = f"::ffff:{topology.our_addr(1)}" if sock == "AF_INET6" else topology.our_addr(1)
+    cli = topology.run_peer(*topology.kpeer("client", to, port, "--mptcp",
+                                            "--send-bytes", 20 * MB), timeout=60)
+    kernel = json.loads(cli.stdout.splitlines()[-1])
+    me = ours.result(lst)
+    assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(20 * MB)
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert diff.get("MPTcpExtAddAddr") == 1 and diff.get("MPTcpExtEchoAddTx") == 1, diff
+    assert nstat_errors(diff, me) == {}
+    if sock == "AF_INET6":
+        assert me["returncode"] == 0 and me["diagnosis"] == [], me["stderr"]
+        assert me["subflows"] == 2 and all(n > 0 for n in me["subflow_rx_bytes"]), me
+        assert diff.get("MPTcpExtMPJoinSynAckRx") == 1, diff
+        return
+    assert me["returncode"] == EXIT_UNMET and me["subflows"] == 1, me
+    (f,) = me["diagnosis"]
+    assert f["code"] == "add-addr-ignored" and ours6(2) in f["text"], f
+    assert "AF_INET" in f["hint"] and "IPv4 sockets do not use IPv6" in f["hint"], f
+    assert "MPTcpExtMPJoinSynTx" not in diff, diff
+
+
+def test_a_v6_join_to_a_kernel_af_inet_socket_is_refused(topology: Topology,
+                                                         peer_endpoints,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path) -> None:
+    """The kernel's AF_INET server announces its IPv6 fd00:2::1 on an IPv4 connection
+    (Linux announces across families) and we, dual-stack, join it: no socket of the
+    kernel listens on IPv6 at that port, so its stack answers our MP_JOIN SYN with a
+    plain RST. The bytes all go on the IPv4 subflow; the finding names the cause."""
+    port = 6852
+    peer_endpoints(peer6(2), "dev", "path2", "signal")
+    srv = topology.popen_peer(*topology.kpeer("server", "--port", port, "--once", "--mptcp"))
+    topology.wait_listening(topology.peer_ns, port)
+    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), port,
+                                "--send-bytes", 10 * MB, "--json"), timeout=60)
+    kernel = topology.kpeer_result(srv)
+    assert kernel["rx_bytes"] == 10 * MB and kernel["rx_sha256"] == me["sent_sha256"]
+    assert me["returncode"] == EXIT_UNMET and me["subflows"] == 1, me["stderr"]
+    (f,) = me["diagnosis"]
+    assert f["code"] == "join-refused" and "plain RST" in f["text"], f
+    assert f["packet"]["subflow"].startswith(f"[{ours6(2)}]:"), f
+    assert "AF_INET" in f["hint"] and "IPv4 sockets do not use IPv6" in f["hint"], f
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])

@@ -9,8 +9,9 @@ import pytest
 
 from stack.addr import fmt, ip, ntoa, parse_addr_port
 from stack.host import Stack
+from stack.ratelimit import IcmpRateLimit, Verdict
 from stack.tcp.engine import Closed, TcpConfig
-from stack.wire import icmp6, ipv6, tcp
+from stack.wire import icmp, icmp6, ipv4, ipv6, tcp
 from stack.wire.tcp import ACK, RST, SYN, TcpHeader
 
 US, PEER = ip("fd00:1::2"), ip("fd00:1::1")
@@ -71,12 +72,84 @@ def test_extension_headers_are_walked_fragments_and_unknown_headers_dropped() ->
     assert [t.flags for _, t in out_segments(s)] == [SYN | ACK]
     frag = ipv6.fragment_header(8, True, 7)
     s.feed(packet(TcpHeader(40001, 5000, 100, 0, SYN, 65535), exts=(frag,)), 0.0)
-    body = b"\x00" * 8
-    s.feed(ipv6.emit(ipv6.IPv6Header(PEER, US, 200), len(body)) + body, 0.0)
     assert out_segments(s) == []
     c = s.counters
     assert (c["Drop:ipv6-fragment"], c["Ip6ReasmFails"]) == (1, 1)
-    assert (c["Drop:unknown-protocol"], c["Ip6InUnknownProtos"]) == (1, 1)
+
+
+def icmp6_out(s: Stack, now: float = 0.0) -> list[icmp6.Icmp6Message]:
+    got = []
+    for d in s.poll_transmit(now):
+        h, end = ipv6.parse(d.data)
+        assert (h.src, h.dst, h.proto) == (US, PEER, icmp6.NEXT_HEADER)
+        got.append(icmp6.parse(memoryview(d.data)[h.header_len:end], h.src, h.dst))
+    return got
+
+
+def test_an_unknown_next_header_or_a_bad_option_is_answered_with_a_parameter_problem() -> None:
+    """RFC 8200 4 and Linux ip6_input / icmp6_send: code 1 pointing at the Next Header
+    field that names what we do not serve (the fixed header's, or the last extension
+    header's); code 2 at an unknown option whose action says 'answer'; the packet quoted
+    from its IPv6 header. Rate-limited per peer: a burst of 6, then one a second."""
+    s = Stack([US], rng=random.Random(1))
+    body = b"\x00" * 8
+    bare = ipv6.emit(ipv6.IPv6Header(PEER, US, 200), len(body)) + body
+    s.feed(bare, 0.0)
+    (pp,) = icmp6_out(s)
+    assert (pp.type, pp.code, pp.rest) == (icmp6.PARAM_PROBLEM, icmp6.PARAM_NEXT_HEADER, 6)
+    assert pp.data == bare
+    hop = ipv6.options_header(ipv6.NH_HOPOPTS)
+    behind = ipv6.emit(ipv6.IPv6Header(PEER, US, 200, extensions=(hop,)), len(body)) + body
+    s.feed(behind, 0.0)
+    (pp,) = icmp6_out(s)
+    assert (pp.code, pp.rest) == (icmp6.PARAM_NEXT_HEADER, ipv6.HEADER_LEN)
+    # option type 0x88: action 10, "discard and answer even to multicast"
+    bad = ipv6.Extension(ipv6.NH_DSTOPTS, bytes([0, 0, 0x88, 2, 0, 0, 1, 0]))
+    s.feed(packet(TcpHeader(40000, 5000, 100, 0, SYN, 65535), exts=(bad,)), 0.0)
+    (pp,) = icmp6_out(s)
+    assert (pp.code, pp.rest) == (icmp6.PARAM_OPTION, ipv6.HEADER_LEN + 2)
+    c = s.counters
+    assert (c["Drop:unknown-protocol"], c["Ip6InUnknownProtos"]) == (2, 2)
+    assert (c["Drop:ipv6-unknown-option"], c["Ip6InHdrErrors"]) == (1, 1)
+    assert c["Icmp6OutParmProblems"] == 3
+    for _ in range(10):  # 3 of the burst of 6 are left
+        s.feed(bare, 0.5)
+    assert len(icmp6_out(s, 0.5)) == 3 and c["Icmp6OutRateLimitHost"] == 7
+    s.feed(bare, 1.6)  # a token a second comes back
+    assert len(icmp6_out(s, 1.6)) == 1
+    # never about a packet from an unspecified source
+    s.feed(ipv6.emit(ipv6.IPv6Header(bytes(16), US, 200), len(body)) + body, 10.0)
+    assert icmp6_out(s, 10.0) == []
+
+
+def test_an_unknown_ipv4_protocol_is_answered_with_protocol_unreachable() -> None:
+    v4 = ip("10.0.1.2")
+    s = Stack([v4], rng=random.Random(1))
+    body = b"\x11" * 600
+    pkt = ipv4.emit(ipv4.IPv4Header(ip("10.0.1.1"), v4, 253), len(body)) + body
+    s.feed(pkt, 0.0)
+    (d,) = s.poll_transmit(0.0)
+    h, end = ipv4.parse(d.data)
+    msg = icmp.parse(memoryview(d.data)[h.header_len:end])
+    assert (h.src, h.dst, h.proto) == (v4, ip("10.0.1.1"), ipv4.PROTO_ICMP)
+    assert (msg.type, msg.code) == (icmp.DEST_UNREACH, icmp.UNREACH_PROTO)
+    assert msg.data == pkt[:548] and end == 576  # the whole error fits in 576 bytes
+    assert (s.counters["InUnknownProtos"], s.counters["IcmpOutDestUnreachs"]) == (1, 1)
+
+
+def test_the_icmp_rate_limit_per_destination_and_overall() -> None:
+    lim = IcmpRateLimit(per_sec=10, burst=3, interval=1.0, burst_factor=2, max_peers=2)
+    a, b, c = b"a", b"b", b"c"
+    assert [lim.allow(a, 0.0) for _ in range(3)] == [Verdict.SEND, Verdict.SEND,
+                                                     Verdict.HOST]
+    assert lim.allow(b, 0.0) is Verdict.SEND
+    assert lim.allow(c, 0.0) is Verdict.GLOBAL  # 3 in the same instant: the global burst
+    assert lim.allow(c, 0.1) is Verdict.SEND     # 10 a second: one back after 0.1 s
+    assert lim.allow(b, 0.5) is Verdict.SEND     # b: 1 left, +0.5 s
+    assert lim.allow(b, 0.6) is Verdict.HOST     # b: 0.6 of a token
+    # the table holds 2 destinations: `a`, unused longest, was forgotten when `c` came,
+    # and comes back as new, with a whole burst
+    assert lim.allow(a, 0.6) is Verdict.SEND and lim.allow(a, 0.7) is Verdict.SEND
 
 
 def test_ping6_and_an_unreachable_connect_fails_with_the_icmpv6_reason() -> None:
