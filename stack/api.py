@@ -295,7 +295,8 @@ async def open_connection(host: str, port: int, *, shell: TunShell | None = None
     conn = sh.stack.connect(ip(host), port, sh.now(),
                             local=ip(local_addr) if local_addr else None,
                             local_port=local_port,
-                            join_from=[(ip(a), a in backups) for a in subflows or []])
+                            join_from=[(ip(a), a in backups) for a in subflows or []],
+                            ipv6_socket=":" in host)  # as mptcp_connect: the text decides
     stream = _Stream(sh, conn)
     sh.kick(conn)
     await stream.connected.wait()

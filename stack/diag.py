@@ -35,6 +35,7 @@ class Code(StrEnum):
     DSS_CHECKSUM_FAILED = "dss-checksum-failed"
     MPC_SYN_BLACKHOLED = "mpc-syn-blackholed"
     JOIN_INITIAL_DENIED = "join-initial-denied"
+    ADD_ADDR_OTHER_FAMILY = "add-addr-other-family"
     PATH_FAILED = "path-failed"
     SUBFLOW_RESET = "subflow-reset"
     FASTCLOSE = "fastclose"

@@ -230,9 +230,13 @@ class Stack:
                 local: Addr | None = None, local_port: int | None = None,
                 config: TcpConfig | None = None,
                 mptcp: MptcpConfig | bool | None = True,
-                join_from: list[tuple[Addr, bool]] | None = None) -> Connection:
+                join_from: list[tuple[Addr, bool]] | None = None,
+                ipv6_socket: bool | None = None) -> Connection:
         """Active open. The local address defaults to the one on the remote's /24
-        (the topology gives each path its own subnet), else the first."""
+        (the topology gives each path its own subnet), else the first. `ipv6_socket`:
+        whether the connection is as an AF_INET6 socket's, that may add subflows of
+        both families (default: if `remote` is IPv6; a v4-mapped address written
+        ::ffff:A.B.C.D asks for it over IPv4)."""
         local = local or self.source_for(remote)
         if local not in self._addrset:
             raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
@@ -255,6 +259,7 @@ class Stack:
             msk = self._new_msk(True, cfg, now)
             eng = msk.add_subflow(make_engine).engine
             msk.pm.subflow_addrs = list(join_from or [])
+            msk.pm.ipv6_socket = len(remote) == 16 if ipv6_socket is None else ipv6_socket
             # our SYNs consult it (MPTCP active opens disabled?) and teach it (blackhole)
             msk.pm.blackhole = self.blackhole
         conn = Connection(key, eng, None, msk, now)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
-from stack.addr import fmt
+from stack.addr import fmt, parse_addr_port
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
 from stack.diag import Finding
 from stack.host import Connection, ConnEvent, HostEvent, Stack, StackConfig, ip
@@ -63,7 +63,8 @@ diagnosis: after the summary, one line per finding, '<severity> <code>: <text>
 [frame N (received|sent at T s on <subflow>)] (hint: ...)'; frame N is the packet's
 number in --pcap and in the --trace ladder (#N), T the connection's clock. Codes are
 stable (see the README): join-refused, join-bad-hmac, join-unknown-token,
-join-initial-denied, add-addr-ignored, add-addr-not-echoed, mpc-stripped,
+join-initial-denied, add-addr-ignored, add-addr-not-echoed, add-addr-other-family,
+mpc-stripped,
 mpc-version-unsupported, mpc-syn-blackholed, dss-stripped, dss-checksum-failed,
 fallback, path-failed, subflow-reset, fastclose, window-stall. --json puts them in
 "diagnosis"; --events writes them as DIAGNOSIS events.
@@ -580,7 +581,14 @@ def main(argv: list[str] | None = None) -> int:
                 + getattr(args, "announce", []):
             ip(a)
     except OSError:
-        print(f"mptcp-tun: not an IPv4 or IPv6 address: {a!r}", file=sys.stderr)
+        try:
+            with_port = parse_addr_port(a)[1] is not None
+        except OSError:
+            with_port = False
+        why = ("an address with a port: ADD_ADDR with a port (and joins to it) is not "
+               "supported yet; give the address alone") if with_port \
+            else "not an IPv4 or IPv6 address"
+        print(f"mptcp-tun: {why}: {a!r}", file=sys.stderr)
         return EXIT_USAGE
     if args.send and not os.path.isfile(args.send):
         print(f"mptcp-tun: --send {args.send}: no such file", file=sys.stderr)

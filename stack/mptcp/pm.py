@@ -156,6 +156,11 @@ class PathManager:
         self.remote_addrs: dict[int, tuple[Addr, int | None]] = {}
         self.accepted_ids: set[int] = set()
         self.joins: list[JoinRequest] = []  # for the host to open
+        # the family of "our socket" (Linux `mptcp_pm_addr_families_match`): an IPv4
+        # one (a connect to an IPv4 address written as such) uses IPv4 addresses only;
+        # an IPv6 one (our listeners, as a "::" socket; a connect to an IPv6 or
+        # v4-mapped address) may mix families, each subflow's two ends of one family
+        self.ipv6_socket = True
         # hook work done later, outside the segment being handled (the kernel's PM
         # worker, `mptcp_pm_worker`): the engine has finished with it by then
         self.work_pending = False
@@ -261,15 +266,33 @@ class PathManager:
             return
         if self._c_flag_case(a):
             return
+        if not self.families_match(a.addr):
+            msk.finding(Code.ADD_ADDR_OTHER_FAMILY, Severity.INFO,
+                        f"the peer announced {ntoa(a.addr)} (id {a.addr_id}) on a connection "
+                        "whose socket is IPv4: not joined (Linux: 'IPv4 sockets do not use "
+                        "IPv6 addresses')", packet="in",
+                        hint="connect to the v4-mapped form (::ffff:A.B.C.D) for a "
+                             "dual-stack connection that may add IPv6 subflows",
+                        key=a.addr_id)
+            return
         if len(self.accepted_ids) >= msk.config.add_addr_accepted_max:
             msk.counters[Mib.AddAddrNotAccepted] += 1
             return
+        # `fill_local_addresses_vec`: the fullmesh endpoints of the announced address's
+        # family, else the address routed towards it
+        same = [e for e in self.endpoints.with_flag(EndpointFlags.FULLMESH)
+                if len(e) == len(a.addr)]
+        locals_ = same or [self.endpoints.source_for(a.addr)]
+        if len(locals_[0]) != len(a.addr):
+            return  # no address of ours of that family
         self.accepted_ids.add(a.addr_id)
-        locals_ = self.endpoints.with_flag(EndpointFlags.FULLMESH) or \
-            [self.endpoints.source_for(a.addr)]
         for local in locals_:
             self.joins.append(JoinRequest(local, self._backup(local), a.addr,
                                           a.port or msk.master.engine.remote_port))
+
+    def families_match(self, remote: Addr) -> bool:
+        """Whether our socket may use the peer's address `remote` (`ipv6_socket`)."""
+        return self.ipv6_socket or len(remote) == 4
 
     def _c_flag_case(self, a: wm.AddAddr) -> bool:
         """The kernel's C-flag case (`mptcp_pm_add_addr_c_flag_case`, in
@@ -426,6 +449,9 @@ class PathManager:
             raise OSError("joins need an MPTCP connection that is fully established")
         if local not in self.endpoints:
             raise OSError(f"{ntoa(local)} is not one of this stack's addresses")
+        if not (self.families_match(local) and self.families_match(remote or local)):
+            raise OSError("the connection's socket is IPv4: it uses IPv4 addresses only "
+                          "(connect to ::ffff:A.B.C.D for a dual-stack one)")
         eng = self.msk.master.engine
         if self.remote_deny_join_id0 and (remote or eng.remote_addr) == eng.remote_addr \
                 and (rport or eng.remote_port) == eng.remote_port:

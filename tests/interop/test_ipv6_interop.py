@@ -157,22 +157,33 @@ def test_our_listener_announces_an_ipv6_address_and_the_kernel_joins_it(
     assert any(e["event"] == "SF_ESTABLISHED" and e.get("saddr6") == ours6(2) for e in evs)
 
 
-@pytest.mark.parametrize("first", ["ipv6", "ipv4"])
+@pytest.mark.parametrize("first", ["ipv6", "v4mapped", "ipv4"])
 def test_the_kernel_announces_an_ipv6_address_and_we_join_it(
         topology: Topology, peer_endpoints, first: str) -> None:  # type: ignore[no-untyped-def]
-    """ADD_ADDR6 from a dual-stack (AF_INET6) kernel socket, joined from our fd00:2::2;
-    with `first` ipv4 the connection began over IPv4 (v4-mapped on the kernel's side):
-    a mixed-family MPTCP connection, as Linux allows on such a socket."""
-    port = 6850 + (first == "ipv4")
+    """ADD_ADDR6 from a dual-stack (AF_INET6) kernel socket, joined from our fd00:2::2.
+    `v4mapped`: we connect to ::ffff:10.0.1.1, over IPv4 as an AF_INET6 socket would:
+    a mixed-family MPTCP connection, as Linux allows on such a socket. `ipv4`: we connect
+    to 10.0.1.1, as an AF_INET socket: echoed, not joined, and said (mptcp_join.sh
+    "IPv4 sockets do not use IPv6 addresses": no join SYN)."""
+    port = 6850 + ("ipv6", "v4mapped", "ipv4").index(first)
     peer_endpoints(peer6(2), "dev", "path2", "signal")
     before = topology.nstat_peer()
     srv = kernel_server(topology, port, "--mptcp")
-    to = peer6(1) if first == "ipv6" else topology.peer_addr(1)
+    to = {"ipv6": peer6(1), "v4mapped": f"::ffff:{topology.peer_addr(1)}",
+          "ipv4": topology.peer_addr(1)}[first]
     me = ours.result(ours.start(topology, "connect", to, port, "--send-bytes", 30 * MB,
                                 "--json", "--stats"), timeout=120)
     kernel = topology.kpeer_result(srv)
-    assert me["returncode"] == 0 and me["diagnosis"] == [], me["stderr"]
     assert kernel["rx_sha256"] == me["sent_sha256"] and kernel["rx_bytes"] == 30 * MB
+    if first == "ipv4":
+        assert me["returncode"] == 0 and me["subflows"] == 1, me["stderr"]
+        (f,) = me["diagnosis"]
+        assert f["code"] == "add-addr-other-family" and f["severity"] == "info", f
+        diff = nstat_diff(before, topology.nstat_peer())
+        assert diff.get("MPTcpExtEchoAdd") == 1 and "MPTcpExtMPJoinSynRx" not in diff, diff
+        assert nstat_errors(diff, me) == {}
+        return
+    assert me["returncode"] == 0 and me["diagnosis"] == [], me["stderr"]
     assert me["subflows"] == 2 and all(n > 0 for n in me["subflow_bytes"]), me
     diff = nstat_diff(before, topology.nstat_peer())
     assert diff.get("MPTcpExtEchoAdd") == 1 and diff.get("MPTcpExtMPJoinAckRx") == 1, diff
@@ -214,14 +225,15 @@ def test_a_v6_join_to_a_kernel_af_inet_socket_is_refused(topology: Topology,
                                                          peer_endpoints,  # type: ignore[no-untyped-def]
                                                          tmp_path: Path) -> None:
     """The kernel's AF_INET server announces its IPv6 fd00:2::1 on an IPv4 connection
-    (Linux announces across families) and we, dual-stack, join it: no socket of the
+    (Linux announces across families) and we, dual-stack (a connect to the v4-mapped
+    ::ffff:10.0.1.1: an AF_INET6 socket's), join it: no socket of the
     kernel listens on IPv6 at that port, so its stack answers our MP_JOIN SYN with a
     plain RST. The bytes all go on the IPv4 subflow; the finding names the cause."""
-    port = 6852
+    port = 6855
     peer_endpoints(peer6(2), "dev", "path2", "signal")
     srv = topology.popen_peer(*topology.kpeer("server", "--port", port, "--once", "--mptcp"))
     topology.wait_listening(topology.peer_ns, port)
-    me = ours.result(ours.start(topology, "connect", topology.peer_addr(1), port,
+    me = ours.result(ours.start(topology, "connect", f"::ffff:{topology.peer_addr(1)}", port,
                                 "--send-bytes", 10 * MB, "--json"), timeout=60)
     kernel = topology.kpeer_result(srv)
     assert kernel["rx_bytes"] == 10 * MB and kernel["rx_sha256"] == me["sent_sha256"]

@@ -60,16 +60,17 @@ def bulk(a: Stack, b: Stack, net: SimNet, data_a: bytes, data_b: bytes = b"",
          join_from: list[tuple[bytes, bool]] | None = None,
          announce: list[bytes] | None = None,
          on_step: Callable[[Side, Side], None] | None = None,
-         server: bytes = B) -> tuple[Side, Side]:
+         server: bytes = B, ipv6_socket: bool | None = None) -> tuple[Side, Side]:
     """a connects to b:port; each sends its data then closes once the peer's stream
     ended too. Returns both sides (bytes received, close error, events).
     `after_handshake`: the link profile from the moment the client's MPTCP connection
     is fully established (or plain TCP is up) on. `join_from`: the client's MPTCP
     joins (address, backup); `announce`: the server's ADD_ADDRs. `on_step(client,
-    server)`: called at every step."""
+    server)`: called at every step. `ipv6_socket`: the client's socket family
+    (`Stack.connect`)."""
     b.listen(port, announce=announce)
     sa, sb = Side(data=data_a), Side(data=data_b)
-    sa.conn = a.connect(server, port, net.now, join_from=join_from)
+    sa.conn = a.connect(server, port, net.now, join_from=join_from, ipv6_socket=ipv6_socket)
 
     def drive(stack: Stack, side: Side) -> None:
         while (ev := stack.poll_event()) is not None:

@@ -1,5 +1,7 @@
 """Two of our stacks over IPv6 on the simulated link: TCP and MPTCP, loss and
-reordering, exact bytes; the IPv6 MSS; ping; a join that cannot change family."""
+reordering, exact bytes; the IPv6 MSS; ping; a join that cannot change family; a
+connection of both families (an IPv4 first subflow, an IPv6 join) where the socket
+family allows it."""
 
 from __future__ import annotations
 
@@ -102,3 +104,31 @@ def test_the_ladder_shows_an_ipv6_mptcp_handshake_with_its_values_verified() -> 
     assert "[fd00:1::2]:" in text and "> [fd00:1::1]:5000" in text, text[:2000]
     assert "MP_CAPABLE" in text and "verified" in text and "MISMATCH" not in text
     assert "malformed" not in text
+
+
+@pytest.mark.parametrize("ipv6_socket", [True, False], ids=["AF_INET6", "AF_INET"])
+def test_a_mixed_family_connection_where_the_socket_allows_it(ipv6_socket: bool) -> None:
+    """a connects over IPv4; b, dual-stack, announces its IPv6 address. With an AF_INET6
+    socket (a connect to ::ffff:10.0.1.1) a joins it from its own IPv6 address: 2 MB
+    each way over an IPv4 and an IPv6 subflow, with loss. With an AF_INET one it
+    echoes and does not join, and says why (Linux's `mptcp_pm_addr_families_match`)."""
+    v4a, v4b, v6b = ip("10.0.1.2"), ip("10.0.1.1"), ip("fd00:2::1")
+    a = Stack([v4a, A6_2], rng=random.Random(8), config=StackConfig(mptcp=MptcpConfig()))
+    b = Stack([v4b, v6b], rng=random.Random(9), config=StackConfig(mptcp=MptcpConfig()))
+    net = SimNet([a, b], seed=8, profile=LinkProfile(delay=0.005, loss=0.01))
+    rng = random.Random(3)
+    up, down = rng.randbytes(2 * MB), rng.randbytes(2 * MB)
+    sa, sb = bulk(a, b, net, up, down, server=v4b, announce=[v6b], ipv6_socket=ipv6_socket)
+    assert bytes(sb.got) == up and bytes(sa.got) == down
+    assert sa.conn is not None and sa.conn.msk is not None
+    msk = sa.conn.msk
+    keys = [sf.key for sf in msk.subflows]
+    if ipv6_socket:
+        assert [(len(k[0]), len(k[2])) for k in keys] == [(4, 4), (16, 16)], keys
+        assert keys[1][0] == A6_2 and keys[1][2] == v6b
+        assert all(sf.tx_next > 1 for sf in msk.subflows) and msk.diag.findings == []
+        return
+    assert len(keys) == 1 and msk.counters["AddAddr"] == 1
+    (f,) = msk.diag.findings
+    assert f.code == "add-addr-other-family" and f.severity == "info", f
+    assert "fd00:2::1" in f.text and "::ffff:" in f.hint
