@@ -35,6 +35,7 @@ class Code(StrEnum):
     DSS_CHECKSUM_FAILED = "dss-checksum-failed"
     MPC_SYN_BLACKHOLED = "mpc-syn-blackholed"
     JOIN_INITIAL_DENIED = "join-initial-denied"
+    JOIN_NOT_OPENED = "join-not-opened"
     ADD_ADDR_OTHER_FAMILY = "add-addr-other-family"
     PATH_FAILED = "path-failed"
     SUBFLOW_RESET = "subflow-reset"
@@ -52,7 +53,8 @@ class Severity(StrEnum):
 
 # Codes that mean "something the user asked for did not happen".
 # (join-unknown-token is not one: a join someone else sent to our listener)
-UNMET = frozenset({Code.JOIN_REFUSED, Code.ADD_ADDR_IGNORED, Code.ADD_ADDR_NOT_ECHOED,
+UNMET = frozenset({Code.JOIN_REFUSED, Code.JOIN_NOT_OPENED, Code.ADD_ADDR_IGNORED,
+                   Code.ADD_ADDR_NOT_ECHOED,
                    Code.JOIN_BAD_HMAC, Code.MPC_VERSION_UNSUPPORTED,
                    Code.MPC_STRIPPED, Code.DSS_STRIPPED, Code.DSS_CHECKSUM_FAILED,
                    Code.MPC_SYN_BLACKHOLED, Code.JOIN_INITIAL_DENIED, Code.FALLBACK})

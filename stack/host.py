@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from stack.addr import Addr as Addr
+from stack.addr import family_name
 from stack.addr import fmt as fmt
 from stack.addr import ip as ip
 from stack.addr import ntoa as ntoa
@@ -468,6 +469,15 @@ class Stack:
             except OSError as e:
                 self.counters[Mib.JoinNotOpened] += 1
                 log.info("no join from %s: %s", ntoa(req.local), e)
+                remote = req.remote or conn.key[2]
+                hint = ("Linux sends no MP_JOIN SYN either (mptcp_join.sh 'no JOIN with "
+                        "diff families'): a join needs a local and a remote address of "
+                        "one family") if len(remote) != len(req.local) else \
+                    "the subflow limit: raise it with --limits"
+                conn.msk.finding(Code.JOIN_NOT_OPENED, Severity.WARNING,
+                                 f"no join from {ntoa(req.local)} to "
+                                 f"{fmt(remote, req.rport or conn.key[3])}: {e}",
+                                 packet=None, hint=hint, key=(req.local, remote))
 
     def _open_join(self, conn: Connection, req: JoinRequest, now: float) -> TcpEngine:
         """Open a join (MP_JOIN, RFC 8684 3.2) from `req.local` to `req.remote`:
@@ -479,8 +489,8 @@ class Stack:
         remote = req.remote or conn.key[2]
         rport = req.rport or conn.key[3]
         if len(remote) != len(req.local):
-            raise OSError(f"a join from {ntoa(req.local)} cannot reach {ntoa(remote)}: "
-                          "not the same address family")
+            raise OSError(f"not the same address family ({family_name(req.local)} to "
+                          f"{family_name(remote)})")
         lport = self._ephemeral_port(req.local, remote, rport)
         key = (req.local, lport, remote, rport)
 

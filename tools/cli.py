@@ -63,7 +63,7 @@ diagnosis: after the summary, one line per finding, '<severity> <code>: <text>
 [frame N (received|sent at T s on <subflow>)] (hint: ...)'; frame N is the packet's
 number in --pcap and in the --trace ladder (#N), T the connection's clock. Codes are
 stable (see the README): join-refused, join-bad-hmac, join-unknown-token,
-join-initial-denied, add-addr-ignored, add-addr-not-echoed, add-addr-other-family,
+join-not-opened, join-initial-denied, add-addr-ignored, add-addr-not-echoed, add-addr-other-family,
 mpc-stripped,
 mpc-version-unsupported, mpc-syn-blackholed, dss-stripped, dss-checksum-failed,
 fallback, path-failed, subflow-reset, fastclose, window-stall. --json puts them in

@@ -278,12 +278,13 @@ class PathManager:
         if len(self.accepted_ids) >= msk.config.add_addr_accepted_max:
             msk.counters[Mib.AddAddrNotAccepted] += 1
             return
-        # `fill_local_addresses_vec`: the fullmesh endpoints of the announced address's
-        # family, else the address routed towards it
-        same = [e for e in self.endpoints.with_flag(EndpointFlags.FULLMESH)
-                if len(e) == len(a.addr)]
-        locals_ = same or [self.endpoints.source_for(a.addr)]
-        if len(locals_[0]) != len(a.addr):
+        # `fill_local_addresses_vec`: with fullmesh endpoints, those of the announced
+        # address's family (none: no join, mptcp_join.sh "simult IPv4 and IPv6
+        # subflows, fullmesh 1x1"); else the address routed towards it
+        fullmesh = self.endpoints.with_flag(EndpointFlags.FULLMESH)
+        locals_ = [e for e in fullmesh if len(e) == len(a.addr)] if fullmesh \
+            else [self.endpoints.source_for(a.addr)]
+        if not locals_ or len(locals_[0]) != len(a.addr):
             return  # no address of ours of that family
         self.accepted_ids.add(a.addr_id)
         for local in locals_:

@@ -11,6 +11,7 @@ import pytest
 
 from stack.host import Stack, StackConfig, ip
 from stack.mptcp.connection import MptcpConfig
+from stack.mptcp.pm import EndpointFlags
 from stack.tcp.engine import TcpConfig
 from stack.wire import icmp6, ipv6, tcp
 from tests.sim.apps import bulk
@@ -132,3 +133,21 @@ def test_a_mixed_family_connection_where_the_socket_allows_it(ipv6_socket: bool)
     (f,) = msk.diag.findings
     assert f.code == "add-addr-other-family" and f.severity == "info", f
     assert "fd00:2::1" in f.text and "::ffff:" in f.hint
+
+
+def test_fullmesh_endpoints_join_only_addresses_of_their_family() -> None:
+    """mptcp_join.sh "simult IPv4 and IPv6 subflows, fullmesh 1x1": an AF_INET6
+    connection over IPv6 whose only fullmesh endpoint is IPv6; the peer announces an
+    IPv4 address: no join (6.18's `fill_local_addresses_vec_fullmesh` takes only the
+    fullmesh endpoints, and none is IPv4), and no accepted slot spent."""
+    v4a, v4b, v6b = ip("10.0.1.2"), ip("10.0.1.1"), ip("fd00:2::1")
+    a = Stack([A6_2, v4a], rng=random.Random(8), config=StackConfig(mptcp=MptcpConfig()))
+    b = Stack([v6b, v4b], rng=random.Random(9), config=StackConfig(mptcp=MptcpConfig()))
+    net = SimNet([a, b], seed=8, profile=LinkProfile(delay=0.002))
+    a.endpoints.set_flag([A6_2], EndpointFlags.FULLMESH)
+    data = random.Random(3).randbytes(MB)
+    sa, sb = bulk(a, b, net, data, server=v6b, announce=[v4b])
+    assert bytes(sb.got) == data and sa.conn is not None and sa.conn.msk is not None
+    msk = sa.conn.msk
+    assert len(msk.subflows) == 1 and msk.counters["AddAddr"] == 1
+    assert msk.pm.accepted_ids == set() and msk.diag.findings == []
