@@ -31,6 +31,13 @@ def ip(text: str) -> Addr:
     return a[12:] if a.startswith(_V4_MAPPED) else a
 
 
+def unmap(addr: Addr) -> Addr:
+    """An IPv4-mapped IPv6 address (16 bytes, ::ffff:A.B.C.D) as the IPv4 address it
+    maps (4 bytes); any other address as it is. (Linux announces a v4-mapped endpoint
+    as an ADD_ADDR with a 16-byte address, and joins it over IPv4.)"""
+    return addr[12:] if len(addr) == 16 and addr.startswith(_V4_MAPPED) else addr
+
+
 def ntoa(addr: Addr) -> str:
     """4 bytes -> '10.0.1.2', 16 -> 'fd00:1::2' (compressed, as `ip` prints it)."""
     if len(addr) == 4:

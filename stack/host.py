@@ -437,7 +437,7 @@ class Stack:
         flags = self.endpoints.flags_of(key[0])
         sf = msk.add_subflow(self._accepting(hdr, key, now), join=True, initiator=False,
                              backup=bool(flags & EndpointFlags.BACKUP),
-                             local_id=self.endpoints.id_of(key[0]),
+                             local_id=msk.pm.local_id_of(key[0]),
                              local_nonce=int.from_bytes(self.randbytes(4), "big"))
         conn.engines[key] = sf.engine
         self.conns[key] = conn
@@ -501,7 +501,7 @@ class Stack:
                              ulp=ulp)
 
         sf = msk.add_subflow(make_engine, join=True, initiator=True, backup=req.backup,
-                             local_id=self.endpoints.id_of(req.local),
+                             local_id=msk.pm.local_id_of(req.local),
                              local_nonce=int.from_bytes(self.randbytes(4), "big"))
         conn.engines[key] = sf.engine
         self.conns[key] = conn
@@ -530,7 +530,7 @@ class Stack:
         """ADD_ADDR one of our addresses (`ip mptcp endpoint add A signal`)."""
         msk = self._msk_of(conn)
         self._check_ours(addr)
-        msk.pm.announce(self.endpoints.id_of(addr), addr)
+        msk.pm.announce(msk.pm.local_id_of(addr), addr)
         self._dirty.add(conn)
 
     def remove_addr(self, conn: Connection, addr: Addr) -> int:
@@ -538,7 +538,7 @@ class Stack:
         and our subflows from it closed. Returns the subflows closed."""
         msk = self._msk_of(conn)
         self._check_ours(addr)
-        n = msk.pm.remove_addr(self.endpoints.id_of(addr))
+        n = msk.pm.remove_addr(msk.pm.local_id_of(addr))
         self._dirty.add(conn)
         return n
 

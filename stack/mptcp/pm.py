@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from enum import IntFlag
 from typing import TYPE_CHECKING
 
-from stack.addr import fmt, ntoa
+from stack.addr import fmt, ntoa, unmap
 from stack.diag import Code, PacketRef, Severity
 from stack.mib import Mib
 from stack.mptcp import crypto
@@ -207,15 +207,17 @@ class PathManager:
             self.joins.append(JoinRequest(addr, backup or self._backup(addr)))
         signals, self.signal_addrs = self.signal_addrs, []
         for addr in signals:
-            self.announce(self.endpoints.id_of(addr), addr)
+            self.announce(self.local_id_of(addr), addr)
 
     def add_addr_received(self, a: wm.AddAddr) -> None:
-        """`mptcp_pm_add_addr_received`: an announcement whose HMAC checked out. Echo it,
-        remember the address (ANNOUNCED), and let the policy decide whether to join."""
+        """`mptcp_pm_add_addr_received`: an announcement whose HMAC checked out. Echo it
+        (the address as it came), remember the address (ANNOUNCED; a v4-mapped one as
+        the IPv4 address it is), and let the policy decide whether to join."""
         msk = self.msk
         msk.counters[Mib.AddAddr] += 1
         self.echo_queue.append(wm.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
         msk.signal_soon()
+        a = replace(a, addr=unmap(a.addr))
         if self.remote_addrs.get(a.addr_id) == (a.addr, a.port):
             msk.counters[Mib.AddAddrRepeated] += 1  # our echo was late: echo again, no more
             return
@@ -278,18 +280,29 @@ class PathManager:
         if len(self.accepted_ids) >= msk.config.add_addr_accepted_max:
             msk.counters[Mib.AddAddrNotAccepted] += 1
             return
-        # `fill_local_addresses_vec`: with fullmesh endpoints, those of the announced
-        # address's family (none: no join, mptcp_join.sh "simult IPv4 and IPv6
-        # subflows, fullmesh 1x1"); else the address routed towards it
-        fullmesh = self.endpoints.with_flag(EndpointFlags.FULLMESH)
-        locals_ = [e for e in fullmesh if len(e) == len(a.addr)] if fullmesh \
-            else [self.endpoints.source_for(a.addr)]
-        if not locals_ or len(locals_[0]) != len(a.addr):
+        # `fill_local_addresses_vec` (6.18): the fullmesh endpoints of the announced
+        # address's family; none (mptcp_join.sh "simult IPv4 and IPv6 subflows,
+        # fullmesh 1x1"): the address routed towards it. (Kernels with
+        # `mptcp_pm_get_endp_fullmesh_max` stop at the fullmesh ones: no join then.)
+        locals_ = [e for e in self.endpoints.with_flag(EndpointFlags.FULLMESH)
+                   if len(e) == len(a.addr)] or [self.endpoints.source_for(a.addr)]
+        if len(locals_[0]) != len(a.addr):
             return  # no address of ours of that family
         self.accepted_ids.add(a.addr_id)
         for local in locals_:
             self.joins.append(JoinRequest(local, self._backup(local), a.addr,
                                           a.port or msk.master.engine.remote_port))
+
+    def local_id_of(self, addr: Addr) -> int:
+        """Our address id for `addr` on this connection (`mptcp_pm_get_local_id`): 0 for
+        the initial subflow's address, else its endpoint's id; the endpoint that has 0
+        in the table (our first address) takes the initial address's id instead, so that
+        ids stay unique when the connection began on another address."""
+        initial = self.msk.master.engine.local_addr
+        if addr == initial:
+            return 0
+        i = self.endpoints.id_of(addr)
+        return i or self.endpoints.id_of(initial)
 
     def families_match(self, remote: Addr) -> bool:
         """Whether our socket may use the peer's address `remote` (`ipv6_socket`)."""
@@ -436,7 +449,7 @@ class PathManager:
         self.add_addr_queue = [(i, a) for i, a in self.add_addr_queue if i != addr_id]
         self.add_addr_sent.pop(addr_id, None)
         closed = self.msk.remove_subflows(lambda sf: sf.local_id == addr_id,
-                                          f"our address id {addr_id} was removed")
+                                          f"our address id {addr_id} was removed", ours=True)
         if addr_id not in self.rm_addr_queue:
             self.rm_addr_queue.append(addr_id)
         self.msk.signal_soon()
@@ -470,7 +483,7 @@ class PathManager:
         without withdrawing the address; their unacknowledged data is sent again on
         the others. Returns how many were closed."""
         return self.msk.remove_subflows(lambda sf: _matches(sf, local, remote),
-                                        f"subflow from {ntoa(local)} removed")
+                                        f"subflow from {ntoa(local)} removed", ours=True)
 
     def set_backup(self, local: Addr, backup: bool, remote: Addr | None = None) -> int:
         """`ip mptcp endpoint change A backup|nobackup`: MP_PRIO on each of our

@@ -138,8 +138,8 @@ def test_a_mixed_family_connection_where_the_socket_allows_it(ipv6_socket: bool)
 def test_fullmesh_endpoints_join_only_addresses_of_their_family() -> None:
     """mptcp_join.sh "simult IPv4 and IPv6 subflows, fullmesh 1x1": an AF_INET6
     connection over IPv6 whose only fullmesh endpoint is IPv6; the peer announces an
-    IPv4 address: no join (6.18's `fill_local_addresses_vec_fullmesh` takes only the
-    fullmesh endpoints, and none is IPv4), and no accepted slot spent."""
+    IPv4 address: no fullmesh endpoint of that family, so (as the 6.18 kernel does)
+    the address routed towards it joins it, once."""
     v4a, v4b, v6b = ip("10.0.1.2"), ip("10.0.1.1"), ip("fd00:2::1")
     a = Stack([A6_2, v4a], rng=random.Random(8), config=StackConfig(mptcp=MptcpConfig()))
     b = Stack([v6b, v4b], rng=random.Random(9), config=StackConfig(mptcp=MptcpConfig()))
@@ -149,5 +149,25 @@ def test_fullmesh_endpoints_join_only_addresses_of_their_family() -> None:
     sa, sb = bulk(a, b, net, data, server=v6b, announce=[v4b])
     assert bytes(sb.got) == data and sa.conn is not None and sa.conn.msk is not None
     msk = sa.conn.msk
-    assert len(msk.subflows) == 1 and msk.counters["AddAddr"] == 1
-    assert msk.pm.accepted_ids == set() and msk.diag.findings == []
+    assert [(sf.key[0], sf.key[2]) for sf in msk.subflows] == [(A6_2, v6b), (v4a, v4b)]
+    assert msk.pm.accepted_ids == {1} and msk.diag.findings == []
+
+
+def test_an_address_announced_on_a_connection_begun_on_another_has_a_nonzero_id() -> None:
+    """mptcp_join.sh "simult IPv4 and IPv6 subflows": a connects to b's IPv6 address and
+    b announces its IPv4 one, which is b's first address (id 0 in its table). On this
+    connection id 0 is the IPv6 address the connection began on (RFC 8684 3.4.1,
+    Linux `mptcp_pm_get_local_id`): the IPv4 one goes out with another id, and a joins
+    it."""
+    v4a, v4b, v6b = ip("10.0.1.2"), ip("10.0.1.1"), ip("fd00:2::1")
+    a = Stack([v4a, A6_2], rng=random.Random(8), config=StackConfig(mptcp=MptcpConfig()))
+    b = Stack([v4b, v6b], rng=random.Random(9), config=StackConfig(mptcp=MptcpConfig()))
+    net = SimNet([a, b], seed=8, profile=LinkProfile(delay=0.002))
+    data = random.Random(3).randbytes(MB)
+    sa, sb = bulk(a, b, net, data, server=v6b, announce=[v4b])
+    assert bytes(sb.got) == data and sa.conn is not None and sa.conn.msk is not None
+    assert sb.conn is not None and sb.conn.msk is not None
+    assert sa.conn.msk.pm.remote_addrs == {1: (v4b, None)}
+    # (a numbers its own IPv4 address the same way)
+    assert [(sf.local_id, sf.remote_id) for sf in sb.conn.msk.subflows] == [(0, 0), (1, 1)]
+    assert [sf.key[2] for sf in sa.conn.msk.subflows] == [v6b, v4b]
