@@ -508,7 +508,8 @@ class MptcpConnection:
             if sf.can_signal:
                 sf.engine.send_pure_ack()
 
-    def remove_subflows(self, which: Callable[[Subflow], bool], why: str) -> int:
+    def remove_subflows(self, which: Callable[[Subflow], bool], why: str,
+                        ours: bool = False) -> int:
         """Close the subflows `which` selects (the path manager's `subflow destroy`):
         no longer scheduled, then a FIN after what they hold (it still delivers that:
         sending it again elsewhere would only be duplicate data for the peer), or an
@@ -521,7 +522,8 @@ class MptcpConnection:
             if not sf.is_open or not which(sf):
                 continue
             n += 1
-            self.counters[Mib.RmSubflow] += 1
+            if ours:  # Linux counts RmSubflow for the removals its own PM decides
+                self.counters[Mib.RmSubflow] += 1  # (not for a received RM_ADDR's)
             log.info("closing subflow: %s", why)
             if sf.state is not _SF.ACTIVE:  # stale (path dead) or not established: RST
                 sf.reset_reason = wm.MPTCP_RST_EUNSPEC
