@@ -104,14 +104,15 @@ def no_endpoints(topology: Topology):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def shaped_paths(topology: Topology):  # type: ignore[no-untyped-def]
-    """Both paths at 100 Mbit/s each way (tbf), so a 60 MB transfer lasts seconds."""
+    """Every path at 100 Mbit/s each way (tbf), so a 60 MB transfer lasts seconds."""
+    paths = range(1, TOPOLOGY_PATHS + 1)
     for ns in (topology.user_ns, topology.peer_ns):
-        for i in (1, 2):
+        for i in paths:
             topology.run_in(ns, "tc", "qdisc", "replace", "dev", f"path{i}", "root", "tbf",
                             "rate", "100mbit", "burst", "64kb", "latency", "50ms")
     yield
     for ns in (topology.user_ns, topology.peer_ns):
-        for i in (1, 2):
+        for i in paths:
             topology.run_in(ns, "tc", "qdisc", "del", "dev", f"path{i}", "root", check=False)
     topology.run_peer("ip", "link", "set", "path1", "up")
     # a kernel subflow cut off by a path-down test lingers (FIN-WAIT-1, backing off) and,

@@ -1,0 +1,156 @@
+"""mptcp_join.sh scenarios, as data (see the package docstring).
+
+Addresses are written `ns:family:link`: `ns1:6:2` is ns1's IPv6 address on link 2,
+`ns2:4:3` ns2's IPv4 one on link 3, `ns1:m:1` ns1's IPv4 address on link 1 in its
+v4-mapped form (::ffff:A.B.C.D). The script's links 1-4 are our topology's paths (its
+dead:beef:i::/64 is our fd00:i::/64, its 10.0.i.0/24 ours); whoever plays ns1 or ns2
+has the `.1`/`::1` (the kernel) or `.2`/`::2` (our stack) address of the link.
+
+Counters are the script's:
+- `join` = chk_join_nr (syn, synack, ack): MPJoinSynRx on ns1, MPJoinSynAckRx on ns2,
+  MPJoinAckRx on ns1; ns2's MPJoinSynTx must be `join_syn_tx` (default: syn); no join
+  HMAC failure on either side, no MPJoinRejected on ns1, no fallback.
+- `add` = chk_add_nr (add, echo): AddAddr on ns2 (at least `add` when > 0), EchoAdd on
+  ns1 (exactly).
+- `rm` = chk_rm_nr (rm_addr, rm_subflow[, invert]): RmAddr on ns1 and RmSubflow on ns2,
+  or the other way round with `invert`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Side:
+    """One namespace as the script sets it up."""
+    # pm_nl_set_limits: (add_addr_accepted, subflows); None: the kernel's defaults (0, 2)
+    limits: tuple[int, int] | None = None
+    # pm_nl_add_endpoint before the transfer: "ADDR FLAGS" (flags comma-separated)
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What pm_nl_set_endpoint does during the transfer on one namespace: `add` an
+    endpoint ("ADDR FLAGS"), or `del` one (the first of its endpoints, as the script's
+    addr_nr_nsX=-1 does), waiting for the other side to count the RM_ADDR."""
+    ns: str
+    op: str
+    arg: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    title: str
+    group: str
+    connect: str  # the address ns2 connects to
+    ns1: Side = Side()
+    ns2: Side = Side()
+    steps: tuple[Step, ...] = ()
+    join: tuple[int, int, int] = (0, 0, 0)
+    join_syn_tx: int | None = None
+    add: tuple[int, int] | None = None
+    rm: tuple[int, int, bool] | None = None
+    bind: str | None = None  # bind_addr: ns1 listens on this address only
+    extra_listener: str | None = None  # a second ns1 listener, same port, this address
+    # the roles our stack plays; a role left out says why in `not_ours`
+    roles: tuple[str, ...] = ("connector", "listener")
+    not_ours: str = ""
+    # what our side says where the kernel's script expects nothing of it: the diagnosis
+    # codes our run reports when ours is that role (`ours_codes[role]`)
+    ours_codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    slow: bool = False  # steps during the transfer: a longer one
+
+
+# ---- IPv6 (issue 10): ipv6_tests, v4mapped_tests, mixed_tests and the v6 cases of
+# add_tests, add_addr_timeout_tests and bind_tests --------------------------------------
+IPV6 = [
+    Scenario("add multiple subflows IPv6", "add_tests", "ns1:6:1",
+             ns1=Side((0, 2)), ns2=Side((0, 2)),
+             # addr_nr_ns2=2: dead:beef:3::2 and 4::2 (our paths 2 and 3)
+             steps=(Step("ns2", "add", "ns2:6:2 subflow"), Step("ns2", "add", "ns2:6:3 subflow")),
+             join=(2, 2, 2), slow=True),
+    Scenario("add multiple addresses IPv6", "add_tests", "ns1:6:1",
+             ns1=Side((0, 2)), ns2=Side((2, 2)),
+             steps=(Step("ns1", "add", "ns1:6:2 signal"), Step("ns1", "add", "ns1:6:3 signal")),
+             join=(2, 2, 2), add=(2, 2), slow=True),
+    Scenario("single subflow IPv6", "ipv6_tests", "ns1:6:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:6:3 subflow",)), join=(1, 1, 1)),
+    Scenario("unused signal address IPv6", "ipv6_tests", "ns1:6:1",
+             ns1=Side(None, ("ns1:6:2 signal",)), join=(0, 0, 0), add=(1, 1),
+             ours_codes={"listener": ("add-addr-ignored",)}),
+    Scenario("single address IPv6", "ipv6_tests", "ns1:6:1",
+             ns1=Side((0, 1), ("ns1:6:2 signal",)), ns2=Side((1, 1)),
+             join=(1, 1, 1), add=(1, 1)),
+    Scenario("remove single address IPv6", "ipv6_tests", "ns1:6:1",
+             ns1=Side((0, 1), ("ns1:6:2 signal",)), ns2=Side((1, 1)),
+             steps=(Step("ns1", "del"),),
+             join=(1, 1, 1), add=(1, 1), rm=(1, 1, True), slow=True),
+    Scenario("remove subflow and signal IPv6", "ipv6_tests", "ns1:6:1",
+             ns1=Side((0, 2), ("ns1:6:2 signal",)), ns2=Side((1, 2), ("ns2:6:3 subflow",)),
+             steps=(Step("ns1", "del"), Step("ns2", "del")),
+             join=(2, 2, 2), add=(1, 1), rm=(1, 1, False), slow=True),
+    Scenario("single subflow IPv4-mapped", "v4mapped_tests", "ns1:m:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:m:3 subflow",)), join=(1, 1, 1)),
+    Scenario("signal address IPv4-mapped", "v4mapped_tests", "ns1:m:1",
+             ns1=Side((0, 1), ("ns1:m:2 signal",)), ns2=Side((1, 1)),
+             join=(1, 1, 1), add=(1, 1)),
+    Scenario("single subflow v4-map-v6", "v4mapped_tests", "ns1:m:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:4:3 subflow",)), join=(1, 1, 1)),
+    Scenario("signal address v4-map-v6", "v4mapped_tests", "ns1:m:1",
+             ns1=Side((0, 1), ("ns1:4:2 signal",)), ns2=Side((1, 1)),
+             join=(1, 1, 1), add=(1, 1)),
+    Scenario("single subflow v6-map-v4", "v4mapped_tests", "ns1:4:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:m:3 subflow",)), join=(1, 1, 1)),
+    Scenario("signal address v6-map-v4", "v4mapped_tests", "ns1:4:1",
+             ns1=Side((0, 1), ("ns1:m:2 signal",)), ns2=Side((1, 1)),
+             join=(1, 1, 1), add=(1, 1)),
+    Scenario("no JOIN with diff families v4-v6", "v4mapped_tests", "ns1:4:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:6:2 subflow",)), join=(0, 0, 0),
+             ours_codes={"connector": ("join-not-opened",)}),
+    Scenario("no JOIN with diff families v4-v6-2", "v4mapped_tests", "ns1:4:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("fd00:2::10.0.3.1 subflow",)),
+             join=(0, 0, 0), roles=("listener",),
+             not_ours="its ns2 endpoint is an IPv6 address no interface has (the kernel "
+                      "takes any address as an endpoint; our endpoints are our own "
+                      "addresses); 'v4-v6' is the same case with our address"),
+    Scenario("no JOIN with diff families v6-v4", "v4mapped_tests", "ns1:6:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:4:3 subflow",)), join=(0, 0, 0),
+             ours_codes={"connector": ("join-not-opened",)}),
+    Scenario("IPv4 sockets do not use IPv6 addresses", "mixed_tests", "ns1:4:1",
+             ns1=Side((0, 1), ("ns1:6:2 signal",)), ns2=Side((1, 1)), join=(0, 0, 0),
+             ours_codes={"connector": ("add-addr-other-family",),
+                         "listener": ("add-addr-ignored",)}),
+    Scenario("simult IPv4 and IPv6 subflows", "mixed_tests", "ns1:6:2",
+             ns1=Side((0, 1), ("ns1:4:1 signal",)), ns2=Side((1, 1)), join=(1, 1, 1)),
+    Scenario("simult IPv4 and IPv6 subflows, fullmesh 1x1", "mixed_tests", "ns1:6:2",
+             ns1=Side((0, 4), ("ns1:4:1 signal",)),
+             # the script: `chk_join_nr 0 0 0` where the kernel has
+             # mptcp_pm_get_endp_fullmesh_max (after 6.18), else 1 1 1: 6.18 joins
+             # from the address routed towards the IPv4 one
+             ns2=Side((1, 4), ("ns2:6:2 subflow,fullmesh",)), join=(1, 1, 1)),
+    Scenario("simult IPv4 and IPv6 subflows, fullmesh 2x2", "mixed_tests", "ns1:6:1",
+             ns1=Side((0, 4), ("ns1:4:2 signal", "ns1:6:2 signal")), ns2=Side((2, 4)),
+             # fullmesh=1: addr_nr_ns2=1, a `subflow,fullmesh` endpoint dead:beef:3::2
+             steps=(Step("ns2", "add", "ns2:6:3 subflow,fullmesh"),),
+             join=(4, 4, 4), roles=("listener",), slow=True,
+             not_ours="a fullmesh endpoint added during the transfer: our control socket "
+                      "adds subflows and announcements, not endpoints (the count depends "
+                      "on the endpoint coming after the ADD_ADDRs)"),
+    Scenario("bind main address v6, no join v6", "bind_tests", "ns1:6:1",
+             ns1=Side((0, 2), ("ns1:6:2 signal",)), ns2=Side((2, 2)), bind="ns1:6:1",
+             join=(0, 0, 0), join_syn_tx=1, add=(1, 1), roles=("connector",),
+             not_ours="ns1 listens on one address only: our listen has no bind address",
+             ours_codes={"connector": ("join-refused",)}),
+    Scenario("multiple bind to allow joins v6", "bind_tests", "ns1:6:1",
+             ns1=Side((0, 2), ("ns1:6:2 signal",)), ns2=Side((2, 2)), bind="ns1:6:1",
+             extra_listener="ns1:6:2", join=(1, 1, 1), add=(1, 1), roles=("connector",),
+             not_ours="ns1 listens on two addresses by two sockets: our listen has no "
+                      "bind address"),
+]
+
+# "signal address, ADD_ADDR6 timeout" (add_addr_timeout_tests) drops every ADD_ADDR echo
+# with ip6tables on ns2 and expects 4 ADD_ADDR (the kernel's add_addr_timeout 1 s, 3
+# retransmissions): our ADD_ADDR timer is not the kernel's yet (issue 12). The two
+# link-local bind tests need fe80:: addresses on an interface of ours: a TUN has none.

@@ -1,0 +1,254 @@
+"""Play one mptcp_join.sh scenario with our stack as ns1 (`listener`) or ns2
+(`connector`) and the kernel as the other; check what the script checks."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stack.diag import UNMET
+from tests.interop import ours
+from tests.interop.harness import Topology, nstat_diff, nstat_errors
+from tests.interop.kernel_scenarios.catalogue import Scenario, Side, Step
+from tests.interop.payload import expected_sha256
+
+MB = 1_000_000
+KERNEL_DEFAULT_LIMITS = (0, 2)  # (add_addr_accepted, subflows): a fresh namespace's
+TOPOLOGY_LIMITS = (8, 8)        # what netns-setup.sh sets, put back afterwards
+
+
+def resolve(spec: str, our_ns: str) -> str:
+    """`ns1:6:2` -> the address (see catalogue); anything else is an address already."""
+    m = re.fullmatch(r"(ns[12]):([46m]):(\d+)", spec)
+    if not m:
+        return spec
+    ns, fam, link = m.groups()
+    host = 2 if ns == our_ns else 1
+    if fam == "6":
+        return f"fd00:{int(link):x}::{host}"
+    v4 = f"10.0.{link}.{host}"
+    return f"::ffff:{v4}" if fam == "m" else v4
+
+
+def our_counters(stderr: str) -> dict[str, int]:
+    """Our `--stats` block: 'Name  value' lines, names as Linux's without 'MPTcpExt'."""
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^([A-Za-z][\w:.-]*)\s+(\d+)$", stderr, re.MULTILINE)}
+
+
+@dataclass
+class Outcome:
+    ours: dict[str, Any]       # our --json summary (+ returncode, stderr)
+    kernel: dict[str, Any]     # kpeer's report
+    kernel_diff: dict[str, int]  # nstat, MPTcpExt prefix removed
+    our_counts: dict[str, int]
+
+
+class Play:
+    def __init__(self, topo: Topology, sc: Scenario, role: str, port: int, tmp: Path) -> None:
+        assert role in sc.roles, f"{sc.title}: not with our stack as {role}: {sc.not_ours}"
+        self.topo, self.sc, self.role, self.port, self.tmp = topo, sc, role, port, tmp
+        self.our_ns = "ns2" if role == "connector" else "ns1"
+        self.kernel_ns = "ns1" if role == "connector" else "ns2"
+        self.ctl = tmp / "ctl"
+        self.size = (30 if sc.slow else 4) * MB
+        self.our_endpoints: list[str] = []
+
+    def addr(self, spec: str) -> str:
+        return resolve(spec, self.our_ns)
+
+    # ---- the kernel's side -------------------------------------------------------------
+    def kernel_setup(self, side: Side) -> None:
+        accepted, subflows = side.limits or KERNEL_DEFAULT_LIMITS
+        self.topo.run_peer("ip", "mptcp", "endpoint", "flush")
+        self.topo.run_peer("ip", "mptcp", "limits", "set", "subflows", subflows,
+                           "add_addr_accepted", accepted)
+        for ep in side.endpoints:
+            self.kernel_endpoint_add(ep)
+
+    def kernel_endpoint_add(self, ep: str) -> None:
+        """`pm_nl_add_endpoint`, without the script's `dev ns2ethN` (two scenarios): in
+        our topology what our stack sends from 10.0.i.2 / fd00:i::2 leaves by path i,
+        so a kernel subflow bound to another path's device would see its answers
+        arrive on the wrong device. Unbound, it goes out by the route to our address."""
+        spec, flags = ep.split()
+        self.topo.run_peer("ip", "mptcp", "endpoint", "add", self.addr(spec),
+                           *flags.split(","))
+
+    def kernel_endpoint_del_first(self) -> None:
+        shown = self.topo.run_peer("ip", "mptcp", "endpoint", "show").stdout
+        m = re.search(r"\bid (\d+)", shown)
+        assert m, f"no kernel endpoint to delete: {shown!r}"
+        self.topo.run_peer("ip", "mptcp", "endpoint", "delete", "id", m.group(1))
+
+    def kernel_cleanup(self) -> None:
+        self.topo.run_peer("ip", "mptcp", "endpoint", "flush", check=False)
+        self.topo.run_peer("ip", "mptcp", "limits", "set", "subflows", TOPOLOGY_LIMITS[1],
+                           "add_addr_accepted", TOPOLOGY_LIMITS[0], check=False)
+
+    # ---- ours ---------------------------------------------------------------------------
+    def our_args(self, side: Side) -> list[Any]:
+        accepted, subflows = side.limits or KERNEL_DEFAULT_LIMITS
+        args: list[Any] = ["--limits", subflows, accepted]
+        for ep in side.endpoints:
+            spec, flags = ep.split()
+            a = self.addr(spec)
+            self.our_endpoints.append(a)
+            if flags == "signal" and self.role == "listener":
+                args += ["--announce", a]
+            elif flags == "subflow" and self.role == "connector":
+                args += ["--subflow", a]
+            elif flags == "subflow,fullmesh" and self.role == "connector":
+                args += ["--fullmesh", a]
+            else:
+                raise AssertionError(f"{self.sc.title}: no {flags} endpoint as {self.role}")
+        return args
+
+    def our_step(self, step: Step) -> None:
+        if step.op == "del":
+            a = self.our_endpoints.pop(0)
+            answer = ours.ctl(self.ctl, f"remove {a}")
+        else:
+            spec, flags = step.arg.split()
+            a = self.addr(spec)
+            self.our_endpoints.append(a)
+            command = {"signal": f"announce {a}", "subflow": f"subflow add {a}"}[flags]
+            answer = ours.ctl(self.ctl, command)
+        assert answer.get("ok"), (step, answer)
+
+    # ---- the play -----------------------------------------------------------------------
+    def run(self) -> Outcome:
+        sc, topo = self.sc, self.topo
+        kernel_side, our_side = (sc.ns1, sc.ns2) if self.role == "connector" \
+            else (sc.ns2, sc.ns1)
+        common = ["--json", "--stats", "--control", self.ctl, "--timeout", 60,
+                  "--send-bytes", self.size, *self.our_args(our_side)]
+        before = topo.nstat_peer()
+        try:
+            self.kernel_setup(kernel_side)
+            if self.role == "connector":
+                bind = ["--bind", self.addr(sc.bind)] if sc.bind else ["--ipv6"]
+                srv = topo.popen_peer(*topo.kpeer("server", "--port", self.port, "--once",
+                                                  "--mptcp", "--send-bytes", self.size,
+                                                  *bind))
+                topo.wait_listening(topo.peer_ns, self.port)
+                if sc.extra_listener:
+                    topo.popen_peer(*topo.kpeer("server", "--port", self.port, "--mptcp",
+                                                "--bind", self.addr(sc.extra_listener)))
+                    time.sleep(0.3)
+                me_p = ours.start(topo, "connect", self.addr(sc.connect), self.port, *common)
+                self.play_steps()
+                me = ours.result(me_p, timeout=90)
+                kernel = topo.kpeer_result(srv, timeout=30)
+            else:
+                lst = ours.start_listener(topo, self.port, "--once", *common)
+                cli = topo.popen_peer(*topo.kpeer("client", self.addr(sc.connect), self.port,
+                                                  "--mptcp", "--send-bytes", self.size))
+                self.play_steps()
+                kernel = topo.kpeer_result(cli, timeout=90)
+                me = ours.result(lst, timeout=30)
+            time.sleep(0.2)  # the kernel's last counters (a subflow closing)
+            diff = nstat_diff(before, topo.nstat_peer())
+        finally:
+            self.kernel_cleanup()
+        kdiff = {k.removeprefix("MPTcpExt"): v for k, v in diff.items()}
+        errors = nstat_errors(diff, me)
+        if sc.rm or any(s.op == "del" for s in sc.steps):
+            errors.pop("MPTcpExtMPRstRx", None)  # a removed subflow may be reset
+            errors.pop("MPTcpExtMPRstTx", None)
+        assert errors == {}, f"kernel error counters moved: {errors}"
+        return Outcome(me, kernel, kdiff, our_counters(me["stderr"]))
+
+    def play_steps(self) -> None:
+        if not self.sc.steps:
+            return
+        # pm_nl_set_endpoint: "let the mptcp subflow be established in background
+        # before do endpoint manipulation" (the script sleeps 1 s)
+        ours.wait_for(self.ctl, lambda c: True)
+        time.sleep(0.5)
+        for step in self.sc.steps:
+            before = self.topo.nstat_peer()
+            if step.ns == self.our_ns:
+                self.our_step(step)
+            elif step.op == "del":
+                self.kernel_endpoint_del_first()
+            else:
+                self.kernel_endpoint_add(step.arg)
+            if step.op == "del":
+                self.wait_rm_addr(step, before)
+            else:
+                time.sleep(0.3)
+
+    def wait_rm_addr(self, step: Step, before: dict[str, int]) -> None:
+        """The script's wait_rm_addr: until the other side counted the RM_ADDR (the
+        kernel's counter; ours cannot be read live, so a pause)."""
+        if step.ns == self.kernel_ns:
+            time.sleep(0.5)
+            return
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if nstat_diff(before, self.topo.nstat_peer()).get("MPTcpExtRmAddr"):
+                return
+            time.sleep(0.05)
+
+
+def check(play: Play, out: Outcome) -> None:
+    """The script's chk_* checks, each on the side it reads, our diagnosis and exit
+    status, and the bytes both ways."""
+    sc, role = play.sc, play.role
+    ns1, ns2 = (out.kernel_diff, out.our_counts) if role == "connector" \
+        else (out.our_counts, out.kernel_diff)
+    me, kernel = out.ours, out.kernel
+
+    def n(side: dict[str, int], name: str) -> int:
+        return side.get(name, 0)
+
+    syn, synack, ack = sc.join
+    got = {"syn (ns1 MPJoinSynRx)": n(ns1, "MPJoinSynRx"),
+           "synack (ns2 MPJoinSynAckRx)": n(ns2, "MPJoinSynAckRx"),
+           "ack (ns1 MPJoinAckRx)": n(ns1, "MPJoinAckRx"),
+           "syn tx (ns2 MPJoinSynTx)": n(ns2, "MPJoinSynTx"),
+           "hmac failures": n(ns2, "MPJoinSynAckHMacFailure") + n(ns1, "MPJoinAckHMacFailure"),
+           "rejected (ns1 MPJoinRejected)": n(ns1, "MPJoinRejected")}
+    want = {"syn (ns1 MPJoinSynRx)": syn, "synack (ns2 MPJoinSynAckRx)": synack,
+            "ack (ns1 MPJoinAckRx)": ack,
+            "syn tx (ns2 MPJoinSynTx)": syn if sc.join_syn_tx is None else sc.join_syn_tx,
+            "hmac failures": 0, "rejected (ns1 MPJoinRejected)": 0}
+    if sc.add is not None:
+        add, echo = sc.add
+        got["add (ns2 AddAddr)"] = min(n(ns2, "AddAddr"), add) if add else n(ns2, "AddAddr")
+        got["echo (ns1 EchoAdd)"] = n(ns1, "EchoAdd")
+        want["add (ns2 AddAddr)"], want["echo (ns1 EchoAdd)"] = add, echo
+    if sc.rm is not None:
+        rm_addr, rm_sf, invert = sc.rm
+        a_side, s_side = (ns2, ns1) if invert else (ns1, ns2)
+        got["rm_addr (RmAddr)"], got["rm_subflow (RmSubflow)"] = \
+            n(a_side, "RmAddr"), n(s_side, "RmSubflow")
+        want["rm_addr (RmAddr)"], want["rm_subflow (RmSubflow)"] = rm_addr, rm_sf
+    said = "\n".join(f"  {f['severity']} {f['code']}: {f['text']}" for f in me["diagnosis"])
+    assert got == want, f"{sc.title} ({role}): counters {got} != {want}\nours said:\n{said}"
+    assert me["mptcp"] and not me["fallback"] and kernel.get("fallback") is not True
+    # the bytes, both ways
+    assert kernel["rx_bytes"] == play.size and kernel["rx_sha256"] == me["sent_sha256"]
+    assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(play.size)
+    codes = sorted({f["code"] for f in me["diagnosis"]})
+    assert codes == sorted(sc.ours_codes.get(role, ())), f"{sc.title} ({role}):\n{said}"
+    unmet = any(c in UNMET for c in codes)
+    assert me["returncode"] == (4 if unmet else 0), (me["returncode"], me["stderr"][-2000:])
+
+
+def run_scenario(topo: Topology, sc: Scenario, role: str, port: int, tmp: Path) -> None:
+    play = Play(topo, sc, role, port, tmp)
+    check(play, play.run())
+
+
+def ids(items: list[tuple[Scenario, str]]) -> list[str]:
+    return [f"{sc.title} [{role}]" for sc, role in items]
+
+
+def cases(scenarios: list[Scenario]) -> list[tuple[Scenario, str]]:
+    return [(sc, role) for sc in scenarios for role in sc.roles]
+
