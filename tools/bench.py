@@ -8,6 +8,11 @@ Measures, each as goodput seen by the receiver:
   kernel -> ours     a kernel source into `mptcp-tun listen ... --once`;
 and prints each with its ratio to the kernel in the same direction. `--json` for machines.
 
+The timed runs do what the kernel-side application does: send, or read and discard; our
+side hashes nothing (`--no-sha256`: SHA-256 would cost as much CPU as the stack). The
+bytes are checked in a separate, untimed run each way (`--verify-bytes`, 20 MB by
+default): the sender's sha256 against the receiver's, ours and the kernel's.
+
 With `--paths 2`: MPTCP over two paths (each shaped with `tbf rate RATE` both ways,
 `--rate 50mbit` by default; `--rate none` leaves them unshaped), the aggregate goodput
 of our MPTCP against the kernel's MPTCP in the same run. Up: the peer's kernel server
@@ -127,6 +132,33 @@ ADDRS = {False: ("10.0.1.1", "10.0.1.254", "10.0.1.2"),
          True: ("fd00:1::1", "fd00:1::fe", "fd00:1::2")}
 
 
+def verify(topo: Topology, mptcp: bool, nbytes: int, offload: bool, timeout: float,
+           base_port: int, ipv6: bool = False, multipath: bool = False) -> dict[str, bool]:
+    """The bytes, checked once each way (untimed): our sha256 of what we sent against
+    the kernel's of what it received, the kernel's of what it sent against ours of
+    what we received. `multipath`: over two paths, as measure_multipath runs them."""
+    peer, _, us = ADDRS[ipv6]
+    cc = ["--cc", "cubic"] + (["--mptcp"] if mptcp else []) + (["--ipv6"] if ipv6 else [])
+    ours_opts = ([] if offload else ["--no-offload"]) + ([] if mptcp else ["--no-mptcp"])
+    p = [str(base_port), str(base_port + 1)]
+    if multipath:
+        _endpoints(topo, topo.peer, "10.0.2.1")
+    srv, ours = _run_pair(_kpeer(topo, topo.peer, "server", "--port", p[0], "--once", *cc),
+                          _ours(topo, "connect", peer, p[0], "--send-bytes", str(nbytes),
+                                "--json", *ours_opts),
+                          topo.peer, int(p[0]), topo, timeout)
+    up = srv["rx_bytes"] == nbytes and srv["rx_sha256"] == ours["sent_sha256"]
+    if multipath:
+        _endpoints(topo, topo.peer, None)
+    ours, cli = _run_pair(_ours(topo, "listen", p[1], "--once", "--json", *ours_opts,
+                                *(["--announce", "10.0.2.2"] if multipath else [])),
+                          _kpeer(topo, topo.peer, "client", us, p[1], "--send-bytes",
+                                 str(nbytes), *cc),
+                          topo.user, int(p[1]), topo, timeout)
+    down = ours["received"] == nbytes and ours["received_sha256"] == cli["tx_sha256"]
+    return {"ours_to_kernel_verified": up, "kernel_to_ours_verified": down}
+
+
 def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: float,
                   offload: bool, timeout: float, base_port: int,
                   ipv6: bool = False) -> dict[str, Any]:
@@ -134,7 +166,8 @@ def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: floa
     receiver: kernel->kernel both ways, ours->kernel, kernel->ours (IPv4, or IPv6)."""
     peer, router, us = ADDRS[ipv6]
     cc = ["--cc", "cubic"] + (["--mptcp"] if mptcp else []) + (["--ipv6"] if ipv6 else [])
-    ours_opts = ([] if offload else ["--no-offload"]) + ([] if mptcp else ["--no-mptcp"])
+    ours_opts = ([] if offload else ["--no-offload"]) + ([] if mptcp else ["--no-mptcp"]) \
+        + ["--no-sha256"]
     p = [str(base_port + i) for i in range(4)]
     res: dict[str, Any] = {}
     srv, _ = _run_pair(_kpeer(topo, topo.peer, "sink", "--port", p[0], "--once", *cc),
@@ -167,20 +200,26 @@ def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: floa
 
 
 def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
-            timeout: float, repeat: int = 1, ipv6: bool = False) -> dict[str, Any]:
+            timeout: float, repeat: int = 1, ipv6: bool = False,
+            verify_bytes: int = 20_000_000) -> dict[str, Any]:
     """TCP and MPTCP, `repeat` times, interleaved (so a drift of the machine touches
-    both alike); each figure is the median of its runs, each run kept under "runs"."""
+    both alike); each figure is the median of its runs, each run kept under "runs".
+    First, untimed, the bytes verified each way (`verify`)."""
+    checked = {proto: verify(topo, proto == "mptcp", verify_bytes, offload, timeout,
+                             base, ipv6)
+               for proto, base in (("tcp", 5191), ("mptcp", 5193))} if verify_bytes else {}
     runs: dict[str, list[dict[str, Any]]] = {"tcp": [], "mptcp": []}
     for i in range(repeat):
         for proto, base in (("tcp", 5201), ("mptcp", 5211)):
             runs[proto].append(measure_proto(topo, proto == "mptcp", nbytes, kernel_seconds,
                                              offload, timeout, base + 20 * i, ipv6))
     res: dict[str, Any] = {"bytes": nbytes, "offload": offload, "repeat": repeat,
-                           "ipv6": ipv6}
+                           "ipv6": ipv6, "verify_bytes": verify_bytes}
     for proto, rs in runs.items():
         med: dict[str, Any] = {k: statistics.median(r[k] for r in rs)
                                for k in rs[0] if k.endswith("_mbps")}
         med.update({k: all(r[k] for r in rs) for k in rs[0] if k.endswith("_ok")})
+        med.update(checked.get(proto, {}))
         med["ratio_ours_to_kernel"] = med["ours_to_kernel_mbps"] / med["kernel_to_kernel_up_mbps"]
         med["ratio_kernel_to_ours"] = med["kernel_to_ours_mbps"] / \
             med["kernel_to_kernel_down_mbps"]
@@ -218,14 +257,16 @@ def _endpoints(topo: Topology, ns: str, signal: str | None) -> None:
 
 
 def measure_multipath(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
-                      timeout: float, base_port: int = 5301) -> dict[str, Any]:
+                      timeout: float, base_port: int = 5301,
+                      verify_bytes: int = 20_000_000) -> dict[str, Any]:
     """MPTCP over paths 1 and 2: kernel<->kernel and ours<->kernel, both directions,
     receiver-measured aggregate goodput, plus the bytes each of our subflows carried."""
     cc = ["--cc", "cubic", "--mptcp"]
-    ours_opts = [] if offload else ["--no-offload"]
+    ours_opts = ([] if offload else ["--no-offload"]) + ["--no-sha256"]
     p = [str(base_port + i) for i in range(4)]
     topo.sh(topo.user, "ip", "mptcp", "limits", "set", "subflows", "8", "add_addr_accepted", "8")
-    res: dict[str, Any] = {}
+    res: dict[str, Any] = verify(topo, True, verify_bytes, offload, timeout, base_port + 10,
+                                 multipath=True) if verify_bytes else {}
     # up: the peer's server announces 10.0.2.1; each client joins it over path 2
     _endpoints(topo, topo.peer, "10.0.2.1")
     _endpoints(topo, topo.user, None)
@@ -276,12 +317,14 @@ def print_multipath(res: dict[str, Any], nbytes: int) -> None:
           f"{res['kernel_to_kernel_up_subflows']} subflows")
     print(f"  ours   -> kernel         {res['ours_to_kernel_mbps']:10.1f} Mbit/s   "
           f"{res['ratio_ours_to_kernel']:.3f} x kernel   MB per subflow "
-          f"{mb(res['ours_to_kernel_subflow_bytes'])}   bytes ok: {res['ours_to_kernel_ok']}")
+          f"{mb(res['ours_to_kernel_subflow_bytes'])}   bytes ok: {res['ours_to_kernel_ok']}"
+          f", sha256: {res.get('ours_to_kernel_verified', 'not checked')}")
     print(f"  kernel -> kernel (down)  {res['kernel_to_kernel_down_mbps']:10.1f} Mbit/s   "
           f"{res['kernel_to_kernel_down_subflows']} subflows")
     print(f"  kernel -> ours           {res['kernel_to_ours_mbps']:10.1f} Mbit/s   "
           f"{res['ratio_kernel_to_ours']:.3f} x kernel   MB per subflow "
-          f"{mb(res['kernel_to_ours_subflow_bytes'])}   bytes ok: {res['kernel_to_ours_ok']}")
+          f"{mb(res['kernel_to_ours_subflow_bytes'])}   bytes ok: {res['kernel_to_ours_ok']}"
+          f", sha256: {res.get('kernel_to_ours_verified', 'not checked')}")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -308,6 +351,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=300.0, metavar="S",
                    help="give up on one transfer after S seconds (default 300)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--verify-bytes", type=int, default=20_000_000, metavar="N",
+                   help="bytes of the untimed run each way that checks the bytes by sha256 "
+                        "(default 20 MB; 0: none). The timed runs hash nothing")
     p.add_argument("--ipv6", action="store_true",
                    help="over IPv6 (fd00:1::1 / fd00:1::2) instead of IPv4 (single path)")
 
@@ -330,17 +376,18 @@ def run(args: argparse.Namespace) -> int:
         with Topology(args.prefix, args.keep, paths=2) as topo:
             shape(topo, rate)
             res = measure_multipath(topo, nbytes, max(args.kernel_seconds, 5.0 if rate else 0),
-                                    not args.no_offload, args.timeout)
+                                    not args.no_offload, args.timeout,
+                                    verify_bytes=args.verify_bytes)
         res.update(rate=rate, bytes=nbytes, offload=not args.no_offload)
         if args.json:
             print(json.dumps(res))
         else:
             print_multipath(res, nbytes)
-        return 0 if res["ours_to_kernel_ok"] and res["kernel_to_ours_ok"] else 1
+        return 0 if all(v for k, v in res.items() if k.endswith(("_ok", "_verified"))) else 1
     args.bytes = args.bytes or 200_000_000
     with Topology(args.prefix, args.keep) as topo:
         res = measure(topo, args.bytes, args.kernel_seconds, not args.no_offload, args.timeout,
-                      max(args.repeat, 1), args.ipv6)
+                      max(args.repeat, 1), args.ipv6, args.verify_bytes)
     if args.json:
         print(json.dumps(res))
     else:
@@ -348,24 +395,27 @@ def run(args: argparse.Namespace) -> int:
         med = f", medians of {res['repeat']} runs" if res["repeat"] > 1 else ""
         fam = "IPv6" if res["ipv6"] else "IPv4"
         print(f"bulk goodput over path1 ({fam}), MTU 1500, {args.bytes} bytes through our "
-              f"stack, {mode}{med}")
+              f"stack, {mode}{med}; timed runs unhashed, bytes checked by sha256 in an "
+              f"untimed {res['verify_bytes']}-byte run each way")
         for proto in ("tcp", "mptcp"):
             r = res[proto]
             print(f" {proto.upper()}")
             print(f"  kernel -> kernel (up)    {r['kernel_to_kernel_up_mbps']:10.1f} Mbit/s")
             print(f"  ours   -> kernel         {r['ours_to_kernel_mbps']:10.1f} Mbit/s   "
-                  f"{r['ratio_ours_to_kernel']:.3f} x kernel   bytes ok: {r['ours_to_kernel_ok']}")
+                  f"{r['ratio_ours_to_kernel']:.3f} x kernel   bytes ok: {r['ours_to_kernel_ok']}"
+                  f", sha256: {r.get('ours_to_kernel_verified', 'not checked')}")
             print(f"  kernel -> kernel (down)  {r['kernel_to_kernel_down_mbps']:10.1f} Mbit/s")
             print(f"  kernel -> ours           {r['kernel_to_ours_mbps']:10.1f} Mbit/s   "
-                  f"{r['ratio_kernel_to_ours']:.3f} x kernel   bytes ok: {r['kernel_to_ours_ok']}")
+                  f"{r['ratio_kernel_to_ours']:.3f} x kernel   bytes ok: {r['kernel_to_ours_ok']}"
+                  f", sha256: {r.get('kernel_to_ours_verified', 'not checked')}")
         print(f" our MPTCP / our TCP: {res['ours_mptcp_vs_tcp_up']:.3f} sending, "
               f"{res['ours_mptcp_vs_tcp_down']:.3f} receiving")
         if res["repeat"] > 1:
             for way in ("up", "down"):
                 each = " ".join(f"{x:.2f}" for x in res[f"ours_mptcp_vs_tcp_{way}_runs"])
                 print(f"   run by run, {'sending' if way == 'up' else 'receiving'}: {each}")
-    ok = all(res[p][k] for p in ("tcp", "mptcp") for k in ("ours_to_kernel_ok",
-                                                            "kernel_to_ours_ok"))
+    ok = all(v for p in ("tcp", "mptcp") for k, v in res[p].items()
+             if k.endswith(("_ok", "_verified")))
     return 0 if ok else 1
 
 
