@@ -13,11 +13,13 @@ the application reads them, so a slow reader closes the advertised window.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Self
 
 from stack import host as hostmod
 from stack.addr import ip
+from stack.buffers import frozen
 from stack.shell import TunShell, current_shell
 from stack.tcp.engine import (
     Closed,
@@ -63,7 +65,8 @@ class _Stream:
     def __init__(self, shell: TunShell, conn: hostmod.Connection) -> None:
         self.shell = shell
         self.conn = conn
-        self.pending = bytearray()      # written by the app, not yet taken by the engine
+        # written by the app, not yet taken by the engine: chunks by reference (`frozen`)
+        self.pending: deque[memoryview] = deque()
         self.eof = False                # peer's FIN seen
         self.done = False               # connection finished (closed, or in TIME-WAIT)
         self.error: OSError | None = None
@@ -103,22 +106,31 @@ class _Stream:
 
     def push(self) -> None:
         """Move pending app bytes into the engine's send buffer as space allows."""
-        if self.pending and not self.done:
+        pending = self.pending
+        if pending and not self.done:
             sock = self.conn.sock
             if sock.closed_as is not None:
                 # closed under us (an RST, MP_FASTCLOSE) before its Closed event is
                 # polled: the same error now, not a send() on a closed socket
                 self._finish(sock.closed_as)
                 return
+            moved = 0
             try:
-                n = sock.send(self.pending)
+                while pending:
+                    head = pending[0]
+                    n = sock.send(head)
+                    moved += n
+                    if n < len(head):
+                        if n:
+                            pending[0] = head[n:]
+                        break
+                    pending.popleft()
             except TcpError:  # its engine closed, its Closed event not yet taken
                 self._finish(sock.closed_as or Closed(CloseError.RESET,
                                                       "the connection closed while sending"))
                 return
-            if n:
-                del self.pending[:n]
-                self.bytes_out += n
+            if moved:
+                self.bytes_out += moved
                 self.shell.kick(self.conn)
         if not self.pending:
             self.writable.set()
@@ -203,7 +215,8 @@ class StreamWriter:
             raise s.error
         if s.closing or s.done:
             raise ConnectionError("write after close")
-        s.pending += data
+        if len(data):
+            s.pending.append(frozen(data))  # (a copy only of what the caller may change)
         s.push()
 
     def writelines(self, lines: list[bytes]) -> None:

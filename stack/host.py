@@ -50,14 +50,23 @@ _IN_RECEIVES, _IN_DELIVERS, _OUT_REQUESTS = Mib.InReceives, Mib.InDelivers, Mib.
 
 @dataclass(frozen=True, slots=True)
 class Datagram:
-    """One IP packet to write to the device. With `csum_partial` the TCP checksum field
-    holds only the pseudo-header sum (the device completes it: virtio-net NEEDS_CSUM);
-    with `gso_size` the device cuts the TCP payload into segments of that size."""
-    data: bytes
+    """One IP packet to write to the device: `data`, then `payload` if there is one
+    (the headers and the TCP payload apart, so that the payload reaches `os.writev`
+    without a copy: `StackConfig.split_payload`). With `csum_partial` the TCP checksum
+    field holds only the pseudo-header sum (the device completes it: virtio-net
+    NEEDS_CSUM); with `gso_size` the device cuts the TCP payload into segments of that
+    size."""
+    data: bytes | bytearray
     gso_size: int = 0
     csum_partial: bool = False
     l4_offset: int = ipv4.HEADER_LEN
     l4_header_len: int = tcp.HEADER_LEN
+    payload: bytes | memoryview = b""
+
+    @property
+    def packet(self) -> bytes:
+        """The whole packet in one `bytes` (a copy when the payload is apart)."""
+        return bytes(self.data) + self.payload if self.payload else bytes(self.data)
 
 
 @dataclass
@@ -65,6 +74,7 @@ class StackConfig:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     syn_backlog: int = 128       # half-open connections per listener (Linux: tcp_max_syn_backlog)
     tx_csum_offload: bool = False  # leave TCP checksums to the device (virtio-net NEEDS_CSUM)
+    split_payload: bool = False    # Datagram.payload apart from the headers (for writev)
     ttl: int = 64
     mptcp: MptcpConfig | None = None  # None: plain TCP; else MPTCP for connect and listen
 
@@ -714,20 +724,30 @@ class Stack:
             self._collect_events(conn)
         if self.tap is not None:
             for d in out:
-                self.tap("out", d.data, now)
+                self.tap("out", d.packet, now)
         self.counters[_OUT_REQUESTS] += len(out)
         frames.n += len(out)
         return out
 
     def _serialise(self, src: Addr, dst: Addr, seg: OutSegment) -> Datagram:
-        partial = self.config.tx_csum_offload
+        cfg = self.config
+        partial = cfg.tx_csum_offload
+        payload = seg.payload
+        if cfg.split_payload and payload:
+            if len(src) == 16:
+                head, thl = tcp.emit_ipv6_headers(src, dst, 0, cfg.ttl, seg.hdr, payload,
+                                                  partial)
+                return Datagram(head, seg.gso_size, partial, ipv6.HEADER_LEN, thl, payload)
+            self._ident = (self._ident + 1) & 0xFFFF
+            head, thl = tcp.emit_ipv4_headers(src, dst, self._ident, cfg.ttl, seg.hdr,
+                                              payload, partial)
+            return Datagram(head, seg.gso_size, partial, ipv4.HEADER_LEN, thl, payload)
         if len(src) == 16:
-            data, thl = tcp.emit_ipv6_segment(src, dst, 0, self.config.ttl, seg.hdr,
-                                              seg.payload, partial)
+            data, thl = tcp.emit_ipv6_segment(src, dst, 0, cfg.ttl, seg.hdr, payload, partial)
             return Datagram(data, seg.gso_size, partial, ipv6.HEADER_LEN, thl)
         self._ident = (self._ident + 1) & 0xFFFF
-        data, thl = tcp.emit_ipv4_segment(src, dst, self._ident, self.config.ttl, seg.hdr,
-                                          seg.payload, partial)
+        data, thl = tcp.emit_ipv4_segment(src, dst, self._ident, cfg.ttl, seg.hdr,
+                                          payload, partial)
         return Datagram(data, seg.gso_size, partial, ipv4.HEADER_LEN, thl)
 
     # ---------------------------------------------------------------- events and timers

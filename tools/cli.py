@@ -293,7 +293,7 @@ class Result:
 
 
 def payload_source(args: argparse.Namespace, send: BinaryIO | None,
-                   rng: random.Random) -> Callable[[], bytes] | None:
+                   rng: random.Random) -> Callable[[], bytes | memoryview] | None:
     """A function returning the next chunk to send (b"" at the end), or None."""
     if send is not None:
         return lambda: send.read(CHUNK)
@@ -307,12 +307,12 @@ def payload_source(args: argparse.Namespace, send: BinaryIO | None,
         left = [args.send_bytes]
         count = [0]
 
-        def nxt() -> bytes:
+        def nxt() -> bytes | memoryview:
             n = min(CHUNK, left[0])
             left[0] -= n
             count[0] += 1
             off = (count[0] * 7919) % (POOL - CHUNK)
-            return view[off:off + n].tobytes() if n else b""
+            return view[off:off + n] if n else b""  # a view of the pool: no copy
         return nxt
     return None
 
@@ -328,7 +328,7 @@ class _NoHash:
 
 
 async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result,
-                         source: Callable[[], bytes] | None, sink: Sink | None,
+                         source: Callable[[], bytes | memoryview] | None, sink: Sink | None,
                          echo: bool, sha256: bool = True) -> None:
     """Send our data (then half-close) while reading the peer's until EOF; `sha256`:
     hash both streams for the summary."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from stack.addr import family_name, ntoa
-from stack.buffers import RecvQueue
+from stack.buffers import RecvQueue, SendQueue
 from stack.diag import (
     RST_REASONS,
     Code,
@@ -47,7 +47,6 @@ from stack.mptcp import options as mo
 from stack.mptcp.events import MptcpEvent, MptcpEventType
 from stack.mptcp.pm import EndpointTable, PathManager
 from stack.mptcp.sched import Scheduler, make_scheduler
-from stack.mptcp.sendqueue import SendQueue
 from stack.mptcp.subflow import Subflow, SubflowState, TxMap
 from stack.tcp.assembler import Assembler
 from stack.tcp.engine import (

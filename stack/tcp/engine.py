@@ -33,7 +33,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from stack.buffers import take_front
+from stack.buffers import SendQueue, take_front
 from stack.mib import DropReason, Mib
 from stack.tcp.assembler import Assembler
 from stack.tcp.congestion import CongestionControl, make_congestion
@@ -288,7 +288,7 @@ class TcpEngine:
         self._iss = iss & MASK
         self._una = self._iss
         self._nxt = self._iss            # highest sequence sent + 1 ("snd_max")
-        self._buf = bytearray()          # bytes from _buf_start: unacked + unsent
+        self._buf = SendQueue(self._iss + 1)  # bytes from _buf_start: unacked + unsent
         self._buf_start = self._iss + 1
         self._fin_queued = False         # close() called: FIN after the buffered data
         self._fin_sent = False
@@ -488,7 +488,7 @@ class TcpEngine:
         self._t_rtx = self._t_dack = self._t_persist = None
         self._t_keepalive = self._t_timewait = None
         self._probe_due = self._ack_now = self._syn_pending = self._pure_ack = False
-        self._buf = bytearray()
+        self._buf.clear(self._nxt)
         self._buf_start = self._nxt
         self._ooo.clear()
         self._emit_closed(error, detail)
@@ -595,9 +595,9 @@ class TcpEngine:
             self._want_writable = True
             n = max(room, 0)
             if n:
-                self._buf += memoryview(data)[:n]
+                self._buf.append(memoryview(data)[:n])
             return n
-        self._buf += data
+        self._buf.append(data)
         return n
 
     def recv(self, max_bytes: int = -1) -> bytes:
@@ -1215,7 +1215,7 @@ class TcpEngine:
         buf_start = self._buf_start
         k = min(a, buf_start + len(self._buf)) - buf_start
         if k > 0:
-            del self._buf[:k]
+            self._buf.release(buf_start + k)
             self._buf_start = buf_start + k
         # RTT: timestamps give an unambiguous sample (RFC 7323 4); else Karn's rule
         if self._ts_ok and ts_ecr:
@@ -1670,134 +1670,128 @@ class TcpEngine:
         pipe = self._pipe() if (self._recovery or self._sacked or self._reno_sacked) \
             else self._nxt - una
         ulp = self._ulp
-        mv = memoryview(buf)
-        try:
-            # 1. retransmit presumed-lost holes (RFC 6675 NextSeg rule 1; after an RTO,
-            #    everything un-SACKed)
-            if self._recovery:
-                while pipe + mss <= cwnd:
-                    hole = self._next_hole()
-                    if hole is None:
+        # 1. retransmit presumed-lost holes (RFC 6675 NextSeg rule 1; after an RTO,
+        #    everything un-SACKed)
+        if self._recovery:
+            while pipe + mss <= cwnd:
+                hole = self._next_hole()
+                if hole is None:
+                    break
+                p, hole_end = hole
+                if p >= wnd_edge and p != una:
+                    break
+                n = min(mss, hole_end - p)
+                if ulp is not None:
+                    n = max(min(n, ulp.segment_limit(p - self._iss)), 1)
+                dend = min(p + n, buf_end)
+                flags = ACK | PSH if dend == buf_end and dend > p else ACK
+                if dend > p:
+                    payload: bytes | memoryview = buf.span(p, dend - p)
+                else:
+                    payload = b""
+                if self._fin_sent and p + n > buf_end:
+                    flags |= FIN
+                    n = dend - p + 1
+                else:
+                    n = dend - p
+                if n <= 0:
+                    self._high_rxt = hole_end
+                    continue
+                out.append(self._segment(p, flags, payload, now))
+                self._high_rxt = p + n
+                if self._sack_ok:
+                    self._rtx_marks.append((p, p + n, self._nxt))
+                pipe += n
+                self._rtt_seq = None  # Karn
+                self.counters[Mib.RetransSegs] += 1
+                self.counters[Mib.TCPFastRetrans if self._recovery == RECOV_FAST
+                              else Mib.TCPLossRetrans] += 1
+                if self._t_rtx is None:
+                    self._t_rtx = now + self._rtt.rto
+        # 2. new data
+        nxt = self._nxt
+        gso = c.gso_segments
+        blocked_cwnd = False
+        blocked_wnd = False
+        while True:
+            avail = buf_end - nxt
+            if avail <= 0:
+                break
+            win = wnd_edge - nxt
+            if win <= 0:
+                blocked_wnd = True
+                break
+            if pipe + mss > cwnd:
+                blocked_cwnd = True
+                break
+            cap = mss
+            if ulp is not None:
+                # never cross an MPTCP mapping: a boundary is a full segment here
+                cap = max(min(mss, ulp.segment_limit(nxt - self._iss)), 1)
+            n = min(avail, cap)
+            n = min(n, win)
+            if n < cap:
+                if n < avail:
+                    # window-limited with more queued: sender SWS avoidance
+                    # (RFC 9293 3.8.6.2.1): only if >= half the max window seen
+                    if not self._force_send and n < (self._max_snd_wnd >> 1):
+                        blocked_wnd = True
                         break
-                    p, hole_end = hole
-                    if p >= wnd_edge and p != una:
-                        break
-                    n = min(mss, hole_end - p)
-                    if ulp is not None:
-                        n = max(min(n, ulp.segment_limit(p - self._iss)), 1)
-                    dend = min(p + n, buf_end)
-                    flags = ACK | PSH if dend == buf_end and dend > p else ACK
-                    if dend > p:
-                        payload: bytes | memoryview = bytes(mv[p - buf_start:dend - buf_start])
-                    else:
-                        payload = b""
-                    if self._fin_sent and p + n > buf_end:
-                        flags |= FIN
-                        n = dend - p + 1
-                    else:
-                        n = dend - p
-                    if n <= 0:
-                        self._high_rxt = hole_end
-                        continue
-                    out.append(self._segment(p, flags, payload, now))
-                    self._high_rxt = p + n
-                    if self._sack_ok:
-                        self._rtx_marks.append((p, p + n, self._nxt))
-                    pipe += n
-                    self._rtt_seq = None  # Karn
-                    self.counters[Mib.RetransSegs] += 1
-                    self.counters[Mib.TCPFastRetrans if self._recovery == RECOV_FAST
-                                  else Mib.TCPLossRetrans] += 1
+                elif c.nagle and nxt > self._una and not fin_q and not self._force_send:
+                    # Nagle (RFC 896): a small segment waits for the ACK of
+                    # outstanding data
+                    break
+            self._force_send = False
+            if gso > 1 and n == mss:
+                k = min(gso, (cwnd - pipe) // mss)
+                total = min(avail, win, k * mss)
+                if ulp is not None:
+                    total = min(total, ulp.segment_limit(nxt - self._iss))
+                if total % mss and (total < avail or (c.nagle and not fin_q)):
+                    total -= total % mss  # the short tail waits (SWS / Nagle)
+                if total > mss:
+                    payload = buf.span(nxt, total)
+                    flags = ACK | PSH if nxt + total == buf_end else ACK
+                    out.append(self._segment(nxt, flags, payload, now,
+                                             gso=mss))
+                    nxt += total
+                    pipe += total
+                    self._nxt = nxt
+                    if self._rtt_seq is None and not self._ts_ok:
+                        self._rtt_seq = nxt
+                        self._rtt_time = now
                     if self._t_rtx is None:
                         self._t_rtx = now + self._rtt.rto
-            # 2. new data
-            nxt = self._nxt
-            gso = c.gso_segments
-            blocked_cwnd = False
-            blocked_wnd = False
-            while True:
-                avail = buf_end - nxt
-                if avail <= 0:
-                    break
-                win = wnd_edge - nxt
-                if win <= 0:
-                    blocked_wnd = True
-                    break
-                if pipe + mss > cwnd:
-                    blocked_cwnd = True
-                    break
-                cap = mss
-                if ulp is not None:
-                    # never cross an MPTCP mapping: a boundary is a full segment here
-                    cap = max(min(mss, ulp.segment_limit(nxt - self._iss)), 1)
-                n = min(avail, cap)
-                n = min(n, win)
-                if n < cap:
-                    if n < avail:
-                        # window-limited with more queued: sender SWS avoidance
-                        # (RFC 9293 3.8.6.2.1): only if >= half the max window seen
-                        if not self._force_send and n < (self._max_snd_wnd >> 1):
-                            blocked_wnd = True
-                            break
-                    elif c.nagle and nxt > self._una and not fin_q and not self._force_send:
-                        # Nagle (RFC 896): a small segment waits for the ACK of
-                        # outstanding data
-                        break
-                self._force_send = False
-                if gso > 1 and n == mss:
-                    k = min(gso, (cwnd - pipe) // mss)
-                    total = min(avail, win, k * mss)
-                    if ulp is not None:
-                        total = min(total, ulp.segment_limit(nxt - self._iss))
-                    if total % mss and (total < avail or (c.nagle and not fin_q)):
-                        total -= total % mss  # the short tail waits (SWS / Nagle)
-                    if total > mss:
-                        off = nxt - buf_start
-                        payload = bytes(mv[off:off + total])
-                        flags = ACK | PSH if nxt + total == buf_end else ACK
-                        out.append(self._segment(nxt, flags, payload, now,
-                                                 gso=mss))
-                        nxt += total
-                        pipe += total
-                        self._nxt = nxt
-                        if self._rtt_seq is None and not self._ts_ok:
-                            self._rtt_seq = nxt
-                            self._rtt_time = now
-                        if self._t_rtx is None:
-                            self._t_rtx = now + self._rtt.rto
-                        continue
-                off = nxt - buf_start
-                payload = bytes(mv[off:off + n])
-                flags = ACK
-                end = nxt + n
-                if end == buf_end:
-                    flags = ACK | PSH
-                    if fin_q and not self._fin_sent:
-                        flags |= FIN
-                        self._fin_sent = True
-                        end += 1
-                out.append(self._segment(nxt, flags, payload, now))
-                pipe += end - nxt
-                nxt = end
-                self._nxt = nxt
-                if self._rtt_seq is None and not self._ts_ok:
-                    self._rtt_seq = nxt
-                    self._rtt_time = now
-                if self._t_rtx is None:
-                    self._t_rtx = now + self._rtt.rto
-            # 3. a FIN on its own (all data sent; needs no window)
-            if fin_q and not self._fin_sent and nxt == buf_end:
-                out.append(self._segment(nxt, ACK | FIN, b"", now))
-                self._fin_sent = True
-                self._nxt = nxt + 1
-                if self._t_rtx is None:
-                    self._t_rtx = now + self._rtt.rto
-            self._cwnd_blocked = blocked_cwnd
-            # 4. persist timer: data waiting, nothing in flight, window closed. Data in
-            #    flight: the RTO runs instead (Linux: one timer, PROBE0 or RETRANS)
-            if self._nxt != self._una:
-                self._t_persist = None
-            elif blocked_wnd and self._t_rtx is None and self._t_persist is None:
-                self._t_persist = now + self._rtt.backed_off(self._persist_n)
-        finally:
-            mv.release()
+                    continue
+            payload = buf.span(nxt, n)
+            flags = ACK
+            end = nxt + n
+            if end == buf_end:
+                flags = ACK | PSH
+                if fin_q and not self._fin_sent:
+                    flags |= FIN
+                    self._fin_sent = True
+                    end += 1
+            out.append(self._segment(nxt, flags, payload, now))
+            pipe += end - nxt
+            nxt = end
+            self._nxt = nxt
+            if self._rtt_seq is None and not self._ts_ok:
+                self._rtt_seq = nxt
+                self._rtt_time = now
+            if self._t_rtx is None:
+                self._t_rtx = now + self._rtt.rto
+        # 3. a FIN on its own (all data sent; needs no window)
+        if fin_q and not self._fin_sent and nxt == buf_end:
+            out.append(self._segment(nxt, ACK | FIN, b"", now))
+            self._fin_sent = True
+            self._nxt = nxt + 1
+            if self._t_rtx is None:
+                self._t_rtx = now + self._rtt.rto
+        self._cwnd_blocked = blocked_cwnd
+        # 4. persist timer: data waiting, nothing in flight, window closed. Data in
+        #    flight: the RTO runs instead (Linux: one timer, PROBE0 or RETRANS)
+        if self._nxt != self._una:
+            self._t_persist = None
+        elif blocked_wnd and self._t_rtx is None and self._t_persist is None:
+            self._t_persist = now + self._rtt.backed_off(self._persist_n)

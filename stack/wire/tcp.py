@@ -319,6 +319,33 @@ _TCP_CSUM_OFF = IPV4_HEADER_LEN + 16       # in the TCP header
 _TCP_OPTS_OFF = IPV4_HEADER_LEN + HEADER_LEN
 
 
+def emit_ipv4_headers(src: bytes, dst: bytes, ident: int, ttl: int, hdr: TcpHeader,
+                      payload: bytes | bytearray | memoryview,
+                      csum_partial: bool = False) -> tuple[bytearray, int]:
+    """The IPv4 and TCP headers of the datagram `emit_ipv4_segment` builds, alone: the
+    payload goes on the wire after them (`os.writev`) without being copied; its
+    checksum is summed where it lies (nothing at all with `csum_partial`). Returns the
+    headers and the TCP header length."""
+    opts = emit_options(hdr.options) if hdr.options else b""
+    thl = HEADER_LEN + len(opts)
+    plen = len(payload)
+    total = IPV4_HEADER_LEN + thl + plen
+    buf = bytearray(IPV4_HEADER_LEN + thl)
+    _IP_TCP.pack_into(buf, 0, 0x45, 0, total, ident, ipv4.FLAG_DF, ttl, ipv4.PROTO_TCP, 0, src, dst,
+                      hdr.src_port, hdr.dst_port, hdr.seq, hdr.ack,
+                      (thl // 4) << 12 | hdr.reserved << 8 | hdr.flags, hdr.window, 0,
+                      hdr.urgent)
+    buf[_TCP_OPTS_OFF:] = opts
+    struct.pack_into("!H", buf, _IP_CSUM_OFF,
+                     ~ones_sum(memoryview(buf)[:IPV4_HEADER_LEN]) & 0xFFFF)
+    pseudo = pseudo_header_sum_v4(src, dst, ipv4.PROTO_TCP, thl + plen)
+    # the TCP header's length is even: its sum and the payload's simply add
+    csum = pseudo if csum_partial else \
+        ~ones_sum(memoryview(buf)[IPV4_HEADER_LEN:], ones_sum(payload, pseudo)) & 0xFFFF
+    struct.pack_into("!H", buf, _TCP_CSUM_OFF, csum)
+    return buf, thl
+
+
 def emit_ipv4_segment(src: bytes, dst: bytes, ident: int, ttl: int, hdr: TcpHeader,
                       payload: bytes | bytearray | memoryview,
                       csum_partial: bool = False) -> tuple[bytes, int]:
@@ -327,23 +354,8 @@ def emit_ipv4_segment(src: bytes, dst: bytes, ident: int, ttl: int, hdr: TcpHead
     folded pseudo-header sum, for the device to complete (virtio-net NEEDS_CSUM).
     Returns the bytes and the TCP header length. Byte for byte what `ipv4.emit` +
     `emit` give (tests/unit/test_wire.py holds it to that)."""
-    opts = emit_options(hdr.options) if hdr.options else b""
-    thl = HEADER_LEN + len(opts)
-    plen = len(payload)
-    total = IPV4_HEADER_LEN + thl + plen
-    buf = bytearray(total)
-    _IP_TCP.pack_into(buf, 0, 0x45, 0, total, ident, ipv4.FLAG_DF, ttl, ipv4.PROTO_TCP, 0, src, dst,
-                      hdr.src_port, hdr.dst_port, hdr.seq, hdr.ack,
-                      (thl // 4) << 12 | hdr.reserved << 8 | hdr.flags, hdr.window, 0,
-                      hdr.urgent)
-    buf[_TCP_OPTS_OFF:_TCP_OPTS_OFF + len(opts)] = opts
-    buf[IPV4_HEADER_LEN + thl:] = payload
-    struct.pack_into("!H", buf, _IP_CSUM_OFF,
-                     ~ones_sum(memoryview(buf)[:IPV4_HEADER_LEN]) & 0xFFFF)
-    pseudo = pseudo_header_sum_v4(src, dst, ipv4.PROTO_TCP, thl + plen)
-    csum = pseudo if csum_partial else \
-        ~ones_sum(memoryview(buf)[IPV4_HEADER_LEN:], pseudo) & 0xFFFF
-    struct.pack_into("!H", buf, _TCP_CSUM_OFF, csum)
+    buf, thl = emit_ipv4_headers(src, dst, ident, ttl, hdr, payload, csum_partial)
+    buf += payload
     return bytes(buf), thl
 
 
@@ -375,6 +387,16 @@ def emit_ipv6_segment(src: bytes, dst: bytes, flow_label: int, hop_limit: int, h
     device to complete (virtio-net NEEDS_CSUM, csum_start 40). Returns the bytes and
     the TCP header length. Byte for byte what `ipv6.emit` + `emit` with the checksum of
     `checksum_v6` give (tests/unit/test_wire_ipv6.py holds it to that)."""
+    buf, thl = emit_ipv6_headers(src, dst, flow_label, hop_limit, hdr, payload, csum_partial)
+    buf += payload
+    return bytes(buf), thl
+
+
+def emit_ipv6_headers(src: bytes, dst: bytes, flow_label: int, hop_limit: int, hdr: TcpHeader,
+                      payload: bytes | bytearray | memoryview,
+                      csum_partial: bool = False) -> tuple[bytearray, int]:
+    """The IPv6 and TCP headers of the packet `emit_ipv6_segment` builds, alone (the
+    payload is not copied: `emit_ipv4_headers`)."""
     if len(src) != 16 or len(dst) != 16:
         raise ValueError("IPv6 addresses are 16 bytes")
     opts = emit_options(hdr.options) if hdr.options else b""
@@ -383,16 +405,15 @@ def emit_ipv6_segment(src: bytes, dst: bytes, flow_label: int, hop_limit: int, h
     seg_len = thl + plen
     if seg_len > ipv6.MAX_PAYLOAD:
         raise ValueError(f"TCP segment of {seg_len} bytes > {ipv6.MAX_PAYLOAD} (no jumbograms)")
-    buf = bytearray(IPV6_HEADER_LEN + seg_len)
+    buf = bytearray(IPV6_HEADER_LEN + thl)
     _IP6_TCP.pack_into(buf, 0, 0x60000000 | (flow_label & 0xFFFFF), seg_len, ipv6.NH_TCP,
                        hop_limit, src, dst,
                        hdr.src_port, hdr.dst_port, hdr.seq, hdr.ack,
                        (thl // 4) << 12 | hdr.reserved << 8 | hdr.flags, hdr.window, 0,
                        hdr.urgent)
-    buf[_TCP6_OPTS_OFF:_TCP6_OPTS_OFF + len(opts)] = opts
-    buf[IPV6_HEADER_LEN + thl:] = payload
+    buf[_TCP6_OPTS_OFF:] = opts
     pseudo = pseudo_header_sum_v6(src, dst, ipv6.NH_TCP, seg_len)
     csum = pseudo if csum_partial else \
-        ~ones_sum(memoryview(buf)[IPV6_HEADER_LEN:], pseudo) & 0xFFFF
+        ~ones_sum(memoryview(buf)[IPV6_HEADER_LEN:], ones_sum(payload, pseudo)) & 0xFFFF
     struct.pack_into("!H", buf, _TCP6_CSUM_OFF, csum)
-    return bytes(buf), thl
+    return buf, thl

@@ -20,6 +20,7 @@ def mptcp_pair(seed: int = 1, profile: LinkProfile | None = None, *, csum_a: boo
                gso_a: int = 1, offload_a: bool = False) -> tuple[Stack, Stack, SimNet]:
     from stack.tcp.engine import TcpConfig
     ca = StackConfig(tcp=TcpConfig(gso_segments=gso_a), tx_csum_offload=offload_a,
+                     split_payload=offload_a,  # as the TUN shell: payloads apart
                      mptcp=MptcpConfig(checksum=csum_a) if mptcp_a else None)
     cb = StackConfig(mptcp=MptcpConfig(checksum=csum_b) if mptcp_b else None)
     a = Stack([A], rng=random.Random(seed), config=ca)

@@ -60,10 +60,11 @@ class SimNet:
 
     def _send(self, src: int, d: Datagram) -> None:
         v6 = d.data[0] >> 4 == 6
+        whole = d.packet
         if d.gso_size or d.csum_partial:
-            pkts = (gso.segment_tcp6 if v6 else gso.segment_tcp4)(d.data, d.gso_size)
+            pkts = (gso.segment_tcp6 if v6 else gso.segment_tcp4)(whole, d.gso_size)
         else:
-            pkts = [d.data]
+            pkts = [whole]
         for p in pkts:
             dst = self.owner.get(p[24:40] if v6 else p[16:20])
             if dst is None:

@@ -27,7 +27,7 @@ def v6_pair(seed: int, profile: LinkProfile, mptcp: bool, csum: bool = False,
     m = MptcpConfig(checksum=csum) if mptcp else None
     a = Stack([A6, A6_2, ip("10.0.1.2")], rng=random.Random(seed),
               config=StackConfig(tcp=TcpConfig(gso_segments=gso), mptcp=m,
-                                 tx_csum_offload=offload))
+                                 tx_csum_offload=offload, split_payload=offload))
     b = Stack([B6], rng=random.Random(seed + 1), config=StackConfig(mptcp=m))
     return a, b, SimNet([a, b], seed=seed, profile=profile)
 
