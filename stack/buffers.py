@@ -6,21 +6,6 @@ from bisect import bisect_right
 from collections import deque
 
 
-def take_front(buf: bytearray, max_bytes: int = -1) -> bytes:
-    """Remove and return up to `max_bytes` (all if negative) from the front of `buf`
-    (CPython deletes from a bytearray's front without moving the rest)."""
-    if not buf:
-        return b""
-    if max_bytes < 0 or max_bytes >= len(buf):
-        out = bytes(buf)
-        buf.clear()
-        return out
-    with memoryview(buf) as mv:
-        out = bytes(mv[:max_bytes])
-    del buf[:max_bytes]
-    return out
-
-
 class RecvQueue:
     """In-order received bytes as a queue of chunks. `append` keeps the object it is
     given, without a copy (whoever gives it must not change it afterwards); `take`
@@ -41,6 +26,13 @@ class RecvQueue:
         if len(data):
             self._chunks.append(data)
             self._len += len(data)
+
+    def take_chunks(self) -> list[bytes | bytearray | memoryview]:
+        """Remove and return everything, as the chunks it was appended in."""
+        out = list(self._chunks)
+        self._chunks.clear()
+        self._len = 0
+        return out
 
     def take(self, max_bytes: int = -1) -> bytes:
         """Remove and return up to `max_bytes` (all if negative) from the front."""

@@ -855,7 +855,8 @@ class MptcpConnection:
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
             self.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, sf.reason or "join refused")
         if eng.recv_buffered:
-            recv.pull(self, sf, eng.take_received())
+            for chunk in eng.take_received():
+                recv.pull(self, sf, chunk)
         self._take_engine_events(sf)
         maps = sf.tx_maps
         if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel:

@@ -183,7 +183,7 @@ def _forget_rx_map(sf: Subflow, m: RxMap) -> None:
 
 
 # ---- moving subflow bytes up ---------------------------------------------------------------
-def pull(msk: MptcpConnection, sf: Subflow, data: bytearray) -> None:
+def pull(msk: MptcpConnection, sf: Subflow, data: bytes | bytearray | memoryview) -> None:
     """Map in-order subflow bytes to data offsets through the peer's mappings
     (checksummed mappings are verified whole before delivery)."""
     rel = sf.rx_next

@@ -33,7 +33,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from stack.buffers import SendQueue, take_front
+from stack.buffers import RecvQueue, SendQueue, frozen
 from stack.mib import DropReason, Mib
 from stack.tcp.assembler import Assembler
 from stack.tcp.congestion import CongestionControl, make_congestion
@@ -325,7 +325,7 @@ class TcpEngine:
         # --- receive sequence space ---------------------------------------------------
         self._irs = 0
         self._rnxt = 0
-        self._rbuf = bytearray()         # in-order bytes not yet read
+        self._rbuf = RecvQueue()         # in-order bytes not yet read (by reference)
         self._rcv_adv = 0                # right edge of the window we advertised
         self._ooo = Assembler(c.rcv_buf)
         self._fin_rcvd = False
@@ -601,22 +601,18 @@ class TcpEngine:
         return n
 
     def recv(self, max_bytes: int = -1) -> bytes:
-        out = take_front(self._rbuf, max_bytes)
+        out = self._rbuf.take(max_bytes)  # the one copy: the chunks joined
         if not out:
             return out
         self.check_window_update()
         return out
 
-    def take_received(self) -> bytearray:
-        """Every in-order byte received, handed over whole and without a copy (the
-        engine starts a new buffer): for a ULP that moves them on at once, as MPTCP
+    def take_received(self) -> list[bytes | bytearray | memoryview]:
+        """Every in-order byte received, as the chunks they arrived in, without a copy
+        (the engine starts a new queue): for a ULP that moves them on at once, as MPTCP
         moves subflow bytes up to its data level. The window is the ULP's
         (`rcv_space`), which this move does not change: no window update here."""
-        buf = self._rbuf
-        if not buf:
-            return bytearray()
-        self._rbuf = bytearray()
-        return buf
+        return self._rbuf.take_chunks()
 
     def ack_now(self) -> None:
         """Send an ACK at the next poll_transmit (the ULP has something to say on it:
@@ -1401,7 +1397,7 @@ class TcpEngine:
             end = right
             self.counters[Mib.TCPRcvTrimmed] += 1
         if seq == rnxt:
-            self._rbuf += payload
+            self._rbuf.append(frozen(payload))  # kept: a copy only of a mutable buffer
             rnxt = end
             ooo = self._ooo
             if ooo:
@@ -1411,7 +1407,7 @@ class TcpEngine:
                     d = ooo.pop(rnxt)
                     if d is None:
                         break
-                    self._rbuf += d
+                    self._rbuf.append(d)
                     rnxt += len(d)
             self._rnxt = rnxt
             ub = self._unacked_bytes + (end - seq)
