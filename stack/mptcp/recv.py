@@ -323,9 +323,10 @@ def deliver(msk: MptcpConnection, off: int, data: bytes | bytearray | memoryview
     if off == msk.ack_off:
         msk.rcvbuf.append(data)  # kept as it is: nobody changes it any more
         msk.ack_off = end
-        while (more := msk.ooo.pop(msk.ack_off)) is not None:
-            msk.rcvbuf.append(more)
-            msk.ack_off += len(more)
+        while (more := msk.ooo.pop_chunks(msk.ack_off)) is not None:
+            for c in more:
+                msk.rcvbuf.append(c)
+                msk.ack_off += len(c)
         if not msk.readable_pending:
             msk.readable_pending = True
             msk.events.append(DataReadable())

@@ -7,7 +7,10 @@ distance), so nothing here compares wrapping numbers.
 
 Blocks are kept sorted, disjoint and non-adjacent (touching or overlapping data is
 merged on insert; where copies overlap, the bytes already held win, like Linux's
-`tcp_data_queue_ofo()`). Memory is bounded twice: by total bytes held (the
+`tcp_data_queue_ofo()`). A block is a list of views into the data given (`frozen`: a
+copy only of a mutable buffer): merging joins lists, nothing is copied, and `pop_chunks`
+hands the views on (MPTCP's data level, with two subflows, holds about half of what
+arrives here before its gap fills). Memory is bounded twice: by total bytes held (the
 engine's receive buffer) and by the number of blocks (a peer cannot fragment us
 into millions of one-byte holes). SACK blocks follow RFC 2018 section 4: the first
 block holds the most recently received segment, then the most recently reported
@@ -17,6 +20,8 @@ other blocks, no block twice.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+
+from stack.buffers import frozen
 
 Buffer = bytes | bytearray | memoryview
 
@@ -29,7 +34,7 @@ class Assembler:
         self.max_blocks = max_blocks
         self._starts: list[int] = []
         self._ends: list[int] = []
-        self._data: list[bytearray] = []
+        self._data: list[list[memoryview]] = []
         self._bytes = 0
         # (start, end) of recently received segments, most recent first (for SACK order)
         self._recent: list[tuple[int, int]] = []
@@ -72,7 +77,7 @@ class Assembler:
                 return False
             starts.insert(i, start)
             ends.insert(i, end)
-            datas.insert(i, bytearray(data))
+            datas.insert(i, [frozen(data)])
             self._bytes += n
             self._note(start, end)
             return True
@@ -88,26 +93,27 @@ class Assembler:
         if self._bytes + grow > self.limit:
             return False
         # Rebuild [new_start, new_end): existing blocks win, new data fills the gaps.
+        view = frozen(data)
         if starts[i] <= start:
-            buf = datas[i]
+            chunks = datas[i]
             pos = ends[i]
             k = i + 1
         else:
-            buf = bytearray()
+            chunks = []
             pos = start
             k = i
         while k < j:
             s = starts[k]
             if pos < s:
-                buf += data[pos - start:s - start]
-            buf += datas[k]
+                chunks.append(view[pos - start:s - start])
+            chunks.extend(datas[k])
             pos = ends[k]
             k += 1
         if pos < end:
-            buf += data[pos - start:]
+            chunks.append(view[pos - start:])
         starts[i:j] = [new_start]
         ends[i:j] = [new_end]
-        datas[i:j] = [buf]
+        datas[i:j] = [chunks]
         self._bytes += grow
         self._note(start, end)
         return True
@@ -120,9 +126,10 @@ class Assembler:
         if len(recent) > 8:
             del recent[8:]
 
-    def pop(self, nxt: int) -> bytearray | None:
+    def pop_chunks(self, nxt: int) -> list[memoryview] | None:
         """If held data starts at or before `nxt`, remove the first block and return its
-        bytes from `nxt` on (blocks wholly before `nxt` are discarded). Else None."""
+        bytes from `nxt` on, as views (blocks wholly before `nxt` are discarded). Else
+        None."""
         starts = self._starts
         while starts and starts[0] <= nxt:
             s = starts.pop(0)
@@ -130,10 +137,20 @@ class Assembler:
             d = self._data.pop(0)
             self._bytes -= e - s
             if e > nxt:
-                if s < nxt:
-                    del d[:nxt - s]
+                skip = nxt - s
+                while skip:  # the views before `nxt`: dropped, the one across it cut
+                    if len(d[0]) <= skip:
+                        skip -= len(d.pop(0))
+                    else:
+                        d[0] = d[0][skip:]
+                        skip = 0
                 return d
         return None
+
+    def pop(self, nxt: int) -> bytes | None:
+        """`pop_chunks`, joined into one `bytes`."""
+        d = self.pop_chunks(nxt)
+        return None if d is None else b"".join(d)
 
     def clear(self) -> None:
         self._starts.clear()

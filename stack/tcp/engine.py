@@ -1404,11 +1404,12 @@ class TcpEngine:
                 # the gap (or part of it) filled: pull what became contiguous, ACK now
                 self._ack_now = True
                 while True:
-                    d = ooo.pop(rnxt)
+                    d = ooo.pop_chunks(rnxt)
                     if d is None:
                         break
-                    self._rbuf.append(d)
-                    rnxt += len(d)
+                    for c in d:
+                        self._rbuf.append(c)
+                        rnxt += len(c)
             self._rnxt = rnxt
             ub = self._unacked_bytes + (end - seq)
             self._unacked_bytes = ub
