@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,12 +64,26 @@ class Topology:
         return ["ip", "netns", "exec", ns, *argv]
 
 
+# CPU pinning (`--pin`, the default where there are two CPUs and taskset): every process
+# of the user namespace (ours, or the kernel socket standing in for it) on CPU 0, the
+# peer namespace's on CPU 1, so that two runs compete for the same cores alike
+PIN: dict[str, list[str]] = {}
+
+
+def set_pinning(topo: Topology, on: bool) -> bool:
+    PIN.clear()
+    if on and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        PIN[topo.user], PIN[topo.peer] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+    return bool(PIN)
+
+
 def _kpeer(topo: Topology, ns: str, *args: str) -> list[str]:
-    return topo.cmd(ns, sys.executable, str(KPEER), *args)
+    return topo.cmd(ns, *PIN.get(ns, []), sys.executable, str(KPEER), *args)
 
 
 def _ours(topo: Topology, *args: str) -> list[str]:
-    return topo.cmd(topo.user, sys.executable, "-m", "tools.cli", *args)
+    return topo.cmd(topo.user, *PIN.get(topo.user, []), sys.executable, "-m", "tools.cli",
+                    *args)
 
 
 def _wait_listening(topo: Topology, ns: str, port: int, timeout: float = 10.0) -> None:
@@ -351,6 +366,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=300.0, metavar="S",
                    help="give up on one transfer after S seconds (default 300)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the processes to CPUs (default: the user namespace's "
+                        "on CPU 0, the peer's on CPU 1, with taskset; figures vary far "
+                        "more without)")
     p.add_argument("--verify-bytes", type=int, default=20_000_000, metavar="N",
                    help="bytes of the untimed run each way that checks the bytes by sha256 "
                         "(default 20 MB; 0: none). The timed runs hash nothing")
@@ -374,11 +393,12 @@ def run(args: argparse.Namespace) -> int:
         rate = None if args.rate == "none" else args.rate
         nbytes = args.bytes or (60_000_000 if rate else 200_000_000)
         with Topology(args.prefix, args.keep, paths=2) as topo:
+            pinned = set_pinning(topo, args.pin)
             shape(topo, rate)
             res = measure_multipath(topo, nbytes, max(args.kernel_seconds, 5.0 if rate else 0),
                                     not args.no_offload, args.timeout,
                                     verify_bytes=args.verify_bytes)
-        res.update(rate=rate, bytes=nbytes, offload=not args.no_offload)
+        res.update(rate=rate, bytes=nbytes, offload=not args.no_offload, pinned=pinned)
         if args.json:
             print(json.dumps(res))
         else:
@@ -386,12 +406,15 @@ def run(args: argparse.Namespace) -> int:
         return 0 if all(v for k, v in res.items() if k.endswith(("_ok", "_verified"))) else 1
     args.bytes = args.bytes or 200_000_000
     with Topology(args.prefix, args.keep) as topo:
+        pinned = set_pinning(topo, args.pin)
         res = measure(topo, args.bytes, args.kernel_seconds, not args.no_offload, args.timeout,
                       max(args.repeat, 1), args.ipv6, args.verify_bytes)
+    res["pinned"] = pinned
     if args.json:
         print(json.dumps(res))
     else:
         mode = "with TUN offloads" if res["offload"] else "without offloads"
+        mode += ", pinned (ours CPU 0, the peer CPU 1)" if pinned else ", not pinned"
         med = f", medians of {res['repeat']} runs" if res["repeat"] > 1 else ""
         fam = "IPv6" if res["ipv6"] else "IPv4"
         print(f"bulk goodput over path1 ({fam}), MTU 1500, {args.bytes} bytes through our "
