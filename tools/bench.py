@@ -324,6 +324,7 @@ def measure_multipath(topo: Topology, nbytes: int, kernel_seconds: float, offloa
 def print_multipath(res: dict[str, Any], nbytes: int) -> None:
     shaped = f"each shaped with tbf rate {res['rate']}" if res["rate"] else "unshaped"
     mode = "with TUN offloads" if res["offload"] else "without offloads"
+    mode += ", pinned (ours CPU 0, the peer CPU 1)" if res.get("pinned") else ", not pinned"
     print(f"MPTCP aggregate goodput over 2 paths ({shaped}), {nbytes} bytes through our "
           f"stack, {mode}")
     def mb(v: list[int]) -> str:
