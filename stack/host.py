@@ -36,6 +36,7 @@ from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, Tc
 from stack.tcp.seq import seq_between
 from stack.wire import MalformedPacket, icmp, icmp6, ipv4, ipv6, tcp
 from stack.wire import mptcp as wm
+from stack.wire.checksum import internet_checksum
 from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ EPHEMERAL_PORTS = (32768, 60999)  # Linux's net.ipv4.ip_local_port_range
 # The per-packet counters, bound once: an Enum class attribute costs ~75 ns on 3.11
 # (EnumType's __getattr__ takes attribute lookup off CPython's fast path).
 _IN_RECEIVES, _IN_DELIVERS, _OUT_REQUESTS = Mib.InReceives, Mib.InDelivers, Mib.OutRequests
+
+
+_FAST4 = struct.Struct("!2xH2xH1xB2x4s4s")  # IPv4: total length, flags+offset, proto, src, dst
+_FAST6 = struct.Struct("!H")                 # IPv6: payload length (at offset 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +310,25 @@ class Stack:
         if self.tap is not None:
             self.tap("in", bytes(packet), now)
         try:
+            n = len(packet)
+            first = packet[0] if n else 0
+            # the fast path (nearly every packet): an IPv4 header without options or an
+            # IPv6 one without extension headers, carrying TCP to one of our addresses,
+            # not a fragment: one unpack, no header object. Anything else, or anything
+            # the fast path doubts, goes the full way below, which counts and explains.
+            if first == 0x45 and n >= 20:
+                total, ff, proto, src, dst = _FAST4.unpack_from(packet)
+                if (proto == ipv4.PROTO_TCP and not ff & 0x3FFF and 20 <= total <= n
+                        and dst in self._addrset and internet_checksum(packet[:20]) == 0):
+                    self._tcp_input(src, dst, memoryview(packet)[20:total], now, csum_ok)
+                    return
+            elif first >> 4 == 6 and n >= 40 and packet[6] == ipv6.NH_TCP:
+                plen = _FAST6.unpack_from(packet, 4)[0]
+                dst = bytes(packet[24:40])
+                if 0 < plen <= n - 40 and dst in self._addrset:
+                    self._tcp_input(bytes(packet[8:24]), dst, memoryview(packet)[40:40 + plen],
+                                    now, csum_ok)
+                    return
             version = ipv4.version_of(packet)
             if version == 6:
                 self._feed6(packet, now, csum_ok)
