@@ -15,7 +15,7 @@ import logging
 import random
 import struct
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from stack.addr import Addr as Addr
@@ -51,6 +51,88 @@ _IN_RECEIVES, _IN_DELIVERS, _OUT_REQUESTS = Mib.InReceives, Mib.InDelivers, Mib.
 
 _FAST4 = struct.Struct("!2xH2xH1xB2x4s4s")  # IPv4: total length, flags+offset, proto, src, dst
 _FAST6 = struct.Struct("!H")                 # IPv6: payload length (at offset 4)
+_TCP_ACK = struct.Struct("!8xIB")            # TCP: ack, data offset (the byte)
+_TS_PREFIX = b"\x01\x01\x08\x0a"          # NOP NOP kind 8 length 10: Linux's timestamps
+_U32, _U64 = struct.Struct("!I"), struct.Struct("!Q")
+
+
+def _pure_ack(packet: bytes | bytearray | memoryview) -> tuple[bytes, int, int, int] | None:
+    """For a pure ACK that a later one may supersede: (flow key, ack, data ACK width in
+    bits or 0, data ACK); else None. Pure: IPv4 without options or IPv6 without
+    extension headers, TCP with ACK (PSH allowed) and nothing else, no payload, options
+    only Linux's timestamps and an MPTCP DSS carrying a data ACK and nothing else."""
+    n = len(packet)
+    if not n:
+        return None
+    first = packet[0]
+    if first == 0x45 and n >= 40:
+        total, ff, proto, _, _ = _FAST4.unpack_from(packet)
+        if proto != 6 or ff & 0x3FFF or total > n:
+            return None
+        off, end, addrs = 20, total, bytes(packet[12:20])
+    elif first >> 4 == 6 and n >= 60 and packet[6] == 6:
+        off, end, addrs = 40, 40 + _FAST6.unpack_from(packet, 4)[0], bytes(packet[8:40])
+        if end > n:
+            return None
+    else:
+        return None
+    if packet[off + 13] & ~0x18 or not packet[off + 13] & 0x10:  # flags: ACK, maybe PSH
+        return None
+    ack, doff = _TCP_ACK.unpack_from(packet, off)
+    doff = (doff >> 4) * 4
+    if off + doff != end or doff < 20:
+        return None  # a payload (or a malformed header: the full path says)
+    o = off + 20
+    if end - o >= 12 and bytes(packet[o:o + 4]) == _TS_PREFIX:
+        o += 12
+    key = addrs + bytes(packet[off:off + 4])
+    if o == end:
+        return key, ack, 0, 0
+    # an MPTCP DSS (kind 30, subtype 2) with the A flag, and a (the 8-byte) data ACK only
+    if packet[o] != 30 or packet[o + 2] >> 4 != 2:
+        return None
+    length, flags = packet[o + 1], packet[o + 3]
+    if flags == 0x01 and length == 8 and o + 8 == end:
+        return key, ack, 32, _U32.unpack_from(packet, o + 4)[0]
+    if flags == 0x03 and length == 12 and o + 12 == end:
+        return key, ack, 64, _U64.unpack_from(packet, o + 4)[0]
+    return None
+
+
+def _superseded_acks(packets: Sequence[tuple[bytes | bytearray | memoryview, bool]]) -> set[int]:
+    """The indexes of the pure ACKs (`_pure_ack`) that a later pure ACK of the same flow
+    supersedes, with nothing else of that flow between them: it acknowledges strictly
+    more (so the earlier one is no duplicate ACK) and, if they carry data ACKs, the same
+    or more at the data level. Only packets whose checksum the device vouched for."""
+    skip: set[int] = set()
+    later: dict[bytes, tuple[int, int, int] | None] = {}  # the next packet of each flow
+    for i in range(len(packets) - 1, -1, -1):
+        pkt, ok = packets[i]
+        a = _pure_ack(pkt) if ok else None
+        if a is None:
+            k = _flow_of(pkt)
+            if k is not None:
+                later[k] = None  # anything else of the flow: no coalescing across it
+            continue
+        key, ack, width, dack = a
+        nxt = later.get(key)
+        if nxt is not None:
+            n_ack, n_width, n_dack = nxt
+            if (0 < (n_ack - ack) & 0xFFFFFFFF < 0x80000000 and n_width == width
+                    and (not width or (n_dack - dack) % (1 << width) < (1 << (width - 1)))):
+                skip.add(i)
+        later[key] = (ack, width, dack)
+    return skip
+
+
+def _flow_of(packet: bytes | bytearray | memoryview) -> bytes | None:
+    """The flow key `_pure_ack` gives, for any TCP packet of the fast-path shapes."""
+    n = len(packet)
+    if n >= 40 and packet[0] == 0x45 and packet[9] == 6:
+        return bytes(packet[12:20]) + bytes(packet[20:24])
+    if n >= 60 and packet[0] >> 4 == 6 and packet[6] == 6:
+        return bytes(packet[8:40]) + bytes(packet[40:44])
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +381,32 @@ class Stack:
         self._dirty.add(conn)
 
     # ---------------------------------------------------------------- input
+    def feed_batch(self, packets: Sequence[tuple[bytes | bytearray | memoryview, bool]],
+                   now: float) -> None:
+        """Packets read together (one readiness batch): `feed` each, in order, with its
+        `csum_ok`, except a pure ACK that a later pure ACK of the same subflow in the
+        batch supersedes (it acknowledges more, at the data level too, with nothing
+        else between them on that subflow): that one is counted (`TCPAckCoalesced`)
+        and not processed. A sender reads dozens of ACKs per batch (two kernel
+        subflows each ACK their own data); all but the last of each run say nothing the
+        last does not. Never a segment with data, SYN, FIN, RST, SACK blocks or an MPTCP
+        signal, nor a duplicate ACK (loss detection counts those), nor a packet whose
+        checksum the device did not vouch for."""
+        if len(packets) < 2:
+            for pkt, ok in packets:
+                self.feed(pkt, now, ok)
+            return
+        skip = _superseded_acks(packets)
+        for i, (pkt, ok) in enumerate(packets):
+            if i in skip:
+                self.counters[_IN_RECEIVES] += 1
+                self.frames.n += 1
+                if self.tap is not None:
+                    self.tap("in", bytes(pkt), now)
+                self.counters[Mib.TCPAckCoalesced] += 1
+                continue
+            self.feed(pkt, now, ok)
+
     def feed(self, packet: bytes | bytearray | memoryview, now: float,
              csum_ok: bool = False) -> None:
         """One IP packet from the device. `csum_ok`: the device vouched for the L4

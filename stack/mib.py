@@ -58,6 +58,7 @@ class Mib(StrEnum):
     DelayedACKs = "DelayedACKs"
     PAWSEstab = "PAWSEstab"
     TCPTimeouts = "TCPTimeouts"
+    TCPAckCoalesced = "TCPAckCoalesced"  # ours: pure ACKs a later one in the batch superseded
     TCPPMTUReduced = "TCPPMTUReduced"  # ours: the send MSS shrank to a reported path MTU
     TCPSynRetrans = "TCPSynRetrans"
     TCPAttemptFails = "TCPAttemptFails"  # ours: SYN-SENT given up after retransmissions

@@ -148,8 +148,11 @@ class TunShell:
 
     # ---------------------------------------------------------------- I/O
     def _on_readable(self) -> None:
-        feed, read, fd, now = self.stack.feed, os.read, self._fd, self.now()
+        """Read what the device holds (up to READ_BATCH packets), feed it to the stack
+        as one batch (`Stack.feed_batch`), then write what is due."""
+        read, fd, now = os.read, self._fd, self.now()
         vnet_len = vnet.HEADER_LEN if self.offload else 0
+        batch: list[tuple[bytes | memoryview, bool]] = []
         for _ in range(READ_BATCH):
             try:
                 pkt = read(fd, READ_SIZE)
@@ -160,9 +163,10 @@ class TunShell:
                 break
             if vnet_len:
                 trusted = bool(pkt[0] & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
-                feed(memoryview(pkt)[vnet_len:], now, trusted)
+                batch.append((memoryview(pkt)[vnet_len:], trusted))
             else:
-                feed(pkt, now)
+                batch.append((pkt, False))
+        self.stack.feed_batch(batch, now)
         self.flush()
 
     def _write(self, d: Datagram) -> None:
