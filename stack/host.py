@@ -65,6 +65,8 @@ def _pure_ack(packet: bytes | bytearray | memoryview) -> tuple[bytes, int, int, 
     if not n:
         return None
     first = packet[0]
+    if n > 100:  # IP + TCP headers, options included, never take more: it has data
+        return None
     if first == 0x45 and n >= 40:
         total, ff, proto, _, _ = _FAST4.unpack_from(packet)
         if proto != 6 or ff & 0x3FFF or total > n:
