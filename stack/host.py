@@ -312,8 +312,12 @@ class Stack:
     def listen(self, port: int, addr: Addr | None = None, backlog: int | None = None,
                mptcp: MptcpConfig | bool | None = True,
                announce: list[Addr] | None = None) -> Listener:
-        """Listen on `port`. `mptcp`: True = the stack's MPTCP config (if any), False =
-        plain TCP only, or an explicit MptcpConfig."""
+        """Listen on `port`, at `addr` only or (None) at every address of ours. An MP_JOIN
+        SYN too reaches us only through a listener on its address and port, as Linux's
+        (mptcp_join.sh "bind main address ..., no join"). `mptcp`: True = the stack's
+        MPTCP config (if any), False = plain TCP only, or an explicit MptcpConfig."""
+        if addr is not None and addr not in self._addrset:
+            raise OSError(f"{ntoa(addr)} is not one of this stack's addresses")
         if (addr, port) in self.listeners:
             raise OSError(f"port {port} is already listening")
         cfg = self.config.mptcp if mptcp is True else (mptcp or None)
@@ -561,7 +565,20 @@ class Stack:
                     return
             self._passive_open(lst, key, hdr, now)
             return
+        if hdr.flags & (SYN | ACK | RST) == SYN and hdr.options:
+            self._join_without_listener(key, hdr, now)
         self._reply_rst(key, hdr, len(payload), DropReason.NO_SOCKET)
+
+    def _join_without_listener(self, key: Key, hdr: TcpHeader, now: float) -> None:
+        """An MP_JOIN SYN of one of our connections, to an address and port we do not
+        listen on (`listen --bind`): refused with a plain RST as Linux refuses it; the
+        connection's diagnosis says why its ADD_ADDR found no subflow."""
+        ro, _ = mo.parse_received(hdr.options, hdr.flags, False)
+        if not ro.suboptions & mo.OPTION_MPTCP_MPJ_SYN:
+            return
+        conn = self.tokens.get(ro.token)
+        if conn is not None and conn.msk is not None:
+            conn.msk.pm.join_without_listener(key[0], self.diag.packet_in(now, key))
 
     def _passive_join(self, key: Key, hdr: TcpHeader,
                       ro: mo.ReceivedOptions, now: float) -> None:

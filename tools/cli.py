@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("port", type=int)
     lp.add_argument("--echo", action="store_true", help="send back what arrives")
     lp.add_argument("--once", action="store_true", help="serve the first connection, then exit")
+    lp.add_argument("--bind", action="append", metavar="A", default=[],
+                    help="listen at our address A only (repeatable: a listener at each, on "
+                         "the same port); default every address. Joins, too, reach us "
+                         "only at an address we listen on, as Linux's")
     lp.add_argument("--announce", action="append", metavar="A", default=[],
                     help="announce our address A (ADD_ADDR) to each MPTCP client once fully "
                          "established, like a kernel 'signal' endpoint (repeatable)")
@@ -492,11 +496,18 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
                 else:
                     _report(res, args, shell, events)
 
-            server = await start_server(serve, args.port, shell=shell, announce=args.announce)
-            print(f"listening on port {args.port} at {', '.join(_addrs(shell))}",
-                  file=sys.stderr, flush=True)
+            try:
+                servers = [await start_server(serve, args.port, host=b, shell=shell,
+                                              announce=args.announce)
+                           for b in args.bind or [None]]
+            except OSError as e:  # (an address that is not ours, a port taken)
+                print(f"mptcp-tun: listen: {e}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"listening on port {args.port} at "
+                  f"{', '.join(args.bind or _addrs(shell))}", file=sys.stderr, flush=True)
             await done.wait()
-            server.close()
+            for server in servers:
+                server.close()
         # Let our last ACKs/FIN go out before the device closes.
         await asyncio.sleep(0.05)
     except asyncio.CancelledError:
@@ -595,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         for a in args.backup + args.fullmesh + getattr(args, "subflow", []) \
-                + getattr(args, "announce", []):
+                + getattr(args, "announce", []) + getattr(args, "bind", []):
             ip(a)
     except OSError:
         try:

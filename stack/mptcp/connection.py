@@ -318,7 +318,12 @@ class MptcpConnection:
                         "mptcp limits set add_addr_accepted 1') or its PM does not join "
                         "announced addresses")
                 first = self.subflows[0].key[0] if self.subflows else addr
-                if len(first) == 4 and len(addr) == 16:
+                unheard = self.pm.joins_unheard.get(addr)
+                if unheard is not None:
+                    hint = (f"the peer did try to join it ({unheard.describe(t0)}), but "
+                            "nothing of ours listens at that address and port (listen "
+                            "--bind): refused with an RST, as Linux refuses it")
+                elif len(first) == 4 and len(addr) == 16:
                     hint = ("an IPv6 address announced on a connection begun over IPv4: a "
                             "Linux peer whose socket is AF_INET does not join it ('IPv4 "
                             "sockets do not use IPv6 addresses'); AF_INET6 sockets do")

@@ -150,6 +150,9 @@ class PathManager:
         # for the diagnosis: the last ADD_ADDR packet of each id, the echoes seen
         self.add_addr_last: dict[int, PacketRef] = {}
         self.add_addr_echo_seen: dict[int, tuple[bytes, PacketRef]] = {}
+        # MP_JOIN SYNs of this connection that reached an address of ours where nothing
+        # listens (refused with RST): the first of each address
+        self.joins_unheard: dict[Addr, PacketRef] = {}
         self.echo_queue: list[wm.AddAddr] = []
         self.rm_addr_queue: list[int] = []  # our ids to REMOVE_ADDR (RFC 8684 3.4.2)
         # the peer's addresses, by id, and those we accepted (joined)
@@ -303,6 +306,9 @@ class PathManager:
             return 0
         i = self.endpoints.id_of(addr)
         return i or self.endpoints.id_of(initial)
+
+    def join_without_listener(self, local: Addr, ref: PacketRef) -> None:
+        self.joins_unheard.setdefault(local, ref)
 
     def families_match(self, remote: Addr) -> bool:
         """Whether our socket may use the peer's address `remote` (`ipv6_socket`)."""

@@ -171,3 +171,29 @@ def test_an_address_announced_on_a_connection_begun_on_another_has_a_nonzero_id(
     # (a numbers its own IPv4 address the same way)
     assert [(sf.local_id, sf.remote_id) for sf in sb.conn.msk.subflows] == [(0, 0), (1, 1)]
     assert [sf.key[2] for sf in sa.conn.msk.subflows] == [v6b, v4b]
+
+
+def test_a_join_to_an_address_we_do_not_listen_on_is_refused_and_explained() -> None:
+    """mptcp_join.sh "bind main address v6, no join v6" with our stack as ns1: b listens
+    at its first address only and announces its second; a's join there meets no
+    listener: a plain RST (as Linux answers it), and b's diagnosis says so."""
+    b6_2 = ip("fd00:2::1")
+    a = Stack([A6, A6_2], rng=random.Random(8), config=StackConfig(mptcp=MptcpConfig()))
+    b = Stack([B6, b6_2], rng=random.Random(9), config=StackConfig(mptcp=MptcpConfig()))
+    net = SimNet([a, b], seed=8, profile=LinkProfile(delay=0.002))
+    b.listen(5000, addr=B6, announce=[b6_2])
+    conn = a.connect(B6, 5000, 0.0)
+    net.run(0.2)
+    conn.sock.send(b"x" * 1000)
+    a.touch(conn)
+    net.run(1.0)
+    assert conn.msk is not None and len(conn.msk.subflows) == 2
+    assert conn.msk.subflows[1].key[2] == b6_2 and conn.msk.subflows[1].engine.is_closed
+    (bconn,) = list(b.connections())
+    assert bconn.msk is not None and len(bconn.msk.subflows) == 1
+    assert b6_2 in bconn.msk.pm.joins_unheard
+    bconn.msk.conclude(net.now)
+    (f,) = bconn.msk.diag.findings
+    assert f.code == "add-addr-ignored" and "listen --bind" in f.hint, f
+    with pytest.raises(OSError, match="not one of this stack's addresses"):
+        b.listen(5001, addr=ip("fd00:9::1"))

@@ -144,7 +144,9 @@ class Play:
                 me = ours.result(me_p, timeout=90)
                 kernel = topo.kpeer_result(srv, timeout=30)
             else:
-                lst = ours.start_listener(topo, self.port, "--once", *common)
+                binds = [a for a in (sc.bind, sc.extra_listener) if a]
+                lst = ours.start_listener(topo, self.port, "--once", *common,
+                                          *[x for a in binds for x in ("--bind", self.addr(a))])
                 cli = topo.popen_peer(*topo.kpeer("client", self.addr(sc.connect), self.port,
                                                   "--mptcp", "--send-bytes", self.size))
                 self.play_steps()
