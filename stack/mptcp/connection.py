@@ -112,7 +112,9 @@ class MptcpConfig:
     rcv_buf: int = 16 << 20
     subflows_max: int = 8           # additional subflows (joins) accepted or opened
     add_addr_accepted_max: int = 8  # announced addresses we join (kernel default: 0)
-    add_addr_timeout: float = 2.0   # re-send an unechoed ADD_ADDR after this (doubling)
+    # the most an unechoed ADD_ADDR waits before it goes again (net.mptcp.add_addr_timeout,
+    # 120 s); the wait is the largest subflow RTO below that, doubling (pm.py)
+    add_addr_timeout: float = 120.0
     scheduler: str = "default"      # default | roundrobin | redundant (stack.mptcp.sched)
     # deliberate protocol faults, to watch a peer refuse them (see FAULTS)
     faults: frozenset[str] = frozenset()

@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Addr = bytes
-ADD_ADDR_TRIES = 5  # announcements of one address before giving up (AddAddrTxDrop)
+# announcements of one address before giving up (AddAddrTxDrop): the first and the
+# kernel's ADD_ADDR_RETRANS_MAX (3) retransmissions
+ADD_ADDR_TRIES = 4
 _BLACKHOLE_HINT = ("something on the path drops SYNs carrying MPTCP options (TCP option "
                    "30) and passes plain ones: a firewall or middlebox rule")
 
@@ -547,8 +549,9 @@ class PathManager:
 
     def add_addr_written(self, a: wm.AddAddr, now: float,
                          on: tuple[bytes, int, bytes, int] | None = None) -> None:
-        """`a` went out: off its queue; an announcement is repeated if not echoed
-        within `add_addr_timeout`, doubling per try (the kernel's ADD_ADDR timer)."""
+        """`a` went out: off its queue; an announcement is repeated if not echoed in
+        time: the kernel's ADD_ADDR timer (6.18 `mptcp_pm_add_timer`), the largest RTO
+        of the subflows, at most `add_addr_timeout`, doubling per retransmission."""
         if a.echo:
             self.echo_queue.pop(0)
             return
@@ -557,9 +560,16 @@ class PathManager:
         self.add_addr_last[addr_id] = msk.diag.packet_out(msk.now, on, msk.tx_index)
         prev = self.add_addr_sent.get(addr_id)
         tries = (prev.tries if prev is not None else 0) + 1
-        timeout = self.msk.config.add_addr_timeout * (1 << (tries - 1))
+        timeout = self._add_addr_timeout() * (1 << (tries - 1))
         self.add_addr_sent[addr_id] = _Sent(addr, now + timeout, tries)
         self.msk.counters[Mib.AddAddrTx] += 1
+
+    def _add_addr_timeout(self) -> float:
+        """`mptcp_adjust_add_addr_timeout`: the largest RTO of the open subflows, at
+        most `add_addr_timeout` (net.mptcp.add_addr_timeout, which is now a maximum)."""
+        cap = self.msk.config.add_addr_timeout
+        rtos = [sf.engine.rto for sf in self.msk.subflows if not sf.engine.is_closed]
+        return min(cap, max(rtos)) if rtos else cap
 
     def rm_addr_written(self, n: int) -> None:
         del self.rm_addr_queue[:n]

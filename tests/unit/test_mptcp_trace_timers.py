@@ -1,9 +1,10 @@
 """Packet traces (tests/unit/mptcp_trace.py): the exact MPTCP deadlines, on the virtual
 clock. Each test says the rule it pins (as stack/mptcp/connection.py keeps it today):
 
-- ADD_ADDR: re-sent when not echoed, `MptcpConfig.add_addr_timeout` (2 s) after the
-  first try, doubling per try; after the 5th try it is dropped and AddAddrTxDrop counted.
-  Each try goes alone on a pure ACK (Linux 6.18: no DSS beside an ADD_ADDR).
+- ADD_ADDR (Linux 6.18 `mptcp_pm_add_timer`): re-sent when not echoed after the largest
+  subflow RTO (at most `MptcpConfig.add_addr_timeout`, 120 s), doubling per try; 3
+  retransmissions (4 tries), then dropped and AddAddrTxDrop counted. Each try goes alone
+  on a pure ACK (Linux 6.18: no DSS beside an ADD_ADDR).
 - Data level (Linux `mptcp_retransmit_timer`): while data is out and the peer's data
   ACK does not move, a timer of max(largest subflow RTO, 0.2 s) * 2**expiries (the
   exponent at most 7), at most 60 s, re-sends the first chunk not data-acked as a new
@@ -52,49 +53,60 @@ def rtx_times(start: float, rto: float, n: int) -> list[float]:
 
 # ==== Tests for the ADD_ADDR retransmission ===============================================
 
-def test_add_addr_is_resent_at_2_6_14_30_s_then_dropped_at_62_s() -> None:
+def backoff_times(start: float, base: float, n: int) -> list[float]:
+    """start, then each previous + base * 2**k: the ADD_ADDR timer's tries."""
+    out = [start]
+    for k in range(n - 1):
+        out.append(out[-1] + base * (1 << k))
+    return out
+
+
+def test_add_addr_is_resent_after_the_subflow_rto_doubling_three_times_then_dropped() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
+    rto = t.msk.subflows[0].engine.rto
+    assert rto < 120.0  # the RTO, not the 120 s cap, sets the pace
     t.announce(OUR_ADDR2)
     sent = [t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()]).time]
-    t.recv_nothing()
-    for _ in range(4):
+    for _ in range(3):
         due = t.deadline()
         assert due is not None
         assert t.fire() == due
         sent.append(t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()]).time)
         t.recv_nothing()
-    assert sent == [T0, T0 + 2.0, T0 + 6.0, T0 + 14.0, T0 + 30.0]
-    assert t.counter("AddAddrTx") == 5
-    # the fifth try's timer (32 s) expires: given up, counted, nothing sent
-    assert t.fire() == T0 + 62.0
+    assert sent == backoff_times(T0, rto, 4)
+    assert t.counter("AddAddrTx") == 4  # the first and ADD_ADDR_RETRANS_MAX (3) more
+    # the fourth try's timer expires: given up, counted, nothing sent
+    assert t.fire() == sent[-1] + rto * 8
     t.recv_nothing()
     assert t.counter("AddAddrTxDrop") == 1
     assert t.deadline() is None
 
 
-def test_add_addr_timeout_comes_from_the_config() -> None:
+def test_add_addr_timeout_caps_the_wait() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER,
-                     mptcp=MptcpConfig(add_addr_timeout=0.5))
+                     mptcp=MptcpConfig(add_addr_timeout=0.05))
+    assert t.msk.subflows[0].engine.rto > 0.05
     t.announce(OUR_ADDR2)
     t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
     times = []
-    for _ in range(4):
+    for _ in range(3):
         times.append(t.fire())
         t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
-    assert times == [T0 + 0.5, T0 + 1.5, T0 + 3.5, T0 + 7.5]
-    assert t.fire() == T0 + 15.5
+    assert times == backoff_times(T0, 0.05, 4)[1:]
+    assert t.fire() == times[-1] + 0.05 * 8
     t.recv_nothing()
     assert t.counter("AddAddrTxDrop") == 1
 
 
 def test_the_echo_stops_the_add_addr_retransmission() -> None:
     t = Trace.server(our_key=KEY_US, peer_key=KEY_PEER)
+    rto = t.msk.subflows[0].engine.rto
     t.announce(OUR_ADDR2)
     t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
-    assert t.fire() == T0 + 2.0
+    assert t.fire() == T0 + rto
     t.recv(t.sf, payload_len=0, mptcp=[our_add_addr()])
-    assert t.deadline() == T0 + 6.0
-    t.advance(0.5)
+    assert t.deadline() == T0 + rto + 2 * rto
+    t.advance(rto)  # half of the next wait: the echo comes first
     t.send(t.sf, mptcp=[t.data_ack(), AddAddr(1, OUR_ADDR2, echo=True)])
     t.recv_nothing()
     assert t.deadline() is None

@@ -287,11 +287,12 @@ def test_add_addr_takes_the_pure_ack_alone_and_leaves_the_queue_until_written() 
     assert o is not None and o.add_addr is not None and o.add_addr.addr_id == 1
     assert o.suboptions() == [o.add_addr]  # no DSS beside it (Linux 6.18)
     # the writer decided; only `options_written` takes it off the queue and arms its
-    # retransmission, `add_addr_timeout` from now
+    # retransmission: the subflow's RTO from now (under `add_addr_timeout`)
     assert msk.pm.add_addr_queue and not msk.pm.add_addr_sent
     msk.options_written(sf, o)
     assert not msk.pm.add_addr_queue
-    assert msk.pm.add_addr_sent[1].deadline == msk.now + msk.config.add_addr_timeout
+    assert msk.pm.add_addr_sent[1].deadline == msk.now + min(msk.config.add_addr_timeout,
+                                                            sf.engine.rto)
     assert msk.counters["AddAddrTx"] == 1
 
 

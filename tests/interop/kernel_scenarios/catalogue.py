@@ -61,6 +61,11 @@ class Scenario:
     # codes our run reports when ours is that role (`ours_codes[role]`)
     ours_codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     slow: bool = False  # steps during the transfer: a longer one
+    # reset_with_add_addr_timeout: the kernel's net.mptcp.add_addr_timeout when it is
+    # ns1 (ours follows the same rule: the subflow RTO under a 120 s cap), and every
+    # segment carrying an ADD_ADDR (the echoes) dropped on its way out of ns2
+    add_addr_timeout: int | None = None
+    drop_add_addr_from_ns2: bool = False
 
 
 # ---- IPv6 (issue 10): ipv6_tests, v4mapped_tests, mixed_tests and the v6 cases of
@@ -147,7 +152,12 @@ IPV6 = [
              extra_listener="ns1:6:2", join=(1, 1, 1), add=(1, 1)),
 ]
 
-# "signal address, ADD_ADDR6 timeout" (add_addr_timeout_tests) drops every ADD_ADDR echo
-# with ip6tables on ns2 and expects 4 ADD_ADDR (the kernel's add_addr_timeout 1 s, 3
-# retransmissions): our ADD_ADDR timer is not the kernel's yet (issue 12). The two
-# link-local bind tests need fe80:: addresses on an interface of ours: a TUN has none.
+IPV6.append(
+    Scenario("signal address, ADD_ADDR6 timeout", "add_addr_timeout_tests", "ns1:6:1",
+             ns1=Side((0, 1), ("ns1:6:2 signal",)), ns2=Side((1, 1)),
+             add_addr_timeout=1, drop_add_addr_from_ns2=True,
+             join=(1, 1, 1), add=(4, 0), slow=True,
+             ours_codes={"listener": ("add-addr-not-echoed",)}))
+
+# The two link-local bind tests need fe80:: addresses on an interface of ours: a TUN
+# has none.

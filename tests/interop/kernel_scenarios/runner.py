@@ -84,6 +84,33 @@ class Play:
         assert m, f"no kernel endpoint to delete: {shown!r}"
         self.topo.run_peer("ip", "mptcp", "endpoint", "delete", "id", m.group(1))
 
+    def middlebox_setup(self) -> None:
+        """The scenario's sysctl and firewall. An ADD_ADDR (here the echoes: ns2 only
+        echoes) is the MPTCP option right after Linux's NOP NOP TS, at TCP byte 32 (kind
+        30, then its length, then subtype 3 in the high nibble), as the script's BPF
+        finds it; dropped on its way out of ns2: the kernel's output, or, for ours, the
+        user namespace forwarding it from the TUN."""
+        sc = self.sc
+        if sc.add_addr_timeout is not None and self.kernel_ns == "ns1":
+            self.topo.run_peer("sysctl", "-q", f"net.mptcp.add_addr_timeout={sc.add_addr_timeout}")
+        if sc.drop_add_addr_from_ns2:
+            hook, where = ("output", "") if self.kernel_ns == "ns2" else \
+                ("forward", 'iifname "mptun0" ')  # what our stack sends, not the kernel's
+            rules = (f"table inet kscen {{\n chain c {{\n  type filter hook {hook} priority 0;\n"
+                     f"  {where}@th,256,8 0x1e @th,272,4 0x3 drop\n }}\n}}\n")
+            self.topo.run_in(self.ns_of("ns2"), "nft", "-f", "-", input=rules)
+
+    def middlebox_cleanup(self) -> None:
+        if self.sc.add_addr_timeout is not None and self.kernel_ns == "ns1":
+            self.topo.run_peer("sysctl", "-q", "net.mptcp.add_addr_timeout=120", check=False)
+        if self.sc.drop_add_addr_from_ns2:
+            self.topo.run_in(self.ns_of("ns2"), "nft", "delete", "table", "inet", "kscen",
+                             check=False)
+
+    def ns_of(self, ns: str) -> str:
+        """The namespace that plays `ns` (ns1 / ns2)."""
+        return self.topo.peer_ns if ns == self.kernel_ns else self.topo.user_ns
+
     def kernel_cleanup(self) -> None:
         self.topo.run_peer("ip", "mptcp", "endpoint", "flush", check=False)
         self.topo.run_peer("ip", "mptcp", "limits", "set", "subflows", TOPOLOGY_LIMITS[1],
@@ -129,6 +156,7 @@ class Play:
         before = topo.nstat_peer()
         try:
             self.kernel_setup(kernel_side)
+            self.middlebox_setup()
             if self.role == "connector":
                 bind = ["--bind", self.addr(sc.bind)] if sc.bind else ["--ipv6"]
                 srv = topo.popen_peer(*topo.kpeer("server", "--port", self.port, "--once",
@@ -156,6 +184,7 @@ class Play:
             diff = nstat_diff(before, topo.nstat_peer())
         finally:
             self.kernel_cleanup()
+            self.middlebox_cleanup()
         kdiff = {k.removeprefix("MPTcpExt"): v for k, v in diff.items()}
         errors = nstat_errors(diff, me)
         if sc.rm or any(s.op == "del" for s in sc.steps):
