@@ -680,6 +680,27 @@ class Stack:
         req = self._msk_of(conn).pm.subflow_create(local, backup, remote, rport)
         return self._open_join(conn, req, now)
 
+    def add_fullmesh(self, conn: Connection, local: Addr, now: float) -> list[TcpEngine]:
+        """`ip mptcp endpoint add A subflow fullmesh` while `conn` runs: `local` is a
+        fullmesh endpoint from now on (it joins what the peer announces later), and it
+        joins at once every remote address and port of the connection's subflows of its
+        family that it has no subflow to (the kernel's `fill_remote_addresses_fullmesh`).
+        Returns the joins opened."""
+        msk = self._msk_of(conn)
+        self._check_ours(local)
+        self.endpoints.set_flag([*self.endpoints.with_flag(EndpointFlags.FULLMESH), local],
+                                EndpointFlags.FULLMESH)
+        remotes = dict.fromkeys((sf.engine.remote_addr, sf.engine.remote_port)
+                                for sf in msk.subflows if sf.is_open)
+        have = {(sf.engine.remote_addr, sf.engine.remote_port) for sf in msk.subflows
+                if sf.is_open and sf.engine.local_addr == local}
+        opened = []
+        for remote, rport in remotes:
+            if len(remote) == len(local) and (remote, rport) not in have:
+                req = msk.pm.subflow_create(local, False, remote, rport)
+                opened.append(self._open_join(conn, req, now))
+        return opened
+
     def remove_subflow(self, conn: Connection, local: Addr,
                        remote: Addr | None = None) -> int:
         """`ip mptcp subflow del`: close our subflows from `local` (to `remote`)."""

@@ -28,6 +28,9 @@ COMMANDS = """\
                                        connection's peer address and port)
   subflow del LOCAL [REMOTE]           close our subflows from LOCAL; their unacked
                                        data goes on the others (no REMOVE_ADDR)
+  fullmesh ADDR                        ADDR becomes a fullmesh endpoint: it joins every
+                                       remote address of the subflows (its family) now,
+                                       and what the peer announces later
   announce ADDR                        ADD_ADDR our address ADDR
   remove ADDR                          REMOVE_ADDR ADDR, closing its subflows
   backup ADDR on|off                   MP_PRIO: subflows from ADDR are backups, or not
@@ -120,6 +123,13 @@ class Controller:
 
                 def done(c: Connection) -> object:
                     return stack.remove_subflow(c, src, dst)
+            case "fullmesh", [addr]:
+                a = _addr(addr)
+
+                def done(c: Connection) -> object:
+                    return [f"{fmt(e.local_addr, e.local_port)} -> "
+                            f"{fmt(e.remote_addr, e.remote_port)}"
+                            for e in stack.add_fullmesh(c, a, now)]
             case "announce", [addr]:
                 a = _addr(addr)
 

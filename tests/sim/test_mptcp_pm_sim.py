@@ -267,3 +267,24 @@ def test_fullmesh_joins_an_announced_address_from_every_fullmesh_address() -> No
     pairs = {(sf.engine.local_addr, sf.engine.remote_addr) for sf in sa.conn.msk.subflows}
     assert pairs == {(A1, B1), (A2, B1), (A1, B2), (A2, B2)}
     assert all(sf.fully_established and sf.tx_next > 1 for sf in sa.conn.msk.subflows)
+
+
+def test_a_fullmesh_endpoint_added_mid_connection_joins_every_remote_address() -> None:
+    """ctl `fullmesh A3` (`ip mptcp endpoint add A3 subflow fullmesh` mid-connection):
+    A3 joins each remote address the subflows use (B1 and the announced B2) at once,
+    as mptcp_join.sh "fullmesh 2x2" counts it, and nothing twice."""
+    data = random.Random(17).randbytes(3_000_000)
+    a, b, net = multipath_pair(seed=17, profile=FAST, paths=3)
+    added: list[int] = []
+
+    def step(sa: Side, sb: Side) -> None:
+        msk = sa.conn.msk if sa.conn is not None else None
+        if not added and msk is not None and len([s for s in msk.subflows
+                                                  if s.fully_established]) == 2:
+            added.append(len(a.add_fullmesh(sa.conn, A3, net.now)))  # type: ignore[arg-type]
+            assert a.add_fullmesh(sa.conn, A3, net.now) == []  # type: ignore[arg-type]
+
+    sa, sb = bulk(a, b, net, data, announce=[B2], on_step=step)
+    assert bytes(sb.got) == data and sa.error is None and added == [2]
+    pairs = sorted((sf.engine.local_addr, sf.engine.remote_addr) for sf in sa.conn.msk.subflows)
+    assert pairs == sorted([(A1, B1), (A2, B2), (A3, B1), (A3, B2)])

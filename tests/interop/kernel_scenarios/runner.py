@@ -142,7 +142,8 @@ class Play:
             spec, flags = step.arg.split()
             a = self.addr(spec)
             self.our_endpoints.append(a)
-            command = {"signal": f"announce {a}", "subflow": f"subflow add {a}"}[flags]
+            command = {"signal": f"announce {a}", "subflow": f"subflow add {a}",
+                       "subflow,fullmesh": f"fullmesh {a}"}[flags]
             answer = ours.ctl(self.ctl, command)
         assert answer.get("ok"), (step, answer)
 
