@@ -359,7 +359,9 @@ class MptcpConnection:
                               f"the peer's window on {fmt_key(sf.key)} has been 0 since "
                               f"{z - t0:.3f} s ({now - z:.1f} s)", None,
                               hint="the peer's application is not reading", key=sf.key)
-        if self.rcv_space() <= 0 and self.lifecycle is not MskState.CLOSED:
+        # closed as the peer sees it: less room than a segment is a window of 0 (the
+        # receiver's SWS avoidance, RFC 9293 3.8.6.2.2; seen: 16 bytes left of 16 MiB)
+        if self.rcv_space() < self.master.engine.mss and self.lifecycle is not MskState.CLOSED:
             self.diag.add(Code.WINDOW_STALL, Severity.ERROR,
                           "our receive buffer is full: our application is not reading, so "
                           "our window is 0", None, hint="read faster (or --output to a "
