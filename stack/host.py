@@ -112,9 +112,10 @@ def _superseded_acks(packets: Sequence[tuple[bytes | bytearray | memoryview, boo
         pkt, ok = packets[i]
         a = _pure_ack(pkt) if ok else None
         if a is None:
-            k = _flow_of(pkt)
-            if k is not None:
-                later[k] = None  # anything else of the flow: no coalescing across it
+            if later:  # (no later ACK waiting: nothing to break, no key to build)
+                k = _flow_of(pkt)
+                if k is not None:
+                    later[k] = None  # anything else of the flow: no coalescing across it
             continue
         key, ack, width, dack = a
         nxt = later.get(key)
