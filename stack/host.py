@@ -175,7 +175,8 @@ class Connection:
     `sock` is what the layer above talks to: the msk, or the engine for plain TCP.
     `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
-    __slots__ = ("app", "diag_t0", "engine", "engines", "findings", "key", "listener", "msk")
+    __slots__ = ("app", "diag_t0", "engine", "engines", "final_counters", "findings", "key",
+                 "listener", "msk")
 
     def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
                  msk: MptcpConnection | None = None, now: float = 0.0) -> None:
@@ -187,6 +188,20 @@ class Connection:
         self.listener = listener
         self.app: object = None
         self.findings: list[Finding] = []  # a plain TCP connection's (MPTCP: msk.diag)
+        self.final_counters: Counter[str] | None = None  # `counters()` once forgotten
+
+    def counters(self) -> Counter[str]:
+        """This connection's own counters: its subflows' TCP ones and its MPTCP ones,
+        as they stand, or as they stood when the host forgot it (the host's totals
+        then take them over, `Stack.closed_counters`)."""
+        if self.final_counters is not None:
+            return self.final_counters
+        c: Counter[str] = Counter()
+        for eng in self.engines.values():
+            c.update(eng.counters)
+        if self.msk is not None:
+            c.update(self.msk.counters)
+        return c
 
     @property
     def sock(self) -> TcpEngine | MptcpConnection:
@@ -949,11 +964,11 @@ class Stack:
             for k in conn.engines:
                 if self.conns.get(k) is conn:
                     del self.conns[k]
+            conn.final_counters = conn.counters()
+            self.closed_counters.update(conn.final_counters)
             for eng in conn.engines.values():
-                self.closed_counters.update(eng.counters)
                 eng.counters.clear()
             if conn.msk is not None:
-                self.closed_counters.update(conn.msk.counters)
                 conn.msk.counters.clear()
                 self.tokens.remove(conn.msk.local_token, conn)
 

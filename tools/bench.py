@@ -174,6 +174,14 @@ def verify(topo: Topology, mptcp: bool, nbytes: int, offload: bool, timeout: flo
     return {"ours_to_kernel_verified": up, "kernel_to_ours_verified": down}
 
 
+def seg_kb(nbytes: int, segments: int) -> float:
+    """The mean size of the segments our stack handled, in kB: with offloads a GRO/GSO
+    super-packet is one segment, and the stack's work is per segment, so at a given
+    cost per segment the goodput follows this size (the kernel's sender decides it
+    when we receive: its TSO autosizing, from its pacing rate)."""
+    return nbytes / max(segments, 1) / 1000
+
+
 def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: float,
                   offload: bool, timeout: float, base_port: int,
                   ipv6: bool = False) -> dict[str, Any]:
@@ -200,6 +208,7 @@ def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: floa
                                 str(nbytes), "--json", *ours_opts),
                           topo.peer, int(p[2]), topo, timeout)
     res["ours_to_kernel_mbps"] = srv["rx_mbps"]
+    res["ours_to_kernel_seg_kb"] = seg_kb(nbytes, ours["segments_out"])
     res["ours_to_kernel_ok"] = (srv["rx_bytes"] == nbytes and ours["clean"]
                                 and ours["mptcp"] == mptcp)
     ours, _ = _run_pair(_ours(topo, "listen", p[3], "--once", "--json", *ours_opts),
@@ -207,6 +216,7 @@ def measure_proto(topo: Topology, mptcp: bool, nbytes: int, kernel_seconds: floa
                                str(nbytes), *cc),
                         topo.user, int(p[3]), topo, timeout)
     res["kernel_to_ours_mbps"] = ours["goodput_mbps"]
+    res["kernel_to_ours_seg_kb"] = seg_kb(nbytes, ours["segments_in"])
     res["kernel_to_ours_ok"] = (ours["received"] == nbytes and ours["clean"]
                                 and ours["mptcp"] == mptcp)
     res["ratio_ours_to_kernel"] = res["ours_to_kernel_mbps"] / res["kernel_to_kernel_up_mbps"]
@@ -232,7 +242,7 @@ def measure(topo: Topology, nbytes: int, kernel_seconds: float, offload: bool,
                            "ipv6": ipv6, "verify_bytes": verify_bytes}
     for proto, rs in runs.items():
         med: dict[str, Any] = {k: statistics.median(r[k] for r in rs)
-                               for k in rs[0] if k.endswith("_mbps")}
+                               for k in rs[0] if k.endswith(("_mbps", "_seg_kb"))}
         med.update({k: all(r[k] for r in rs) for k in rs[0] if k.endswith("_ok")})
         med.update(checked.get(proto, {}))
         med["ratio_ours_to_kernel"] = med["ours_to_kernel_mbps"] / med["kernel_to_kernel_up_mbps"]
@@ -297,6 +307,7 @@ def measure_multipath(topo: Topology, nbytes: int, kernel_seconds: float, offloa
                           topo.peer, int(p[1]), topo, timeout)
     res["ours_to_kernel_mbps"] = srv["rx_mbps"]
     res["ours_to_kernel_subflow_bytes"] = ours["subflow_bytes"]
+    res["ours_to_kernel_seg_kb"] = seg_kb(nbytes, ours["segments_out"])
     res["ours_to_kernel_ok"] = srv["rx_bytes"] == nbytes and ours["clean"] and ours["mptcp"]
     # down: the server (user namespace) announces its path-2 address
     _endpoints(topo, topo.peer, None)
@@ -315,6 +326,7 @@ def measure_multipath(topo: Topology, nbytes: int, kernel_seconds: float, offloa
                         topo.user, int(p[3]), topo, timeout)
     res["kernel_to_ours_mbps"] = ours["goodput_mbps"]
     res["kernel_to_ours_subflow_bytes"] = ours["subflow_rx_bytes"]
+    res["kernel_to_ours_seg_kb"] = seg_kb(nbytes, ours["segments_in"])
     res["kernel_to_ours_ok"] = ours["received"] == nbytes and ours["clean"] and ours["mptcp"]
     res["ratio_ours_to_kernel"] = res["ours_to_kernel_mbps"] / res["kernel_to_kernel_up_mbps"]
     res["ratio_kernel_to_ours"] = res["kernel_to_ours_mbps"] / res["kernel_to_kernel_down_mbps"]
@@ -332,13 +344,15 @@ def print_multipath(res: dict[str, Any], nbytes: int) -> None:
     print(f"  kernel -> kernel (up)    {res['kernel_to_kernel_up_mbps']:10.1f} Mbit/s   "
           f"{res['kernel_to_kernel_up_subflows']} subflows")
     print(f"  ours   -> kernel         {res['ours_to_kernel_mbps']:10.1f} Mbit/s   "
-          f"{res['ratio_ours_to_kernel']:.3f} x kernel   MB per subflow "
+          f"{res['ratio_ours_to_kernel']:.3f} x kernel   "
+          f"{res['ours_to_kernel_seg_kb']:5.1f} kB/segment   MB per subflow "
           f"{mb(res['ours_to_kernel_subflow_bytes'])}   bytes ok: {res['ours_to_kernel_ok']}"
           f", sha256: {res.get('ours_to_kernel_verified', 'not checked')}")
     print(f"  kernel -> kernel (down)  {res['kernel_to_kernel_down_mbps']:10.1f} Mbit/s   "
           f"{res['kernel_to_kernel_down_subflows']} subflows")
     print(f"  kernel -> ours           {res['kernel_to_ours_mbps']:10.1f} Mbit/s   "
-          f"{res['ratio_kernel_to_ours']:.3f} x kernel   MB per subflow "
+          f"{res['ratio_kernel_to_ours']:.3f} x kernel   "
+          f"{res['kernel_to_ours_seg_kb']:5.1f} kB/segment   MB per subflow "
           f"{mb(res['kernel_to_ours_subflow_bytes'])}   bytes ok: {res['kernel_to_ours_ok']}"
           f", sha256: {res.get('kernel_to_ours_verified', 'not checked')}")
 
@@ -426,11 +440,15 @@ def run(args: argparse.Namespace) -> int:
             print(f" {proto.upper()}")
             print(f"  kernel -> kernel (up)    {r['kernel_to_kernel_up_mbps']:10.1f} Mbit/s")
             print(f"  ours   -> kernel         {r['ours_to_kernel_mbps']:10.1f} Mbit/s   "
-                  f"{r['ratio_ours_to_kernel']:.3f} x kernel   bytes ok: {r['ours_to_kernel_ok']}"
+                  f"{r['ratio_ours_to_kernel']:.3f} x kernel   "
+                  f"{r['ours_to_kernel_seg_kb']:5.1f} kB/segment"
+                  f"   bytes ok: {r['ours_to_kernel_ok']}"
                   f", sha256: {r.get('ours_to_kernel_verified', 'not checked')}")
             print(f"  kernel -> kernel (down)  {r['kernel_to_kernel_down_mbps']:10.1f} Mbit/s")
             print(f"  kernel -> ours           {r['kernel_to_ours_mbps']:10.1f} Mbit/s   "
-                  f"{r['ratio_kernel_to_ours']:.3f} x kernel   bytes ok: {r['kernel_to_ours_ok']}"
+                  f"{r['ratio_kernel_to_ours']:.3f} x kernel   "
+                  f"{r['kernel_to_ours_seg_kb']:5.1f} kB/segment"
+                  f"   bytes ok: {r['kernel_to_ours_ok']}"
                   f", sha256: {r.get('kernel_to_ours_verified', 'not checked')}")
         print(f" our MPTCP / our TCP: {res['ours_mptcp_vs_tcp_up']:.3f} sending, "
               f"{res['ours_mptcp_vs_tcp_down']:.3f} receiving")

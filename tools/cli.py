@@ -218,6 +218,8 @@ class Result:
     subflow_rx_bytes: list[int] = field(default_factory=list)  # data received on each
     resent_bytes: int = 0        # data sent again at the data level (reinjection, data RTO)
     window_probes: int = 0       # data-level zero-window probes (one acked byte each)
+    segments_in: int = 0         # TCP segments (a GRO/GSO super-packet is one) received
+    segments_out: int = 0        # and sent, on every subflow
     findings: list[Finding] = field(default_factory=list)  # the diagnosis
     conn: Connection | None = None
     t0: float = 0.0              # the connection's clock origin (its first packet)
@@ -226,6 +228,10 @@ class Result:
         """What the stack knows at the end: bytes acknowledged, MPTCP, the diagnosis."""
         acked = conn.msk.snd_una if conn.msk is not None else conn.engine.snd_una_rel - 1
         self.sent = max(0, min(self.written, acked))
+        # TCP segments on every subflow, GRO/GSO super-packets counted once each (the
+        # unit of the stack's per-packet work: bytes / segments is their mean size)
+        counts = conn.counters()
+        self.segments_in, self.segments_out = counts["InSegs"], counts["OutSegs"]
         self.take_mptcp(conn)
         self.t0 = conn.diag_t0
         self.findings = stack.conclude(conn, now)
@@ -252,8 +258,9 @@ class Result:
         live = [sf for sf in msk.subflows if sf.fully_established and sf.join_failed is None]
         self.subflow_bytes = [sf.tx_next - 1 for sf in live]
         self.subflow_rx_bytes = [sf.rx_next - 1 for sf in live]
-        self.resent_bytes = msk.counters["Reinjected"] + msk.counters["MPTCPRetransBytes"]
-        self.window_probes = msk.counters["WinProbe"]
+        counts = conn.counters()  # msk.counters are emptied once the host forgets it
+        self.resent_bytes = counts["Reinjected"] + counts["MPTCPRetransBytes"]
+        self.window_probes = counts["WinProbe"]
 
     def summary(self, args: argparse.Namespace) -> dict[str, object]:
         secs = max(self.ended - self.started, 1e-9)
@@ -263,6 +270,7 @@ class Result:
                 "subflows": self.subflows, "subflow_bytes": self.subflow_bytes,
                 "subflow_rx_bytes": self.subflow_rx_bytes, "resent_bytes": self.resent_bytes,
                 "window_probes": self.window_probes,
+                "segments_in": self.segments_in, "segments_out": self.segments_out,
                 "mptcp": self.mptcp and not self.fallback,
                 "fallback": self.fallback, "fallback_reason": self.fallback_reason,
                 "checksum": self.checksum, "token": self.token,

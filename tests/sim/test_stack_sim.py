@@ -195,3 +195,25 @@ def test_duplication_and_heavy_reordering(seed: int) -> None:
     prof = LinkProfile(delay=0.01, jitter=0.008, duplicate=0.05, reorder=0.2)
     a, b, net = pair(seed=seed, profile=prof)
     transfer(a, b, net, 1_000_000)
+
+
+def test_a_forgotten_connection_keeps_its_own_counters() -> None:
+    """Once the host forgets a connection (closed, TIME-WAIT over) its engines' and msk's
+    counters go to the host's totals and are cleared; the connection still answers for
+    its own (the summary's segment counts and resent bytes are read after the end)."""
+    from tests.sim.apps import bulk, mptcp_pair
+    a, b, net = mptcp_pair(seed=3, profile=LinkProfile(delay=0.001, loss=0.02))
+    data = random.Random(3).randbytes(300_000)
+    sa, sb = bulk(a, b, net, data)
+    assert bytes(sb.got) == data
+    net.run_until(lambda: not a.conns and not b.conns, 300)
+    for side, stack in ((sa, a), (sb, b)):
+        conn = side.conn
+        assert conn is not None and conn.final_counters is not None  # forgotten
+        assert conn.msk is not None and not conn.msk.counters  # emptied
+        mine, host = conn.counters(), stack.all_counters()
+        assert mine["InSegs"] > 0 and mine["OutSegs"] > 0
+        # the host's totals: its own (IP, demux) plus this, its only connection's
+        assert all(host[k] == v for k, v in mine.items()), (mine, host)
+    sent = sa.conn.counters()  # type: ignore[union-attr]
+    assert sent["RetransSegs"] > 0  # 2% loss: a counter that moved, kept
