@@ -237,6 +237,8 @@ class PathManager:
         sent = self.add_addr_sent.pop(addr_id, None)
         if sent is not None:
             self.msk.counters[Mib.EchoAdd] += 1
+            if self.add_addr_queue:
+                self.msk.signal_soon()  # the next announcement was waiting for this echo
             # kept for the diagnosis: an echoed address nobody joins (add-addr-ignored)
             self.add_addr_echo_seen[addr_id] = (sent.addr, self.msk.diag.packet_in(
                 self.msk.now, self.msk.master.key))
@@ -520,8 +522,17 @@ class PathManager:
     # ---- what the option writer asks, and what it tells -------------------------------
     def signal_due(self) -> bool:
         """An ADD_ADDR (or an echo) or a REMOVE_ADDR waits for a pure ACK."""
-        return bool(self.echo_queue or self.rm_addr_queue
-                    or (self.add_addr_queue and self.msk.fully_established))
+        return bool(self.echo_queue or self.rm_addr_queue or self._announcement_due())
+
+    def _announcement_due(self) -> bool:
+        """Our next ADD_ADDR may go: a repetition of the one on the wire, or a new one
+        once no other is waiting for its echo. One at a time, as Linux's PM announces
+        (the next `signal` endpoint when the last is echoed or given up): a peer that
+        is still handling one announcement drops the next (Linux: AddAddrDrop)."""
+        if not self.add_addr_queue or not self.msk.fully_established:
+            return False
+        head = self.add_addr_queue[0][0]
+        return head in self.add_addr_sent or not self.add_addr_sent
 
     def next_add_addr(self) -> wm.AddAddr | None:
         """The ADD_ADDR the next pure ACK should carry: an echo first, else our next
@@ -530,7 +541,7 @@ class PathManager:
         if self.echo_queue:
             return self.echo_queue[0]
         msk = self.msk
-        if self.add_addr_queue and msk.fully_established and msk.remote_key is not None:
+        if self._announcement_due() and msk.remote_key is not None:
             addr_id, addr = self.add_addr_queue[0]
             hmac = crypto.add_addr_hmac(msk.local_key, msk.remote_key, addr_id, addr, None)
             return wm.AddAddr(addr_id, addr, None, hmac, False, 1)
@@ -586,13 +597,15 @@ class PathManager:
             if sent.deadline > now:
                 continue
             if sent.tries < ADD_ADDR_TRIES:
-                self.add_addr_queue.append((addr_id, sent.addr))
+                self.add_addr_queue.insert(0, (addr_id, sent.addr))  # before new ones
                 sent.deadline = float("inf")  # re-armed when it goes out
                 self.msk.signal_soon(now=True)
             else:
                 del self.add_addr_sent[addr_id]
                 self.msk.counters[Mib.AddAddrTxDrop] += 1
                 msk = self.msk
+                if self.add_addr_queue:
+                    msk.signal_soon(now=True)  # the next announcement may go
                 msk.diag.add(
                     Code.ADD_ADDR_NOT_ECHOED, Severity.ERROR,
                     f"our ADD_ADDR for {ntoa(sent.addr)} (id {addr_id}) was sent "

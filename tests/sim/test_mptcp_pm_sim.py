@@ -288,3 +288,25 @@ def test_a_fullmesh_endpoint_added_mid_connection_joins_every_remote_address() -
     assert bytes(sb.got) == data and sa.error is None and added == [2]
     pairs = sorted((sf.engine.local_addr, sf.engine.remote_addr) for sf in sa.conn.msk.subflows)
     assert pairs == sorted([(A1, B1), (A2, B2), (A3, B1), (A3, B2)])
+
+
+def test_announcements_go_one_at_a_time_each_after_the_last_echo() -> None:
+    """Two `signal` addresses: the second ADD_ADDR waits for the first one's echo, as
+    Linux's PM announces (a Linux peer still handling an ADD_ADDR drops the next one
+    and counts AddAddrDrop); both are echoed and joined in the end."""
+    data = random.Random(18).randbytes(2_000_000)
+    a, b, net = multipath_pair(seed=18, profile=FAST, paths=3)
+    B3 = ip("10.0.3.1")
+    ahead: list[tuple[int, int]] = []
+
+    def step(sa: Side, sb: Side) -> None:
+        cb = b.all_counters()
+        if cb["AddAddrTx"] > cb["EchoAdd"] + 1:
+            ahead.append((cb["AddAddrTx"], cb["EchoAdd"]))
+
+    sa, sb = bulk(a, b, net, data, announce=[B2, B3], on_step=step)
+    assert bytes(sb.got) == data and sa.error is None and sb.error is None
+    assert ahead == []
+    cb = b.all_counters()
+    assert cb["AddAddrTx"] == 2 and cb["EchoAdd"] == 2
+    assert {sf.engine.remote_addr for sf in sa.conn.msk.subflows} == {B1, B2, B3}
