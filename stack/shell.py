@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import fcntl
+import heapq
 import os
 import random
 import time
@@ -26,6 +27,7 @@ from typing import Self
 from stack import host as hostmod
 from stack.addr import ip, ntoa
 from stack.host import ConnEvent, Datagram, HostEvent, Stack, StackConfig
+from stack.impair import Impairer
 from stack.mib import Mib
 from stack.mptcp.connection import MptcpConfig
 from stack.wire import vnet
@@ -83,14 +85,20 @@ class TunShell:
     listeners, fallback to TCP when the peer does not answer it). `mptcp=False` asks
     for plain TCP; a `config` is used as given (its `mptcp` field decides) unless
     `mptcp` is True or False.
+
+    `impair`: per-path impairments (`stack.impair`) between the stack and the device;
+    packets they delay are held here, on a timer of their own. `--pcap` and `--trace`
+    (the stack's tap) show what the stack sent and what reached it after them.
     """
 
     def __init__(self, dev: str = "mptun0", addrs: list[str] | None = None, *,
                  offload: bool = True, config: StackConfig | None = None,
                  mptcp: bool | None = None,
                  rng: random.Random | None = None,
-                 randbytes: Callable[[int], bytes] = os.urandom) -> None:
+                 randbytes: Callable[[int], bytes] = os.urandom,
+                 impair: Impairer | None = None) -> None:
         self.dev = dev
+        self.impair = impair if impair is not None and impair.rules else None
         self.offload = offload
         if config is None:
             config = StackConfig(mptcp=MptcpConfig())
@@ -114,6 +122,11 @@ class TunShell:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._token: contextvars.Token[TunShell] | None = None
+        # packets an impairment holds back: (due, order, inbound?, packet, trusted)
+        self._held: list[tuple[float, int, bool, object, bool]] = []
+        self._held_n = 0
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._held_at: float | None = None
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Self:
@@ -134,6 +147,9 @@ class TunShell:
             self._loop.remove_reader(self._fd)
         if self._timer is not None:
             self._timer.cancel()
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held.clear()
         if self._tun is not None:
             self._tun.close()  # type: ignore[attr-defined]
             self._tun, self._fd = None, -1
@@ -153,6 +169,7 @@ class TunShell:
         read, fd, now = os.read, self._fd, self.now()
         vnet_len = vnet.HEADER_LEN if self.offload else 0
         batch: list[tuple[bytes | memoryview, bool]] = []
+        gso_sizes: list[int] = []  # with impairments: each packet's, to cut it to the wire's
         for _ in range(READ_BATCH):
             try:
                 pkt = read(fd, READ_SIZE)
@@ -164,12 +181,75 @@ class TunShell:
             if vnet_len:
                 trusted = bool(pkt[0] & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID))
                 batch.append((memoryview(pkt)[vnet_len:], trusted))
+                if self.impair is not None:
+                    gso_sizes.append(int.from_bytes(pkt[4:6], "little")
+                                     if pkt[1] != vnet.GSO_NONE else 0)
             else:
                 batch.append((pkt, False))
+                gso_sizes.append(0)
+        if self.impair is not None:
+            batch = self._impair_in(batch, gso_sizes, now)
         self.stack.feed_batch(batch, now)
         self.flush()
 
-    def _write(self, d: Datagram) -> None:
+    def _impair_in(self, batch: list[tuple[bytes | memoryview, bool]], gso_sizes: list[int],
+                   now: float) -> list[tuple[bytes | memoryview, bool]]:
+        """A read batch through the impairments: what is due now, in order; the rest
+        is held."""
+        assert self.impair is not None
+        out: list[tuple[bytes | memoryview, bool]] = []
+        for (pkt, trusted), gso_size in zip(batch, gso_sizes, strict=True):
+            for due, p, t in self.impair.inbound(pkt, trusted, gso_size, now):
+                if due <= now:
+                    out.append((p, t))
+                else:
+                    self._hold(due, True, p, t)
+        return out
+
+    def _hold(self, due: float, inbound: bool, packet: object, trusted: bool) -> None:
+        self._held_n += 1
+        heapq.heappush(self._held, (due, self._held_n, inbound, packet, trusted))
+        if self._held_at is None or due < self._held_at:
+            if self._held_timer is not None:
+                self._held_timer.cancel()
+            assert self._loop is not None
+            self._held_at = due
+            self._held_timer = self._loop.call_at(due, self._release)
+
+    def _release(self) -> None:
+        """Packets whose impairment delay is over: written, or fed to the stack."""
+        self._held_timer, self._held_at = None, None
+        if self._fd < 0:
+            return
+        now = self.now()
+        held = self._held
+        batch: list[tuple[bytes | memoryview, bool]] = []
+        while held and held[0][0] <= now + 1e-4:  # (the loop may wake a hair early)
+            _due, _n, inbound, packet, trusted = heapq.heappop(held)
+            if inbound:
+                batch.append((packet, trusted))  # type: ignore[arg-type]
+            else:
+                self._emit(packet)  # type: ignore[arg-type]
+        if held:
+            assert self._loop is not None
+            self._held_at = held[0][0]
+            self._held_timer = self._loop.call_at(self._held_at, self._release)
+        if batch:
+            self.stack.feed_batch(batch, now)
+            self.flush()
+
+    def _write(self, d: Datagram, now: float) -> None:
+        """A packet from the stack: through the impairments, if any, to the device."""
+        if self.impair is None:
+            self._emit(d)
+            return
+        for due, d2 in self.impair.outbound(d, now):
+            if due <= now:
+                self._emit(d2)
+            else:
+                self._hold(due, False, d2, False)
+
+    def _emit(self, d: Datagram) -> None:
         """One packet to the device in one write: the virtio-net header (with offloads),
         the IP and TCP headers, and the payload where it lies (`os.writev`: no copy)."""
         parts: list[bytes | bytearray | memoryview]
@@ -199,7 +279,7 @@ class TunShell:
         for _ in range(4):  # events may make the app send more; a few rounds settle it
             out = stack.poll_transmit(now)
             for d in out:
-                self._write(d)
+                self._write(d, now)
             had_events = self._dispatch(now)
             if not out and not had_events:
                 break

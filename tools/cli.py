@@ -25,6 +25,7 @@ from stack.addr import fmt, parse_addr_port
 from stack.api import StreamReader, StreamWriter, open_connection, start_server
 from stack.diag import Finding
 from stack.host import Connection, ConnEvent, HostEvent, Stack, StackConfig, ip
+from stack.impair import Impairer, Impairment
 from stack.mptcp.connection import FAULTS, MptcpConfig
 from stack.mptcp.pm import EndpointFlags
 from stack.mptcp.sched import SCHEDULERS
@@ -79,6 +80,13 @@ def parse_size(text: str) -> int:
         if t.upper().endswith(suffix):
             return int(float(t[: -len(suffix)]) * mult[suffix])
     return int(t)
+
+
+def _impairment(text: str) -> Impairment:
+    try:
+        return Impairment.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept path-manager commands on this Unix socket while running "
                         "(add/remove subflows, announce/remove addresses, MP_PRIO, "
                         "fastclose): see 'mptcp-tun ctl --help'")
+    g = common.add_argument_group(
+        "impairments", "between our stack and the device, per path: the delay, loss and "
+        "middleboxes netem would give (this is a user feature too: provoke one path)")
+    g.add_argument("--impair", action="append", metavar="ADDR:K=V,...", default=[],
+                   type=_impairment,
+                   help="impair the packets to or from ADDR (ours or the peer's on a path; "
+                        "* for all), both directions unless dir=in|out: delay=25ms, "
+                        "jitter=5ms, loss=1%%, duplicate=1%%, reorder=5%% (held back by "
+                        "reorder_delay=4ms), corrupt=0.1%% (a payload byte, TCP checksum "
+                        "fixed), drop=add_addr+mp_prio (packets carrying these MPTCP "
+                        "suboptions; mptcp: any), strip (MPTCP options to NOPs). "
+                        "Repeatable; the first rule matching a packet applies. E.g. "
+                        "--impair 10.0.2.2:delay=25ms,loss=1%%")
+    g.add_argument("--impair-seed", type=int, metavar="N",
+                   help="seed the impairments' randomness (default: random, printed in "
+                        "the summary to replay a run)")
     g = common.add_argument_group("observability")
     g.add_argument("--events", metavar="FILE", help="JSON lines of connection events")
     g.add_argument("--pcap", metavar="FILE", help="write every packet to FILE (Wireshark)")
@@ -398,9 +422,14 @@ def _report(res: Result, args: argparse.Namespace, shell: TunShell,
             # the findings the end showed, as events too (the others were, as made)
             for f in res.findings[seen:]:
                 events.finding(res.conn, f, shell.now())
-    text = json.dumps(res.summary(args)) if args.json else res.line()
+    summary = res.summary(args)
+    if shell.impair is not None:
+        summary["impairments"] = shell.impair.report()
+    text = json.dumps(summary) if args.json else res.line()
     print(text, file=out, flush=True)
     if not args.json:
+        for line in shell.impair.lines() if shell.impair is not None else ():
+            print(line, file=out, flush=True)
         for line in res.diagnosis_lines():
             print(line, file=out, flush=True)
 
@@ -444,7 +473,8 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
                      config=StackConfig(tcp=tcfg, mptcp=mcfg),
                      rng=random.Random(rng.getrandbits(64)),
                      randbytes=random.Random(rng.getrandbits(64)).randbytes
-                     if args.seed is not None else os.urandom)
+                     if args.seed is not None else os.urandom,
+                     impair=Impairer(args.impair, args.impair_seed) if args.impair else None)
     shell.stack.endpoints.set_flag([ip(a) for a in args.backup], EndpointFlags.BACKUP)
     shell.stack.endpoints.set_flag([ip(a) for a in args.fullmesh], EndpointFlags.FULLMESH)
     tracer = LadderTracer() if args.trace else None
