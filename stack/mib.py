@@ -67,6 +67,7 @@ class Mib(StrEnum):
     TCPFastRetrans = "TCPFastRetrans"
     TCPLossRetrans = "TCPLossRetrans"
     TCPSackRecovery = "TCPSackRecovery"
+    TCPHystartDelayDetect = "TCPHystartDelayDetect"  # slow start ended by HyStart
     TCPRenoRecovery = "TCPRenoRecovery"
     TCPDupAcks = "TCPDupAcks"            # ours
     TCPDupData = "TCPDupData"            # ours

@@ -11,8 +11,14 @@ Linux's `tcp_cwnd_reduction()` does).
 Like Linux: initial window 10 segments (RFC 6928, `TCP_INIT_CWND`), slow start adds
 every acknowledged byte (`tcp_slow_start()`, so stretch ACKs from GRO/GSO peers are
 counted in full), congestion avoidance counts bytes (RFC 3465), the loss window after
-an RTO is one segment. CUBIC is `tcp_cubic.c` without HyStart: C = 0.4,
-beta = 0.7, fast convergence and the Reno-friendly region of RFC 9438 section 4.3.
+an RTO is one segment. CUBIC is `tcp_cubic.c`: C = 0.4, beta = 0.7, fast convergence,
+the Reno-friendly region of RFC 9438 section 4.3, and HyStart (Linux's defaults), without
+which slow start fills a deep bottleneck queue and loses a window's worth of segments at
+once. Slow start ends (ssthresh = cwnd) when, in one round trip, the ACKs have come in
+one train (no gap over 2 ms) for longer than half the path's smallest RTT (the window
+has reached about the path's capacity), or the smallest RTT of the round's first 8
+samples exceeds the path's smallest by an eighth of it, clamped to 4..16 ms (a queue
+is building). Both only from a window of 16 segments on.
 """
 
 from __future__ import annotations
@@ -76,6 +82,11 @@ class CongestionControl(ABC):
     @abstractmethod
     def enter_recovery(self, flight: int, now: float) -> None:
         """Loss detected by duplicate ACKs / SACK (fast retransmit)."""
+
+    def on_rtt_sample(self, rtt: float, una: int, nxt: int, now: float) -> bool:
+        """A fresh RTT sample (seconds) from an ACK that moved `una`, with `nxt` the
+        next sequence number to send. True if it ended slow start (HyStart)."""
+        return False
 
     def on_loss(self, flight: int, now: float) -> None:
         """Alias of `enter_recovery`."""
@@ -150,6 +161,48 @@ class Cubic(CongestionControl):
         self.epoch: float | None = None  # start of the current congestion-avoidance epoch
         self.w_est = 0.0            # segments, the Reno-friendly estimate
         self.cwnd_epoch = 0.0       # segments, cwnd at the start of the epoch
+        # HyStart (delay): the path's smallest RTT, and this round's (a round ends when
+        # `round_end`, nxt at its start, is acknowledged)
+        self.delay_min: float | None = None
+        self.hystart_found = False
+        self.round_end: int | None = None
+        self.round_min = float("inf")
+        self.round_samples = 0
+        self.round_start = self.last_ack = 0.0
+
+    HYSTART_LOW_WINDOW = 16   # segments: no detection below (tcp_cubic hystart_low_window)
+    HYSTART_MIN_SAMPLES = 8
+    HYSTART_DELAY_MIN, HYSTART_DELAY_MAX = 0.004, 0.016
+    HYSTART_ACK_DELTA = 0.002  # the longest gap within an ACK train
+
+    def on_rtt_sample(self, rtt: float, una: int, nxt: int, now: float) -> bool:
+        """`cubictcp_acked` + `hystart_update`: ACK train, then delay."""
+        if self.epoch is not None and now - self.epoch < 1.0:
+            return False  # right after a reduction: not a slow-start sample
+        if self.delay_min is None or rtt < self.delay_min:
+            self.delay_min = rtt
+        if self.hystart_found or not self.in_slow_start or \
+                self._cwnd < self.HYSTART_LOW_WINDOW * self.mss:
+            return False
+        if self.round_end is None or una > self.round_end:
+            self.round_end, self.round_min, self.round_samples = nxt, float("inf"), 0
+            self.round_start = self.last_ack = now
+        if now - self.last_ack <= self.HYSTART_ACK_DELTA:
+            self.last_ack = now
+            if now - self.round_start > self.delay_min / 2:
+                self.hystart_found = True
+                self._ssthresh = self._cwnd
+                return True
+        self.round_min = min(self.round_min, rtt)
+        if self.round_samples < self.HYSTART_MIN_SAMPLES:
+            self.round_samples += 1
+            return False
+        thresh = min(max(self.delay_min / 8, self.HYSTART_DELAY_MIN), self.HYSTART_DELAY_MAX)
+        if self.round_min > self.delay_min + thresh:
+            self.hystart_found = True
+            self._ssthresh = self._cwnd
+            return True
+        return False
 
     def w_cubic(self, t: float) -> float:
         """RFC 9438 eq. 1, in segments."""
@@ -213,6 +266,8 @@ class Cubic(CongestionControl):
         self.epoch = None
         self._cwnd = float(self.mss)
         self.in_recovery = False
+        # `cubictcp_state(TCP_CA_Loss)`: slow start again, HyStart watching again
+        self.hystart_found, self.round_end = False, None
 
 
 def make_congestion(name: str, mss: int) -> CongestionControl:

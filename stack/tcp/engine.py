@@ -1214,14 +1214,19 @@ class TcpEngine:
             self._buf.release(buf_start + k)
             self._buf_start = buf_start + k
         # RTT: timestamps give an unambiguous sample (RFC 7323 4); else Karn's rule
+        sample: float | None = None
         if self._ts_ok and ts_ecr:
             r = (int(now * 1000) + self._ts_offset - ts_ecr) & MASK
             if r < MAX_RTT_SAMPLE * 1000:
-                self._rtt.sample(r / 1000.0)
+                sample = r / 1000.0
             self._rtt_seq = None
         elif self._rtt_seq is not None and a >= self._rtt_seq:
-            self._rtt.sample(now - self._rtt_time)
+            sample = now - self._rtt_time
             self._rtt_seq = None
+        if sample is not None:
+            self._rtt.sample(sample)
+            if self._cc.on_rtt_sample(sample, a, self._nxt, now):
+                self.counters[Mib.TCPHystartDelayDetect] += 1
         self._rtt.reset_backoff()
         self._retries = 0
         self._persist_n = 0

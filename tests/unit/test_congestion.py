@@ -133,3 +133,50 @@ def test_set_mss_rescales_initial_window() -> None:
     cc = Cubic(1460)
     cc.set_mss(1448)
     assert cc.cwnd == 10 * 1448
+
+
+def _grown(cc: Cubic, segments: int) -> Cubic:
+    while cc.cwnd < segments * MSS:
+        cc.on_ack(MSS, 0.1, 0.0)
+    return cc
+
+
+def test_hystart_ends_slow_start_when_a_queue_builds() -> None:
+    """Delay detection: the smallest of a round's first 8 RTT samples 16 ms (the clamp
+    of 100 ms / 8 = 12.5 ms is within 4..16) above the path's smallest ends slow start
+    at the window it had; a round at the base RTT does not."""
+    cc = _grown(Cubic(MSS), 20)
+    t, una, nxt = 0.0, 0, 20 * MSS
+    for _ in range(9):  # round 1 (starts with the first sample): the path's own RTT
+        t += 0.005
+        una += MSS
+        assert not cc.on_rtt_sample(0.100, una, nxt, t)
+    assert cc.in_slow_start
+    nxt2 = nxt + 40 * MSS
+    una = nxt + 1  # round 2: acks past round 1's end
+    found = [cc.on_rtt_sample(0.1165, una + i * MSS, nxt2, 1.0 + i * 0.005) for i in range(9)]
+    assert found == [False] * 8 + [True]
+    assert not cc.in_slow_start and cc.ssthresh == cc.cwnd
+
+
+def test_hystart_ends_slow_start_on_an_ack_train_of_half_the_rtt() -> None:
+    """ACK-train detection: ACKs no more than 2 ms apart for over half the path's
+    smallest RTT mean the window fills the path."""
+    cc = _grown(Cubic(MSS), 20)
+    t, una = 0.0, 0
+    results = []
+    for _ in range(40):  # 1 ms apart, RTT 61 ms: the train passes 30.5 ms at the 32nd
+        t += 0.001
+        una += MSS
+        results.append(cc.on_rtt_sample(0.061, una, 100 * MSS, t))
+    assert results.index(True) == 31 and results.count(True) == 1
+    assert not cc.in_slow_start
+
+
+def test_hystart_waits_for_16_segments_and_resets_after_a_timeout() -> None:
+    cc = Cubic(MSS)  # 10 segments: too small a window to judge
+    assert not any(cc.on_rtt_sample(0.2 + i, i * MSS, 10 * MSS, i * 0.001) for i in range(40))
+    cc = _grown(Cubic(MSS), 20)
+    assert any(cc.on_rtt_sample(0.060, i * MSS, 100 * MSS, i * 0.001) for i in range(40))
+    cc.on_rto(20 * MSS, 5.0)
+    assert cc.hystart_found is False and cc.round_end is None
