@@ -90,6 +90,14 @@ def _has_room(sf: Subflow) -> bool:
     return eng.send_buffered < min(eng.config.snd_buf, max(2 * eng.cwnd, 4 * MAX_MAP))
 
 
+def _fastest(sf: Subflow, ready: list[Subflow]) -> bool:
+    """Whether `sf` has the lowest smoothed RTT of the subflows that may send (ties
+    included; no sample yet counts as slowest)."""
+    inf = float("inf")
+    mine = sf.engine.srtt or inf
+    return all(mine <= (o.engine.srtt or inf) for o in ready)
+
+
 def _chunk_max(eng: TcpEngine) -> int:
     """The most data one mapping carries on this subflow: whole segments, at most one
     GSO super-packet (measured: 46-segment mappings under 44-segment super-packets
@@ -989,6 +997,17 @@ class MptcpConnection:
                 continue
             start = self.snd_nxt
             chunk_max = _chunk_max(chosen[0].engine)
+            if len(ready) > 1 and not _fastest(chosen[0], ready):
+                # a slower subflow takes no more than its window sends now: a mapping's
+                # tail left waiting a round trip there is a hole the peer's buffer
+                # fills with the faster subflows' data behind it (a Linux receiver
+                # early in a connection can run out of memory with in-order data on
+                # that subflow it no longer takes in: a stall for good)
+                eng = chosen[0].engine
+                room = eng.cwnd - eng.send_buffered
+                if room < eng.mss:
+                    break
+                chunk_max = min(chunk_max, room - room % eng.mss)
             edge = self._wnd_end()
             n = self._map(chosen[0], start, min(self.write_off, edge) - start, chunk_max)
             self.snd_nxt += n

@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from stack.wire.mptcp import MAX_DATA_LEN
-
 if TYPE_CHECKING:
     from stack.mptcp.subflow import Subflow
 
@@ -48,9 +46,15 @@ def idle_lowest_rtt(ready: Sequence[Subflow]) -> Subflow | None:
 
 
 class LowestDelay:
-    """Linux's default (`mptcp_subflow_get_send`): the subflow that would deliver the
-    chunk soonest, its queued bytes plus the chunk over its rate cwnd / srtt (the
-    kernel's "linger time")."""
+    """Linux's default (`mptcp_subflow_get_send`): among the working subflows, the one
+    that would drain what it has queued soonest, its queued bytes over its pacing rate
+    (the kernel's "linger time"); nothing if that one has no room (BLEST's rule, as
+    Linux keeps it: a slower subflow does not take data the faster one will send
+    sooner once it drains, or the connection waits on the slow one at the end). The
+    rate is Linux's `sk_pacing_rate`: cwnd / srtt, doubled in slow start and 1.2 times
+    after (`tcp_update_pacing_rate`). A subflow with nothing queued lingers 0 and
+    takes the next chunk (the first such in creation order), so a slower path is used
+    as soon as it is idle and its window grows with the others'."""
     name = "default"
 
     get_retrans = staticmethod(idle_lowest_rtt)
@@ -59,12 +63,14 @@ class LowestDelay:
                  ready: Sequence[Subflow] = ()) -> Sequence[Subflow]:
         best: Subflow | None = None
         best_t = 0.0
-        for sf in candidates:
+        for sf in ready or candidates:
             eng = sf.engine
-            t = (eng.send_buffered + MAX_DATA_LEN) * (eng.srtt or 0.001) / max(eng.cwnd, eng.mss)
+            cwnd = max(eng.cwnd, eng.mss)
+            pace = cwnd * (2.0 if cwnd < eng.ssthresh else 1.2) / (eng.srtt or 0.001)
+            t = eng.send_buffered / pace
             if best is None or t < best_t:
                 best, best_t = sf, t
-        return () if best is None else (best,)
+        return (best,) if best is not None and best in candidates else ()
 
 
 class RoundRobin:
