@@ -98,6 +98,12 @@ def _fastest(sf: Subflow, ready: list[Subflow]) -> bool:
     return all(mine <= (o.engine.srtt or inf) for o in ready)
 
 
+def _window_room(sf: Subflow) -> int:
+    """What the subflow's congestion window would send now beyond what it holds."""
+    eng = sf.engine
+    return eng.cwnd - eng.send_buffered
+
+
 def _chunk_max(eng: TcpEngine) -> int:
     """The most data one mapping carries on this subflow: whole segments, at most one
     GSO super-packet (measured: 46-segment mappings under 44-segment super-packets
@@ -870,7 +876,7 @@ class MptcpConnection:
             sf.set_state(_SF.ACTIVE)  # it got an ACK: its path works again
         elif state is _FAILED and sf.reset_reason is None and eng.state in (
                 State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
-            self.reset_subflow(sf, wm.MPTCP_RST_EMPTCP, sf.reason or "join refused")
+            self.reset_subflow(sf, sf.fail_rst_reason, sf.reason or "join refused")
         if eng.recv_buffered:
             for chunk in eng.take_received():
                 recv.pull(self, sf, chunk)
@@ -988,8 +994,16 @@ class MptcpConnection:
         get_send = self.scheduler.get_send
         while self.reinject or (self.snd_nxt < self.write_off
                                 and self.snd_nxt < self._wnd_end()):
-            open_ = [sf for sf in ready if _has_room(sf)]
-            chosen = get_send(open_, ready) if open_ else ()
+            # a slower subflow takes no more than its window sends now, and is left
+            # out while its window is full: a mapping's tail left waiting a round trip
+            # there is a hole the peer's buffer fills with the faster subflows' data
+            # behind it (a Linux receiver early in a connection can run out of memory
+            # with in-order data on that subflow it no longer takes in: a stall for
+            # good); the fastest subflow queues as usual
+            usable = ready if len(ready) == 1 else \
+                [sf for sf in ready if _fastest(sf, ready) or _window_room(sf) >= sf.engine.mss]
+            open_ = [sf for sf in usable if _has_room(sf)]
+            chosen = get_send(open_, usable) if open_ else ()
             if not chosen:
                 break
             if self.reinject:
@@ -998,16 +1012,8 @@ class MptcpConnection:
             start = self.snd_nxt
             chunk_max = _chunk_max(chosen[0].engine)
             if len(ready) > 1 and not _fastest(chosen[0], ready):
-                # a slower subflow takes no more than its window sends now: a mapping's
-                # tail left waiting a round trip there is a hole the peer's buffer
-                # fills with the faster subflows' data behind it (a Linux receiver
-                # early in a connection can run out of memory with in-order data on
-                # that subflow it no longer takes in: a stall for good)
-                eng = chosen[0].engine
-                room = eng.cwnd - eng.send_buffered
-                if room < eng.mss:
-                    break
-                chunk_max = min(chunk_max, room - room % eng.mss)
+                room = _window_room(chosen[0])
+                chunk_max = min(chunk_max, room - room % chosen[0].engine.mss)
             edge = self._wnd_end()
             n = self._map(chosen[0], start, min(self.write_off, edge) - start, chunk_max)
             self.snd_nxt += n

@@ -118,6 +118,7 @@ class Subflow:
         self.valid_csum_seen = False  # a mapping's DSS checksum checked out (Linux's flag)
         self.mp_fail_deadline: float | None = None  # we sent MP_FAIL: the answer is due
         self.reset_reason: int | None = None  # an RST is going out, with this MP_TCPRST reason
+        self.fail_rst_reason: int = wm.MPTCP_RST_EMPTCP  # the reason a refused join gets
         self.reset_why: str | None = None  # the MP_TCPRST reason on an RST we received
         self.reset_code: int | None = None  # ... its code
         self.third_ack_sent = False  # a join we opened reached ESTABLISHED (diagnosis)
@@ -344,15 +345,24 @@ class JoinRefusal:
     rst_reason: int
 
 
+# join SYNs of one connection we answer while their third ACKs are due, beyond its
+# subflow limit (Linux's request sockets are bounded by the listener's backlog): more
+# are refused at once, so that SYNs alone cannot make us allocate without bound
+JOIN_SYN_SLACK = 8
+
+
 def check_join_req(msk: MptcpConnection | None) -> JoinRefusal | None:
     """`subflow_check_req` for an MP_JOIN SYN whose token named `msk` (None: no such
-    token): a join needs a fully established MPTCP connection and room under its
-    subflow limit. A join never falls back to TCP: refused, it gets an RST with
-    MP_TCPRST (reason 1 for a token we do not know, 2 over the limit)."""
+    token): a join needs a fully established MPTCP connection. A join never falls back
+    to TCP: refused, it gets an RST with MP_TCPRST (reason 1 for a token we do not
+    know). The subflow limit is Linux's to check at the third ACK (`join_rx`), so a
+    join over it is answered (MPJoinSynRx, a SYN/ACK) and then refused there; only a
+    pile of half-open joins far over it is refused here (reason 2)."""
     if msk is None or not msk.fully_established or msk.fallback:
         return JoinRefusal(Mib.MPJoinNoTokenFound, DropReason.JOIN_UNKNOWN_TOKEN,
                            wm.MPTCP_RST_EMPTCP)
-    if not msk.pm.can_add_subflow():
+    live = sum(1 for sf in msk.subflows if sf.counts_against_limit)
+    if live >= msk.config.subflows_max + JOIN_SYN_SLACK:
         return JoinRefusal(Mib.MPJoinRejected, DropReason.JOIN_OVER_LIMIT,
                            wm.MPTCP_RST_ERESOURCE)
     return None
@@ -406,16 +416,27 @@ def join_rx(sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int) -> bool:
                     "join refused, subflow reset (MP_TCPRST reason 1)", sf=sf, key=sf.key,
                     hint="the peer computed it with other keys or nonces")
         return False
+    others = sum(1 for o in msk.subflows if o is not sf and o.counts_against_limit
+                 and o.state is not S.JOINING)
+    if others >= msk.config.subflows_max:
+        # `mptcp_finish_join` -> `mptcp_pm_allow_new_subflow`: over the limit, the new
+        # subflow is reset (MP_TCPRST reason 3, as `subflow_syn_recv_sock` sends it)
+        _join_failed(sf, f"over our subflow limit ({msk.config.subflows_max} additional)",
+                     Mib.MPJoinRejected, wm.MPTCP_RST_EPROHIBIT)
+        return False
     msk.counters[Mib.MPJoinAckRx] += 1
     sf.set_state(S.ACTIVE)
     sf.engine.ack_now()  # the fourth ACK: the joiner may send data after it
     return True
 
 
-def _join_failed(sf: Subflow, why: str, counter: Mib) -> None:
-    """Refuse the join: the subflow is reset (MP_TCPRST reason 1) once the engine has
-    finished with the segment at hand (never from inside its handling)."""
+def _join_failed(sf: Subflow, why: str, counter: Mib,
+                 rst_reason: int = wm.MPTCP_RST_EMPTCP) -> None:
+    """Refuse the join: the subflow is reset (MP_TCPRST `rst_reason`, 1 unless said)
+    once the engine has finished with the segment at hand (never from inside its
+    handling)."""
     sf.msk.counters[counter] += 1
+    sf.fail_rst_reason = rst_reason
     sf.set_state(S.FAILED, why)
 
 

@@ -217,14 +217,19 @@ def test_checksums_with_two_subflows_and_loss() -> None:
     assert not a.all_counters()["DataCsumErr"] and not b.all_counters()["DataCsumErr"]
 
 
-def test_the_subflow_limit_refuses_a_join_with_reason_resource() -> None:
+def test_the_subflow_limit_refuses_a_join_at_its_third_ack() -> None:
+    """As Linux: the join SYN over the limit is answered (MPJoinSynRx, a SYN/ACK the
+    joiner counts), the third ACK refused (MPJoinRejected, no MPJoinAckRx) with an RST
+    carrying MP_TCPRST reason 3 (administratively prohibited)."""
     data = random.Random(10).randbytes(500_000)
     a, b, net = multipath_pair(seed=10, profile=FAST, cfg_b=MptcpConfig(subflows_max=0))
     sa, sb = bulk(a, b, net, data, join_from=[(A2, False)])
     assert bytes(sb.got) == data and sa.error is None
-    assert b.all_counters()["MPJoinRejected"] == 1
+    ca, cb = a.all_counters(), b.all_counters()
+    assert (cb["MPJoinSynRx"], ca["MPJoinSynAckRx"], cb["MPJoinAckRx"]) == (1, 1, 0)
+    assert cb["MPJoinRejected"] == 1
     (closed,) = sf_events(sa, "SF_CLOSED")
-    assert "reason 2" in (closed.detail or "")
+    assert "reason 3" in (closed.detail or "")
 
 
 def test_the_add_addr_limit_leaves_an_announced_address_unjoined() -> None:
