@@ -18,7 +18,8 @@ once. Slow start ends (ssthresh = cwnd) when, in one round trip, the ACKs have c
 one train (no gap over 2 ms) for longer than half the path's smallest RTT (the window
 has reached about the path's capacity), or the smallest RTT of the round's first 8
 samples exceeds the path's smallest by an eighth of it, clamped to 4..16 ms (a queue
-is building). Both only from a window of 16 segments on.
+is building). Both only from a window of 16 segments on; the ACK train only on paths of
+4 ms and more (our RTT samples come from millisecond timestamps).
 """
 
 from __future__ import annotations
@@ -187,7 +188,10 @@ class Cubic(CongestionControl):
         if self.round_end is None or una > self.round_end:
             self.round_end, self.round_min, self.round_samples = nxt, float("inf"), 0
             self.round_start = self.last_ack = now
-        if now - self.last_ack <= self.HYSTART_ACK_DELTA:
+        # (our RTT samples come from millisecond timestamps: below a few ms they cannot
+        # tell half the RTT from none, and every ACK would look like a long train)
+        if self.delay_min >= self.HYSTART_DELAY_MIN and \
+                now - self.last_ack <= self.HYSTART_ACK_DELTA:
             self.last_ack = now
             if now - self.round_start > self.delay_min / 2:
                 self.hystart_found = True
