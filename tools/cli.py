@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--send-bytes", metavar="N", type=parse_size,
                    help="send N pseudo-random bytes (10M, 1Gi, ...), then close our side")
     g.add_argument("--output", metavar="FILE", help="write what we receive to FILE ('-' = stdout)")
+    g.add_argument("--join-pause", type=float, metavar="S",
+                   help="send the first 100 bytes, then wait S seconds before the rest, so "
+                        "that joins complete while the connection is young (a Linux peer "
+                        "refuses joins once it has our DATA_FIN): the kernel selftests' "
+                        "mptcp_connect -j, 0.2 s")
     g = common.add_argument_group("protocol")
     g.add_argument("--no-mptcp", action="store_true",
                    help="plain TCP: no MP_CAPABLE on our SYN, none accepted on a listener")
@@ -225,6 +230,7 @@ class Result:
     sent_sha256: str | None = ""
     received_sha256: str | None = ""
     started: float = 0.0
+    connected: float = 0.0       # when connect returned (the handshake done); 0: listener
     ended: float = 0.0
     error: str | None = None
     clean: bool = False
@@ -290,6 +296,8 @@ class Result:
         secs = max(self.ended - self.started, 1e-9)
         return {"local": self.local, "remote": self.remote, "sent": self.sent,
                 "received": self.received, "seconds": round(secs, 6),
+                "connect_seconds": round(self.connected - self.started, 6)
+                if self.connected else None,
                 "goodput_mbps": round((self.sent + self.received) * 8 / secs / 1e6, 3),
                 "subflows": self.subflows, "subflow_bytes": self.subflow_bytes,
                 "subflow_rx_bytes": self.subflow_rx_bytes, "resent_bytes": self.resent_bytes,
@@ -365,9 +373,11 @@ class _NoHash:
 
 async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result,
                          source: Callable[[], bytes | memoryview] | None, sink: Sink | None,
-                         echo: bool, sha256: bool = True) -> None:
+                         echo: bool, sha256: bool = True,
+                         join_pause: float | None = None) -> None:
     """Send our data (then half-close) while reading the peer's until EOF; `sha256`:
-    hash both streams for the summary."""
+    hash both streams for the summary; `join_pause`: seconds to wait after the first
+    100 bytes."""
     conn = writer.connection
     res.local = fmt(conn.key[0], conn.key[1])
     res.remote = fmt(conn.key[2], conn.key[3])
@@ -377,7 +387,16 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
     async def send() -> None:
         if source is None:
             return
+        first = True
         while chunk := source():
+            if first and join_pause:
+                writer.write(chunk[:100])
+                sent_hash.update(chunk[:100])
+                res.written += len(chunk[:100])
+                await writer.drain()
+                await asyncio.sleep(join_pause)
+                chunk = chunk[100:]
+            first = False
             writer.write(chunk)
             sent_hash.update(chunk)
             res.written += len(chunk)
@@ -520,7 +539,9 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
             except OSError as e:
                 res.error, res.ended = str(e), time.monotonic()
             else:
-                await run_connection(reader, writer, res, source, sink, False, args.sha256)
+                res.connected = time.monotonic()
+                await run_connection(reader, writer, res, source, sink, False, args.sha256,
+                                     args.join_pause)
         else:
             done = asyncio.Event()
 
@@ -528,7 +549,7 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
                 res = Result(started=time.monotonic())
                 results.append(res)
                 await run_connection(reader, writer, res, source, sink, args.echo,
-                                     args.sha256)
+                                     args.sha256, args.join_pause)
                 if args.once:
                     done.set()
                 else:

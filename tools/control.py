@@ -174,12 +174,17 @@ def status(conn: Connection) -> dict[str, object]:
                     "remote_backup": sf.remote_backup, "state": eng.state.name,
                     "established": sf.fully_established and sf.join_failed is None,
                     "stale": sf.stale, "closing": sf.closing,
-                    "tx_bytes": sf.tx_next - 1, "rx_bytes": sf.rx_next - 1})
+                    "tx_bytes": sf.tx_next - 1, "rx_bytes": sf.rx_next - 1,
+                    "cwnd": eng.cwnd, "ssthresh": min(eng.ssthresh, 0x7FFFFFFF),
+                    "srtt_ms": None if eng.srtt is None else round(eng.srtt * 1000, 3),
+                    "queued": eng.send_buffered})
     return {"token": f"{msk.local_token:08x}",
             "remote_token": None if msk.remote_token is None else f"{msk.remote_token:08x}",
             "local": fmt(conn.key[0], conn.key[1]), "remote": fmt(conn.key[2], conn.key[3]),
             "fallback": msk.fallback, "fully_established": msk.fully_established,
-            "sent": msk.snd_una, "received": msk.ack_off, "subflows": sfs}
+            "sent": msk.snd_una, "received": msk.ack_off,
+            "mapped": msk.snd_nxt, "written": msk.write_off, "window_end": msk.snd_wnd_end,
+            "subflows": sfs}
 
 
 async def serve(shell: Shell, path: str) -> asyncio.AbstractServer:

@@ -20,7 +20,8 @@ Common: --mptcp (socket(AF_INET, SOCK_STREAM, 262)), --cc NAME (TCP_CONGESTION),
   --abort-after S (receive for S seconds, then close with SO_LINGER 0 without a
   shutdown: an abort, RST; for MPTCP with unread data, MP_FASTCLOSE; the report says
   "aborted": true).
-Sending: --pause-after N --pause S: send N bytes, sleep S seconds, then write 1000 bytes
+Sending: --join-pause S: 100 bytes, S seconds of sleep, the rest (mptcp_connect -j).
+--pause-after N --pause S: send N bytes, sleep S seconds, then write 1000 bytes
   on their own (their own segment), sleep 0.2 s, then the rest.
 
 The JSON report: mode, local, remote, mptcp (requested), fallback (kernel's MPTCP_INFO
@@ -171,6 +172,8 @@ class Conn:
         dropped (IpFragFails) forever. A small write after the pause avoids it.)"""
         at = getattr(self.opts, "pause_after", None)
         cuts = {} if at is None else {at: self.opts.pause, at + 1000: 0.2}
+        if getattr(self.opts, "join_pause", None):
+            cuts[100] = self.opts.join_pause  # mptcp_connect -j
         pos = 0
         for piece in chunks:
             while piece:
@@ -389,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="after N bytes sent, pause (--pause), then 1000 bytes alone")
         sp.add_argument("--pause", type=float, default=1.0, metavar="S",
                         help="the pause of --pause-after, s (default 1)")
+        sp.add_argument("--join-pause", type=float, metavar="S",
+                        help="send 100 bytes, sleep S s, then the rest (the kernel "
+                             "selftests' mptcp_connect -j: 0.2 s for the joins)")
 
     sp = sub.add_parser("server", help="listen, receive (and send/echo), report")
     common(sp)
