@@ -102,6 +102,7 @@ class Mib(StrEnum):
     MPJoinSynRx = "MPJoinSynRx"
     MPJoinSynTx = "MPJoinSynTx"
     MPJoinSynTxAttempts = "MPJoinSynTxAttempts"  # ours: joins we opened
+    MPJoinSynTxConnectErr = "MPJoinSynTxConnectErr"  # a join's connect() failed at once
     MPJoinSynAckRx = "MPJoinSynAckRx"
     MPJoinSynAckHMacFailure = "MPJoinSynAckHMacFailure"
     MPJoinSynAckMissing = "MPJoinSynAckMissing"  # ours: a join's SYN/ACK without MP_JOIN

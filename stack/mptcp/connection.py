@@ -882,8 +882,9 @@ class MptcpConnection:
                 recv.pull(self, sf, chunk)
         self._take_engine_events(sf)
         maps = sf.tx_maps
-        if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel:
-            sf.prune_tx_maps(eng.snd_una_rel)
+        if maps and maps[0].ssn + maps[0].length <= eng.snd_una_rel and \
+                maps[0].data_off + maps[0].length <= self.snd_una:
+            sf.prune_tx_maps(eng.snd_una_rel, self.snd_una)
         if self.fallback:
             if self._fallback_tx:
                 self._drain_fallback()

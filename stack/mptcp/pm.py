@@ -26,6 +26,7 @@ ctrl.c: `mpc_syn` turns our SYN plain, consulting and teaching the host's memory
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -286,6 +287,13 @@ class PathManager:
             return
         if len(self.accepted_ids) >= msk.config.add_addr_accepted_max:
             msk.counters[Mib.AddAddrNotAccepted] += 1
+            return
+        if not _unicast(a.addr):
+            # Linux's connect() to it fails at once (`tcp_v4_connect`: ENETUNREACH for a
+            # multicast or broadcast route): MPJoinSynTxConnectErr, no SYN, and the
+            # address takes no place under add_addr_accepted (counted on success only)
+            msk.counters[Mib.MPJoinSynTxConnectErr] += 1
+            log.info("announced address %s is not unicast: not joined", ntoa(a.addr))
             return
         # `fill_local_addresses_vec` (6.18): the fullmesh endpoints of the announced
         # address's family; none (mptcp_join.sh "simult IPv4 and IPv6 subflows,
@@ -614,6 +622,14 @@ class PathManager:
                     hint="the peer does not take ADD_ADDR (its PM, or a middlebox "
                          "stripping the option, or an HMAC it finds wrong: AddAddrHMacFailure"
                          " on its side)", key=addr_id)
+
+
+def _unicast(addr: Addr) -> bool:
+    """Not multicast, broadcast or unspecified (what a TCP connect() may reach)."""
+    ip_ = ipaddress.ip_address(addr)
+    return not (ip_.is_multicast or ip_.is_unspecified or
+                (isinstance(ip_, ipaddress.IPv4Address) and
+                 ip_ == ipaddress.IPv4Address("255.255.255.255")))
 
 
 def _matches(sf: Subflow, local: Addr, remote: Addr | None) -> bool:

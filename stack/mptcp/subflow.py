@@ -319,11 +319,14 @@ class Subflow:
                 return m
         return None
 
-    def prune_tx_maps(self, acked_rel: int) -> None:
-        """Forget mappings the subflow has delivered (TCP-acked below `acked_rel`)."""
+    def prune_tx_maps(self, acked_rel: int, data_acked: int) -> None:
+        """Forget mappings the subflow has delivered (TCP-acked below `acked_rel`) and
+        the peer has taken (data-acked below offset `data_acked`): until then a mapping
+        is what goes again should this subflow close (a peer's subflow TCP-acks bytes
+        its connection has not taken yet, and drops them with the subflow)."""
         n = 0
         for m in self._tx_maps:
-            if m.ssn + m.length > acked_rel:
+            if m.ssn + m.length > acked_rel or m.data_off + m.length > data_acked:
                 break
             n += 1
         if n:

@@ -315,3 +315,15 @@ def test_announcements_go_one_at_a_time_each_after_the_last_echo() -> None:
     cb = b.all_counters()
     assert cb["AddAddrTx"] == 2 and cb["EchoAdd"] == 2
     assert {sf.engine.remote_addr for sf in sa.conn.msk.subflows} == {B1, B2, B3}
+
+
+def test_an_announced_multicast_address_is_not_joined_and_takes_no_slot() -> None:
+    """As Linux's connect() to it fails (MPJoinSynTxConnectErr): with room for one
+    announced address, a multicast announcement does not use it up."""
+    data = random.Random(19).randbytes(1_000_000)
+    a, b, net = multipath_pair(seed=19, profile=FAST, cfg_a=MptcpConfig(add_addr_accepted_max=1))
+    sa, sb = bulk(a, b, net, data, announce=[ip("224.0.0.1"), B2])
+    assert bytes(sb.got) == data and sa.error is None
+    ca = a.all_counters()
+    assert ca["MPJoinSynTxConnectErr"] == 1 and ca["AddAddr"] == 2
+    assert {sf.engine.remote_addr for sf in sa.conn.msk.subflows} == {B1, B2}
