@@ -34,7 +34,9 @@ class Side:
 class Step:
     """What pm_nl_set_endpoint does during the transfer on one namespace: `add` an
     endpoint ("ADDR FLAGS"), or `del` one (the first of its endpoints, as the script's
-    addr_nr_nsX=-1 does), waiting for the other side to count the RM_ADDR."""
+    addr_nr_nsX=-1 does; with an ADDR, that address, as addr_nr_nsX=-9 deletes id 0
+    with the address of the initial subflow), waiting for the other side to count the
+    RM_ADDR; or `flush` them all (addr_nr_nsX=-8)."""
     ns: str
     op: str
     arg: str = ""
@@ -66,6 +68,34 @@ class Scenario:
     # segment carrying an ADD_ADDR (the echoes) dropped on its way out of ns2
     add_addr_timeout: int | None = None
     drop_add_addr_from_ns2: bool = False
+    # ---- added for the IPv4 scenarios (catalogue_ipv4.py); the defaults change nothing
+    # join_syn_rej: MPJoinRejected on ns1 (chk_join_nr's "syn rejected")
+    join_syn_rej: int = 0
+    # join_create_err, join_bind_err, join_connect_err: ns2's MPJoinSynTxCreatSkErr,
+    # MPJoinSynTxBindErr, MPJoinSynTxConnectErr (chk_join_tx_nr)
+    join_tx_errs: tuple[int, int, int] = (0, 0, 0)
+    # chk_add_nr ADD ECHO 0 invert: AddAddr on ns1, EchoAdd on ns2 (ns2 announced)
+    add_invert: tuple[int, int] | None = None
+    # chk_rm_nr ... simult: RmSubflow of both sides summed, within [rm_subflow, 2 x it]
+    rm_simult: bool = False
+    # reset_with_tcp_filter NS SRC TARGET: TCP from address SRC into NS dropped
+    # ("drop") or refused with an ICMP port unreachable ("reject"), as iptables' REJECT
+    tcp_filter: tuple[str, str, str] | None = None
+    # per-namespace sysctls, (ns1, ns2): net.mptcp.checksum_enabled (reset_with_checksum;
+    # ours: --checksum) and net.mptcp.allow_join_initial_addr_port
+    # (reset_with_allow_join_id0; ours: --deny-join-id0 where it is 0)
+    checksum: tuple[bool, bool] = (False, False)
+    allow_join_id0: tuple[bool, bool] = (True, True)
+    # reset_with_cookies: net.ipv4.tcp_syncookies=2 (the kernel's side; ours has none)
+    syncookies: bool = False
+    # set_userspace_pm: the namespaces with net.mptcp.pm_type=1 (the kernel's only)
+    userspace_pm: tuple[str, ...] = ()
+    # the kernel's application neither sends (after its first MB) nor reads for this
+    # long (kpeer --pause-after/--pause, --read-delay): both directions stay open (ours
+    # cannot finish against a shut window), as the script's rate-limited transfers
+    # (speed=10) keep them, for what must happen while they are (Linux opens no join
+    # once either side has sent its DATA_FIN)
+    kernel_pause: float | None = None
 
 
 # ---- IPv6 (issue 10): ipv6_tests, v4mapped_tests, mixed_tests and the v6 cases of

@@ -18,6 +18,13 @@ from tests.interop.payload import expected_sha256
 MB = 1_000_000
 KERNEL_DEFAULT_LIMITS = (0, 2)  # (add_addr_accepted, subflows): a fresh namespace's
 TOPOLOGY_LIMITS = (8, 8)        # what netns-setup.sh sets, put back afterwards
+# chk_join_tx_nr's error counters on ns2, in Scenario.join_tx_errs's order
+JOIN_TX_ERRS = ("MPJoinSynTxCreatSkErr", "MPJoinSynTxBindErr", "MPJoinSynTxConnectErr")
+# what chk_join_nr checks too when the script validates checksums (chk_csum_nr,
+# chk_fail_nr, chk_rst_nr, chk_infi_nr, all 0 in checksum_tests): on our side (the
+# kernel's are error counters, checked for every scenario)
+CHECKSUM_CHECKS = ("DataCsumErr", "MPFailTx", "MPFailRx", "MPRstTx", "MPRstRx",
+                   "InfiniteMapTx", "InfiniteMapRx")
 
 
 def resolve(spec: str, our_ns: str) -> str:
@@ -53,9 +60,12 @@ class Play:
         self.topo, self.sc, self.role, self.port, self.tmp = topo, sc, role, port, tmp
         self.our_ns = "ns2" if role == "connector" else "ns1"
         self.kernel_ns = "ns1" if role == "connector" else "ns2"
+        assert self.our_ns not in sc.userspace_pm, f"{sc.title}: ours has no userspace PM"
         self.ctl = tmp / "ctl"
         self.size = (30 if sc.slow else 4) * MB
         self.our_endpoints: list[str] = []
+        self.our_flags: dict[str, str] = {}
+        self.saved_sysctls: dict[str, str] = {}
 
     def addr(self, spec: str) -> str:
         return resolve(spec, self.our_ns)
@@ -84,28 +94,78 @@ class Play:
         assert m, f"no kernel endpoint to delete: {shown!r}"
         self.topo.run_peer("ip", "mptcp", "endpoint", "delete", "id", m.group(1))
 
+    def kernel_endpoint_del(self, spec: str) -> None:
+        """`pm_nl_del_endpoint NS ID ADDR`: the endpoint of that address, or, if there
+        is none, id 0 with the address (addr_nr_nsX=-9: the initial subflow's)."""
+        a = self.addr(spec)
+        shown = self.topo.run_peer("ip", "mptcp", "endpoint", "show").stdout
+        m = re.search(rf"^{re.escape(a)} .*\bid (\d+)", shown, re.MULTILINE)
+        self.topo.run_peer("ip", "mptcp", "endpoint", "delete", "id",
+                           m.group(1) if m else 0, a)
+
+    def kernel_sysctls(self) -> dict[str, str]:
+        """The sysctls the scenario sets in the kernel's namespace."""
+        sc, k = self.sc, (0 if self.kernel_ns == "ns1" else 1)
+        want: dict[str, str] = {}
+        if sc.add_addr_timeout is not None and self.kernel_ns == "ns1":
+            want["net.mptcp.add_addr_timeout"] = str(sc.add_addr_timeout)
+        if sc.checksum[k]:
+            want["net.mptcp.checksum_enabled"] = "1"
+        if not sc.allow_join_id0[k]:
+            want["net.mptcp.allow_join_initial_addr_port"] = "0"
+        if sc.syncookies:
+            want["net.ipv4.tcp_syncookies"] = "2"
+        if self.kernel_ns in sc.userspace_pm:
+            want["net.mptcp.pm_type"] = "1"
+        return want
+
     def middlebox_setup(self) -> None:
         """The scenario's sysctl and firewall. An ADD_ADDR (here the echoes: ns2 only
         echoes) is the MPTCP option right after Linux's NOP NOP TS, at TCP byte 32 (kind
         30, then its length, then subtype 3 in the high nibble), as the script's BPF
         finds it; dropped on its way out of ns2: the kernel's output, or, for ours, the
-        user namespace forwarding it from the TUN."""
+        user namespace forwarding it from the TUN. Where one or two SACK blocks come
+        between (an IPv4 echo leaves room for them; the script's unshaped links lose
+        nothing, ours do), it is at byte 44 or 52: dropped there too."""
         sc = self.sc
-        if sc.add_addr_timeout is not None and self.kernel_ns == "ns1":
-            self.topo.run_peer("sysctl", "-q", f"net.mptcp.add_addr_timeout={sc.add_addr_timeout}")
+        for name, value in self.kernel_sysctls().items():
+            self.saved_sysctls[name] = self.topo.run_peer("sysctl", "-n", name).stdout.strip()
+            self.topo.run_peer("sysctl", "-q", f"{name}={value}")
+        if sc.tcp_filter is not None:
+            # iptables -A INPUT -s SRC -p tcp -j REJECT|DROP in NS: in the kernel's own
+            # input, or, into ours, where the user namespace forwards to the TUN
+            ns, src, target = sc.tcp_filter
+            a = self.addr(src)
+            hook, where = ("input", "") if ns == self.kernel_ns else \
+                ("forward", 'oifname "mptun0" ')
+            assert target in ("reject", "drop"), sc.tcp_filter
+            rules = (f"table inet kscenf {{\n chain c {{\n  type filter hook {hook} priority 0;"
+                     f"\n  {where}{'ip6' if ':' in a else 'ip'} saddr {a} meta l4proto tcp "
+                     f"{target}\n }}\n}}\n")
+            self.topo.run_in(self.ns_of(ns), "nft", "-f", "-", input=rules)
         if sc.drop_add_addr_from_ns2:
             hook, where = ("output", "") if self.kernel_ns == "ns2" else \
                 ("forward", 'iifname "mptun0" ')  # what our stack sends, not the kernel's
             rules = (f"table inet kscen {{\n chain c {{\n  type filter hook {hook} priority 0;\n"
-                     f"  {where}@th,256,8 0x1e @th,272,4 0x3 drop\n }}\n}}\n")
+                     f"  {where}@th,256,8 0x1e @th,272,4 0x3 drop\n"
+                     f"  {where}tcp doff >= 12 @th,352,8 0x1e @th,368,4 0x3 drop\n"
+                     f"  {where}tcp doff >= 14 @th,416,8 0x1e @th,432,4 0x3 drop\n }}\n}}\n")
             self.topo.run_in(self.ns_of("ns2"), "nft", "-f", "-", input=rules)
 
     def middlebox_cleanup(self) -> None:
-        if self.sc.add_addr_timeout is not None and self.kernel_ns == "ns1":
-            self.topo.run_peer("sysctl", "-q", "net.mptcp.add_addr_timeout=120", check=False)
+        for name, value in self.saved_sysctls.items():
+            self.topo.run_peer("sysctl", "-q", f"{name}={value}", check=False)
+        if self.sc.tcp_filter is not None:
+            self.topo.run_in(self.ns_of(self.sc.tcp_filter[0]), "nft", "delete", "table",
+                             "inet", "kscenf", check=False)
         if self.sc.drop_add_addr_from_ns2:
             self.topo.run_in(self.ns_of("ns2"), "nft", "delete", "table", "inet", "kscen",
                              check=False)
+
+    def kernel_pause(self) -> list[Any]:
+        pause = self.sc.kernel_pause
+        return [] if pause is None else ["--pause-after", MB, "--pause", pause,
+                                         "--read-delay", pause]
 
     def ns_of(self, ns: str) -> str:
         """The namespace that plays `ns` (ns1 / ns2)."""
@@ -120,23 +180,57 @@ class Play:
     def our_args(self, side: Side) -> list[Any]:
         accepted, subflows = side.limits or KERNEL_DEFAULT_LIMITS
         args: list[Any] = ["--limits", subflows, accepted]
+        i = 0 if self.our_ns == "ns1" else 1
+        if self.sc.checksum[i]:
+            args.append("--checksum")
+        if not self.sc.allow_join_id0[i]:
+            args.append("--deny-join-id0")
         for ep in side.endpoints:
             spec, flags = ep.split()
             a = self.addr(spec)
             self.our_endpoints.append(a)
-            if flags == "signal" and self.role == "listener":
+            self.our_flags[a] = flags
+            kind = flags.removesuffix(",backup")  # backup: our --backup A as well
+            if kind == "signal" and self.role == "listener":
                 args += ["--announce", a]
-            elif flags == "subflow" and self.role == "connector":
+            elif kind == "signal,subflow" and self.role == "listener" and subflows == 0:
+                # a server's `subflow` flag only opens subflows (to the client's
+                # address) under its subflow limit: with limit 0, `signal` alone
+                args += ["--announce", a]
+            elif kind == "subflow" and self.role == "connector":
                 args += ["--subflow", a]
-            elif flags == "subflow,fullmesh" and self.role == "connector":
+            elif kind == "subflow,fullmesh" and self.role == "connector":
                 args += ["--fullmesh", a]
             else:
                 raise AssertionError(f"{self.sc.title}: no {flags} endpoint as {self.role}")
+            if kind != flags:
+                args += ["--backup", a]
         return args
 
     def our_step(self, step: Step) -> None:
+        if step.op == "flush":
+            # pm_nl_flush_endpoint: a REMOVE_ADDR for the announced addresses, the
+            # subflows of the others closed without one (the kernel's
+            # mptcp_pm_flush_addrs_and_subflows). The kernel's flush puts every id in
+            # one REMOVE_ADDR; ours, one command each, sends one each: waited for in
+            # turn, as the script's deletions are ("rm_addr are serialized"), the kernel
+            # dropping one that comes while it handles the last (RmAddrDrop)
+            for a in self.our_endpoints:
+                signal = "signal" in self.our_flags.get(a, "")
+                before = self.topo.nstat_peer()
+                answer = ours.ctl(self.ctl, f"remove {a}" if signal else f"subflow del {a}")
+                assert answer.get("ok"), (step, a, answer)
+                if signal:
+                    self.wait_rm_addr(step, before)
+            self.our_endpoints.clear()
+            return
         if step.op == "del":
-            a = self.our_endpoints.pop(0)
+            if step.arg:
+                a = self.addr(step.arg)
+                if a in self.our_endpoints:
+                    self.our_endpoints.remove(a)
+            else:
+                a = self.our_endpoints.pop(0)
             answer = ours.ctl(self.ctl, f"remove {a}")
         else:
             spec, flags = step.arg.split()
@@ -145,6 +239,10 @@ class Play:
             command = {"signal": f"announce {a}", "subflow": f"subflow add {a}",
                        "subflow,fullmesh": f"fullmesh {a}"}[flags]
             answer = ours.ctl(self.ctl, command)
+            if flags == "subflow,fullmesh" and "subflow limit" in str(answer.get("error")):
+                # the kernel's endpoint add succeeds and opens the joins the limit
+                # allows; ours opens them too, then says the limit stopped the rest
+                return
         assert answer.get("ok"), (step, answer)
 
     # ---- the play -----------------------------------------------------------------------
@@ -162,7 +260,7 @@ class Play:
                 bind = ["--bind", self.addr(sc.bind)] if sc.bind else ["--ipv6"]
                 srv = topo.popen_peer(*topo.kpeer("server", "--port", self.port, "--once",
                                                   "--mptcp", "--send-bytes", self.size,
-                                                  *bind))
+                                                  *bind, *self.kernel_pause()))
                 topo.wait_listening(topo.peer_ns, self.port)
                 if sc.extra_listener:
                     topo.popen_peer(*topo.kpeer("server", "--port", self.port, "--mptcp",
@@ -177,7 +275,8 @@ class Play:
                 lst = ours.start_listener(topo, self.port, "--once", *common,
                                           *[x for a in binds for x in ("--bind", self.addr(a))])
                 cli = topo.popen_peer(*topo.kpeer("client", self.addr(sc.connect), self.port,
-                                                  "--mptcp", "--send-bytes", self.size))
+                                                  "--mptcp", "--send-bytes", self.size,
+                                                  *self.kernel_pause()))
                 self.play_steps()
                 kernel = topo.kpeer_result(cli, timeout=90)
                 me = ours.result(lst, timeout=30)
@@ -188,9 +287,33 @@ class Play:
             self.middlebox_cleanup()
         kdiff = {k.removeprefix("MPTcpExt"): v for k, v in diff.items()}
         errors = nstat_errors(diff, me)
-        if sc.rm or any(s.op == "del" for s in sc.steps):
+        if sc.rm or any(s.op in ("del", "flush") for s in sc.steps):
             errors.pop("MPTcpExtMPRstRx", None)  # a removed subflow may be reset
             errors.pop("MPTcpExtMPRstTx", None)
+        if sc.join_syn_rej and self.role == "listener":
+            # our refusal at the third ACK (RST, MP_TCPRST reason 3) reaches the kernel's
+            # join before its fourth ACK: not fully established, it answers a segment
+            # without DSS with a reset of its own (options.c check_fully_established),
+            # MPRstTx, and never counts ours
+            errors.pop("MPTcpExtMPRstTx", None)
+        if sc.kernel_pause is not None and "MPTcpExtDuplicateData" in errors:
+            # the window the kernel's read delay shuts on purpose: our zero-window
+            # probes, at the data level (which nstat_errors allows for) and at the
+            # subflow level (TCPWinProbe, one byte each), may each reach the kernel's
+            # msk as data it has
+            probes = our_counters(me["stderr"])
+            if errors["MPTcpExtDuplicateData"] <= (probes.get("TCPWinProbe", 0)
+                                                   + probes.get("WinProbe", 0)):
+                del errors["MPTcpExtDuplicateData"]
+        if self.kernel_ns in sc.userspace_pm:
+            # a userspace PM without a daemon drops every ADD_ADDR it receives
+            errors.pop("MPTcpExtAddAddrDrop", None)
+        if sc.join_syn_rej and self.kernel_ns == "ns1":
+            errors.pop("MPTcpExtMPJoinRejected", None)  # check() compares it
+        if self.kernel_ns == "ns2":
+            for name, count in zip(JOIN_TX_ERRS, sc.join_tx_errs, strict=True):
+                if count:
+                    errors.pop(f"MPTcpExt{name}", None)  # check() compares it
         assert errors == {}, f"kernel error counters moved: {errors}"
         return Outcome(me, kernel, kdiff, our_counters(me["stderr"]))
 
@@ -205,10 +328,16 @@ class Play:
             before = self.topo.nstat_peer()
             if step.ns == self.our_ns:
                 self.our_step(step)
+            elif step.op == "flush":
+                self.topo.run_peer("ip", "mptcp", "endpoint", "flush")
+            elif step.op == "del" and step.arg:
+                self.kernel_endpoint_del(step.arg)
             elif step.op == "del":
                 self.kernel_endpoint_del_first()
             else:
                 self.kernel_endpoint_add(step.arg)
+            if step.op == "flush":
+                continue  # the script waits for nothing after a flush
             if step.op == "del":
                 self.wait_rm_addr(step, before)
             else:
@@ -248,24 +377,48 @@ def check(play: Play, out: Outcome) -> None:
     want = {"syn (ns1 MPJoinSynRx)": syn, "synack (ns2 MPJoinSynAckRx)": synack,
             "ack (ns1 MPJoinAckRx)": ack,
             "syn tx (ns2 MPJoinSynTx)": syn if sc.join_syn_tx is None else sc.join_syn_tx,
-            "hmac failures": 0, "rejected (ns1 MPJoinRejected)": 0}
+            "hmac failures": 0, "rejected (ns1 MPJoinRejected)": sc.join_syn_rej}
+    if sc.syncookies and synack < got["synack (ns2 MPJoinSynAckRx)"] <= syn:
+        # chk_join_nr: "simult connections exceeding the limit with cookie enabled
+        # could go up to synack validation"
+        got["synack (ns2 MPJoinSynAckRx)"] = synack
+    if sc.join_tx_errs != (0, 0, 0):
+        for name, count in zip(JOIN_TX_ERRS, sc.join_tx_errs, strict=True):
+            got[f"ns2 {name}"], want[f"ns2 {name}"] = n(ns2, name), count
+    if any(sc.checksum):
+        ours_side = ns2 if role == "connector" else ns1
+        got["ours: csum/fail/rst/infinite"] = sum(n(ours_side, c) for c in CHECKSUM_CHECKS)
+        want["ours: csum/fail/rst/infinite"] = 0
     if sc.add is not None:
         add, echo = sc.add
         got["add (ns2 AddAddr)"] = min(n(ns2, "AddAddr"), add) if add else n(ns2, "AddAddr")
         got["echo (ns1 EchoAdd)"] = n(ns1, "EchoAdd")
         want["add (ns2 AddAddr)"], want["echo (ns1 EchoAdd)"] = add, echo
+    if sc.add_invert is not None:
+        add, echo = sc.add_invert
+        got["add (ns1 AddAddr)"] = min(n(ns1, "AddAddr"), add) if add else n(ns1, "AddAddr")
+        got["echo (ns2 EchoAdd)"] = n(ns2, "EchoAdd")
+        want["add (ns1 AddAddr)"], want["echo (ns2 EchoAdd)"] = add, echo
     if sc.rm is not None:
         rm_addr, rm_sf, invert = sc.rm
         a_side, s_side = (ns2, ns1) if invert else (ns1, ns2)
         got["rm_addr (RmAddr)"], got["rm_subflow (RmSubflow)"] = \
             n(a_side, "RmAddr"), n(s_side, "RmSubflow")
         want["rm_addr (RmAddr)"], want["rm_subflow (RmSubflow)"] = rm_addr, rm_sf
+        if sc.rm_simult:  # "the subflow removal count on each side is unreliable"
+            both = n(s_side, "RmSubflow") + n(a_side, "RmSubflow")
+            got["rm_subflow (RmSubflow)"] = rm_sf if rm_sf <= both <= 2 * rm_sf else both
     said = "\n".join(f"  {f['severity']} {f['code']}: {f['text']}" for f in me["diagnosis"])
     assert got == want, f"{sc.title} ({role}): counters {got} != {want}\nours said:\n{said}"
     assert me["mptcp"] and not me["fallback"] and kernel.get("fallback") is not True
     # the bytes, both ways
-    assert kernel["rx_bytes"] == play.size and kernel["rx_sha256"] == me["sent_sha256"]
-    assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(play.size)
+    assert kernel["rx_bytes"] == play.size and kernel["rx_sha256"] == me["sent_sha256"], \
+        (f"{sc.title} ({role}): kernel rx_bytes {kernel['rx_bytes']} of {play.size}, "
+         f"error {kernel.get('error')}; ours sent {me.get('sent')} rc {me['returncode']}",
+         me["stderr"][-1500:])
+    assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(play.size), \
+        (f"{sc.title} ({role}): ours received {me.get('received')} of {play.size}",
+         me["stderr"][-1500:])
     codes = sorted({f["code"] for f in me["diagnosis"]})
     assert codes == sorted(sc.ours_codes.get(role, ())), f"{sc.title} ({role}):\n{said}"
     unmet = any(c in UNMET for c in codes)
