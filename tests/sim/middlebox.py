@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from stack.impair import mptcp_options as mptcp_options_at
 from stack.wire import tcp
 from stack.wire.gso import complete_checksum
 
@@ -29,24 +30,13 @@ def strip_mptcp(on_syn: bool = False, only_with_payload: bool = False) -> Mangle
             return pkt
         if only_with_payload and len(pkt) == ihl + thl:
             return pkt
+        opts = mptcp_options_at(pkt, ihl)
+        if not opts:
+            return pkt
         buf = bytearray(pkt)
-        i, end = ihl + 20, ihl + thl
-        changed = False
-        while i < end:
-            kind = buf[i]
-            if kind == tcp.OPT_EOL:
-                break
-            if kind == tcp.OPT_NOP:
-                i += 1
-                continue
-            length = buf[i + 1] if i + 1 < end else 0
-            if length < 2:
-                break
-            if kind == tcp.OPT_MPTCP:
-                buf[i:i + length] = bytes([tcp.OPT_NOP]) * length
-                changed = True
-            i += length
-        return complete_checksum(bytes(buf)) if changed else pkt
+        for pos, length, _subtype in opts:
+            buf[pos:pos + length] = bytes([tcp.OPT_NOP]) * length
+        return complete_checksum(bytes(buf))
     return mangle
 
 
