@@ -187,4 +187,9 @@ IPV6.append(
              ours_codes={"listener": ("add-addr-not-echoed",)}))
 
 # The two link-local bind tests need fe80:: addresses on an interface of ours: a TUN
-# has none.
+# has none. (title, group, reason), as catalogue_ipv4.LISTED
+IPV6_LISTED: list[tuple[str, str, str]] = [
+    (title, "bind_tests", "an fe80:: address on an interface of ours (a TUN device has "
+                          "no link-local address)")
+    for title in ("multiple bind to allow joins v6 link-local routing",
+                  "multiple bind to allow joins v6 link-local laminar")]

@@ -16,8 +16,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.interop.kernel_scenarios.catalogue import IPV6, Scenario
-from tests.interop.kernel_scenarios.catalogue_ipv4 import IPV4, LISTED
+from tests.interop.kernel_scenarios.catalogue import IPV6, IPV6_LISTED, Scenario
+from tests.interop.kernel_scenarios.catalogue_ipv4 import IPV4
+from tests.interop.kernel_scenarios.catalogue_ipv4 import LISTED as IPV4_LISTED
+
+LISTED = IPV4_LISTED + IPV6_LISTED
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "kernel-scenarios.md"
 ROLES = ("connector", "listener")
