@@ -290,9 +290,9 @@ class Impairer:
         if rule.only_delays:
             # held as it is, super-packet and offloads included; the payload copied out
             # of the send buffer, which may be compacted before the packet is due
-            self.counters[i]["packets"] += max(1, -(-len(d.payload) // d.gso_size)
-                                               if d.gso_size else 1)
-            self.counters[i]["delayed"] += 1
+            n = -(-len(d.payload) // d.gso_size) if d.gso_size and d.payload else 1
+            self.counters[i]["packets"] += n  # counted as the wire's segments
+            self.counters[i]["delayed"] += n
             return [(now + rule.delay, dataclasses.replace(d, data=bytes(d.data),
                                                            payload=bytes(d.payload)))]
         pkt = bytes(d.data) + bytes(d.payload) if d.payload else bytes(d.data)
