@@ -557,8 +557,12 @@ class MptcpConnection:
         todo, self._close_todo = self._close_todo, []
         for sf in todo:
             eng = sf.engine
+            # what it carried and the peer has not data-acked goes again at once on the
+            # others (Linux `__mptcp_close_ssk` -> `__mptcp_retransmit_pending_data`):
+            # a peer that removed the address has closed its end, and a subflow's
+            # graceful close would otherwise still wait on it
+            self._queue_reinject(sf, "removed")
             if sf.reset_reason is not None or eng.state in _CONNECTING:
-                self._queue_reinject(sf, "removed")
                 sf.reset_reason = wm.MPTCP_RST_EUNSPEC
                 eng.abort()
             else:
