@@ -92,10 +92,13 @@ def _has_room(sf: Subflow) -> bool:
 
 def _fastest(sf: Subflow, ready: list[Subflow]) -> bool:
     """Whether `sf` has the lowest smoothed RTT of the subflows that may send (ties
-    included; no sample yet counts as slowest)."""
+    included; no sample yet counts as slowest; one in retransmission timeouts, whose
+    path may be dead, is never the fastest and is no measure for the others)."""
     inf = float("inf")
+    if sf.engine.rto_retries:
+        return False  # timing out: its RTT says nothing about its path now
     mine = sf.engine.srtt or inf
-    return all(mine <= (o.engine.srtt or inf) for o in ready)
+    return all(mine <= (o.engine.srtt or inf) for o in ready if not o.engine.rto_retries)
 
 
 def _window_room(sf: Subflow) -> int:
@@ -1130,8 +1133,12 @@ class MptcpConnection:
         if sf.reinjected:
             return
         sf.reinjected = True
+        # a stale subflow's peer end still delivers what it TCP-acked: only what it
+        # has not goes again; a closed or removed one's peer drops what its connection
+        # had not taken yet, so that goes again too
+        tcp_acked = sf.engine.snd_una_rel if why == "stale" else 0
         todo = [(m.data_off, m.data_off + m.length) for m in sf.tx_maps
-                if m.data_off + m.length > self.snd_una]
+                if m.data_off + m.length > self.snd_una and m.ssn + m.length > tcp_acked]
         if todo and len(self.subflows) > 1:
             log.info("reinjecting %d ranges of a %s subflow", len(todo), why)
             self.reinject.extend(todo)
