@@ -266,12 +266,10 @@ class Impairer:
         self._addrs = {r.addr for r in self.rules}
 
     def rule_for(self, pkt: bytes | bytearray | memoryview, direction: str) -> int | None:
-        if self._by_addr:
-            pair = _addresses(pkt)
-            if pair is None or (pair[0] not in self._addrs and pair[1] not in self._addrs):
-                return None
-        else:
-            pair = _addresses(pkt)
+        pair = _addresses(pkt)
+        if self._by_addr and (pair is None or (pair[0] not in self._addrs
+                                               and pair[1] not in self._addrs)):
+            return None
         for i, r in enumerate(self.rules):
             if r.dir not in ("both", direction):
                 continue

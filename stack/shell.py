@@ -186,7 +186,8 @@ class TunShell:
                                      if pkt[1] != vnet.GSO_NONE else 0)
             else:
                 batch.append((pkt, False))
-                gso_sizes.append(0)
+                if self.impair is not None:
+                    gso_sizes.append(0)
         if self.impair is not None:
             batch = self._impair_in(batch, gso_sizes, now)
         self.stack.feed_batch(batch, now)
