@@ -148,6 +148,7 @@ class Mib(StrEnum):
     SubflowStale = "SubflowStale"
     SubflowRecover = "SubflowRecover"
     Reinjected = "Reinjected"              # ours: bytes sent again after a subflow died
+    HolReinjections = "HolReinjections"    # ours: a silent subflow held up the data level
     RedundantTx = "RedundantTx"            # ours: chunks the redundant scheduler duplicated
 
 

@@ -77,6 +77,10 @@ _POLL_ROUNDS = 4
 STALE_RTOS = 2  # consecutive RTOs that make a subflow stale (Linux stale_loss_cnt: 4)
 MIN_RTX_TIMEOUT = 0.2  # the data-level RTO's floor (Linux TCP_RTO_MIN) ...
 MAX_RTX_TIMEOUT = 60.0  # ... and its ceiling (TCP_RTO_MAX is 120 s)
+# head-of-line reinjection: the subflow holding the oldest unacked data has heard
+# nothing for this many of its smoothed RTTs (TCP's tail loss probe waits 2) ...
+HOL_SILENT_RTTS = 2
+HOL_SILENT_MIN = 0.01  # ... and at least this long (TLP's floor), in seconds
 _SF = SubflowState
 # bound once for the per-segment tests (an Enum class attribute costs ~75 ns on 3.11)
 _STALE, _FAILED = SubflowState.STALE, SubflowState.FAILED
@@ -879,6 +883,8 @@ class MptcpConnection:
             self.pm.work()
         eng = sf.engine
         state = sf.state
+        if sf.hol_una is not None and sf.hol_una != eng.snd_una_rel:
+            sf.hol_una = None  # it delivers again
         if state is _STALE and eng.rto_retries == 0:
             sf.set_state(_SF.ACTIVE)  # it got an ACK: its path works again
         elif state is _FAILED and sf.reset_reason is None and eng.state in (
@@ -999,6 +1005,8 @@ class MptcpConnection:
         ready = self._sendable()
         if not ready:
             return
+        if len(ready) > 1 and self.snd_una < self.snd_nxt:
+            self._head_of_line(ready)
         get_send = self.scheduler.get_send
         while self.reinject or (self.snd_nxt < self.write_off
                                 and self.snd_nxt < self._wnd_end()):
@@ -1011,6 +1019,8 @@ class MptcpConnection:
             usable = ready if len(ready) == 1 else \
                 [sf for sf in ready if _fastest(sf, ready) or _window_room(sf) >= sf.engine.mss]
             open_ = [sf for sf in usable if _has_room(sf)]
+            if self.reinject:  # not back onto the subflow it is reinjected from
+                open_ = [sf for sf in open_ if sf.hol_una is None] or open_
             chosen = get_send(open_, usable) if open_ else ()
             if not chosen:
                 break
@@ -1127,12 +1137,52 @@ class MptcpConnection:
         else:
             self.reinject[0] = (start + sent, end)
 
+    def _head_of_line(self, ready: list[Subflow]) -> None:
+        """Opportunistic reinjection (Raiciu et al., "How hard can it be?", NSDI 2012;
+        the out-of-tree kernel's `mptcp_rcv_buf_optimization`): half the peer's
+        data-level window is out beyond the oldest unacked byte, and the subflow that
+        carried that byte has heard nothing for two of its RTTs. Its path may be dead:
+        what it has not delivered goes on the others now, not after the RTOs that make
+        it stale. Waiting is what a Linux receiver cannot afford: it keeps the data
+        behind the hole, charged at the memory the skbs take (with small segments about
+        twice their bytes), and once that passes its receive buffer it stops taking
+        anything from its subflows, the retransmission that fills the hole included: a
+        stall for good (measured: path 1 cut mid-transfer, 1 run in 3). Once per
+        silence: the subflow's next ACK makes it eligible again."""
+        una = self.snd_una
+        if 2 * (self.snd_nxt - una) < self._wnd_end() - una:
+            return
+        for sf in ready:
+            eng = sf.engine
+            acked = eng.snd_una_rel
+            if sf.hol_una == acked or eng.srtt is None:
+                continue
+            # its mapping with the byte, not delivered (what the peer has of this
+            # subflow's may be data-acked through another while its TCP ACKs are lost)
+            if not any(m.data_off <= una < m.data_off + m.length and m.ssn + m.length > acked
+                       for m in sf.tx_maps):
+                continue
+            if self.now - eng.una_moved_at < max(HOL_SILENT_RTTS * eng.srtt, HOL_SILENT_MIN):
+                return
+            todo = [(m.data_off, m.data_off + m.length) for m in sf.tx_maps
+                    if m.data_off + m.length > una and m.ssn + m.length > acked]
+            sf.hol_una = acked
+            self.reinject.extend(todo)
+            self.reinject.sort()
+            self.counters[Mib.HolReinjections] += 1
+            log.info("head-of-line: subflow %d silent for %.0f ms holding data offset %d; "
+                     "its %d unacked ranges go on the others", sf.local_id,
+                     (self.now - eng.una_moved_at) * 1000, una, len(todo))
+            return
+
     def _queue_reinject(self, sf: Subflow, why: str) -> None:
         """Everything `sf` carried that is not data-acked goes to the reinject queue
         (once, until the subflow works again)."""
         if sf.reinjected:
             return
         sf.reinjected = True
+        if why == "stale" and sf.hol_una == sf.engine.snd_una_rel:
+            return  # the head-of-line reinjection took it already, and nothing changed
         # a stale subflow's peer end still delivers what it TCP-acked: only what it
         # has not goes again; a closed or removed one's peer drops what its connection
         # had not taken yet, so that goes again too

@@ -106,6 +106,9 @@ class Subflow:
         self.established_at: float | None = None if join else msk.now
         self.reason: str | None = None  # why it FAILED or is CLOSING (traces, events)
         self.reinjected = False  # its un-data-acked data went to the reinject queue
+        # its TCP snd_una when its in-flight data was reinjected for holding up the
+        # data level (None: not since its last ACK); it takes no reinjection meanwhile
+        self.hol_una: int | None = None
         self._tx_starts: list[int] = []
         self._tx_maps: list[TxMap] = []
         self.tx_next = 1              # relative ssn of the next byte handed to the engine

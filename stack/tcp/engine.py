@@ -309,6 +309,9 @@ class TcpEngine:
         self._rtt_seq: int | None = None  # Karn: end of the one timed segment
         self._rtt_time = 0.0
         self._retries = 0                # consecutive RTO expiries
+        # when SND.UNA last moved (or data left with nothing in flight): how long the
+        # peer has been silent about our data (MPTCP's head-of-line reinjection)
+        self.una_moved_at = 0.0
         self._cwnd_blocked = False
 
         # --- loss recovery ----------------------------------------------------------
@@ -1231,6 +1234,7 @@ class TcpEngine:
         self._retries = 0
         self._persist_n = 0
         self._una = a
+        self.una_moved_at = now
         # scoreboard below the new una is history
         if self._sacked:
             sk = self._sacked
@@ -1712,6 +1716,8 @@ class TcpEngine:
                     self._t_rtx = now + self._rtt.rto
         # 2. new data
         nxt = self._nxt
+        if nxt == self._una:
+            self.una_moved_at = now  # nothing in flight: silence counts from this send
         gso = c.gso_segments
         blocked_cwnd = False
         blocked_wnd = False

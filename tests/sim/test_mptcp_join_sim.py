@@ -7,6 +7,7 @@ import random
 
 from stack.diag import fmt_key
 from stack.host import Stack, ip
+from stack.mptcp.connection import MptcpConfig
 from stack.wire import ipv4, tcp
 from stack.wire import mptcp as wm
 from tests.sim.apps import bulk, multipath_pair
@@ -134,3 +135,35 @@ def test_a_path_dies_mid_transfer_and_every_byte_arrives_on_the_other() -> None:
     assert f"its data goes on {fmt_key(join.key)}" in f.text
     assert f.packet is not None and f.packet.direction == "out"
     assert f.packet.subflow == master.key
+
+
+def test_a_silent_subflow_holding_the_data_level_head_is_reinjected_before_it_goes_stale(
+        ) -> None:
+    # the receiver's window (2 MB) soon fills behind the hole a dead path leaves: once
+    # half of it is out and path 1 has been silent for two of its RTTs, its unacked
+    # data goes on the join at once, not two RTOs later when it goes stale (a Linux
+    # receiver can stall for good in between: stack.mptcp.connection._head_of_line)
+    path1 = PathCut(A1)
+    data = random.Random(7).randbytes(6_000_000)
+    a, b, net = multipath_pair(7, LinkProfile(delay=0.003, rate_bps=100e6, drop_filter=path1),
+                               cfg_b=MptcpConfig(rcv_buf=2 << 20))
+    seen: dict[str, float] = {}
+
+    def cut_then_watch(sa: object, sb: object) -> None:
+        if not path1.down and len(sb.got) > 1_500_000:  # type: ignore[attr-defined]
+            path1.down = True
+            seen["cut"] = net.now
+        c = a.all_counters()
+        for name in ("HolReinjections", "SubflowStale"):
+            if c[name] and name not in seen:
+                seen[name] = net.now
+
+    sa, sb = bulk(a, b, net, data, join_from=[(A2, False)], max_time=300,
+                  on_step=cut_then_watch)
+    assert bytes(sb.got) == data and sa.error is None and sb.error is None
+    c = a.all_counters()
+    assert c["HolReinjections"] == 1 and c["SubflowStale"] == 1, seen
+    # within the dead path's first RTO (>= 200 ms), long before it went stale
+    assert seen["cut"] < seen["HolReinjections"] < seen["cut"] + 0.2 < seen["SubflowStale"], seen
+    # the stale marking found the data reinjected already: not a second time
+    assert c["Reinjected"] <= 1_000_000, c["Reinjected"]
