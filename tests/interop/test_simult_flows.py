@@ -27,20 +27,20 @@ SMALL = 20 * 4096        # its `small`: 80 KiB
 SLACK_MS = 50
 JOIN_MS = 400            # "mptcp_connect will do some sleeps ... 200ms on each side"
 
-# (title, rate1, rate2 in Mbit/s, delay1, delay2 in ms): run_test's arguments
+# (title, rate1, rate2 in Mbit/s, delay1, delay2 in ms): run_test's arguments in 6.18
+# (older trees ran 30/10 Mbit/s with 50 ms; 6.18 marks "unbalanced bwidth" flaky)
 CASES = [
     ("balanced bwidth", 10, 10, 0, 0),
-    ("balanced bwidth with unbalanced delay", 10, 10, 1, 50),
-    ("unbalanced bwidth", 30, 10, 0, 0),
-    ("unbalanced bwidth with unbalanced delay", 30, 10, 1, 50),
-    ("unbalanced bwidth with opposed, unbalanced delay", 30, 10, 50, 1),
+    ("balanced bwidth with unbalanced delay", 10, 10, 1, 25),
+    ("unbalanced bwidth", 10, 3, 0, 0),
+    ("unbalanced bwidth with unbalanced delay", 10, 3, 1, 25),
+    ("unbalanced bwidth with opposed, unbalanced delay", 10, 3, 25, 1),
 ]
-# Where we do not meet the script's bound: the extra we allow, and why. The fast path is
-# the one with the 100 ms round trip and the initial subflow (its handshake, its slow
-# start, its queue at the end); measured here 4250-4350 ms with our stack sending and
-# 4380-4500 ms with the kernel sending (its scheduler, its BBR), against 4178 ms. Not
-# met: said in the issue's note, and held to within 10% so that it cannot get worse.
-OVER_BOUND = {"unbalanced bwidth with opposed, unbalanced delay": 0.10}
+# Where we do not always meet the script's bound: the extra we allow, and why. With the
+# kernel sending and our stack receiving, the fast path being the one with the 50 ms
+# round trip, four runs took 11713-12204 ms against 11921 (the same case with our stack
+# sending: 11557-11572 ms). 6.18's own CI marks the sibling "unbalanced bwidth" flaky.
+OVER_BOUND: dict[str, float] = {"unbalanced bwidth with opposed, unbalanced delay": 0.05}
 
 
 def bound_ms(rate1: int, rate2: int) -> int:
