@@ -41,6 +41,12 @@ CASES = [
 # round trip, four runs took 11713-12204 ms against 11921 (the same case with our stack
 # sending: 11557-11572 ms). 6.18's own CI marks the sibling "unbalanced bwidth" flaky.
 OVER_BOUND: dict[str, float] = {"unbalanced bwidth with opposed, unbalanced delay": 0.05}
+# The script runs this case with MPTCP_LIB_SUBTEST_FLAKY=1 ("we still need some
+# additional infrastructure to pass the following test-cases"): over its bound it is
+# reported, not failed. Measured here with the kernel sending: 11.3-11.6 s alone,
+# 12.3-13.1 s after the rest of the suite (its scheduler gives the 3 Mbit/s path 25-27%
+# of the bytes instead of 23%), against 11.92 s.
+FLAKY = {"unbalanced bwidth"}
 
 
 def bound_ms(rate1: int, rate2: int) -> int:
@@ -54,6 +60,10 @@ def rates(topology: Topology) -> Iterator[object]:
     """Set path 1 and 2 to the given rates, both ends (tbf; a deep queue like netem's
     1000 packets), and take the shaping off afterwards."""
     def shape(rate1: int, rate2: int) -> None:
+        # the script's namespaces are new for each run: no TCP metrics the kernel cached
+        # from earlier tests (a small ssthresh for 10.0.1.2 after a lossy one made its
+        # subflow slow start short and its scheduler load the slow path: 13-14 s)
+        topology.run_peer("ip", "tcp_metrics", "flush", "all", check=False)
         for ns in (topology.user_ns, topology.peer_ns):
             for i, rate in ((1, rate1), (2, rate2)):
                 topology.run_in(ns, "tc", "qdisc", "replace", "dev", f"path{i}", "root", "tbf",
@@ -95,4 +105,8 @@ def test_simult_flows(topology: Topology, rates, title: str, rate1: int,  # type
     print(f"simult_flows {title}{' - reverse direction' if reverse else ''}: "
           f"{took:.0f} ms (bound {bound_ms(rate1, rate2)} ms), bytes per path {share}")
     bound = bound_ms(rate1, rate2) * (1 + OVER_BOUND.get(title, 0.0))
+    if took > bound and title in FLAKY:
+        # as the script's `mptcp_lib_subtest_is_flaky`: reported, not failed (the bytes,
+        # the subflows and every other check above still fail the test)
+        pytest.xfail(f"{title}: {took:.0f} ms > {bound:.0f} ms (flaky in 6.18's own CI)")
     assert took <= bound, f"{title}: {took:.0f} ms > {bound:.0f} ms; bytes per path {share}"
