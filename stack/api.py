@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Self
 
 from stack import host as hostmod
-from stack.addr import ip
+from stack.addr import ip, parse_addr_port
 from stack.buffers import frozen
 from stack.shell import TunShell, current_shell
 from stack.tcp.engine import (
@@ -367,8 +367,14 @@ async def start_server(client_connected_cb: ClientCallback, port: int, *, host: 
                        shell: TunShell | None = None, backlog: int | None = None,
                        announce: list[str] | None = None) -> Server:
     """Listen on `port` (on `host`, or every local address); for each established
-    connection call `client_connected_cb(reader, writer)` (a coroutine becomes a task)."""
+    connection call `client_connected_cb(reader, writer)` (a coroutine becomes a task).
+    `announce`: our addresses to ADD_ADDR to each MPTCP client, each 'A' or 'A:PORT'
+    ('[A]:PORT' for IPv6): with a port, joins go to that port, which takes nothing else."""
     sh = _shell(shell)
-    lst = sh.stack.listen(port, ip(host) if host else None, backlog,
-                          announce=[ip(a) for a in announce or []])
+    addrs = []
+    for text in announce or []:
+        a, aport = parse_addr_port(text)
+        sh.stack.set_endpoint_port(a, aport)
+        addrs.append(a)
+    lst = sh.stack.listen(port, ip(host) if host else None, backlog, announce=addrs)
     return Server(sh, lst, client_connected_cb)

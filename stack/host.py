@@ -305,6 +305,7 @@ class Stack:
         self.tokens: TokenTable[Connection] = TokenTable()
         # our addresses as MPTCP endpoints (ids, flags: `ip mptcp endpoint`)
         self.endpoints = EndpointTable(self.addrs)
+        self._endpoint_ports: set[tuple[Addr, int]] = set()  # join-only listeners
         self._isn_secret = self.rng.randbytes(16)
         self._ident = self.rng.randrange(1 << 16)
         self.conns: dict[Key, Connection] = {}
@@ -581,9 +582,33 @@ class Stack:
                     return
             self._passive_open(lst, key, hdr, now)
             return
+        if hdr.flags & (SYN | ACK | RST) == SYN and (dst, hdr.dst_port) in self._endpoint_ports:
+            self._endpoint_port_syn(key, hdr, now)
+            return
         if hdr.flags & (SYN | ACK | RST) == SYN and hdr.options:
             self._join_without_listener(key, hdr, now)
         self._reply_rst(key, hdr, len(payload), DropReason.NO_SOCKET)
+
+    def _endpoint_port_syn(self, key: Key, hdr: TcpHeader, now: float) -> None:
+        """A SYN to a port-based endpoint of ours (announced as A:PORT): it takes
+        MP_JOIN only, as the kernel's endpoint listener (`subflow_check_req`: an
+        MP_CAPABLE SYN there counts MPCapableEndpAttempt and gets an RST with MP_TCPRST
+        reason 3; so does a plain one here)."""
+        ro, _ = mo.parse_received(hdr.options, hdr.flags, False)
+        if ro.suboptions & mo.OPTION_MPTCP_MPJ_SYN:
+            self._passive_join(key, hdr, ro, now)
+            return
+        if ro.suboptions & mo.OPTION_MPTCP_MPC_SYN:
+            self.counters[Mib.MPCapableEndpAttempt] += 1
+        self._reply_rst(key, hdr, 0, DropReason.ENDPOINT_PORT_NOT_JOIN,
+                        wm.MpTcpRst(wm.MPTCP_RST_EPROHIBIT, 0))
+
+    def set_endpoint_port(self, addr: Addr, port: int | None) -> None:
+        """`ip mptcp endpoint add A signal port P`: our announcements of `addr` carry
+        `port`, and joins to A:P are taken there (never a new connection); None: no port."""
+        self._check_ours(addr)
+        self.endpoints.set_port(addr, port)
+        self._endpoint_ports = self.endpoints.ports()
 
     def _join_without_listener(self, key: Key, hdr: TcpHeader, now: float) -> None:
         """An MP_JOIN SYN of one of our connections, to an address and port we do not
@@ -611,6 +636,13 @@ class Stack:
             self._reply_rst(key, hdr, 0, no.drop, wm.MpTcpRst(no.rst_reason, 0))
             return
         assert conn is not None and msk is not None
+        if key[1] != conn.key[1]:  # not the connection's port (`subflow_use_different_sport`)
+            if not msk.pm.join_port_ok(key[0], key[1]):
+                msk.counters[Mib.MismatchPortSynRx] += 1
+                self._reply_rst(key, hdr, 0, DropReason.JOIN_PORT_MISMATCH,
+                                wm.MpTcpRst(wm.MPTCP_RST_EPROHIBIT, 0))
+                return
+            msk.counters[Mib.MPJoinPortSynRx] += 1
         flags = self.endpoints.flags_of(key[0])
         sf = msk.add_subflow(self._accepting(hdr, key, now), join=True, initiator=False,
                              backup=bool(flags & EndpointFlags.BACKUP),

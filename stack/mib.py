@@ -110,6 +110,15 @@ class Mib(StrEnum):
     MPJoinAckHMacFailure = "MPJoinAckHMacFailure"
     MPJoinAckMissing = "MPJoinAckMissing"  # ours: a join's third ACK without MP_JOIN
     MPJoinRejected = "MPJoinRejected"
+    MPJoinSynBackupRx = "MPJoinSynBackupRx"        # a join SYN with the B flag
+    MPJoinSynAckBackupRx = "MPJoinSynAckBackupRx"  # a join SYN/ACK with the B flag
+    MPJoinPortSynRx = "MPJoinPortSynRx"        # joins to an announced port of ours ...
+    MPJoinPortSynAckRx = "MPJoinPortSynAckRx"  # ... our joins to the peer's, answered
+    MPJoinPortAckRx = "MPJoinPortAckRx"
+    MismatchPortSynRx = "MismatchPortSynRx"    # a join to a port of ours not announced
+    MismatchPortAckRx = "MismatchPortAckRx"
+    MPCapableEndpAttempt = "MPCapableEndpAttempt"  # an MP_CAPABLE SYN to a join-only port
+    PortAdd = "PortAdd"                        # ADD_ADDR (or its echo) with a port
     JoinNotOpened = "JoinNotOpened"        # ours: a join the path manager could not open
     JoinInitialDenied = "JoinInitialDenied"  # ours: a join not opened: the peer's C flag
     DSSNotMatching = "DSSNotMatching"
@@ -166,6 +175,8 @@ class DropReason(StrEnum):
     UNKNOWN_PROTOCOL = "unknown-protocol"
     NO_SOCKET = "no-socket"
     SYN_BACKLOG_FULL = "syn-backlog-full"
+    ENDPOINT_PORT_NOT_JOIN = "endpoint-port-not-join"  # a port-based endpoint takes joins only
+    JOIN_PORT_MISMATCH = "join-port-mismatch"  # a join to a port not announced to its peer
     JOIN_UNKNOWN_TOKEN = "join-unknown-token"
     JOIN_OVER_LIMIT = "join-over-limit"
     ICMP_UNHANDLED_TYPE = "icmp-unhandled-type"

@@ -209,9 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="listen at our address A only (repeatable: a listener at each, on "
                          "the same port); default every address. Joins, too, reach us "
                          "only at an address we listen on, as Linux's")
-    lp.add_argument("--announce", action="append", metavar="A", default=[],
+    lp.add_argument("--announce", action="append", metavar="A[:PORT]", default=[],
                     help="announce our address A (ADD_ADDR) to each MPTCP client once fully "
-                         "established, like a kernel 'signal' endpoint (repeatable)")
+                         "established, like a kernel 'signal' endpoint (repeatable); with "
+                         "a PORT ([A]:PORT for IPv6), as 'signal port PORT': the ADD_ADDR "
+                         "carries it, joins go there, and that port takes joins only (an "
+                         "MP_CAPABLE SYN gets an RST, MPCapableEndpAttempt)")
     control.configure(sub.add_parser(
         "ctl", help="send a command to a running mptcp-tun --control SOCKET"))
     bench.configure(sub.add_parser(
@@ -664,17 +667,19 @@ def main(argv: list[str] | None = None) -> int:
         print("mptcp-tun: --limits takes two numbers >= 0", file=sys.stderr)
         return EXIT_USAGE
     try:
+        for a in getattr(args, "announce", []):
+            parse_addr_port(a)
         for a in args.backup + args.fullmesh + getattr(args, "subflow", []) \
-                + getattr(args, "announce", []) + getattr(args, "bind", []):
+                + getattr(args, "bind", []):
             ip(a)
     except OSError:
         try:
             with_port = parse_addr_port(a)[1] is not None
         except OSError:
             with_port = False
-        why = ("an address with a port: ADD_ADDR with a port (and joins to it) is not "
-               "supported yet; give the address alone") if with_port \
-            else "not an IPv4 or IPv6 address"
+        why = ("an address with a port: only --announce takes one (a port-based "
+               "endpoint); give the address alone") if with_port \
+            else "not an IPv4 or IPv6 address (with --announce, optionally :PORT)"
         print(f"mptcp-tun: {why}: {a!r}", file=sys.stderr)
         return EXIT_USAGE
     if args.send and not os.path.isfile(args.send):

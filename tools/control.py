@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from stack.addr import fmt
+from stack.addr import fmt, parse_addr_port
 from stack.host import Addr, Connection, Stack, ip
 
 COMMANDS = """\
@@ -31,7 +31,8 @@ COMMANDS = """\
   fullmesh ADDR                        ADDR becomes a fullmesh endpoint: it joins every
                                        remote address of the subflows (its family) now,
                                        and what the peer announces later
-  announce ADDR                        ADD_ADDR our address ADDR
+  announce ADDR[:PORT]                 ADD_ADDR our address ADDR (with PORT: joins go
+                                       there, a port that takes joins only)
   remove ADDR                          REMOVE_ADDR ADDR, closing its subflows
   backup ADDR on|off                   MP_PRIO: subflows from ADDR are backups, or not
   fastclose                            abort the connection: MP_FASTCLOSE on an RST
@@ -131,7 +132,8 @@ class Controller:
                             f"{fmt(e.remote_addr, e.remote_port)}"
                             for e in stack.add_fullmesh(c, a, now)]
             case "announce", [addr]:
-                a = _addr(addr)
+                a, aport = parse_addr_port(addr)
+                stack.set_endpoint_port(a, aport)
 
                 def done(c: Connection) -> object:
                     stack.announce(c, a)

@@ -930,7 +930,7 @@ def _add_addr_rx(msk: MptcpConnection, ro: ReceivedOptions) -> None:
     if a is None:
         return
     if ro.echo:
-        msk.pm.add_addr_echoed(a.addr_id)
+        msk.pm.add_addr_echoed(a.addr_id, a.port)
         return
     assert msk.remote_key is not None
     want = crypto.add_addr_hmac(msk.remote_key, msk.local_key, a.addr_id, a.addr, a.port)

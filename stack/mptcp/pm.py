@@ -104,6 +104,22 @@ class EndpointTable:
     def with_flag(self, flag: EndpointFlags) -> list[Addr]:
         return [ep.addr for ep in self._eps.values() if ep.flags & flag]
 
+    def port_of(self, addr: Addr) -> int | None:
+        """The port a `signal` endpoint announces (`ip mptcp endpoint add A signal port
+        P`): its ADD_ADDR carries it, and joins arrive there; None: the connection's."""
+        ep = self._eps.get(addr)
+        return ep.port if ep is not None else None
+
+    def set_port(self, addr: Addr, port: int | None) -> None:
+        ep = self._eps.get(addr)
+        if ep is not None:
+            ep.port = port
+
+    def ports(self) -> set[tuple[Addr, int]]:
+        """The (address, port) pairs our port-based endpoints listen on: for joins only
+        (the kernel's `mptcp_pm_nl_create_listen_socket`)."""
+        return {(ep.addr, ep.port) for ep in self._eps.values() if ep.port}
+
     def source_for(self, remote: Addr) -> Addr:
         """The address a packet to `remote` leaves from: the one on its subnet (/24,
         or /64 for IPv6: the topology gives each path its own), else the first of the
@@ -150,6 +166,9 @@ class PathManager:
         # echoes we owe the peer
         self.add_addr_queue: list[tuple[int, Addr]] = []
         self.add_addr_sent: dict[int, _Sent] = {}
+        # what we announced and have not removed, by id, with the port announced (the
+        # kernel's `anno_list`): a join to a port of ours must be to one of these
+        self.announced: dict[int, tuple[Addr, int | None]] = {}
         # for the diagnosis: the last ADD_ADDR packet of each id, the echoes seen
         self.add_addr_last: dict[int, PacketRef] = {}
         self.add_addr_echo_seen: dict[int, tuple[bytes, PacketRef]] = {}
@@ -173,6 +192,7 @@ class PathManager:
         # the peer's MP_CAPABLE C flag (RFC 8684 3.1; `msk->pm.remote_deny_join_id0`):
         # no join to its initial address and port; the segment that said so
         self.remote_deny_join_id0 = False
+        self._mpc_backup_checked = False
         self._deny_ref: PacketRef | None = None
         self._deny_on = ""
         # MP_CAPABLE SYN blackholes (the kernel's ctrl.c): the host's memory (an
@@ -200,6 +220,12 @@ class PathManager:
         if self.msk.fallback:
             return
         initial = self.msk.master.engine.local_addr
+        if not self._mpc_backup_checked and self.msk.fully_established:
+            # the initial subflow's address is a backup endpoint (mptcp_join.sh "mpc
+            # backup"): that subflow is a backup too, which an MP_PRIO tells the peer
+            self._mpc_backup_checked = True
+            if self._backup(initial) and not self.msk.master.backup:
+                self.set_backup(initial, True)
         joins, self.subflow_addrs = self.subflow_addrs, []
         # the initial subflow already runs from its own address
         joins = [(addr, backup) for addr, backup in joins if addr != initial]
@@ -221,6 +247,8 @@ class PathManager:
         the IPv4 address it is), and let the policy decide whether to join."""
         msk = self.msk
         msk.counters[Mib.AddAddr] += 1
+        if a.port:
+            msk.counters[Mib.PortAdd] += 1
         self.echo_queue.append(wm.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
         msk.signal_soon()
         a = replace(a, addr=unmap(a.addr))
@@ -233,8 +261,11 @@ class PathManager:
                   daddr=a.addr, remid=a.addr_id, port=a.port or 0)
         self._policy_add_addr(a)
 
-    def add_addr_echoed(self, addr_id: int) -> None:
-        """`mptcp_pm_add_addr_echoed`: the peer echoed our ADD_ADDR; stop repeating it."""
+    def add_addr_echoed(self, addr_id: int, port: int | None = None) -> None:
+        """`mptcp_pm_add_addr_echoed`: the peer echoed our ADD_ADDR; stop repeating it.
+        (Linux counts an echo with a port as PortAdd too.)"""
+        if port:
+            self.msk.counters[Mib.PortAdd] += 1
         sent = self.add_addr_sent.pop(addr_id, None)
         if sent is not None:
             self.msk.counters[Mib.EchoAdd] += 1
@@ -456,8 +487,14 @@ class PathManager:
         if not self.msk.fully_established:
             self.signal_addrs.append(addr)  # sent by `fully_established`
             return
+        self.announced[addr_id] = (addr, self.endpoints.port_of(addr))
         self.add_addr_queue.append((addr_id, addr))
         self.msk.signal_soon()
+
+    def join_port_ok(self, local: Addr, port: int) -> bool:
+        """A join reached our `local`:`port`, not the connection's port: whether we
+        announced that address with that port (`mptcp_pm_sport_in_anno_list`)."""
+        return any(a == local and p == port for a, p in self.announced.values())
 
     def remove_addr(self, addr_id: int) -> int:
         """Withdraw one of our addresses (`mptcp_pm_remove_addr` and
@@ -466,6 +503,7 @@ class PathManager:
         subflows from it closed. Returns how many subflows were closed."""
         self.add_addr_queue = [(i, a) for i, a in self.add_addr_queue if i != addr_id]
         self.add_addr_sent.pop(addr_id, None)
+        self.announced.pop(addr_id, None)
         closed = self.msk.remove_subflows(lambda sf: sf.local_id == addr_id,
                                           f"our address id {addr_id} was removed", ours=True)
         if addr_id not in self.rm_addr_queue:
@@ -551,8 +589,9 @@ class PathManager:
         msk = self.msk
         if self._announcement_due() and msk.remote_key is not None:
             addr_id, addr = self.add_addr_queue[0]
-            hmac = crypto.add_addr_hmac(msk.local_key, msk.remote_key, addr_id, addr, None)
-            return wm.AddAddr(addr_id, addr, None, hmac, False, 1)
+            port = self.announced.get(addr_id, (addr, None))[1]
+            hmac = crypto.add_addr_hmac(msk.local_key, msk.remote_key, addr_id, addr, port)
+            return wm.AddAddr(addr_id, addr, port, hmac, False, 1)
         return None
 
     def add_addr_unsendable(self, a: wm.AddAddr) -> None:

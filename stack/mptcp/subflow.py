@@ -386,6 +386,10 @@ def join_rx(sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int) -> bool:
             _join_failed(sf, "the SYN/ACK carried no MP_JOIN", Mib.MPJoinSynAckMissing)
             return True  # accept it so that the reset can be sent
         msk.counters[Mib.MPJoinSynAckRx] += 1
+        if sf.engine.remote_port != msk.master.engine.remote_port:
+            msk.counters[Mib.MPJoinPortSynAckRx] += 1  # (`subflow_use_different_dport`)
+        if ro.backup:
+            msk.counters[Mib.MPJoinSynAckBackupRx] += 1
         sf.remote_nonce, sf.remote_id, sf.remote_backup = ro.nonce, ro.join_id, ro.backup
         assert msk.remote_key is not None
         want = crypto.join_synack_hmac(msk.remote_key, msk.local_key, ro.nonce,
@@ -402,6 +406,8 @@ def join_rx(sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int) -> bool:
         return True
     if flags & SYN:  # we are the responder: the SYN (its token was checked)
         msk.counters[Mib.MPJoinSynRx] += 1
+        if ro.backup:
+            msk.counters[Mib.MPJoinSynBackupRx] += 1
         sf.remote_nonce, sf.remote_id, sf.remote_backup = ro.nonce, ro.join_id, ro.backup
         return True
     if sf.state is not S.JOINING:
@@ -431,6 +437,8 @@ def join_rx(sf: Subflow, ro: mo.ReceivedOptions, s: int, flags: int) -> bool:
                      Mib.MPJoinRejected, wm.MPTCP_RST_EPROHIBIT)
         return False
     msk.counters[Mib.MPJoinAckRx] += 1
+    if sf.engine.local_port != msk.master.engine.local_port:
+        msk.counters[Mib.MPJoinPortAckRx] += 1  # (the host checked the port at the SYN)
     sf.set_state(S.ACTIVE)
     sf.engine.ack_now()  # the fourth ACK: the joiner may send data after it
     return True

@@ -327,3 +327,56 @@ def test_an_announced_multicast_address_is_not_joined_and_takes_no_slot() -> Non
     ca = a.all_counters()
     assert ca["MPJoinSynTxConnectErr"] == 1 and ca["AddAddr"] == 2
     assert {sf.engine.remote_addr for sf in sa.conn.msk.subflows} == {B1, B2}
+
+
+def test_an_address_announced_with_a_port_is_joined_there_and_counted_as_linux_does() -> None:
+    # mptcp_join.sh "signal address with port": b announces 10.0.2.1 port 10100; a's
+    # join goes to that port, which takes joins only (an MP_CAPABLE connect there is
+    # reset: "port-based signal endpoint must not accept mpc")
+    data = random.Random(21).randbytes(2_000_000)
+    a, b, net = multipath_pair(seed=21, profile=FAST)
+    b.set_endpoint_port(B2, 10100)
+    sa, sb = bulk(a, b, net, data, data[::-1], announce=[B2])
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    (join,) = sa.conn.msk.subflows[1:]
+    assert (join.engine.remote_addr, join.engine.remote_port) == (B2, 10100)
+    ca, cb = a.all_counters(), b.all_counters()
+    # chk_add_nr 1 1 1: PortAdd on the receiver (Linux counts the echo's port on the
+    # announcer too), the join's SYN, SYN/ACK and ACK on the port
+    assert (ca["AddAddr"], cb["EchoAdd"], ca["PortAdd"], cb["PortAdd"]) == (1, 1, 1, 1)
+    assert (cb["MPJoinPortSynRx"], ca["MPJoinPortSynAckRx"], cb["MPJoinPortAckRx"]) == (1, 1, 1)
+    assert cb["MismatchPortSynRx"] == cb["MismatchPortAckRx"] == 0
+    # an MP_CAPABLE connect to the port-based endpoint: reset, MP_TCPRST reason 3
+    c = a.connect(B2, 10100, net.now)
+    net.run(net.now + 1.0)
+    assert c.engine.is_closed and b.all_counters()["MPCapableEndpAttempt"] == 1
+
+
+def test_a_join_to_a_port_its_connection_was_not_announced_is_refused() -> None:
+    # the port-based endpoint exists, but this connection's server never announced it:
+    # the join is reset (MismatchPortSynRx, `mptcp_pm_sport_in_anno_list`)
+    data = random.Random(22).randbytes(1_000_000)
+    a, b, net = multipath_pair(seed=22, profile=FAST)
+    b.set_endpoint_port(B2, 10100)
+
+    def join_the_port(sa: Side, sb: Side) -> None:
+        a.add_subflow(sa.conn, A2, net.now, remote=B2, rport=10100)  # type: ignore[arg-type]
+
+    sa, sb = bulk(a, b, net, data, on_step=once(
+        lambda sa, sb: bool(sa.conn.msk.fully_established), join_the_port))  # type: ignore[union-attr]
+    assert bytes(sb.got) == data
+    assert b.all_counters()["MismatchPortSynRx"] == 1
+    assert b.all_counters()["MPJoinPortSynRx"] == 0
+    assert len([sf for sf in sa.conn.msk.subflows if sf.fully_established]) == 1
+
+
+def test_the_initial_subflow_of_a_backup_address_becomes_a_backup_with_mp_prio() -> None:
+    # mptcp_join.sh "mpc backup": the client's initial address is a backup endpoint, so
+    # once fully established its initial subflow is a backup and says so (MP_PRIO)
+    data = random.Random(23).randbytes(300_000)
+    a, b, net = multipath_pair(seed=23, profile=FAST)
+    a.endpoints.set_flag([A1], EndpointFlags.BACKUP)
+    sa, sb = bulk(a, b, net, data, data[::-1])
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    assert a.all_counters()["MPPrioTx"] == 1 and b.all_counters()["MPPrioRx"] == 1
+    assert sa.conn.msk.master.backup and sb.conn.msk.master.remote_backup

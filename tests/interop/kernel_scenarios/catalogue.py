@@ -11,7 +11,8 @@ Counters are the script's:
   MPJoinAckRx on ns1; ns2's MPJoinSynTx must be `join_syn_tx` (default: syn); no join
   HMAC failure on either side, no MPJoinRejected on ns1, no fallback.
 - `add` = chk_add_nr (add, echo): AddAddr on ns2 (at least `add` when > 0), EchoAdd on
-  ns1 (exactly).
+  ns1 (exactly); `add_port` its third argument (ADD_ADDR with a port, joins to it).
+- An endpoint is "ADDR FLAGS" or "ADDR FLAGS port N" (`signal port N`).
 - `rm` = chk_rm_nr (rm_addr, rm_subflow[, invert]): RmAddr on ns1 and RmSubflow on ns2,
   or the other way round with `invert`.
 """
@@ -74,6 +75,9 @@ class Scenario:
     # join_create_err, join_bind_err, join_connect_err: ns2's MPJoinSynTxCreatSkErr,
     # MPJoinSynTxBindErr, MPJoinSynTxConnectErr (chk_join_tx_nr)
     join_tx_errs: tuple[int, int, int] = (0, 0, 0)
+    # chk_add_nr ADD ECHO PORT: PortAdd and MPJoinPortSynAckRx on ns2, MPJoinPortSynRx
+    # and MPJoinPortAckRx on ns1 (each PORT), MismatchPort{Syn,Ack}Rx on ns1 (0)
+    add_port: int = 0
     # chk_add_nr ADD ECHO 0 invert: AddAddr on ns1, EchoAdd on ns2 (ns2 announced)
     add_invert: tuple[int, int] | None = None
     # chk_rm_nr ... simult: RmSubflow of both sides summed, within [rm_subflow, 2 x it]
@@ -96,6 +100,17 @@ class Scenario:
     # (speed=10) keep them, for what must happen while they are (Linux opens no join
     # once either side has sent its DATA_FIN)
     kernel_pause: float | None = None
+    # no transfer: ns2 opens an MP_CAPABLE connection to ns1's `signal port N` endpoint
+    # (its first), which must refuse it at once (chk_mpc_endp_attempt: the connect fails,
+    # not by timeout; MPCapableEndpAttempt on ns1 is 1)
+    mpc_to_endpoint: bool = False
+    # sflags: 1 s into the transfer, every endpoint of both sides (the implicit ones of
+    # the joins included) changes to these flags (`ip mptcp endpoint change`; ours: `ctl
+    # backup A on|off` for every address of ours with an endpoint or a join)
+    sflags: str = ""
+    # chk_prio_nr: MPPrioTx and MPPrioRx on ns1, MPJoinSynBackupRx on ns1,
+    # MPJoinSynAckBackupRx on ns2
+    prio: tuple[int, int, int, int] | None = None
 
 
 # ---- IPv6 (issue 10): ipv6_tests, v4mapped_tests, mixed_tests and the v6 cases of

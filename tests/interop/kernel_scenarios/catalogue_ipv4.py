@@ -343,6 +343,13 @@ IPV4: list[Scenario] = [
              ns1=Side((1, 1)), ns2=Side((1, 1), ("ns2:4:3 subflow",)), userspace_pm=("ns1",),
              join=(1, 1, 0), join_syn_rej=1, roles=("connector",),
              not_ours=NOT_OURS_USERSPACE, ours_codes={"connector": ("join-refused",)}),
+    # the join is refused, so ours, switching its join's address to backup, sends no
+    # MP_PRIO (the subflow is gone); the kernel's userspace PM changes no endpoint
+    Scenario("userspace pm type prevents mp_prio", "userspace_tests", "ns1:4:1",
+             ns1=Side((1, 1)), ns2=Side((1, 1), ("ns2:4:3 subflow",)), userspace_pm=("ns1",),
+             sflags="backup", join=(1, 1, 0), join_syn_rej=1, prio=(0, 0, 0, 0), slow=True,
+             roles=("connector",), not_ours=NOT_OURS_USERSPACE,
+             ours_codes={"connector": ("join-refused",)}),
     Scenario("userspace pm type does not send join", "userspace_tests", "ns1:4:1",
              ns1=Side((1, 1)), ns2=Side((1, 1), ("ns2:4:3 subflow",)), userspace_pm=("ns2",),
              join=(0, 0, 0), roles=("listener",), not_ours=NOT_OURS_USERSPACE),
@@ -352,19 +359,72 @@ IPV4: list[Scenario] = [
              ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:4:3 subflow",)), userspace_pm=("ns2",),
              steps=(Step("ns2", "del"),), join=(0, 0, 0), rm=(0, 0, False), slow=True,
              roles=("listener",), not_ours=NOT_OURS_USERSPACE),
+    # ---- add_addr_ports_tests: `signal port 10100` endpoints -----------------------------
+    Scenario("signal address with port", "add_addr_ports_tests", "ns1:4:1",
+             ns1=Side((0, 1), ("ns1:4:2 signal port 10100",)), ns2=Side((1, 1)),
+             join=(1, 1, 1), add=(1, 1), add_port=1),
+    Scenario("subflow and signal with port", "add_addr_ports_tests", "ns1:4:1",
+             ns1=Side((0, 2), ("ns1:4:2 signal port 10100",)),
+             ns2=Side((1, 2), ("ns2:4:3 subflow",)),
+             join=(2, 2, 2), add=(1, 1), add_port=1),
+    # (the script checks ns1's PM listener events here too: the kernel's LISTENER_CREATED
+    # and LISTENER_CLOSED for 10.0.2.1:10100; ours has no listener events)
+    Scenario("remove single address with port", "add_addr_ports_tests", "ns1:4:1",
+             ns1=Side((0, 1), ("ns1:4:2 signal port 10100",)), ns2=Side((1, 1)),
+             steps=(Step("ns1", "del"),),
+             join=(1, 1, 1), add=(1, 1), add_port=1, rm=(1, 1, True), slow=True),
+    Scenario("remove subflow and signal with port", "add_addr_ports_tests", "ns1:4:1",
+             ns1=Side((0, 2), ("ns1:4:2 signal port 10100",)),
+             ns2=Side((1, 2), ("ns2:4:3 subflow",)),
+             steps=(Step("ns1", "del"), Step("ns2", "del")),
+             join=(2, 2, 2), add=(1, 1), add_port=1, rm=(1, 1, False), slow=True),
+    Scenario("flush subflows and signal with port", "add_addr_ports_tests", "ns1:4:1",
+             ns1=Side((0, 3), ("ns1:4:2 signal port 10100",)),
+             ns2=Side((1, 3), ("ns2:4:3 subflow", "ns2:4:4 subflow")),
+             steps=(Step("ns1", "flush"), Step("ns2", "del"), Step("ns2", "del")),
+             join=(3, 3, 3), add=(1, 1), rm=(1, 3, True), rm_simult=True, slow=True),
+    Scenario("multiple addresses with port", "add_addr_ports_tests", "ns1:4:1",
+             ns1=Side((2, 2), ("ns1:4:2 signal port 10100", "ns1:4:3 signal port 10100")),
+             ns2=Side((2, 2)), join=(2, 2, 2), add=(2, 2), add_port=2),
+    Scenario("multiple addresses with ports", "add_addr_ports_tests", "ns1:4:1",
+             ns1=Side((2, 2), ("ns1:4:2 signal port 10100", "ns1:4:3 signal port 10101")),
+             ns2=Side((2, 2)), join=(2, 2, 2), add=(2, 2), add_port=2),
+    # ---- backup_tests: endpoint flags changed 1 s in (sflags), MP_PRIO (chk_prio_nr) ---
+    Scenario("single subflow, backup", "backup_tests", "ns1:4:1",
+             ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:4:3 subflow,backup",)),
+             sflags="nobackup", join=(1, 1, 1), prio=(0, 1, 1, 0), slow=True),
+    Scenario("single address, backup", "backup_tests", "ns1:4:1",
+             ns1=Side((0, 1), ("ns1:4:2 signal,backup",)), ns2=Side((1, 1)),
+             sflags="nobackup", join=(1, 1, 1), add=(1, 1), prio=(1, 0, 0, 1), slow=True),
+    Scenario("single address, switch to backup", "backup_tests", "ns1:4:1",
+             ns1=Side((0, 1), ("ns1:4:2 signal",)), ns2=Side((1, 1)),
+             sflags="backup", join=(1, 1, 1), add=(1, 1), prio=(1, 1, 0, 0), slow=True),
+    Scenario("single address with port, backup", "backup_tests", "ns1:4:1",
+             ns1=Side((0, 1), ("ns1:4:2 signal,backup port 10100",)), ns2=Side((1, 1)),
+             sflags="nobackup", join=(1, 1, 1), add=(1, 1), prio=(1, 0, 0, 1), slow=True),
+    Scenario("mpc backup", "backup_tests", "ns1:4:1",
+             ns2=Side(None, ("ns2:4:1 subflow,backup",)), prio=(0, 1, 0, 0), slow=True),
+    Scenario("mpc switch to backup", "backup_tests", "ns1:4:1",
+             ns2=Side(None, ("ns2:4:1 subflow",)), sflags="backup", prio=(0, 1, 0, 0),
+             slow=True),
+    Scenario("mpc switch to backup both sides", "backup_tests", "ns1:4:1",
+             ns1=Side(None, ("ns1:4:1 subflow",)), ns2=Side(None, ("ns2:4:1 subflow",)),
+             sflags="backup", prio=(1, 1, 0, 0), slow=True),
+    Scenario("port-based signal endpoint must not accept mpc", "add_addr_ports_tests",
+             "ns1:4:2", ns1=Side(None, ("ns1:4:2 signal port 10102",)),
+             mpc_to_endpoint=True),
 ]
 
 # ---- every other IPv4 scenario of the script: (title, group, what it needs) -------------
-PORT = "ADD_ADDR with a port (signal endpoint `port N`; PortAdd / MPJoinPort* counters)"
 LAMINAR = ("`laminar` endpoints (iproute2 6.1 here has no such flag; our stack has no "
            "laminar endpoint)")
 LINKFAIL = ("link failure during the transfer + netem shaping (test_linkfail; "
             "chk_stale_nr, chk_link_usage)")
-SFLAGS = ("needs a runner feature: endpoint flag changes during the transfer (sflags: "
-          "`ip mptcp endpoint change` / ours `ctl backup`) and chk_prio_nr (MPPrioTx/Rx, "
-          "MPJoinSynBackupRx, MPJoinSynAckBackupRx; ours counts no *BackupRx)")
-PRIO = ("needs a runner feature: chk_prio_nr (MP_PRIO of the initial subflow's backup "
-        "endpoint; ours counts no MPJoinSynBackupRx / MPJoinSynAckBackupRx)")
+SFLAGS = ("endpoint flags changed to or from `fullmesh` during the transfer (sflags; "
+          "ours has `ctl fullmesh A` but no way back, and the runner applies backup/"
+          "nobackup only)")
+PRIO = ("the kernel's ns2 needs a host route (10.0.2.1 via path 1) the runner does not "
+        "set")
 USERSPACE = ("userspace PM commands (pm_nl_ctl ann/rem/csf/dsf on the token from "
              "`ip mptcp monitor` events, mptcp_info/ss checks)")
 ENDPOINT = ("needs a runner feature: endpoint delete/re-add sequences checked by live "
@@ -382,26 +442,8 @@ LISTED: list[tuple[str, str, str]] = [
     ("backup subflow unused, link failure", "link_failure_tests", LINKFAIL),
     ("backup flow used, multi links fail", "link_failure_tests", LINKFAIL),
     ("backup flow used, bidi, link failure", "link_failure_tests", LINKFAIL),
-    ("single subflow, backup", "backup_tests", SFLAGS),
-    ("single address, backup", "backup_tests", SFLAGS),
-    ("single address, switch to backup", "backup_tests", SFLAGS),
-    ("single address with port, backup", "backup_tests", f"{PORT}; {SFLAGS}"),
-    ("mpc backup", "backup_tests", PRIO),
     ("mpc backup both sides", "backup_tests",
-     f"{PRIO}; a host route on ns2 (10.0.2.1 via path 1)"),
-    ("mpc switch to backup", "backup_tests", SFLAGS),
-    ("mpc switch to backup both sides", "backup_tests", SFLAGS),
-    ("signal address with port", "add_addr_ports_tests", PORT),
-    ("subflow and signal with port", "add_addr_ports_tests", PORT),
-    ("remove single address with port", "add_addr_ports_tests",
-     f"{PORT}; PM listener events"),
-    ("remove subflow and signal with port", "add_addr_ports_tests", PORT),
-    ("flush subflows and signal with port", "add_addr_ports_tests", PORT),
-    ("multiple addresses with port", "add_addr_ports_tests", PORT),
-    ("multiple addresses with ports", "add_addr_ports_tests", PORT),
-    ("port-based signal endpoint must not accept mpc", "add_addr_ports_tests",
-     f"{PORT}; an MP_CAPABLE connect to the endpoint's port, no transfer "
-     "(MPCapableEndpAttempt)"),
+     PRIO),
     ("set fullmesh flag test", "fullmesh_tests", SFLAGS),
     ("set nofullmesh flag test", "fullmesh_tests", SFLAGS),
     ("set backup,fullmesh flags test", "fullmesh_tests", SFLAGS),
@@ -414,7 +456,6 @@ LISTED: list[tuple[str, str, str]] = [
      "MP_FAIL via checksum corruption (tc pedit on ns2's egress); infinite mapping"),
     ("MP_FAIL MP_RST", "fail_tests",
      "MP_FAIL via checksum corruption (tc pedit on ns2's egress); netem shaping"),
-    ("userspace pm type prevents mp_prio", "userspace_tests", SFLAGS),
     ("userspace pm add & remove address", "userspace_tests", USERSPACE),
     ("userspace pm create destroy subflow", "userspace_tests", USERSPACE),
     ("userspace pm create id 0 subflow", "userspace_tests", USERSPACE),
@@ -429,19 +470,17 @@ LISTED: list[tuple[str, str, str]] = [
 ]
 
 # ---- what would play the most of LISTED (scenarios each capability alone unlocks) ------
-#  12  MP_PRIO: chk_prio_nr (MPPrioTx/Rx, MPJoinSynBackupRx, MPJoinSynAckBackupRx; ours
-#      counts no *BackupRx) and endpoint flag changes during the transfer (sflags:
-#      `ip mptcp endpoint change`, ours `ctl backup` and a `ctl` for (no)fullmesh):
-#      7 of backup_tests (2 need chk_prio_nr only), the 4 `set ... flag(s) test` of
-#      fullmesh_tests, "userspace pm type prevents mp_prio" (+1 with ports)
-#   8  ADD_ADDR with a port (add_addr_ports_tests; +1 of backup_tests with MP_PRIO)
+#   4  endpoint flag changes to/from fullmesh during the transfer (sflags=fullmesh,
+#      nofullmesh: a `ctl nofullmesh`), the 4 `set ... flag(s) test` of fullmesh_tests
+#   1  "mpc backup both sides" (a host route on ns2: 10.0.2.1 via path 1)
 #   6  userspace PM commands (pm_nl_ctl ann/rem/csf/dsf, `ip mptcp monitor` tokens)
 #   5  link failure mid-transfer + netem shaping (link_failure_tests)
 #   4  `laminar` endpoints (iproute2 >= 6.18 here, and in our stack)
 #   4  endpoint delete/re-add sequences checked live (endpoint_tests; +`implicit`)
 #   2  MP_FASTCLOSE on a truncated transfer (fastclose_tests)
 #   2  MP_FAIL by checksum corruption (tc pedit; fail_tests)
-#   (fixed since: a join over the subflow limit refused at the third ACK, "... limited
+#   (played since: ADD_ADDR with a port, 8; sflags backup/nobackup with chk_prio_nr, 8;
+#   fixed since: a join over the subflow limit refused at the third ACK, "... limited
 #   by server" as listener; a removed subflow's data sent again at once, "remove id 0
 #   subflow" and "remove id 0 address" as listener; a multicast announcement not joined,
 #   "remove invalid addresses")

@@ -40,6 +40,13 @@ def resolve(spec: str, our_ns: str) -> str:
     return f"::ffff:{v4}" if fam == "m" else v4
 
 
+def split_endpoint(ep: str) -> tuple[str, str, int | None]:
+    """"ADDR FLAGS [port N]" (pm_nl_add_endpoint's words) -> (ADDR, FLAGS, N or None)."""
+    spec, flags, *rest = ep.split()
+    assert not rest or (len(rest) == 2 and rest[0] == "port"), ep
+    return spec, flags, int(rest[1]) if rest else None
+
+
 def our_counters(stderr: str) -> dict[str, int]:
     """Our `--stats` block: 'Name  value' lines, names as Linux's without 'MPTcpExt'."""
     return {m.group(1): int(m.group(2))
@@ -84,9 +91,9 @@ class Play:
         our topology what our stack sends from 10.0.i.2 / fd00:i::2 leaves by path i,
         so a kernel subflow bound to another path's device would see its answers
         arrive on the wrong device. Unbound, it goes out by the route to our address."""
-        spec, flags = ep.split()
+        spec, flags, port = split_endpoint(ep)
         self.topo.run_peer("ip", "mptcp", "endpoint", "add", self.addr(spec),
-                           *flags.split(","))
+                           *flags.split(","), *(["port", port] if port else []))
 
     def kernel_endpoint_del_first(self) -> None:
         shown = self.topo.run_peer("ip", "mptcp", "endpoint", "show").stdout
@@ -186,19 +193,22 @@ class Play:
         if not self.sc.allow_join_id0[i]:
             args.append("--deny-join-id0")
         for ep in side.endpoints:
-            spec, flags = ep.split()
+            spec, flags, port = split_endpoint(ep)
             a = self.addr(spec)
             self.our_endpoints.append(a)
             self.our_flags[a] = flags
             kind = flags.removesuffix(",backup")  # backup: our --backup A as well
+            assert port is None or (kind == "signal" and ":" not in a), ep
             if kind == "signal" and self.role == "listener":
-                args += ["--announce", a]
+                args += ["--announce", f"{a}:{port}" if port else a]
             elif kind == "signal,subflow" and self.role == "listener" and subflows == 0:
                 # a server's `subflow` flag only opens subflows (to the client's
                 # address) under its subflow limit: with limit 0, `signal` alone
                 args += ["--announce", a]
             elif kind == "subflow" and self.role == "connector":
-                args += ["--subflow", a]
+                args += ["--subflow", a]  # (none from the initial subflow's address)
+            elif kind == "subflow" and a == self.addr(self.sc.connect):
+                pass  # a listener's endpoint at the connection's address: for sflags
             elif kind == "subflow,fullmesh" and self.role == "connector":
                 args += ["--fullmesh", a]
             else:
@@ -317,7 +327,28 @@ class Play:
         assert errors == {}, f"kernel error counters moved: {errors}"
         return Outcome(me, kernel, kdiff, our_counters(me["stderr"]))
 
+    def apply_sflags(self) -> None:
+        """The script's `sflags`: 1 s into the transfer, every endpoint of both sides
+        changes to them: the kernel's with `ip mptcp endpoint change` (the implicit ones
+        it made for joins included), ours with `ctl backup`: our endpoints and the
+        other addresses our subflows use (the kernel's implicit endpoints)."""
+        flags = self.sc.sflags.split(",")
+        assert set(flags) <= {"backup", "nobackup"}, self.sc.sflags
+        ours.wait_for(self.ctl, lambda c: True)
+        time.sleep(1.0)
+        shown = self.topo.run_peer("ip", "mptcp", "endpoint", "show").stdout
+        for endpoint_id in re.findall(r"\bid (\d+)", shown):
+            self.topo.run_peer("ip", "mptcp", "endpoint", "change", "id", endpoint_id, *flags)
+        status = ours.ctl(self.ctl, "status")
+        (conn,) = status["connections"]
+        used = [s["local"].rsplit(":", 1)[0] for s in conn["subflows"]]
+        for a in dict.fromkeys(self.our_endpoints + used[1:]):
+            answer = ours.ctl(self.ctl, f"backup {a} {'on' if 'backup' in flags else 'off'}")
+            assert answer.get("ok"), (a, answer)
+
     def play_steps(self) -> None:
+        if self.sc.sflags:
+            self.apply_sflags()
         if not self.sc.steps:
             return
         # pm_nl_set_endpoint: "let the mptcp subflow be established in background
@@ -394,6 +425,19 @@ def check(play: Play, out: Outcome) -> None:
         got["add (ns2 AddAddr)"] = min(n(ns2, "AddAddr"), add) if add else n(ns2, "AddAddr")
         got["echo (ns1 EchoAdd)"] = n(ns1, "EchoAdd")
         want["add (ns2 AddAddr)"], want["echo (ns1 EchoAdd)"] = add, echo
+    if sc.prio is not None:
+        for (side, name), count in zip(((ns1, "MPPrioTx"), (ns1, "MPPrioRx"),
+                                        (ns1, "MPJoinSynBackupRx"),
+                                        (ns2, "MPJoinSynAckBackupRx")), sc.prio, strict=True):
+            got[name], want[name] = n(side, name), count
+    if sc.add_port:
+        # chk_add_nr's port_nr: ADD_ADDRs with a port on ns2, joins to the port on both
+        # sides, none to a port not announced
+        for side, name in ((ns2, "PortAdd"), (ns1, "MPJoinPortSynRx"),
+                           (ns2, "MPJoinPortSynAckRx"), (ns1, "MPJoinPortAckRx")):
+            got[name], want[name] = n(side, name), sc.add_port
+        for name in ("MismatchPortSynRx", "MismatchPortAckRx"):
+            got[name], want[name] = n(ns1, name), 0
     if sc.add_invert is not None:
         add, echo = sc.add_invert
         got["add (ns1 AddAddr)"] = min(n(ns1, "AddAddr"), add) if add else n(ns1, "AddAddr")
@@ -427,7 +471,56 @@ def check(play: Play, out: Outcome) -> None:
 
 def run_scenario(topo: Topology, sc: Scenario, role: str, port: int, tmp: Path) -> None:
     play = Play(topo, sc, role, port, tmp)
+    if sc.mpc_to_endpoint:
+        mpc_to_endpoint(play)
+        return
     check(play, play.run())
+
+
+# a kernel MPTCP connect, 1 s at most (the script's `timeout 1 mptcp_connect`): how it ended
+KERNEL_CONNECT = """
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.settimeout(1.0)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("connected")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"""
+
+
+def mpc_to_endpoint(play: Play) -> None:
+    """"port-based signal endpoint must not accept mpc": ns2 connects (MP_CAPABLE) to
+    ns1's `signal port N` endpoint, which takes joins only: refused at once with an
+    RST (not a timeout), MPCapableEndpAttempt 1 on ns1."""
+    topo, sc = play.topo, play.sc
+    spec, _, eport = split_endpoint(sc.ns1.endpoints[0])
+    assert eport is not None
+    target = play.addr(spec)
+    before = topo.nstat_peer()
+    if play.role == "connector":
+        try:
+            play.kernel_setup(sc.ns1)
+            topo.wait_listening(topo.peer_ns, eport)
+            me = ours.result(ours.start(topo, "connect", target, eport, "--json", "--stats",
+                                        "--timeout", 5, "--send-bytes", 1000), timeout=30)
+            time.sleep(0.2)
+            attempts = nstat_diff(before, topo.nstat_peer()).get("MPTcpExtMPCapableEndpAttempt", 0)
+        finally:
+            play.kernel_cleanup()
+        assert me["returncode"] != 0 and "gave up after" not in me["stderr"], me["stderr"][-1500:]
+        assert "refused the connection (RST)" in me["stderr"], me["stderr"][-1500:]
+    else:
+        lst = ours.start_listener(topo, play.port, "--stats", "--timeout", 3,
+                                  "--announce", f"{target}:{eport}")
+        how = topo.run_peer("python3", "-c", KERNEL_CONNECT, target, eport).stdout.strip()
+        _, err = lst.communicate(timeout=30)  # (no connection: no summary, the counters)
+        attempts = our_counters(err).get("MPCapableEndpAttempt", 0)
+        assert how == "ECONNREFUSED", f"the kernel's connect to {target}:{eport}: {how}"
+    assert attempts == 1, f"MPCapableEndpAttempt on ns1: {attempts}"
 
 
 def ids(items: list[tuple[Scenario, str]]) -> list[str]:
