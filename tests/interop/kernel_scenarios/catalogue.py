@@ -104,6 +104,10 @@ class Scenario:
     # (its first), which must refuse it at once (chk_mpc_endp_attempt: the connect fails,
     # not by timeout; MPCapableEndpAttempt on ns1 is 1)
     mpc_to_endpoint: bool = False
+    # fastclose=client|server (test_linkfail=1024): that side aborts the connection 1 s
+    # into the transfer (MP_FASTCLOSE on an RST with MP_TCPRST); chk_fclose_nr 1 1 and
+    # chk_rst_nr 1 1 on the aborting side's Tx and its peer's Rx; no bytes compared
+    fastclose: str = ""
     # sflags: 1 s into the transfer, every endpoint of both sides (the implicit ones of
     # the joins included) changes to these flags (`ip mptcp endpoint change`; ours: `ctl
     # backup A on|off` for every address of ours with an endpoint or a join)

@@ -405,6 +405,9 @@ IPV4: list[Scenario] = [
     Scenario("mpc switch to backup both sides", "backup_tests", "ns1:4:1",
              ns1=Side(None, ("ns1:4:1 subflow",)), ns2=Side(None, ("ns2:4:1 subflow",)),
              sflags="backup", prio=(1, 1, 0, 0), slow=True),
+    # ---- fastclose_tests -----------------------------------------------------------------
+    Scenario("fastclose test", "fastclose_tests", "ns1:4:1", fastclose="client"),
+    Scenario("fastclose server test", "fastclose_tests", "ns1:4:1", fastclose="server"),
     Scenario("port-based signal endpoint must not accept mpc", "add_addr_ports_tests",
              "ns1:4:2", ns1=Side(None, ("ns1:4:2 signal port 10102",)),
              mpc_to_endpoint=True),
@@ -443,10 +446,6 @@ LISTED: list[tuple[str, str, str]] = [
     ("set nofullmesh flag test", "fullmesh_tests", SFLAGS),
     ("set backup,fullmesh flags test", "fullmesh_tests", SFLAGS),
     ("set nobackup,nofullmesh flags test", "fullmesh_tests", SFLAGS),
-    ("fastclose test", "fastclose_tests",
-     "MP_FASTCLOSE during a truncated transfer (mptcp_connect -f; chk_fclose_nr)"),
-    ("fastclose server test", "fastclose_tests",
-     "MP_FASTCLOSE during a truncated transfer (mptcp_connect -f; chk_fclose_nr)"),
     ("Infinite map", "fail_tests",
      "MP_FAIL via checksum corruption (tc pedit on ns2's egress); infinite mapping"),
     ("MP_FAIL MP_RST", "fail_tests",
@@ -472,9 +471,9 @@ LISTED: list[tuple[str, str, str]] = [
 #   5  link failure mid-transfer + netem shaping (link_failure_tests)
 #   4  `laminar` endpoints (iproute2 >= 6.18 here, and in our stack)
 #   4  endpoint delete/re-add sequences checked live (endpoint_tests; +`implicit`)
-#   2  MP_FASTCLOSE on a truncated transfer (fastclose_tests)
 #   2  MP_FAIL by checksum corruption (tc pedit; fail_tests)
 #   (played since: ADD_ADDR with a port, 8; sflags backup/nobackup with chk_prio_nr, 8;
+#   fastclose_tests, 2;
 #   fixed since: a join over the subflow limit refused at the third ACK, "... limited
 #   by server" as listener; a removed subflow's data sent again at once, "remove id 0
 #   subflow" and "remove id 0 address" as listener; a multicast announcement not joined,

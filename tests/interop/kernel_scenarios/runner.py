@@ -474,6 +474,9 @@ def run_scenario(topo: Topology, sc: Scenario, role: str, port: int, tmp: Path) 
     if sc.mpc_to_endpoint:
         mpc_to_endpoint(play)
         return
+    if sc.fastclose:
+        fastclose(play)
+        return
     check(play, play.run())
 
 
@@ -530,3 +533,57 @@ def ids(items: list[tuple[Scenario, str]]) -> list[str]:
 def cases(scenarios: list[Scenario]) -> list[tuple[Scenario, str]]:
     return [(sc, role) for sc in scenarios for role in sc.roles]
 
+
+
+def fastclose(play: Play) -> None:
+    """fastclose_tests: the scenario's `fastclose` side (client = ns2, server = ns1)
+    aborts 1 s into a transfer both ways: ours with `ctl fastclose`, the kernel closing
+    with SO_LINGER 0 and unread data (kpeer --abort-after). The aborting side counts
+    MPFastcloseTx and MPRstTx, its peer MPFastcloseRx and MPRstRx (chk_fclose_nr 1 1,
+    chk_rst_nr 1 1: at least one reset each way, as the script accepts more), and the
+    peer's application sees the connection reset."""
+    topo, sc = play.topo, play.sc
+    aborter = "ns2" if sc.fastclose == "client" else "ns1"
+    ours_abort = aborter == play.our_ns
+    size = 30 * MB
+    common = ["--json", "--stats", "--control", play.ctl, "--timeout", 30,
+              "--send-bytes", size]
+    kernel_abort = [] if ours_abort else ["--abort-after", 1.0]
+    before = topo.nstat_peer()
+    try:
+        play.kernel_setup(sc.ns1 if play.role == "connector" else sc.ns2)
+        if play.role == "connector":
+            srv = topo.popen_peer(*topo.kpeer("server", "--port", play.port, "--once",
+                                              "--mptcp", "--send-bytes", size, *kernel_abort))
+            topo.wait_listening(topo.peer_ns, play.port)
+            me_p = ours.start(topo, "connect", play.addr(sc.connect), play.port, *common)
+        else:
+            me_p = ours.start_listener(topo, play.port, "--once", *common)
+            srv = topo.popen_peer(*topo.kpeer("client", play.addr(sc.connect), play.port,
+                                              "--mptcp", "--send-bytes", size, *kernel_abort))
+        if ours_abort:
+            ours.wait_for(play.ctl, lambda c: True)
+            time.sleep(1.0)
+            answer = ours.ctl(play.ctl, "fastclose")
+            assert answer.get("ok"), answer
+        me = ours.result(me_p, timeout=60)
+        kernel = topo.kpeer_result(srv, timeout=60)
+        time.sleep(0.2)
+        diff = {k.removeprefix("MPTcpExt"): v
+                for k, v in nstat_diff(before, topo.nstat_peer()).items()}
+    finally:
+        play.kernel_cleanup()
+    mine = our_counters(me["stderr"])
+    tx_side, rx_side = (mine, diff) if ours_abort else (diff, mine)
+    got = {"MPFastcloseTx": tx_side.get("MPFastcloseTx", 0),
+           "MPFastcloseRx": rx_side.get("MPFastcloseRx", 0),
+           "MPRstTx >= 1": min(tx_side.get("MPRstTx", 0), 1),
+           "MPRstRx >= 1": min(rx_side.get("MPRstRx", 0), 1)}
+    assert got == dict.fromkeys(got, 1), (f"{sc.title} ({play.role}): {got}",
+                                          me["stderr"][-1500:])
+    # the aborted side's application learns it: ours exits non-zero saying so, the
+    # kernel's socket reports the reset
+    if ours_abort:
+        assert kernel.get("error"), kernel
+    else:
+        assert me["returncode"] != 0 and "FASTCLOSE" in me["stderr"], me["stderr"][-1500:]
