@@ -638,6 +638,8 @@ class Stack:
         assert conn is not None and msk is not None
         if key[1] != conn.key[1]:  # not the connection's port (`subflow_use_different_sport`)
             if not msk.pm.join_port_ok(key[0], key[1]):
+                log.info("join to %s refused: that port was not announced to its "
+                         "connection", fmt(key[0], key[1]))
                 msk.counters[Mib.MismatchPortSynRx] += 1
                 self._reply_rst(key, hdr, 0, DropReason.JOIN_PORT_MISMATCH,
                                 wm.MpTcpRst(wm.MPTCP_RST_EPROHIBIT, 0))
