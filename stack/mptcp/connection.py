@@ -1164,8 +1164,7 @@ class MptcpConnection:
                 continue
             if self.now - eng.una_moved_at < max(HOL_SILENT_RTTS * eng.srtt, HOL_SILENT_MIN):
                 return
-            todo = [(m.data_off, m.data_off + m.length) for m in sf.tx_maps
-                    if m.data_off + m.length > una and m.ssn + m.length > acked]
+            todo = self._undelivered(sf, acked)
             sf.hol_una = acked
             self.reinject.extend(todo)
             self.reinject.sort()
@@ -1174,6 +1173,13 @@ class MptcpConnection:
                      "its %d unacked ranges go on the others", sf.local_id,
                      (self.now - eng.una_moved_at) * 1000, una, len(todo))
             return
+
+    def _undelivered(self, sf: Subflow, tcp_acked: int) -> list[tuple[int, int]]:
+        """The data ranges of `sf`'s mappings not data-acked, leaving out those its TCP
+        acked up to relative ssn `tcp_acked` (its peer end delivers those)."""
+        una = self.snd_una
+        return [(m.data_off, m.data_off + m.length) for m in sf.tx_maps
+                if m.data_off + m.length > una and m.ssn + m.length > tcp_acked]
 
     def _queue_reinject(self, sf: Subflow, why: str) -> None:
         """Everything `sf` carried that is not data-acked goes to the reinject queue
@@ -1186,9 +1192,7 @@ class MptcpConnection:
         # a stale subflow's peer end still delivers what it TCP-acked: only what it
         # has not goes again; a closed or removed one's peer drops what its connection
         # had not taken yet, so that goes again too
-        tcp_acked = sf.engine.snd_una_rel if why == "stale" else 0
-        todo = [(m.data_off, m.data_off + m.length) for m in sf.tx_maps
-                if m.data_off + m.length > self.snd_una and m.ssn + m.length > tcp_acked]
+        todo = self._undelivered(sf, sf.engine.snd_una_rel if why == "stale" else 0)
         if todo and len(self.subflows) > 1:
             log.info("reinjecting %d ranges of a %s subflow", len(todo), why)
             self.reinject.extend(todo)
