@@ -335,6 +335,7 @@ class MptcpConnection:
         """The findings only the end shows: an echoed ADD_ADDR nobody joined, a window
         still shut (the peer's, or ours because our application does not read)."""
         t0 = self.diag.t0
+        self.pm.conclude()
         for addr_id, (addr, ref) in self.pm.add_addr_echo_seen.items():
             if not any(sf.engine.local_addr == addr for sf in self.subflows):
                 hint = ("the peer's add_addr_accepted limit (Linux's default is 0: 'ip "

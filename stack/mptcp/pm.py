@@ -193,6 +193,9 @@ class PathManager:
         # no join to its initial address and port; the segment that said so
         self.remote_deny_join_id0 = False
         self._mpc_backup_checked = False
+        # `subflow` endpoints the peer's C flag left without a join, waiting for an
+        # ADD_ADDR (the kernel's C-flag case)
+        self._c_flag_waiting: list[tuple[Addr, bool]] = []
         self._deny_ref: PacketRef | None = None
         self._deny_on = ""
         # MP_CAPABLE SYN blackholes (the kernel's ctrl.c): the host's memory (an
@@ -232,8 +235,10 @@ class PathManager:
         if joins and self.remote_deny_join_id0:
             # `fill_remote_addresses_vec`: a `subflow` endpoint joins the peer's initial
             # address and port only, which its C flag forbids (a `fullmesh` one joins
-            # the other subflows' remote addresses: there are none yet): no join
-            self._join_denied([addr for addr, _ in joins])
+            # the other subflows' remote addresses: there are none yet): no join now.
+            # An ADD_ADDR arriving later still takes them (6.18's C-flag case handles a
+            # late ADD_ADDR); if none does, `conclude` says why they were not made.
+            self._c_flag_waiting = joins
             joins = []
         for addr, backup in joins:
             self.joins.append(JoinRequest(addr, backup or self._backup(addr)))
@@ -364,14 +369,15 @@ class PathManager:
         the handshake) gets that one ADD_ADDR accepted even when we accept none
         (`add_addr_accepted_max` 0), and joined from those endpoints. True: done."""
         msk = self.msk
-        if not (self.remote_deny_join_id0 and a.addr_id and self.subflow_addrs
+        waiting = self.subflow_addrs or self._c_flag_waiting
+        if not (self.remote_deny_join_id0 and a.addr_id and waiting
                 and msk.config.add_addr_accepted_max == 0 and not self.accepted_ids):
             return False
         initial = msk.master.engine.local_addr
-        joins = [(addr, backup) for addr, backup in self.subflow_addrs if addr != initial]
+        joins = [(addr, backup) for addr, backup in waiting if addr != initial]
         if not joins:
             return False
-        self.subflow_addrs = []
+        self.subflow_addrs, self._c_flag_waiting = [], []
         self.accepted_ids.add(a.addr_id)
         for addr, backup in joins:
             self.joins.append(JoinRequest(addr, backup or self._backup(addr), a.addr,
@@ -388,6 +394,13 @@ class PathManager:
         # on a SYN the subflow has no engine yet: its 4-tuple is filled in later
         self._deny_ref = msk.diag.packet_in(msk.now, None)
         self._deny_on = segment
+
+    def conclude(self) -> None:
+        """The path manager's findings only the end shows: `subflow` endpoints the
+        peer's C flag left without a join, no ADD_ADDR having come to take them."""
+        if self._c_flag_waiting:
+            self._join_denied([addr for addr, _ in self._c_flag_waiting])
+            self._c_flag_waiting = []
 
     def _join_denied(self, locals_: list[Addr]) -> None:
         """Joins from `locals_` to the peer's initial address and port are not made
