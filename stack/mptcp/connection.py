@@ -1156,15 +1156,16 @@ class MptcpConnection:
         for sf in ready:
             eng = sf.engine
             acked = eng.snd_una_rel
-            if sf.hol_una == acked or eng.srtt is None:
+            # a subflow hearing ACKs holds nothing up for long: its mappings are not
+            # searched (this runs on every push while the window is half out)
+            if sf.hol_una == acked or eng.srtt is None or \
+                    self.now - eng.una_moved_at < max(HOL_SILENT_RTTS * eng.srtt, HOL_SILENT_MIN):
                 continue
             # its mapping with the byte, not delivered (what the peer has of this
             # subflow's may be data-acked through another while its TCP ACKs are lost)
             if not any(m.data_off <= una < m.data_off + m.length and m.ssn + m.length > acked
                        for m in sf.tx_maps):
                 continue
-            if self.now - eng.una_moved_at < max(HOL_SILENT_RTTS * eng.srtt, HOL_SILENT_MIN):
-                return
             todo = self._undelivered(sf, acked)
             sf.hol_una = acked
             self.reinject.extend(todo)
