@@ -25,6 +25,7 @@ from stack.addr import ip as ip
 from stack.addr import ntoa as ntoa
 from stack.diag import Code, Diagnosis, Finding, FrameClock, PacketRef, Severity
 from stack.mib import DropReason, Mib, format_counters
+from stack.mptcp import crypto
 from stack.mptcp import options as mo
 from stack.mptcp.connection import STALL_MIN, MptcpConfig, MptcpConnection
 from stack.mptcp.events import MptcpEvent
@@ -32,12 +33,31 @@ from stack.mptcp.pm import EndpointFlags, EndpointTable, JoinRequest
 from stack.mptcp.subflow import Subflow, check_join_req
 from stack.mptcp.token import TokenTable
 from stack.ratelimit import IcmpRateLimit, Verdict
+from stack.syncookies import VALID_FOR as COOKIES_VALID_FOR
+from stack.syncookies import (
+    JoinCookie,
+    JoinCookieTable,
+    SynCookies,
+    cookie_tsval,
+    ts_decode,
+    ts_encode,
+)
 from stack.tcp.engine import Closed, Connected, Event, OutSegment, TcpConfig, TcpEngine
 from stack.tcp.seq import seq_between
 from stack.wire import MalformedPacket, icmp, icmp6, ipv4, ipv6, tcp
 from stack.wire import mptcp as wm
 from stack.wire.checksum import internet_checksum
-from stack.wire.tcp import ACK, FIN, RST, SYN, TcpHeader
+from stack.wire.tcp import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    Mss,
+    SackPermitted,
+    TcpHeader,
+    Timestamps,
+    WindowScale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +183,9 @@ class Datagram:
 class StackConfig:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     syn_backlog: int = 128       # half-open connections per listener (Linux: tcp_max_syn_backlog)
+    # SYN cookies (Linux net.ipv4.tcp_syncookies): 0 never (a SYN over the backlog is
+    # dropped), 1 when the backlog is full, 2 for every SYN
+    syncookies: int = 1
     tx_csum_offload: bool = False  # leave TCP checksums to the device (virtio-net NEEDS_CSUM)
     split_payload: bool = False    # Datagram.payload apart from the headers (for writev)
     ttl: int = 64
@@ -307,6 +330,9 @@ class Stack:
         self.endpoints = EndpointTable(self.addrs)
         self._endpoint_ports: set[tuple[Addr, int]] = set()  # join-only listeners
         self._isn_secret = self.rng.randbytes(16)
+        self.cookies = SynCookies(self.rng.randbytes(32))
+        self._join_cookies = JoinCookieTable(self.cookies)  # joins answered with a cookie
+        self._cookie_sent_at = float("-inf")  # ACKs are tried as cookies for a while after
         self._ident = self.rng.randrange(1 << 16)
         self.conns: dict[Key, Connection] = {}
         self.listeners: dict[tuple[Addr | None, int], Listener] = {}
@@ -391,10 +417,12 @@ class Stack:
         self._dirty.add(conn)
         return conn
 
-    def _new_msk(self, client: bool, cfg: MptcpConfig, now: float) -> MptcpConnection:
+    def _new_msk(self, client: bool, cfg: MptcpConfig, now: float,
+                 local_key: int | None = None) -> MptcpConnection:
         return MptcpConnection(client=client, config=cfg, randbytes=self.randbytes,
                                token_in_use=self.tokens.__contains__, now=now,
-                               endpoints=self.endpoints, frames=self.frames)
+                               endpoints=self.endpoints, frames=self.frames,
+                               local_key=local_key)
 
     def source_for(self, remote: Addr) -> Addr:
         return self.endpoints.source_for(remote)
@@ -578,12 +606,18 @@ class Stack:
             if lst.mptcp is not None:
                 ro, _ = mo.parse_received(hdr.options, hdr.flags, False)
                 if ro.suboptions & mo.OPTION_MPTCP_MPJ_SYN:
-                    self._passive_join(key, hdr, ro, now)
+                    self._passive_join(key, hdr, ro, now, lst)
                     return
             self._passive_open(lst, key, hdr, now)
             return
         if hdr.flags & (SYN | ACK | RST) == SYN and (dst, hdr.dst_port) in self._endpoint_ports:
             self._endpoint_port_syn(key, hdr, now)
+            return
+        if (hdr.flags & (SYN | ACK | RST) == ACK and self.config.syncookies
+                and (lst is not None or (dst, hdr.dst_port) in self._endpoint_ports)
+                and (self.config.syncookies == 2
+                     or now - self._cookie_sent_at < COOKIES_VALID_FOR)
+                and self._cookie_ack(lst, key, hdr, payload, now)):
             return
         if hdr.flags & (SYN | ACK | RST) == SYN and hdr.options:
             self._join_without_listener(key, hdr, now)
@@ -621,11 +655,12 @@ class Stack:
         if conn is not None and conn.msk is not None:
             conn.msk.pm.join_without_listener(key[0], self.diag.packet_in(now, key))
 
-    def _passive_join(self, key: Key, hdr: TcpHeader,
-                      ro: mo.ReceivedOptions, now: float) -> None:
+    def _passive_join(self, key: Key, hdr: TcpHeader, ro: mo.ReceivedOptions, now: float,
+                      lst: Listener | None = None) -> None:
         """A SYN with MP_JOIN: the MPTCP layer decides (`check_join_req`, the token
         table names the connection); the host answers a refusal with its RST, or
-        builds the subflow's engine."""
+        builds the subflow's engine, or answers with a SYN cookie (`lst`: the listener
+        it came to, None for a port-based endpoint)."""
         conn = self.tokens.get(ro.token)
         msk = conn.msk if conn is not None else None
         no = check_join_req(msk)
@@ -645,15 +680,27 @@ class Stack:
                                 wm.MpTcpRst(wm.MPTCP_RST_EPROHIBIT, 0))
                 return
             msk.counters[Mib.MPJoinPortSynRx] += 1
-        flags = self.endpoints.flags_of(key[0])
-        sf = msk.add_subflow(self._accepting(hdr, key, now), join=True, initiator=False,
-                             backup=bool(flags & EndpointFlags.BACKUP),
-                             local_id=msk.pm.local_id_of(key[0]),
-                             local_nonce=int.from_bytes(self.randbytes(4), "big"))
+        nonce = int.from_bytes(self.randbytes(4), "big")
+        if self._want_cookie(lst):
+            self._cookie_join_synack(msk, key, hdr, ro, nonce, now)
+            return
+        sf = self._join_subflow(msk, key, self._accepting(hdr, key, now), nonce)
         conn.engines[key] = sf.engine
         self.conns[key] = conn
         self.counters[Mib.InDelivers] += 1
         self._dirty.add(conn)
+
+    def _join_subflow(self, msk: MptcpConnection, key: Key,
+                      make_engine: Callable[[Subflow | None], TcpEngine],
+                      nonce: int, *, register: bool = True) -> Subflow:
+        """The responder's subflow of a join on `key` (`register`: one of the
+        connection's; else a SYN cookie's, there only to write its SYN/ACK)."""
+        flags = self.endpoints.flags_of(key[0])
+        kw = dict(join=True, initiator=False, backup=bool(flags & EndpointFlags.BACKUP),
+                  local_id=msk.pm.local_id_of(key[0]), local_nonce=nonce)
+        if register:
+            return msk.add_subflow(make_engine, **kw)
+        return Subflow(msk, make_engine, **kw)  # type: ignore[arg-type]
 
     def _unknown_token(self, token: int, key: Key, msk: MptcpConnection | None,
                        now: float) -> None:
@@ -792,23 +839,45 @@ class Stack:
             raise OSError(f"{ntoa(addr)} is not one of this stack's addresses")
 
     def _passive_open(self, lst: Listener, key: Key, hdr: TcpHeader, now: float) -> None:
-        if lst.half_open >= lst.backlog:
-            # RFC 4987 would answer with a SYN cookie; we drop and count, as Linux does
-            # without cookies, and the peer retransmits its SYN.
-            self.counters[Mib.ListenOverflows] += 1
-            self._drop(DropReason.SYN_BACKLOG_FULL)
+        if lst.half_open >= lst.backlog and self.config.syncookies != 2:
+            if not self.config.syncookies:
+                # dropped and counted, as Linux does without cookies; the peer
+                # retransmits its SYN
+                self.counters[Mib.TCPReqQFullDrop] += 1
+                self.counters[Mib.ListenDrops] += 1
+                self._drop(DropReason.SYN_BACKLOG_FULL)
+                return
+            self.counters[Mib.TCPReqQFullDoCookies] += 1
+            if now - self._cookie_sent_at >= COOKIES_VALID_FOR:
+                log.warning("possible SYN flooding on port %d: sending cookies (the SYN "
+                            "backlog of %d is full)", lst.port, lst.backlog)
+        if self._want_cookie(lst):
+            self._cookie_synack(lst, key, hdr, now)
             return
-        make_engine = self._accepting(hdr, key, now)
+        conn = self._new_passive(lst, key, hdr, self._accepting(hdr, key, now), now)
+        self.counters[Mib.InDelivers] += 1
+        lst.half_open += 1
+        self.conns[key] = conn
+        self._dirty.add(conn)
+
+    def _new_passive(self, lst: Listener, key: Key, hdr: TcpHeader,
+                     make_engine: Callable[[Subflow | None], TcpEngine], now: float, *,
+                     local_key: int | None = None, register: bool = True) -> Connection:
+        """The connection a SYN `hdr` to `lst` opens: MPTCP if it asks and `lst` takes
+        MPTCP, else plain TCP (`local_key`: our MPTCP key already chosen; `register`:
+        in the token table, else a SYN cookie's connection, there only to write its
+        SYN/ACK)."""
         msk = None
         if lst.mptcp is not None and _asks_for_mptcp(hdr, lst.mptcp):
-            msk = self._new_msk(False, lst.mptcp, now)
+            msk = self._new_msk(False, lst.mptcp, now, local_key)
             eng = msk.add_subflow(make_engine).engine
             msk.pm.signal_addrs = [a for a in lst.announce if a != key[0]]
         else:
             eng = make_engine(None)
         conn = Connection(key, eng, lst, msk, now)
         if msk is not None:
-            self.tokens.add(msk.local_token, conn)
+            if register:
+                self.tokens.add(msk.local_token, conn)
         elif lst.mptcp is not None and (nops := mo.stripped_nops(hdr)):
             conn.findings.append(Finding(
                 Code.MPC_STRIPPED, Severity.WARNING,
@@ -816,20 +885,202 @@ class Stack:
                 "was: a middlebox stripped it; plain TCP", PacketRef(self.frames.n, now, "in", key),
                 hint="a firewall or NAT on this path removes TCP option 30 (nft 'reset tcp "
                      "option mptcp' does exactly this)"))
-        self.counters[Mib.InDelivers] += 1
-        lst.half_open += 1
-        self.conns[key] = conn
-        self._dirty.add(conn)
+        return conn
 
-    def _accepting(self, hdr: TcpHeader, key: Key,
-                   now: float) -> Callable[[Subflow | None], TcpEngine]:
-        """What builds the engine that answers the SYN `hdr` (with a ULP or without)."""
+    def _accepting(self, hdr: TcpHeader, key: Key, now: float, iss: int | None = None,
+                   ts_offset: int | None = None) -> Callable[[Subflow | None], TcpEngine]:
+        """What builds the engine that answers the SYN `hdr` (with a ULP or without);
+        `iss` and `ts_offset` given for a SYN cookie's."""
         def make_engine(ulp: Subflow | None) -> TcpEngine:
-            return TcpEngine.accept_syn(hdr, key[0], key[1], key[2], key[3],
-                                        iss=self._isn(key, now), now=now,
-                                        config=self._for_family(self.config.tcp, key[0]),
-                                        ts_offset=self.rng.getrandbits(32), ulp=ulp)
+            return TcpEngine.accept_syn(
+                hdr, key[0], key[1], key[2], key[3],
+                iss=self._isn(key, now) if iss is None else iss, now=now,
+                config=self._for_family(self.config.tcp, key[0]),
+                ts_offset=self.rng.getrandbits(32) if ts_offset is None else ts_offset,
+                ulp=ulp)
         return make_engine
+
+    # ---- SYN cookies (stack.syncookies; Linux tcp_conn_request, cookie_v4_check) -----
+    def _want_cookie(self, lst: Listener | None) -> bool:
+        mode = self.config.syncookies
+        return mode == 2 or (mode == 1 and lst is not None and lst.half_open >= lst.backlog)
+
+    def _cookie_syn(self, key: Key, hdr: TcpHeader, now: float,
+                    ) -> tuple[TcpHeader, int, int]:
+        """What a cookie SYN/ACK answers: the SYN as the cookie can keep it (the MSS
+        from the table; window scale and SACK only with timestamps, which carry them),
+        the cookie ISN, and the timestamp offset that puts the options in the TSval."""
+        mss_opt = hdr.option(Mss)
+        peer_mss = mss_opt.value if mss_opt is not None else 536  # type: ignore[union-attr]
+        iss = self.cookies.make(key, hdr.seq, peer_mss, now)
+        ts = hdr.option(Timestamps) if self.config.tcp.timestamps else None
+        ts_off = self.cookies.ts_offset(key)
+        opts: list[object] = [Mss(self.cookies.table_mss(peer_mss, len(key[0]) == 16))]
+        if ts is not None:
+            ws = hdr.option(WindowScale)
+            sack = hdr.option(SackPermitted) is not None
+            if ws is not None:
+                opts.append(ws)
+            if sack:
+                opts.append(SackPermitted())
+            opts.append(ts)
+            now_ts = (int(now * 1000) + ts_off) & 0xFFFFFFFF
+            bits = ts_encode(ws.shift if ws is not None else None, sack)  # type: ignore[union-attr]
+            ts_off = (ts_off - ((now_ts - cookie_tsval(now_ts, bits)) & 0xFFFFFFFF)) \
+                & 0xFFFFFFFF
+        opts += [o for o in hdr.options if type(o) not in (Mss, WindowScale, SackPermitted,
+                                                               Timestamps)]
+        syn = TcpHeader(hdr.src_port, hdr.dst_port, hdr.seq, 0, SYN, hdr.window,
+                        opts)  # type: ignore[arg-type]
+        return syn, iss, ts_off
+
+    def _send_cookie_synack(self, key: Key, segs: list[OutSegment],
+                            counters: Counter[str], now: float) -> None:
+        """Out with a cookie SYN/ACK; what building it counted goes to the host (Linux
+        counts the SYN and the SYN/ACK; PassiveOpens waits for the ACK)."""
+        counters.pop(Mib.PassiveOpens, None)
+        self.counters.update(counters)
+        self.counters[Mib.SyncookiesSent] += 1
+        self._cookie_sent_at = now
+        for seg in segs:
+            self._out.append(self._serialise(key[0], key[2], seg))
+
+    def _cookie_synack(self, lst: Listener, key: Key, hdr: TcpHeader, now: float) -> None:
+        """Answer a SYN to `lst` with a cookie and keep nothing: the SYN/ACK is written
+        by a connection built as for any SYN, then dropped (an MPTCP one's key is new
+        and its token unique, as `subflow_check_req` makes it under cookies)."""
+        syn, iss, ts_off = self._cookie_syn(key, hdr, now)
+        conn = self._new_passive(lst, key, syn, self._accepting(syn, key, now, iss, ts_off),
+                                 now, register=False)
+        if conn.msk is not None:
+            segs = [seg for _, seg in conn.msk.poll_transmit(now)]
+        else:
+            segs = conn.engine.poll_transmit(now)
+        self._send_cookie_synack(key, segs, conn.counters(), now)
+
+    def _cookie_join_synack(self, msk: MptcpConnection, key: Key, hdr: TcpHeader,
+                            ro: mo.ReceivedOptions, nonce: int, now: float) -> None:
+        """Answer an MP_JOIN SYN with a cookie: its token, nonces and ids go in the
+        join table for the third ACK (`subflow_init_req_cookie_join_save`). With no
+        request to reject at the third ACK, a join over the subflow limit is refused
+        here (`mptcp_can_accept_new_subflow`: RST, MP_TCPRST reason 3)."""
+        if sum(1 for sf in msk.subflows if sf.counts_against_limit) >= msk.config.subflows_max:
+            msk.counters[Mib.MPJoinSynRx] += 1
+            if ro.backup:
+                msk.counters[Mib.MPJoinSynBackupRx] += 1
+            msk.counters[Mib.MPJoinRejected] += 1
+            log.info("join from %s refused with its SYN (SYN cookies: the subflow limit "
+                     "%d is reached)", fmt(key[2], key[3]), msk.config.subflows_max)
+            self._reply_rst(key, hdr, 0, DropReason.JOIN_OVER_LIMIT,
+                            wm.MpTcpRst(wm.MPTCP_RST_EPROHIBIT, 0))
+            return
+        syn, iss, ts_off = self._cookie_syn(key, hdr, now)
+        sf = self._join_subflow(msk, key, self._accepting(syn, key, now, iss, ts_off), nonce,
+                                register=False)
+        segs = sf.engine.poll_transmit(now)
+        self._join_cookies.save(JoinCookie(key, hdr.seq, ro.token, ro.nonce, nonce,
+                                           ro.join_id, ro.backup))
+        self._send_cookie_synack(key, segs, Counter(sf.engine.counters), now)
+
+    def _cookie_ack(self, lst: Listener | None, key: Key, hdr: TcpHeader,
+                    payload: memoryview, now: float) -> bool:
+        """An ACK for no connection, to a listener that sent cookies: if it echoes one,
+        the connection its SYN would have made, built now and given the ACK (Linux
+        `cookie_v4_check`, `mptcp_subflow_init_cookie_req`). False: not a cookie of
+        ours (the caller answers with RST)."""
+        peer_isn = (hdr.seq - 1) & 0xFFFFFFFF
+        iss = (hdr.ack - 1) & 0xFFFFFFFF
+        mss = self.cookies.check(key, peer_isn, iss, now)
+        ts = hdr.option(Timestamps) if self.config.tcp.timestamps else None
+        tso = ts_decode(ts.tsecr) if ts is not None else None  # type: ignore[union-attr]
+        if mss is None:
+            self.counters[Mib.SyncookiesFailed] += 1
+            self._drop(DropReason.SYNCOOKIE_BAD)
+            return False
+        opts: list[object] = [Mss(mss)]
+        if tso is not None:
+            if tso.wscale is not None:
+                opts.append(WindowScale(tso.wscale))
+            if tso.sack:
+                opts.append(SackPermitted())
+            opts.append(Timestamps(ts.tsval, 0))  # type: ignore[union-attr]
+        ts_off = self.cookies.ts_offset(key)
+        ro, _ = mo.parse_received(hdr.options, hdr.flags, bool(payload))
+        if ro.suboptions & mo.OPTION_MPTCP_MPJ_ACK:
+            return self._cookie_join_ack(key, hdr, payload, opts, iss, ts_off, now)
+        if lst is None:
+            return False
+        if lst.mptcp is not None and ro.suboptions & mo.OPTION_MPTCP_MPC_ACK:
+            if not ro.sndr_key or not ro.rcvr_key or ro.version is None:
+                return self._cookie_refused(DropReason.SYNCOOKIE_BAD)
+            mpc = wm.MpCapable(ro.version, ro.mpc_flags,
+                               ro.sndr_key if ro.version == 0 else None)
+            opts.append(wm.to_tcp_option(mpc))
+        syn = TcpHeader(hdr.src_port, hdr.dst_port, peer_isn, 0, SYN, hdr.window,
+                        opts)  # type: ignore[arg-type]
+        local_key = None
+        if lst.mptcp is not None and _asks_for_mptcp(syn, lst.mptcp):
+            local_key = ro.rcvr_key
+            token, _ = crypto.key_token_idsn(local_key, lst.mptcp.version)
+            if token in self.tokens:
+                return self._cookie_refused(DropReason.SYNCOOKIE_TOKEN_IN_USE)
+        conn = self._new_passive(lst, key, syn, self._accepting(syn, key, now, iss, ts_off),
+                                 now, local_key=local_key)
+        lst.half_open += 1  # until the ACK below establishes it
+        self.conns[key] = conn
+        self._cookie_feed(conn, conn.engine, hdr, payload, None, now)
+        return True
+
+    def _cookie_join_ack(self, key: Key, hdr: TcpHeader, payload: memoryview,
+                         opts: list[object], iss: int, ts_off: int, now: float) -> bool:
+        """The third ACK of a join answered with a cookie: the join table gives back
+        its SYN (`mptcp_token_join_cookie_init_state`); its HMAC is then checked as
+        any join's."""
+        peer_isn = (hdr.seq - 1) & 0xFFFFFFFF
+        e = self._join_cookies.take(key, peer_isn)
+        conn = self.tokens.get(e.token) if e is not None else None
+        msk = conn.msk if conn is not None else None
+        if e is None or conn is None or msk is None or check_join_req(msk) is not None:
+            return self._cookie_refused(DropReason.SYNCOOKIE_JOIN_LOST)
+        opts.append(wm.to_tcp_option(wm.MpJoinSyn(e.remote_backup, e.remote_id, e.token,
+                                                  e.remote_nonce)))
+        syn = TcpHeader(hdr.src_port, hdr.dst_port, peer_isn, 0, SYN, hdr.window,
+                        opts)  # type: ignore[arg-type]
+        saved = Counter(msk.counters)  # the SYN was counted when it came
+        sf = self._join_subflow(msk, key, self._accepting(syn, key, now, iss, ts_off),
+                                e.local_nonce)
+        conn.engines[key] = sf.engine
+        self.conns[key] = conn
+        self._cookie_feed(conn, sf.engine, hdr, payload, saved, now)
+        return True
+
+    def _cookie_refused(self, why: DropReason) -> bool:
+        self.counters[Mib.SyncookiesFailed] += 1
+        self._drop(why)
+        return False
+
+    def _cookie_feed(self, conn: Connection, eng: TcpEngine, hdr: TcpHeader,
+                     payload: memoryview, msk_counters: Counter[str] | None,
+                     now: float) -> None:
+        """A connection (or join) rebuilt from a cookie: its SYN/ACK went out long ago
+        (written again here and dropped, untimed: Linux takes no RTT sample from a
+        cookie's SYN/ACK but the timestamp's), then the ACK that echoed it."""
+        msk = conn.msk
+        eng.poll_transmit(now)
+        eng.synack_untimed()
+        eng.counters.clear()
+        eng.counters[Mib.PassiveOpens] += 1
+        if msk is not None:
+            msk.counters.clear()
+            if msk_counters is not None:
+                msk.counters.update(msk_counters)
+        self.counters[Mib.SyncookiesRecv] += 1
+        self.counters[Mib.InDelivers] += 1
+        if msk is not None:
+            msk.feed(eng, hdr, payload, now)
+        else:
+            eng.on_segment(hdr, payload, now)
+        self._dirty.add(conn)
 
     def _reply_rst(self, key: Key, hdr: TcpHeader, payload_len: int, why: str,
                    mptcp_rst: wm.MpTcpRst | None = None) -> None:

@@ -42,7 +42,12 @@ class Mib(StrEnum):
     Icmp6OutParmProblems = "Icmp6OutParmProblems"
     Icmp6OutRateLimitHost = "Icmp6OutRateLimitHost"
     InIcmpErrors = "InIcmpErrors"
-    ListenOverflows = "ListenOverflows"
+    ListenDrops = "ListenDrops"          # SYNs a listener dropped (its backlog full)
+    SyncookiesSent = "SyncookiesSent"    # SYN cookies (net.ipv4.tcp_syncookies)
+    SyncookiesRecv = "SyncookiesRecv"
+    SyncookiesFailed = "SyncookiesFailed"
+    TCPReqQFullDoCookies = "TCPReqQFullDoCookies"  # the SYN backlog was full: a cookie
+    TCPReqQFullDrop = "TCPReqQFullDrop"            # ... and no cookies: dropped
     TunReadErrors = "TunReadErrors"      # ours: the shell's device reads that failed
     TunWriteErrors = "TunWriteErrors"    # ours: ... and writes
     # ---- TCP (Tcp*, TcpExt*) ----
@@ -175,6 +180,9 @@ class DropReason(StrEnum):
     UNKNOWN_PROTOCOL = "unknown-protocol"
     NO_SOCKET = "no-socket"
     SYN_BACKLOG_FULL = "syn-backlog-full"
+    SYNCOOKIE_BAD = "syncookie-bad"  # an ACK for no connection, not a cookie of ours
+    SYNCOOKIE_JOIN_LOST = "syncookie-join-lost"  # a join's cookie state is gone
+    SYNCOOKIE_TOKEN_IN_USE = "syncookie-token-in-use"  # the echoed key's token is taken
     ENDPOINT_PORT_NOT_JOIN = "endpoint-port-not-join"  # a port-based endpoint takes joins only
     JOIN_PORT_MISMATCH = "join-port-mismatch"  # a join to a port not announced to its peer
     JOIN_UNKNOWN_TOKEN = "join-unknown-token"

@@ -215,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "a PORT ([A]:PORT for IPv6), as 'signal port PORT': the ADD_ADDR "
                          "carries it, joins go there, and that port takes joins only (an "
                          "MP_CAPABLE SYN gets an RST, MPCapableEndpAttempt)")
+    lp.add_argument("--syncookies", type=int, choices=[0, 1, 2], default=1,
+                    help="SYN cookies, as Linux's net.ipv4.tcp_syncookies: 1 (default) "
+                         "once the SYN backlog is full, 2 for every SYN (no state before "
+                         "the ACK; MP_CAPABLE and MP_JOIN keep working), 0 never (SYNs "
+                         "over the backlog are dropped)")
+    lp.add_argument("--backlog", type=int, metavar="N", default=128,
+                    help="half-open connections the listener keeps before SYN cookies "
+                         "(net.ipv4.tcp_max_syn_backlog; default 128)")
     control.configure(sub.add_parser(
         "ctl", help="send a command to a running mptcp-tun --control SOCKET"))
     bench.configure(sub.add_parser(
@@ -492,7 +500,9 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
         faults=frozenset(args.fault), deny_join_id0=args.deny_join_id0,
         syn_retrans_before_tcp_fallback=args.syn_retrans_before_fallback)
     shell = TunShell(args.dev, args.addr, offload=not args.no_offload,
-                     config=StackConfig(tcp=tcfg, mptcp=mcfg),
+                     config=StackConfig(tcp=tcfg, mptcp=mcfg,
+                                        syncookies=getattr(args, "syncookies", 1),
+                                        syn_backlog=getattr(args, "backlog", 128)),
                      rng=random.Random(rng.getrandbits(64)),
                      randbytes=random.Random(rng.getrandbits(64)).randbytes
                      if args.seed is not None else os.urandom,

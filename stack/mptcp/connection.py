@@ -198,12 +198,16 @@ class MptcpConnection:
 
     def __init__(self, *, client: bool, config: MptcpConfig, randbytes: Callable[[int], bytes],
                  token_in_use: Callable[[int], bool], now: float,
-                 endpoints: EndpointTable, frames: FrameClock | None = None) -> None:
+                 endpoints: EndpointTable, frames: FrameClock | None = None,
+                 local_key: int | None = None) -> None:
+        """`local_key`: ours already chosen (a listener rebuilding the connection from a
+        SYN cookie takes the key the third ACK echoes); else a fresh one whose token is
+        unique."""
         self.client = client
         self.config = config
         self.version = config.version
         self.now = now
-        key = crypto.generate_unique_key(randbytes, token_in_use, self.version)
+        key = local_key or crypto.generate_unique_key(randbytes, token_in_use, self.version)
         self.counters: Counter[str] = Counter()
         if key is None:
             # five colliding keys in a row: the kernel falls back (MPFallbackTokenInit)

@@ -625,6 +625,12 @@ class TcpEngine:
         if self._state in _SYNCHRONIZED or self._state is State.SYN_RECEIVED:
             self._ack_now = True
 
+    def synack_untimed(self) -> None:
+        """Our SYN/ACK went out at a time we no longer know (a SYN cookie's, rebuilt
+        from the ACK that echoed it): no RTT sample from its timing; one from the
+        timestamp echo still counts."""
+        self._rtt_seq = None
+
     def send_pure_ack(self) -> None:
         """Send a segment without data at the next poll_transmit, even if data segments
         go too: some MPTCP signals (ADD_ADDR, REMOVE_ADDR, MP_PRIO, DATA_FIN) only ride

@@ -60,6 +60,35 @@ def test_kernel_client_sends_50mb_to_our_listener(topology: Topology, offload: b
     assert me["received"] == 50 * MB and me["received_sha256"] == expected_sha256(50 * MB)
 
 
+@pytest.mark.parametrize("mptcp", [False, True], ids=["tcp", "mptcp"])
+def test_kernel_clients_reach_our_listener_through_syn_cookies(topology: Topology,
+                                                               mptcp: bool) -> None:
+    """`listen --syncookies 2`: no state before the ACK; the connection is rebuilt from
+    the cookie it echoes (window scale and SACK from the timestamp, MPTCP keys from the
+    third ACK). The kernel's own view: nothing failed, every byte arrived."""
+    port = 5114 + mptcp
+    lst = ours.start_listener(topology, *([] if mptcp else ["--no-mptcp"]), port, "--once",
+                              "--echo", "--json", "--stats", "--syncookies", 2)
+    before = topology.nstat_peer()
+    cli = topology.popen_peer(*topology.kpeer("client", topology.our_addr(1), port,
+                                              *(["--mptcp"] if mptcp else []),
+                                              "--send-bytes", 10 * MB))
+    got = topology.kpeer_result(cli, timeout=120)
+    me = ours.result(lst)
+    diff = nstat_diff(before, topology.nstat_peer())
+    assert me["returncode"] == 0, me["stderr"]
+    assert got["rx_bytes"] == 10 * MB and got["rx_sha256"] == expected_sha256(10 * MB)
+    assert me["received_sha256"] == expected_sha256(10 * MB)
+    counts = {m.group(1): int(m.group(2)) for m in
+              re.finditer(r"^(\w+)\s+(\d+)$", me["stderr"], re.MULTILINE)}
+    assert counts.get("SyncookiesSent") == 1 and counts.get("SyncookiesRecv") == 1, counts
+    assert not counts.get("SyncookiesFailed")
+    assert not diff.get("TcpExtTCPSACKReneging") and not diff.get("TcpAttemptFails"), diff
+    if mptcp:
+        assert me["mptcp"] and not me["fallback"] and got["fallback"] is False, got
+        assert diff.get("MPTcpExtMPCapableSYNACKRX") == 1, diff
+
+
 def test_our_client_with_kernel_echo_both_directions_at_once(topology: Topology) -> None:
     srv = kernel_server(topology, 5120, "--echo")
     me = ours.result(ours.start(topology, "connect", "--no-mptcp", topology.peer_addr(1), 5120,

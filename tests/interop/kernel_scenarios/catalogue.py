@@ -90,7 +90,8 @@ class Scenario:
     # (reset_with_allow_join_id0; ours: --deny-join-id0 where it is 0)
     checksum: tuple[bool, bool] = (False, False)
     allow_join_id0: tuple[bool, bool] = (True, True)
-    # reset_with_cookies: net.ipv4.tcp_syncookies=2 (the kernel's side; ours has none)
+    # reset_with_cookies: net.ipv4.tcp_syncookies=2 (the kernel's; ours as ns1:
+    # listen --syncookies 2)
     syncookies: bool = False
     # set_userspace_pm: the namespaces with net.mptcp.pm_type=1 (the kernel's only)
     userspace_pm: tuple[str, ...] = ()

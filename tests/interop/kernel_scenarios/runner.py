@@ -192,6 +192,8 @@ class Play:
             args.append("--checksum")
         if not self.sc.allow_join_id0[i]:
             args.append("--deny-join-id0")
+        if self.sc.syncookies and self.our_ns == "ns1":
+            args += ["--syncookies", 2]  # reset_with_cookies: net.ipv4.tcp_syncookies=2
         for ep in side.endpoints:
             spec, flags, port = split_endpoint(ep)
             a = self.addr(spec)
@@ -452,6 +454,15 @@ def check(play: Play, out: Outcome) -> None:
         if sc.rm_simult:  # "the subflow removal count on each side is unreliable"
             both = n(s_side, "RmSubflow") + n(a_side, "RmSubflow")
             got["rm_subflow (RmSubflow)"] = rm_sf if rm_sf <= both <= 2 * rm_sf else both
+    if sc.syncookies and role == "listener":
+        # ours is ns1 with --syncookies 2: the connection and every join that completed
+        # came through a cookie (and a join over the limit whose SYN came with another's,
+        # before that one's third ACK, is refused at its own: one more)
+        recv = n(ns1, "SyncookiesRecv")
+        got["ours: SyncookiesRecv"] = 1 + ack if 1 + ack <= recv <= 1 + syn else recv
+        want["ours: SyncookiesRecv"] = 1 + ack
+        got["ours: SyncookiesFailed"], want["ours: SyncookiesFailed"] = \
+            n(ns1, "SyncookiesFailed"), 0
     said = "\n".join(f"  {f['severity']} {f['code']}: {f['text']}" for f in me["diagnosis"])
     assert got == want, f"{sc.title} ({role}): counters {got} != {want}\nours said:\n{said}"
     assert me["mptcp"] and not me["fallback"] and kernel.get("fallback") is not True
