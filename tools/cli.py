@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "that joins complete while the connection is young (a Linux peer "
                         "refuses joins once it has our DATA_FIN): the kernel selftests' "
                         "mptcp_connect -j, 0.2 s")
+    g.add_argument("--pause-after", type=parse_size, metavar="N",
+                   help="stop sending for --pause S seconds once N bytes are written (the "
+                        "kernel selftests' link-failure runs: a file, a pause, a link "
+                        "cut, the file again)")
+    g.add_argument("--pause", type=float, metavar="S", default=2.0,
+                   help="the --pause-after pause (default 2 s)")
     g = common.add_argument_group("protocol")
     g.add_argument("--no-mptcp", action="store_true",
                    help="plain TCP: no MP_CAPABLE on our SYN, none accepted on a listener")
@@ -372,6 +378,14 @@ def payload_source(args: argparse.Namespace, send: BinaryIO | None,
     return None
 
 
+def _pauses(args: argparse.Namespace) -> list[tuple[int, float]]:
+    """Where our sending stops for a while: --join-pause, --pause-after/--pause."""
+    out = [(100, args.join_pause)] if args.join_pause else []
+    if args.pause_after is not None:
+        out.append((args.pause_after, args.pause))
+    return out
+
+
 class _NoHash:
     """Stands in for a hashlib object when the bytes are not hashed (--no-sha256)."""
 
@@ -385,10 +399,10 @@ class _NoHash:
 async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result,
                          source: Callable[[], bytes | memoryview] | None, sink: Sink | None,
                          echo: bool, sha256: bool = True,
-                         join_pause: float | None = None) -> None:
+                         pauses: Sequence[tuple[int, float]] = ()) -> None:
     """Send our data (then half-close) while reading the peer's until EOF; `sha256`:
-    hash both streams for the summary; `join_pause`: seconds to wait after the first
-    100 bytes."""
+    hash both streams for the summary; `pauses`: (offset, seconds): stop sending for
+    that long once that many bytes are written (`--join-pause`, `--pause-after`)."""
     conn = writer.connection
     res.local = fmt(conn.key[0], conn.key[1])
     res.remote = fmt(conn.key[2], conn.key[3])
@@ -398,20 +412,23 @@ async def run_connection(reader: StreamReader, writer: StreamWriter, res: Result
     async def send() -> None:
         if source is None:
             return
-        first = True
-        while chunk := source():
-            if first and join_pause:
-                writer.write(chunk[:100])
-                sent_hash.update(chunk[:100])
-                res.written += len(chunk[:100])
-                await writer.drain()
-                await asyncio.sleep(join_pause)
-                chunk = chunk[100:]
-            first = False
-            writer.write(chunk)
-            sent_hash.update(chunk)
-            res.written += len(chunk)
+        todo = sorted(pauses)
+
+        async def write(piece: bytes | memoryview) -> None:
+            writer.write(piece)
+            sent_hash.update(piece)
+            res.written += len(piece)
             await writer.drain()
+
+        while chunk := source():
+            while todo and res.written + len(chunk) >= todo[0][0]:
+                at, seconds = todo.pop(0)
+                head = max(at - res.written, 0)
+                await write(chunk[:head])
+                await asyncio.sleep(seconds)
+                chunk = chunk[head:]
+            if chunk:
+                await write(chunk)
         writer.close()
 
     async def receive() -> None:
@@ -554,7 +571,7 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
             else:
                 res.connected = time.monotonic()
                 await run_connection(reader, writer, res, source, sink, False, args.sha256,
-                                     args.join_pause)
+                                     _pauses(args))
         else:
             done = asyncio.Event()
 
@@ -562,7 +579,7 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
                 res = Result(started=time.monotonic())
                 results.append(res)
                 await run_connection(reader, writer, res, source, sink, args.echo,
-                                     args.sha256, args.join_pause)
+                                     args.sha256, _pauses(args))
                 if args.once:
                     done.set()
                 else:

@@ -116,6 +116,15 @@ class Scenario:
     # chk_prio_nr: MPPrioTx and MPPrioRx on ns1, MPJoinSynBackupRx on ns1,
     # MPJoinSynAckBackupRx on ns2
     prio: tuple[int, int, int, int] | None = None
+    # test_linkfail=1|2 (link_failure_tests): every link shaped to 20 Mbit/s; ns2 sends
+    # a file, pauses, ns1's links `failing_links` go down for good (() = one of 1-4 at
+    # random), then ns2 sends the file again; with 2, ns1 sends a large file too.
+    # chk_stale_nr on ns2: (min, max or -1 for none, stale - recover exactly);
+    # chk_link_usage: (link, percent of what ns2 sent that ns2's end of it carried, +-5)
+    linkfail: int = 0
+    failing_links: tuple[int, ...] = ()
+    stale: tuple[int, int, int] | None = None
+    link_usage: tuple[int, int] | None = None
 
 
 # ---- IPv6 (issue 10): ipv6_tests, v4mapped_tests, mixed_tests and the v6 cases of

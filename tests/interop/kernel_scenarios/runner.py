@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class Play:
         assert self.our_ns not in sc.userspace_pm, f"{sc.title}: ours has no userspace PM"
         self.ctl = tmp / "ctl"
         self.size = (30 if sc.slow else 4) * MB
+        self.ours_size = self.kernel_size = self.size  # what each side sends
         self.our_endpoints: list[str] = []
         self.our_flags: dict[str, str] = {}
         self.saved_sysctls: dict[str, str] = {}
@@ -467,12 +469,12 @@ def check(play: Play, out: Outcome) -> None:
     assert got == want, f"{sc.title} ({role}): counters {got} != {want}\nours said:\n{said}"
     assert me["mptcp"] and not me["fallback"] and kernel.get("fallback") is not True
     # the bytes, both ways
-    assert kernel["rx_bytes"] == play.size and kernel["rx_sha256"] == me["sent_sha256"], \
-        (f"{sc.title} ({role}): kernel rx_bytes {kernel['rx_bytes']} of {play.size}, "
+    assert kernel["rx_bytes"] == play.ours_size and kernel["rx_sha256"] == me["sent_sha256"], \
+        (f"{sc.title} ({role}): kernel rx_bytes {kernel['rx_bytes']} of {play.ours_size}, "
          f"error {kernel.get('error')}; ours sent {me.get('sent')} rc {me['returncode']}",
          me["stderr"][-1500:])
-    assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(play.size), \
-        (f"{sc.title} ({role}): ours received {me.get('received')} of {play.size}",
+    assert me["received_sha256"] == kernel["tx_sha256"] == expected_sha256(play.kernel_size), \
+        (f"{sc.title} ({role}): ours received {me.get('received')} of {play.kernel_size}",
          me["stderr"][-1500:])
     codes = sorted({f["code"] for f in me["diagnosis"]})
     assert codes == sorted(sc.ours_codes.get(role, ())), f"{sc.title} ({role}):\n{said}"
@@ -487,6 +489,9 @@ def run_scenario(topo: Topology, sc: Scenario, role: str, port: int, tmp: Path) 
         return
     if sc.fastclose:
         fastclose(play)
+        return
+    if sc.linkfail:
+        link_failure(play)
         return
     check(play, play.run())
 
@@ -598,3 +603,80 @@ def fastclose(play: Play) -> None:
         assert kernel.get("error"), kernel
     else:
         assert me["returncode"] != 0 and "FASTCLOSE" in me["stderr"], me["stderr"][-1500:]
+
+
+LINKFAIL_RATE = "20mbit"      # init_shapers: netem rate 20mbit on every link, both ends
+CINFAIL = 12 * 1024 * 1024    # the script's client file: 8-24 MiB (once per run)
+SINFAIL = 8 * 1024 * 1024     # ... and the server's for test_linkfail=2: 2-32 MiB
+SIN = 1052                    # ... and otherwise (1 KiB and the end marker)
+
+
+def link_failure(play: Play) -> None:
+    """link_failure_tests: every link at 20 Mbit/s; ours (ns2) sends the file, pauses,
+    ns1's links `failing_links` go down once that copy is delivered (the script: `cat
+    cinfail; sleep 2; link_failure ns1; cat cinfail`), and ours sends it again; the
+    kernel sends 1 KB, or a large file with test_linkfail=2. Then the script's checks
+    (chk_join_nr, chk_add_nr, chk_stale_nr and chk_link_usage on ns2) and the bytes.
+    A link stays down until the end, as the script's."""
+    topo, sc = play.topo, play.sc
+    links = sc.failing_links or (random.randint(1, 4),)
+    play.ours_size, play.kernel_size = 2 * CINFAIL, SINFAIL if sc.linkfail == 2 else SIN
+    usage_dev = f"path{sc.link_usage[0]}" if sc.link_usage else None
+
+    def tx_bytes() -> int:
+        if usage_dev is None:
+            return 0
+        return int(topo.run_in(topo.user_ns, "cat",
+                               f"/sys/class/net/{usage_dev}/statistics/tx_bytes").stdout)
+
+    topo.run_peer("ip", "tcp_metrics", "flush", "all", check=False)
+    for ns in (topo.user_ns, topo.peer_ns):
+        for i in range(1, 5):
+            topo.run_in(ns, "tc", "qdisc", "replace", "dev", f"path{i}", "root", "tbf",
+                        "rate", LINKFAIL_RATE, "burst", "16kb", "latency", "400ms")
+    before, tx0 = topo.nstat_peer(), tx_bytes()
+    try:
+        play.kernel_setup(sc.ns1)
+        srv = topo.popen_peer(*topo.kpeer("server", "--port", play.port, "--once", "--mptcp",
+                                          "--send-bytes", play.kernel_size,
+                                          "--join-pause", 0.2))
+        topo.wait_listening(topo.peer_ns, play.port)
+        me_p = ours.start(topo, "connect", play.addr(sc.connect), play.port, "--json",
+                          "--stats", "--control", play.ctl, "--timeout", 60,
+                          "--send-bytes", play.ours_size, "--join-pause", 0.2,
+                          "--pause-after", CINFAIL, "--pause", 3, *play.our_args(sc.ns2))
+        # link_failure ns1, once the first copy is through (data-acked)
+        ours.wait_for(play.ctl, lambda c: c["sent"] >= CINFAIL, timeout=40)
+        for link in links:
+            topo.run_peer("ip", "link", "set", f"path{link}", "down")
+        me = ours.result(me_p, timeout=90)
+        kernel = topo.kpeer_result(srv, timeout=30)
+        time.sleep(0.2)
+        diff = nstat_diff(before, topo.nstat_peer())
+        tx = tx_bytes() - tx0
+    finally:
+        for link in range(1, 5):
+            topo.run_peer("ip", "link", "set", f"path{link}", "up", check=False)
+        for ns in (topo.user_ns, topo.peer_ns):  # as the module's fixtures shape them
+            for i in range(1, 5):
+                topo.run_in(ns, "tc", "qdisc", "replace", "dev", f"path{i}", "root", "tbf",
+                            "rate", "100mbit", "burst", "64kb", "latency", "50ms", check=False)
+        topo.run_peer("ss", "-K", "-tn", "state", "connected", check=False)
+        play.kernel_cleanup()
+    what = f"{sc.title}: links {links} down"
+    errors = nstat_errors(diff, me)
+    assert errors == {}, f"{what}: kernel error counters moved: {errors}"
+    kdiff = {k.removeprefix("MPTcpExt"): v for k, v in diff.items()}
+    mine = our_counters(me["stderr"])
+    stale, recover = mine.get("SubflowStale", 0), mine.get("SubflowRecover", 0)
+    print(f"{what}: ours stale {stale}, recover {recover}; {usage_dev} carried "
+          f"{tx * 100 / play.ours_size:.1f}% of what ours sent")  # (shown with -s)
+    if sc.stale is not None:
+        lo, hi, delta = sc.stale
+        assert lo <= stale and (hi <= 0 or stale <= hi) and stale - recover == delta, \
+            f"{what}: stale {stale}, recover {recover}: not {sc.stale}"
+    if sc.link_usage is not None:
+        rate = tx * 100 // play.ours_size
+        assert abs(rate - sc.link_usage[1]) <= 5, \
+            f"{what}: {usage_dev} carried {rate}% of what ours sent, not {sc.link_usage[1]}%"
+    check(play, Outcome(me, kernel, kdiff, mine))
