@@ -785,18 +785,58 @@ class Stack:
         Returns the joins opened."""
         msk = self._msk_of(conn)
         self._check_ours(local)
-        self.endpoints.set_flag([*self.endpoints.with_flag(EndpointFlags.FULLMESH), local],
-                                EndpointFlags.FULLMESH)
+        self._set_endpoint_flag(local, EndpointFlags.FULLMESH, True)
+        return self._fullmesh_joins(conn, msk, local, now)
+
+    def _fullmesh_joins(self, conn: Connection, msk: MptcpConnection, local: Addr,
+                        now: float) -> list[TcpEngine]:
         remotes = dict.fromkeys((sf.engine.remote_addr, sf.engine.remote_port)
                                 for sf in msk.subflows if sf.is_open)
         have = {(sf.engine.remote_addr, sf.engine.remote_port) for sf in msk.subflows
                 if sf.is_open and sf.engine.local_addr == local}
         opened = []
-        for remote, rport in remotes:
+        for remote, rport in remotes:  # (the endpoint's backup flag: the joins' B flag)
             if len(remote) == len(local) and (remote, rport) not in have:
                 req = msk.pm.subflow_create(local, False, remote, rport)
                 opened.append(self._open_join(conn, req, now))
         return opened
+
+    def _set_endpoint_flag(self, addr: Addr, flag: EndpointFlags, on: bool) -> None:
+        have = [a for a in self.endpoints.with_flag(flag) if a != addr]
+        self.endpoints.set_flag([*have, addr] if on else have, flag)
+
+    def change_endpoint(self, conn: Connection, local: Addr, now: float, *,
+                        backup: bool | None = None,
+                        fullmesh: bool | None = None) -> dict[str, object]:
+        """`ip mptcp endpoint change A [no]backup [no]fullmesh` while `conn` runs (the
+        kernel's `mptcp_nl_set_flags`): a backup change is an MP_PRIO on each of our
+        subflows from `local`; a fullmesh change closes the joins from `local`
+        (RmSubflow) and opens them again under the new flag (`mptcp_pm_nl_fullmesh`):
+        to every remote address and port the connection uses (fullmesh), or one to its
+        remote address. The MP_PRIO goes first, on the subflow about to close, as the
+        kernel sends it. Returns what changed."""
+        msk = self._msk_of(conn)
+        self._check_ours(local)
+        out: dict[str, object] = {}
+        if backup is not None:
+            self._set_endpoint_flag(local, EndpointFlags.BACKUP, backup)
+            out["mp_prio"] = msk.pm.set_backup(local, backup)
+        was = bool(self.endpoints.flags_of(local) & EndpointFlags.FULLMESH)
+        if fullmesh is not None and fullmesh != was:
+            self._set_endpoint_flag(local, EndpointFlags.FULLMESH, fullmesh)
+            out["closed"] = msk.remove_subflows(
+                lambda sf: sf.join and sf.engine.local_addr == local,
+                f"endpoint {ntoa(local)} changed to {'' if fullmesh else 'no'}fullmesh",
+                ours=True)
+            if fullmesh:
+                engines = self._fullmesh_joins(conn, msk, local, now)
+            else:
+                req = msk.pm.subflow_create(local, False)
+                engines = [self._open_join(conn, req, now)]
+            out["opened"] = [f"{fmt(e.local_addr, e.local_port)} -> "
+                             f"{fmt(e.remote_addr, e.remote_port)}" for e in engines]
+        self._dirty.add(conn)
+        return out
 
     def remove_subflow(self, conn: Connection, local: Addr,
                        remote: Addr | None = None) -> int:

@@ -35,6 +35,9 @@ COMMANDS = """\
                                        there, a port that takes joins only)
   remove ADDR                          REMOVE_ADDR ADDR, closing its subflows
   backup ADDR on|off                   MP_PRIO: subflows from ADDR are backups, or not
+  flags ADDR [no]backup,[no]fullmesh   `ip mptcp endpoint change`: backup as above; a
+                                       fullmesh change closes ADDR's joins and opens
+                                       them again under the new flag (as Linux)
   fastclose                            abort the connection: MP_FASTCLOSE on an RST
   help                                 this list
 """
@@ -143,6 +146,20 @@ class Controller:
 
                 def done(c: Connection) -> object:
                     return stack.remove_addr(c, a)
+            case "flags", [addr, flags]:
+                a, words_ = _addr(addr), flags.split(",")
+                unknown = set(words_) - {"backup", "nobackup", "fullmesh", "nofullmesh"}
+                if unknown or ("backup" in words_ and "nobackup" in words_) or (
+                        "fullmesh" in words_ and "nofullmesh" in words_):
+                    raise CommandError(f"flags: {flags!r} is not a set of backup|nobackup, "
+                                       "fullmesh|nofullmesh")
+
+                def pick(on: str) -> bool | None:
+                    return True if on in words_ else False if f"no{on}" in words_ else None
+
+                def done(c: Connection) -> object:
+                    return stack.change_endpoint(c, a, now, backup=pick("backup"),
+                                                 fullmesh=pick("fullmesh"))
             case "backup", [addr, ("on" | "off") as flag]:
                 a = _addr(addr)
 

@@ -379,8 +379,9 @@ class MptcpConnection:
                           hint="the peer's application is not reading", key="peer")
         for sf in self.subflows:
             z = sf.engine.peer_zero_window_since
+            # (a subflow closing, its data sent again on the others, is no stall)
             if since is None and z is not None and sf.engine.send_buffered \
-                    and now - z >= STALL_MIN:
+                    and sf.is_open and now - z >= STALL_MIN:
                 self.diag.add(Code.WINDOW_STALL, Severity.ERROR,
                               f"the peer's window on {fmt_key(sf.key)} has been 0 since "
                               f"{z - t0:.3f} s ({now - z:.1f} s)", None,

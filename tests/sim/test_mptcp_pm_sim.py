@@ -380,3 +380,36 @@ def test_the_initial_subflow_of_a_backup_address_becomes_a_backup_with_mp_prio()
     assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
     assert a.all_counters()["MPPrioTx"] == 1 and b.all_counters()["MPPrioRx"] == 1
     assert sa.conn.msk.master.backup and sb.conn.msk.master.remote_backup
+
+
+def test_changing_the_fullmesh_flag_closes_the_join_and_opens_it_again() -> None:
+    """ctl `flags A2 backup,fullmesh` (`ip mptcp endpoint change ... backup fullmesh`,
+    mptcp_join.sh "set backup,fullmesh flags test"): MP_PRIO on A2's join first, then
+    that join closed (RmSubflow, no REMOVE_ADDR) and A2 joins again, as a backup, every
+    remote address the connection uses; `nofullmesh` back: one join again, no MP_PRIO."""
+    data = random.Random(18).randbytes(4_000_000)
+    a, b, net = multipath_pair(seed=18, profile=FAST)
+    changes: list[dict[str, object]] = []
+
+    def step(sa: Side, sb: Side) -> None:
+        msk = sa.conn.msk if sa.conn is not None else None
+        if msk is None:
+            return
+        live = [s for s in msk.subflows if s.fully_established and s.is_open]
+        if not changes and len(live) == 2 and live[1].tx_next > 200_000:
+            changes.append(a.change_endpoint(sa.conn, A2, net.now,  # type: ignore[arg-type]
+                                             backup=True, fullmesh=True))
+        elif len(changes) == 1 and len(live) == 2 and live[1].backup:  # the new join
+            changes.append(a.change_endpoint(sa.conn, A2, net.now,  # type: ignore[arg-type]
+                                             fullmesh=False))
+
+    sa, sb = bulk(a, b, net, data, data[::-1], join_from=[(A2, False)], on_step=step)
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    assert sa.error is None and sb.error is None
+    assert [c["closed"] for c in changes] == [1, 1] and changes[0]["mp_prio"] == 1
+    assert "mp_prio" not in changes[1]
+    joins = [sf for sf in sa.conn.msk.subflows if sf.join]  # type: ignore[union-attr]
+    assert len(joins) == 3 and [sf.backup for sf in joins] == [True, True, True]
+    ca, cb = a.all_counters(), b.all_counters()
+    assert ca["RmSubflow"] == 2 and ca["RmAddr"] == 0 and cb["RmAddr"] == 0
+    assert cb["MPPrioRx"] == 1 and cb["MPJoinSynBackupRx"] == 2 and cb["MPJoinAckRx"] == 3

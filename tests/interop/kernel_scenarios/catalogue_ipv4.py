@@ -414,6 +414,24 @@ IPV4: list[Scenario] = [
     Scenario("port-based signal endpoint must not accept mpc", "add_addr_ports_tests",
              "ns1:4:2", ns1=Side(None, ("ns1:4:2 signal port 10102",)),
              mpc_to_endpoint=True),
+    # ---- fullmesh_tests with sflags: a fullmesh change closes the endpoint's joins
+    # and opens them again (RmSubflow on ns2); speed=slow: the kernel pauses instead
+    Scenario("set fullmesh flag test", "fullmesh_tests", "ns1:4:1",
+             ns1=Side((4, 4), ("ns1:4:2 subflow",)), ns2=Side((4, 4)),
+             steps=(Step("ns2", "add", "ns2:4:3 subflow"),), sflags="fullmesh",
+             join=(2, 2, 2), rm=(0, 1, False), kernel_pause=4.0),
+    Scenario("set nofullmesh flag test", "fullmesh_tests", "ns1:4:1",
+             ns1=Side((4, 4), ("ns1:4:2 subflow,fullmesh",)), ns2=Side((4, 4)),
+             steps=(Step("ns2", "add", "ns2:4:3 subflow,fullmesh"),), sflags="nofullmesh",
+             join=(2, 2, 2), rm=(0, 1, False), kernel_pause=4.0),
+    Scenario("set backup,fullmesh flags test", "fullmesh_tests", "ns1:4:1",
+             ns1=Side((4, 4), ("ns1:4:2 subflow",)), ns2=Side((4, 4)),
+             steps=(Step("ns2", "add", "ns2:4:3 subflow"),), sflags="backup,fullmesh",
+             join=(2, 2, 2), prio=(0, 1, 1, 0), rm=(0, 1, False), kernel_pause=4.0),
+    Scenario("set nobackup,nofullmesh flags test", "fullmesh_tests", "ns1:4:1",
+             ns1=Side((4, 4)), ns2=Side((4, 4), ("ns2:4:2 subflow,backup,fullmesh",)),
+             sflags="nobackup,nofullmesh",
+             join=(2, 2, 2), prio=(0, 1, 1, 0), rm=(0, 1, False), kernel_pause=3.0),
     # ---- link_failure_tests (test_linkfail; netem 20 Mbit/s: ours tbf) ---------------------
     Scenario("multiple flows, signal, link failure", "link_failure_tests", "ns1:4:1",
              ns1=Side((0, 3), ("ns1:4:2 signal",)),
@@ -447,9 +465,6 @@ IPV4: list[Scenario] = [
 # ---- every other IPv4 scenario of the script: (title, group, what it needs) -------------
 LAMINAR = ("`laminar` endpoints (iproute2 6.1 here has no such flag; our stack has no "
            "laminar endpoint)")
-SFLAGS = ("endpoint flags changed to or from `fullmesh` during the transfer (sflags; "
-          "ours has `ctl fullmesh A` but no way back, and the runner applies backup/"
-          "nobackup only)")
 PRIO = ("the kernel's ns2 needs a host route (10.0.2.1 via path 1) the runner does not "
         "set")
 USERSPACE = ("userspace PM commands (pm_nl_ctl ann/rem/csf/dsf on the token from "
@@ -466,10 +481,6 @@ LISTED: list[tuple[str, str, str]] = [
     ("sublow + laminar endpoints", "laminar_endp_tests", LAMINAR),
     ("mpc backup both sides", "backup_tests",
      PRIO),
-    ("set fullmesh flag test", "fullmesh_tests", SFLAGS),
-    ("set nofullmesh flag test", "fullmesh_tests", SFLAGS),
-    ("set backup,fullmesh flags test", "fullmesh_tests", SFLAGS),
-    ("set nobackup,nofullmesh flags test", "fullmesh_tests", SFLAGS),
     ("Infinite map", "fail_tests",
      "MP_FAIL via checksum corruption (tc pedit on ns2's egress); infinite mapping"),
     ("MP_FAIL MP_RST", "fail_tests",

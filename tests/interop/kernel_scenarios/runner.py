@@ -201,7 +201,7 @@ class Play:
             a = self.addr(spec)
             self.our_endpoints.append(a)
             self.our_flags[a] = flags
-            kind = flags.removesuffix(",backup")  # backup: our --backup A as well
+            kind = ",".join(f for f in flags.split(",") if f != "backup")  # + --backup A
             assert port is None or (kind == "signal" and ":" not in a), ep
             if kind == "signal" and self.role == "listener":
                 args += ["--announce", f"{a}:{port}" if port else a]
@@ -211,8 +211,11 @@ class Play:
                 args += ["--announce", a]
             elif kind == "subflow" and self.role == "connector":
                 args += ["--subflow", a]  # (none from the initial subflow's address)
-            elif kind == "subflow" and a == self.addr(self.sc.connect):
-                pass  # a listener's endpoint at the connection's address: for sflags
+            elif kind.startswith("subflow") and self.role == "listener":
+                # a listener's `subflow` endpoint opens nothing here (ours opens no join
+                # to a client's port; the script checks nothing such a join would
+                # count): it is there for sflags (`ctl backup`)
+                pass
             elif kind == "subflow,fullmesh" and self.role == "connector":
                 args += ["--fullmesh", a]
             else:
@@ -250,6 +253,7 @@ class Play:
             spec, flags = step.arg.split()
             a = self.addr(spec)
             self.our_endpoints.append(a)
+            self.our_flags[a] = flags
             command = {"signal": f"announce {a}", "subflow": f"subflow add {a}",
                        "subflow,fullmesh": f"fullmesh {a}"}[flags]
             answer = ours.ctl(self.ctl, command)
@@ -322,6 +326,12 @@ class Play:
         if self.kernel_ns in sc.userspace_pm:
             # a userspace PM without a daemon drops every ADD_ADDR it receives
             errors.pop("MPTcpExtAddAddrDrop", None)
+        if self.kernel_ns == "ns1" and any(split_endpoint(ep)[1].startswith("subflow")
+                                           for ep in sc.ns1.endpoints):
+            # a server's `subflow` endpoint: the kernel tries a join from it to the
+            # client's address and port and fails to create it, in the script's runs
+            # too (which check ns2's join errors only)
+            errors.pop("MPTcpExtMPJoinSynTxCreatSkErr", None)
         if sc.join_syn_rej and self.kernel_ns == "ns1":
             errors.pop("MPTcpExtMPJoinRejected", None)  # check() compares it
         if self.kernel_ns == "ns2":
@@ -332,29 +342,48 @@ class Play:
         return Outcome(me, kernel, kdiff, our_counters(me["stderr"]))
 
     def apply_sflags(self) -> None:
-        """The script's `sflags`: 1 s into the transfer, every endpoint of both sides
-        changes to them: the kernel's with `ip mptcp endpoint change` (the implicit ones
-        it made for joins included), ours with `ctl backup`: our endpoints and the
-        other addresses our subflows use (the kernel's implicit endpoints)."""
+        """The script's `sflags`: 1 s after the steps (or into the transfer), every
+        endpoint of ns1, then of ns2, changes to them: the kernel's with `ip mptcp
+        endpoint change` (the implicit ones it made for joins included); ours as the
+        connector with `ctl flags A` for its `subflow` endpoints (a fullmesh change
+        closes their joins and opens them again) and `ctl backup` for the other
+        addresses its subflows use (the kernel's implicit endpoints); ours as the
+        listener, `ctl backup` for every address it has an endpoint at or a subflow on."""
         flags = self.sc.sflags.split(",")
-        assert set(flags) <= {"backup", "nobackup"}, self.sc.sflags
+        assert set(flags) <= {"backup", "nobackup", "fullmesh", "nofullmesh"}, flags
         ours.wait_for(self.ctl, lambda c: True)
         time.sleep(1.0)
-        shown = self.topo.run_peer("ip", "mptcp", "endpoint", "show").stdout
-        for endpoint_id in re.findall(r"\bid (\d+)", shown):
-            self.topo.run_peer("ip", "mptcp", "endpoint", "change", "id", endpoint_id, *flags)
-        status = ours.ctl(self.ctl, "status")
-        (conn,) = status["connections"]
-        used = [s["local"].rsplit(":", 1)[0] for s in conn["subflows"]]
-        for a in dict.fromkeys(self.our_endpoints + used[1:]):
-            answer = ours.ctl(self.ctl, f"backup {a} {'on' if 'backup' in flags else 'off'}")
-            assert answer.get("ok"), (a, answer)
+        for ns in ("ns1", "ns2"):
+            if ns == self.kernel_ns:
+                shown = self.topo.run_peer("ip", "mptcp", "endpoint", "show").stdout
+                for endpoint_id in re.findall(r"\bid (\d+)", shown):
+                    self.topo.run_peer("ip", "mptcp", "endpoint", "change", "id",
+                                       endpoint_id, *flags)
+                continue
+            status = ours.ctl(self.ctl, "status")
+            (conn,) = status["connections"]
+            # the addresses of ours an implicit endpoint would stand for: those of our
+            # subflows but the initial one's (id 0)
+            used = [s["local"].rsplit(":", 1)[0] for s in conn["subflows"]]
+            implicit = [a for a in used if a != used[0]]
+            prio = [f for f in flags if f in ("backup", "nobackup")]
+            for a in dict.fromkeys(self.our_endpoints + implicit):
+                if self.role == "connector" and "subflow" in self.our_flags.get(a, ""):
+                    answer = ours.ctl(self.ctl, f"flags {a} {self.sc.sflags}")
+                elif prio:
+                    answer = ours.ctl(self.ctl, f"backup {a} "
+                                                f"{'on' if prio == ['backup'] else 'off'}")
+                else:
+                    continue
+                assert answer.get("ok"), (a, answer)
 
     def play_steps(self) -> None:
+        if self.sc.steps:
+            self.play_endpoint_steps()
         if self.sc.sflags:
             self.apply_sflags()
-        if not self.sc.steps:
-            return
+
+    def play_endpoint_steps(self) -> None:
         # pm_nl_set_endpoint: "let the mptcp subflow be established in background
         # before do endpoint manipulation" (the script sleeps 1 s)
         ours.wait_for(self.ctl, lambda c: True)
