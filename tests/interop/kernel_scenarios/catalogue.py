@@ -122,6 +122,9 @@ class Scenario:
     # chk_stale_nr on ns2: (min, max or -1 for none, stale - recover exactly);
     # chk_link_usage: (link, percent of what ns2 sent that ns2's end of it carried, +-5)
     linkfail: int = 0
+    # `ip -net ns2 route add A via ns1's address on link L dev ns2ethL` ("force this
+    # path"): (A, L); the kernel's when it is ns2 (ours picks no route by destination)
+    ns2_routes: tuple[tuple[str, int], ...] = ()
     failing_links: tuple[int, ...] = ()
     stale: tuple[int, int, int] | None = None
     link_usage: tuple[int, int] | None = None

@@ -408,6 +408,14 @@ IPV4: list[Scenario] = [
     Scenario("mpc switch to backup both sides", "backup_tests", "ns1:4:1",
              ns1=Side(None, ("ns1:4:1 subflow",)), ns2=Side(None, ("ns2:4:1 subflow",)),
              sflags="backup", prio=(1, 1, 0, 0), slow=True),
+    Scenario("mpc backup both sides", "backup_tests", "ns1:4:1",
+             ns1=Side((0, 2), ("ns1:4:1 signal,backup", "ns1:4:2 signal")),
+             ns2=Side((1, 2), ("ns2:4:1 subflow,backup", "ns2:4:2 subflow")),
+             ns2_routes=(("ns1:4:2", 1),), join=(2, 2, 2), prio=(1, 1, 1, 1), slow=True,
+             roles=("listener",),
+             not_ours="ns2's join to the announced 10.0.2.1 must leave from its backup "
+                      "address 10.0.1.2 (the script routes 10.0.2.1 through link 1); ours "
+                      "joins an address from its own address on that address's link"),
     # ---- fastclose_tests -----------------------------------------------------------------
     Scenario("fastclose test", "fastclose_tests", "ns1:4:1", fastclose="client"),
     Scenario("fastclose server test", "fastclose_tests", "ns1:4:1", fastclose="server"),
@@ -465,8 +473,6 @@ IPV4: list[Scenario] = [
 # ---- every other IPv4 scenario of the script: (title, group, what it needs) -------------
 LAMINAR = ("`laminar` endpoints (iproute2 6.1 here has no such flag; our stack has no "
            "laminar endpoint)")
-PRIO = ("the kernel's ns2 needs a host route (10.0.2.1 via path 1) the runner does not "
-        "set")
 USERSPACE = ("userspace PM commands (pm_nl_ctl ann/rem/csf/dsf on the token from "
              "`ip mptcp monitor` events, mptcp_info/ss checks)")
 ENDPOINT = ("needs a runner feature: endpoint delete/re-add sequences checked by live "
@@ -479,8 +485,6 @@ LISTED: list[tuple[str, str, str]] = [
     ("with multiple laminar endpoints", "laminar_endp_tests", LAMINAR),
     ("single laminar endpoint", "laminar_endp_tests", LAMINAR),
     ("sublow + laminar endpoints", "laminar_endp_tests", LAMINAR),
-    ("mpc backup both sides", "backup_tests",
-     PRIO),
     ("Infinite map", "fail_tests",
      "MP_FAIL via checksum corruption (tc pedit on ns2's egress); infinite mapping"),
     ("MP_FAIL MP_RST", "fail_tests",
@@ -499,16 +503,14 @@ LISTED: list[tuple[str, str, str]] = [
 ]
 
 # ---- what would play the most of LISTED (scenarios each capability alone unlocks) ------
-#   4  endpoint flag changes to/from fullmesh during the transfer (sflags=fullmesh,
-#      nofullmesh: a `ctl nofullmesh`), the 4 `set ... flag(s) test` of fullmesh_tests
-#   1  "mpc backup both sides" (a host route on ns2: 10.0.2.1 via path 1)
 #   6  userspace PM commands (pm_nl_ctl ann/rem/csf/dsf, `ip mptcp monitor` tokens)
-#   5  link failure mid-transfer + netem shaping (link_failure_tests)
 #   4  `laminar` endpoints (iproute2 >= 6.18 here, and in our stack)
 #   4  endpoint delete/re-add sequences checked live (endpoint_tests; +`implicit`)
 #   2  MP_FAIL by checksum corruption (tc pedit; fail_tests)
 #   (played since: ADD_ADDR with a port, 8; sflags backup/nobackup with chk_prio_nr, 8;
-#   fastclose_tests, 2;
+#   fastclose_tests, 2; link_failure_tests, 5; the fullmesh flag changes (`ctl flags`),
+#   4; "mpc backup both sides" (a host route on the kernel's ns2), 1; SYN cookies on
+#   our listener: syncookies_tests as listener;
 #   fixed since: a join over the subflow limit refused at the third ACK, "... limited
 #   by server" as listener; a removed subflow's data sent again at once, "remove id 0
 #   subflow" and "remove id 0 address" as listener; a multicast announcement not joined,

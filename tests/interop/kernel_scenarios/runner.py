@@ -152,6 +152,9 @@ class Play:
                      f"\n  {where}{'ip6' if ':' in a else 'ip'} saddr {a} meta l4proto tcp "
                      f"{target}\n }}\n}}\n")
             self.topo.run_in(self.ns_of(ns), "nft", "-f", "-", input=rules)
+        if self.kernel_ns == "ns2":
+            for spec, link in sc.ns2_routes:
+                self.topo.run_peer("ip", "route", "add", self.addr(spec), "dev", f"path{link}")
         if sc.drop_add_addr_from_ns2:
             hook, where = ("output", "") if self.kernel_ns == "ns2" else \
                 ("forward", 'iifname "mptun0" ')  # what our stack sends, not the kernel's
@@ -162,6 +165,10 @@ class Play:
             self.topo.run_in(self.ns_of("ns2"), "nft", "-f", "-", input=rules)
 
     def middlebox_cleanup(self) -> None:
+        if self.kernel_ns == "ns2":
+            for spec, link in self.sc.ns2_routes:
+                self.topo.run_peer("ip", "route", "del", self.addr(spec), "dev", f"path{link}",
+                                   check=False)
         for name, value in self.saved_sysctls.items():
             self.topo.run_peer("sysctl", "-q", f"{name}={value}", check=False)
         if self.sc.tcp_filter is not None:
