@@ -101,6 +101,10 @@ class Scenario:
     # (speed=10) keep them, for what must happen while they are (Linux opens no join
     # once either side has sent its DATA_FIN)
     kernel_pause: float | None = None
+    # both sides stop sending after their first MB for this long, reading on (the
+    # script's speed=5 transfers, which last, with every window open): the connection
+    # stays up while the kernel's userspace PM is driven
+    idle: float | None = None
     # no transfer: ns2 opens an MP_CAPABLE connection to ns1's `signal port N` endpoint
     # (its first), which must refuse it at once (chk_mpc_endp_attempt: the connect fails,
     # not by timeout; MPCapableEndpAttempt on ns1 is 1)
@@ -121,6 +125,15 @@ class Scenario:
     # random), then ns2 sends the file again; with 2, ns1 sends a large file too.
     # chk_stale_nr on ns2: (min, max or -1 for none, stale - recover exactly);
     # chk_link_usage: (link, percent of what ns2 sent that ns2's end of it carried, +-5)
+    # userspace PM commands, the kernel's (its side is in `userspace_pm`), issued in order
+    # during the transfer as pm_nl_ctl does (tests/interop/mptcp_pm_nl.py), 1 s apart:
+    # ("ann", ADDR, ID), ("rem", ID), ("csf", ADDR, ID), ("dsf", ADDR: the kernel's
+    # subflow from ADDR), ("csf!", ADDR, ID): a create the kernel must refuse
+    pm_cmds: tuple[tuple[str, ...], ...] = ()
+    # chk_subflows_total after them: the subflows open on (ns1, ns2), the initial one's
+    # included; `no_rst`: chk_rst_nr 0 0 (no MP_TCPRST either way)
+    subflows_total: tuple[int, int] | None = None
+    no_rst: bool = False
     linkfail: int = 0
     # `ip -net ns2 route add A via ns1's address on link L dev ns2ethL` ("force this
     # path"): (A, L); the kernel's when it is ns2 (ours picks no route by destination)

@@ -357,6 +357,33 @@ IPV4: list[Scenario] = [
              ns1=Side((0, 1)), ns2=Side((0, 1), ("ns2:4:3 subflow",)), userspace_pm=("ns2",),
              steps=(Step("ns2", "del"),), join=(0, 0, 0), rm=(0, 0, False), slow=True,
              roles=("listener",), not_ours=NOT_OURS_USERSPACE),
+    # ---- userspace_tests with the kernel's userspace PM driven (pm_nl_ctl's commands) ------
+    Scenario("userspace pm add & remove address", "userspace_tests", "ns1:4:1",
+             ns2=Side((2, 2)), userspace_pm=("ns1",),
+             pm_cmds=(("ann", "ns1:4:2", "10"), ("ann", "ns1:4:3", "20"), ("dsf", "ns1:4:2"),
+                      ("rem", "20")),
+             join=(2, 2, 2), add=(2, 2), rm=(1, 1, True), subflows_total=(1, 1),
+             idle=8.0, roles=("connector",), not_ours=NOT_OURS_USERSPACE),
+    Scenario("userspace pm create destroy subflow", "userspace_tests", "ns1:4:1",
+             ns1=Side((0, 1)), userspace_pm=("ns2",),
+             pm_cmds=(("csf", "ns2:4:3", "20"), ("dsf", "ns2:4:3"),
+                      ("csf!", "10.0.12.2", "10")),
+             join=(1, 1, 1), rm=(0, 1, False), subflows_total=(1, 1),
+             idle=8.0, roles=("listener",), not_ours=NOT_OURS_USERSPACE),
+    Scenario("userspace pm create id 0 subflow", "userspace_tests", "ns1:4:1",
+             ns1=Side((0, 1)), userspace_pm=("ns2",), pm_cmds=(("csf", "ns2:4:3", "0"),),
+             join=(1, 1, 1), subflows_total=(2, 2),
+             idle=6.0, roles=("listener",), not_ours=NOT_OURS_USERSPACE),
+    Scenario("userspace pm remove initial subflow", "userspace_tests", "ns1:4:1",
+             ns1=Side((0, 1)), userspace_pm=("ns2",),
+             pm_cmds=(("csf", "ns2:4:3", "20"), ("dsf", "ns2:4:1")),
+             join=(1, 1, 1), rm=(0, 1, False), no_rst=True, subflows_total=(1, 1),
+             idle=8.0, roles=("listener",), not_ours=NOT_OURS_USERSPACE),
+    Scenario("userspace pm send RM_ADDR for ID 0", "userspace_tests", "ns1:4:1",
+             ns2=Side((1, 1)), userspace_pm=("ns1",),
+             pm_cmds=(("ann", "ns1:4:2", "10"), ("rem", "0")),
+             join=(1, 1, 1), add=(1, 1), rm=(1, 0, True), no_rst=True, subflows_total=(1, 1),
+             idle=8.0, roles=("connector",), not_ours=NOT_OURS_USERSPACE),
     # ---- add_addr_ports_tests: `signal port 10100` endpoints -----------------------------
     Scenario("signal address with port", "add_addr_ports_tests", "ns1:4:1",
              ns1=Side((0, 1), ("ns1:4:2 signal port 10100",)), ns2=Side((1, 1)),
@@ -473,8 +500,8 @@ IPV4: list[Scenario] = [
 # ---- every other IPv4 scenario of the script: (title, group, what it needs) -------------
 LAMINAR = ("`laminar` endpoints (iproute2 6.1 here has no such flag; our stack has no "
            "laminar endpoint)")
-USERSPACE = ("userspace PM commands (pm_nl_ctl ann/rem/csf/dsf on the token from "
-             "`ip mptcp monitor` events, mptcp_info/ss checks)")
+USERSPACE = ("the SUB_CLOSED events of the kernel's userspace PM (pm_nl_ctl events), and "
+             "iptables REJECT with tcp-reset on the initial subflow both ways")
 ENDPOINT = ("needs a runner feature: endpoint delete/re-add sequences checked by live "
             "subflow counts (ss, mptcp_info), PM events and an RM_ADDR BPF filter")
 
@@ -489,11 +516,6 @@ LISTED: list[tuple[str, str, str]] = [
      "MP_FAIL via checksum corruption (tc pedit on ns2's egress); infinite mapping"),
     ("MP_FAIL MP_RST", "fail_tests",
      "MP_FAIL via checksum corruption (tc pedit on ns2's egress); netem shaping"),
-    ("userspace pm add & remove address", "userspace_tests", USERSPACE),
-    ("userspace pm create destroy subflow", "userspace_tests", USERSPACE),
-    ("userspace pm create id 0 subflow", "userspace_tests", USERSPACE),
-    ("userspace pm remove initial subflow", "userspace_tests", USERSPACE),
-    ("userspace pm send RM_ADDR for ID 0", "userspace_tests", USERSPACE),
     ("userspace pm no dup close events after error", "userspace_tests", USERSPACE),
     ("implicit EP", "endpoint_tests",
      f"{ENDPOINT}; the `implicit` endpoint flag (iproute2 6.1 has none)"),
@@ -503,14 +525,14 @@ LISTED: list[tuple[str, str, str]] = [
 ]
 
 # ---- what would play the most of LISTED (scenarios each capability alone unlocks) ------
-#   6  userspace PM commands (pm_nl_ctl ann/rem/csf/dsf, `ip mptcp monitor` tokens)
+#   1  the kernel's PM events checked (userspace "no dup close events after error")
 #   4  `laminar` endpoints (iproute2 >= 6.18 here, and in our stack)
 #   4  endpoint delete/re-add sequences checked live (endpoint_tests; +`implicit`)
 #   2  MP_FAIL by checksum corruption (tc pedit; fail_tests)
 #   (played since: ADD_ADDR with a port, 8; sflags backup/nobackup with chk_prio_nr, 8;
-#   fastclose_tests, 2; link_failure_tests, 5; the fullmesh flag changes (`ctl flags`),
-#   4; "mpc backup both sides" (a host route on the kernel's ns2), 1; SYN cookies on
-#   our listener: syncookies_tests as listener;
+#   fastclose_tests, 2; link_failure_tests, 5; userspace PM commands driven, 5; the
+#   fullmesh flag changes (`ctl flags`), 4; "mpc backup both sides" (a host route on
+#   the kernel's ns2), 1; SYN cookies on our listener: syncookies_tests as listener;
 #   fixed since: a join over the subflow limit refused at the third ACK, "... limited
 #   by server" as listener; a removed subflow's data sent again at once, "remove id 0
 #   subflow" and "remove id 0 address" as listener; a multicast announcement not joined,

@@ -17,6 +17,7 @@ from tests.interop.kernel_scenarios.catalogue import Scenario, Side, Step
 from tests.interop.payload import expected_sha256
 
 MB = 1_000_000
+PM_NL = Path(__file__).resolve().parent.parent / "mptcp_pm_nl.py"  # pm_nl_ctl's commands
 KERNEL_DEFAULT_LIMITS = (0, 2)  # (add_addr_accepted, subflows): a fresh namespace's
 TOPOLOGY_LIMITS = (8, 8)        # what netns-setup.sh sets, put back afterwards
 # chk_join_tx_nr's error counters on ns2, in Scenario.join_tx_errs's order
@@ -75,6 +76,7 @@ class Play:
         self.our_endpoints: list[str] = []
         self.our_flags: dict[str, str] = {}
         self.saved_sysctls: dict[str, str] = {}
+        self.live: dict[str, int] = {}  # subflows open on ns1 / ns2 (play_pm_cmds)
 
     def addr(self, spec: str) -> str:
         return resolve(spec, self.our_ns)
@@ -180,6 +182,8 @@ class Play:
 
     def kernel_pause(self) -> list[Any]:
         pause = self.sc.kernel_pause
+        if self.sc.idle is not None:
+            return ["--pause-after", MB, "--pause", self.sc.idle]
         return [] if pause is None else ["--pause-after", MB, "--pause", pause,
                                          "--read-delay", pause]
 
@@ -277,10 +281,17 @@ class Play:
             else (sc.ns2, sc.ns1)
         common = ["--json", "--stats", "--control", self.ctl, "--timeout", 60,
                   "--send-bytes", self.size, *self.our_args(our_side)]
+        if sc.idle is not None:
+            common += ["--pause-after", MB, "--pause", sc.idle]
         before = topo.nstat_peer()
+        monitor = None
         try:
             self.kernel_setup(kernel_side)
             self.middlebox_setup()
+            if sc.pm_cmds:
+                # reset_with_events: a listener of the PM's events, which the kernel's
+                # userspace PM takes for its daemon (it refuses joins without one)
+                monitor = topo.popen_peer("ip", "mptcp", "monitor")
             if self.role == "connector":
                 bind = ["--bind", self.addr(sc.bind)] if sc.bind else ["--ipv6"]
                 srv = topo.popen_peer(*topo.kpeer("server", "--port", self.port, "--once",
@@ -308,6 +319,9 @@ class Play:
             time.sleep(0.2)  # the kernel's last counters (a subflow closing)
             diff = nstat_diff(before, topo.nstat_peer())
         finally:
+            if monitor is not None:
+                monitor.kill()
+                monitor.communicate()
             self.kernel_cleanup()
             self.middlebox_cleanup()
         kdiff = {k.removeprefix("MPTcpExt"): v for k, v in diff.items()}
@@ -341,6 +355,10 @@ class Play:
             errors.pop("MPTcpExtMPJoinSynTxCreatSkErr", None)
         if sc.join_syn_rej and self.kernel_ns == "ns1":
             errors.pop("MPTcpExtMPJoinRejected", None)  # check() compares it
+        if any(c[0] == "csf!" for c in sc.pm_cmds):
+            # the join the kernel must refuse to create (from an address it does not
+            # have): counted, after the script's chk_join_nr
+            errors.pop("MPTcpExtMPJoinSynTxBindErr", None)
         if self.kernel_ns == "ns2":
             for name, count in zip(JOIN_TX_ERRS, sc.join_tx_errs, strict=True):
                 if count:
@@ -389,6 +407,68 @@ class Play:
             self.play_endpoint_steps()
         if self.sc.sflags:
             self.apply_sflags()
+        if self.sc.pm_cmds:
+            self.play_pm_cmds()
+
+    def play_pm_cmds(self) -> None:
+        """The kernel's userspace PM driven as the script's userspace_pm_* helpers
+        drive it (pm_nl_ctl ann/rem/csf/dsf on the connection's token, 1 s apart);
+        then the subflows open on each side (chk_subflows_total), kept in
+        `self.live` for `check`."""
+        sc, topo = self.sc, self.topo
+        conn = ours.wait_for(self.ctl, lambda c: c["fully_established"]
+                             and c["remote_token"] is not None)
+        time.sleep(0.5)  # wait_mpj
+        token = conn["remote_token"]  # the kernel's, as its events name it
+        # the kernel's socket: IPv6 (v4-mapped addresses) as our connector's server
+        mapped = self.role == "connector" and not sc.bind
+
+        def kaddr(a: str) -> str:
+            return f"::ffff:{a}" if mapped and ":" not in a else a
+
+        for cmd, *args in sc.pm_cmds:
+            if cmd == "ann":
+                words = ["ann", self.addr(args[0]), "id", args[1]]
+            elif cmd == "rem":
+                words = ["rem", "id", args[0]]
+            elif cmd in ("csf", "csf!"):
+                ours_addr, ours_port = conn["local"].rsplit(":", 1)
+                words = ["csf", "lip", self.addr(args[0]), "lid", args[1],
+                         "rip", ours_addr.strip("[]"), "rport", ours_port]
+            else:  # dsf: the kernel's subflow from that address of its
+                a = self.addr(args[0])
+                status = ours.ctl(self.ctl, "status")["connections"][0]
+                found = [f for f in status["subflows"] if f["remote"].rsplit(":", 1)[0] == a
+                         and f["state"] == "ESTABLISHED"]
+                assert len(found) == 1, (f"{sc.title}: no subflow of ours from the "
+                                         f"kernel's {a} to destroy", status["subflows"])
+                (sf,) = found
+                (la, lp), (ra, rp) = (sf["remote"].rsplit(":", 1),
+                                      sf["local"].rsplit(":", 1))
+                words = ["dsf", "lip", kaddr(la), "lport", lp, "rip", kaddr(ra),
+                         "rport", rp]
+            done = topo.run_peer("python3", str(PM_NL), *words, "token", token, check=False)
+            if cmd == "csf!":
+                assert done.returncode != 0, f"the kernel took {words}"
+            else:
+                assert done.returncode == 0, (words, done.stderr)
+            time.sleep(1.0)
+        if sc.subflows_total is not None:
+            status = ours.ctl(self.ctl, "status")["connections"][0]
+            mine = sum(1 for f in status["subflows"]
+                       if f["state"] == "ESTABLISHED" and not f["closing"])
+            self.live = {self.our_ns: mine, self.kernel_ns: self.kernel_subflows()}
+
+    def kernel_subflows(self) -> int:
+        """The kernel's established MPTCP subflows of this play (ss: tcp-ulp-mptcp)."""
+        out = self.topo.run_peer("ss", "-Htni", "state", "established").stdout
+        port = f":{self.port}"
+        n = 0
+        for rec in re.split(r"\n(?=\S)", out):
+            first = rec.split("\n", 1)[0].split()
+            if "tcp-ulp-mptcp" in rec and any(w.endswith(port) for w in first):
+                n += 1
+        return n
 
     def play_endpoint_steps(self) -> None:
         # pm_nl_set_endpoint: "let the mptcp subflow be established in background
@@ -492,6 +572,13 @@ def check(play: Play, out: Outcome) -> None:
         if sc.rm_simult:  # "the subflow removal count on each side is unreliable"
             both = n(s_side, "RmSubflow") + n(a_side, "RmSubflow")
             got["rm_subflow (RmSubflow)"] = rm_sf if rm_sf <= both <= 2 * rm_sf else both
+    if sc.subflows_total is not None:
+        got["subflows open (ns1, ns2)"] = (play.live.get("ns1"), play.live.get("ns2"))
+        want["subflows open (ns1, ns2)"] = sc.subflows_total
+    if sc.no_rst:  # chk_rst_nr 0 0: MP_TCPRST neither way
+        got["MPRstTx+MPRstRx (both)"] = sum(n(side, c) for side in (ns1, ns2)
+                                            for c in ("MPRstTx", "MPRstRx"))
+        want["MPRstTx+MPRstRx (both)"] = 0
     if sc.syncookies and role == "listener":
         # ours is ns1 with --syncookies 2: the connection and every join that completed
         # came through a cookie (and a join over the limit whose SYN came with another's,
