@@ -32,7 +32,7 @@ from stack.mptcp.sched import SCHEDULERS
 from stack.shell import DeviceError, TunShell, wall_clock_offset
 from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
-from tools import bench, control
+from tools import analyze, bench, control
 from tools.events import EventLog
 from tools.sink import Sink
 from tools.trace import LadderTracer
@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(net.ipv4.tcp_max_syn_backlog; default 128)")
     control.configure(sub.add_parser(
         "ctl", help="send a command to a running mptcp-tun --control SOCKET"))
+    analyze.configure(sub.add_parser(
+        "analyze", help="list, check and explain the MPTCP connections of a capture file "
+                        "(pcap/pcapng; no root)"))
     bench.configure(sub.add_parser(
         "bench", help="goodput of our stack vs the kernel (needs root)"))
     return p
@@ -686,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         return control.run(args)
     if args.command == "bench":
         return bench.run(args)
+    if args.command == "analyze":
+        return analyze.run(args)
     tune_malloc()
     if args.send and args.send_bytes is not None:
         print("mptcp-tun: --send and --send-bytes are exclusive", file=sys.stderr)

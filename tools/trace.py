@@ -225,8 +225,11 @@ class LadderTracer:
         self.frames = 0  # packets seen: the frame number (1-based) of the last, as in --pcap
         self.subflows = 0  # labels handed out
 
-    def __call__(self, direction: str, packet: bytes, now: float) -> None:
-        self.frames += 1  # every packet, shown or not: the pcap counts them all
+    def __call__(self, direction: str, packet: bytes, now: float,
+                 frame: int | None = None) -> None:
+        """`frame`: the packet's frame number when the caller knows it (a capture file
+        read back, filtered to one connection); else the count of packets so far."""
+        self.frames = self.frames + 1 if frame is None else frame
         try:
             if self._pending:
                 self.flush()
