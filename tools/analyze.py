@@ -189,7 +189,8 @@ class Connection:
 
     @property
     def version(self) -> int:
-        return self.initial.version or 1
+        v = self.initial.version
+        return 1 if v is None else v
 
     def tokens(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
