@@ -525,6 +525,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="the ladder and statistics of one MPTCP connection: its number in "
                         "the listing, or either host's token (hex)")
     p.add_argument("--json", action="store_true", help="the result as one JSON object")
+    p.add_argument("--plot", metavar="FILE.png|FILE.svg",
+                   help="draw the connection (--connection, else the first): data sequence "
+                        "numbers against time per subflow, the data ACK line, "
+                        "retransmissions, reinjections and path-manager events")
+    p.add_argument("--plot-kind", choices=["dsn", "goodput"], default="dsn",
+                   help="dsn (default), or goodput: new data-level bytes per subflow over "
+                        "time")
     p.add_argument("--show-data", type=int, default=3, metavar="N",
                    help="data segments shown per subflow and direction in the ladder "
                         "before they are only counted (default 3)")
@@ -538,6 +545,17 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except CaptureError as e:
         print(f"mptcp-tun analyze: {e}", file=sys.stderr)
         return 2
+    if args.plot:
+        target = conn or (an.connections[0] if an.connections else None)
+        if target is None:
+            print("mptcp-tun analyze: no MPTCP connection to plot", file=sys.stderr)
+            return 2
+        from tools import plot
+        try:
+            plot.draw(an, target, args.plot, args.plot_kind)
+        except (OSError, ValueError) as e:
+            print(f"mptcp-tun analyze: cannot write {args.plot}: {e}", file=sys.stderr)
+            return 2
     if args.json:
         out.write(json.dumps(to_json(an, conn)) + "\n")
         return 0

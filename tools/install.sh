@@ -45,7 +45,7 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($PY --version 2>&1)"
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import stack, pytun, cryptography, dpkt, pytest, hypothesis" 2>/dev/null \
+if ! .venv/bin/python -c "import stack, pytun, cryptography, dpkt, matplotlib, pytest, hypothesis" 2>/dev/null \
         || [ ! -x .venv/bin/ruff ] || [ ! -x .venv/bin/mypy ] \
         || [ pyproject.toml -nt .venv/.installed ]; then
     say "pip install -e '.[test]'"

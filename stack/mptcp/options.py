@@ -633,7 +633,7 @@ def established_options_mp(sf: Subflow, seq: int, payload_len: int, remaining: i
         return True
     if remaining < TCPOLEN_MPTCP_MPC_ACK:
         return False
-    opts.mpc = MpCapable(1, mpc_flags(msk), msk.local_key, msk.remote_key)
+    opts.mpc = MpCapable(msk.version, mpc_flags(msk), msk.local_key, msk.remote_key)
     return True
 
 
@@ -786,6 +786,10 @@ def incoming_options(msk: MptcpConnection, sf: Subflow, hdr: TcpHeader,
             subflow.mpc_synack_rx(msk, ro)
             if msk.fallback:
                 _mpc_fallback(msk, sf, hdr, ro, "SYN/ACK")
+            elif msk.version == 0:
+                # RFC 6824: the keys go on the third ACK alone, before data (whose
+                # segments carry DSS mappings); v1 puts them on the first data too
+                sf.engine.ack_before_data()
         elif s & _MPC_SYN:
             msk.counters[Mib.MPCapableSYNRX] += 1
             if ro.deny_join_id0:  # the client's C flag: not its initial address

@@ -335,6 +335,7 @@ class TcpEngine:
         self._ooo_fin: int | None = None  # offset of a FIN that arrived out of order
         self._ack_now = False
         self._pure_ack = False           # the ULP needs a segment without data (see send_pure_ack)
+        self._ack_first = False          # ... and before any data (see ack_before_data)
         self._unacked_bytes = 0          # received since our last ACK (delayed ACK)
         self._last_ack_sent = 0
 
@@ -624,6 +625,12 @@ class TcpEngine:
         8684 3.2) goes once the engine is ESTABLISHED."""
         if self._state in _SYNCHRONIZED or self._state is State.SYN_RECEIVED:
             self._ack_now = True
+
+    def ack_before_data(self) -> None:
+        """The ACK this segment calls for goes alone, before any data (an RFC 6824
+        client's third ACK: MP_CAPABLE with both keys leaves no room for a mapping).
+        Called by the ULP while it reads the SYN/ACK."""
+        self._ack_first = True
 
     def synack_untimed(self) -> None:
         """Our SYN/ACK went out at a time we no longer know (a SYN cookie's, rebuilt
@@ -1576,6 +1583,10 @@ class TcpEngine:
         elif st in _SYNCHRONIZED:
             self._ack_segs = 0
             self._wf = -1  # window field: computed once, by the first segment built
+            if self._ack_first:
+                self._ack_first = self._ack_now = False
+                out.append(self._segment(self._nxt, ACK, b"", now))
+                self.counters[_OUT_ACKS] += 1
             if st in _CAN_SEND_DATA and (
                     self._nxt < self._buf_start + len(self._buf) or self._recovery
                     or (self._fin_queued and not self._fin_sent)):

@@ -23,7 +23,7 @@ from stack.host import Stack, ip
 from stack.mptcp.connection import MptcpConfig
 from tests.sim.apps import bulk, multipath_pair
 from tests.sim.net import LinkProfile
-from tools import analyze
+from tools import analyze, plot
 from tools.capture import PcapWriter
 
 A2 = ip("10.0.2.2")
@@ -183,11 +183,6 @@ def test_damaged_captures_never_raise(tmp_path: Path) -> None:
         assert rc in (0, 2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by analyze, not fixed yet (issue 13): our v0 client never sends MP_CAPABLE "
-    "with both keys when it has data queued at the SYN/ACK (its first segment is data "
-    "with a DSS), so the server falls back, and our MP_CAPABLE ACK writer puts version 1 "
-    "in a v0 connection's option"))
 def test_the_v0_dialect_between_two_of_our_stacks_checks_out_and_tshark_decodes_it(
         tmp_path: Path) -> None:
     """The seed's RFC 6824 dialect on the wire: SHA-1 tokens and IDSNs, HMAC-SHA1 joins,
@@ -214,11 +209,48 @@ def test_the_v0_dialect_between_two_of_our_stacks_checks_out_and_tshark_decodes_
     if tshark is None:
         assert not os.environ.get("CI"), "CI installs tshark (tools/install.sh)"
         pytest.skip("tshark is not installed")
-    out = subprocess.run([tshark, "-r", str(path), "-Y", "_ws.malformed", "-T", "fields",
-                          "-e", "frame.number"],
+    # (the payload is random bytes: decoded as plain data, not by heuristics that
+    # would take it for some protocol and find it malformed)
+    out = subprocess.run([tshark, "-r", str(path), "-d", "tcp.port==5000,data",
+                          "-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "", f"frames tshark finds malformed: {out.stdout.split()}"
     decoded = subprocess.run([tshark, "-r", str(path), "-Y", "mptcp", "-T", "fields",
-                              "-e", "mptcp.version"], capture_output=True, text=True,
+                              "-e", "tcp.options.mptcp.version"], capture_output=True, text=True,
                              timeout=120, check=True)
     assert "0" in decoded.stdout.split(), "tshark sees no MPTCP v0 option"
+
+
+@pytest.mark.parametrize(("kind", "suffix"), [("dsn", "png"), ("goodput", "png"),
+                                              ("dsn", "svg")])
+def test_the_plot_is_a_valid_image_of_the_connection(tmp_path: Path, kind: str,
+                                                     suffix: str) -> None:
+    path, *_ = capture(tmp_path)
+    out = tmp_path / f"plot.{suffix}"
+    rc, _ = run(path, "--connection", "1", "--plot", str(out), "--plot-kind", kind)
+    assert rc == 0
+    data = out.read_bytes()
+    if suffix == "png":
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack("!II", data[16:24])
+        assert (width, height) == (1210, 660) and 20_000 < len(data) < 2_000_000
+    else:
+        assert b"<svg" in data[:500] and len(data) > 20_000
+    an = analyze.analyse(analyze.read_capture(path))
+    s = plot.series(an, an.connections[0])
+    # every byte of the plotted direction is on the plot once as new data, both subflows
+    assert sum(b for pts in s.new_bytes.values() for _, b in pts) == 1_000_000
+    assert all(s.points[n] for n in (0, 1)) and s.acks
+
+
+def test_plotting_a_capture_without_mptcp_is_one_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path, *_ = capture(tmp_path, join=False)
+    no_mptcp = tmp_path / "tcp.pcap"
+    frames = list(dpkt.pcap.Reader(path.open("rb")))[:0]
+    with no_mptcp.open("wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=analyze.LINKTYPE_RAW)
+        for ts, pkt in frames:
+            w.writepkt(pkt, ts=ts)
+    rc, _ = run(no_mptcp, "--plot", str(tmp_path / "x.png"))
+    assert rc == 2 and "no MPTCP connection to plot" in capsys.readouterr().err
