@@ -34,6 +34,7 @@ from stack.tcp.engine import TcpConfig
 from stack.wire.pcap import PcapWriter
 from tools import analyze, bench, control
 from tools.events import EventLog
+from tools.interval import IntervalReporter
 from tools.sink import Sink
 from tools.trace import LadderTracer
 
@@ -192,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trace", action="store_true", help="the handshake as a ladder on stderr")
     g.add_argument("--stats", action="store_true", help="dump the stack's counters at exit")
     g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    g.add_argument("--interval", type=float, metavar="S",
+                   help="every S seconds, one line per subflow and one per connection on "
+                        "stderr: bytes and goodput each way, RTT, cwnd, retransmissions, "
+                        "the data-level window (as iperf3 -i; default 2 s on a terminal "
+                        "without --json, else off; 0: off)")
     g.add_argument("--seed", type=int, help="seed our randomness (ISNs, ports, payload)")
     g.add_argument("--no-sha256", dest="sha256", action="store_false",
                    help="do not hash the bytes sent and received (a throughput run: "
@@ -544,6 +550,7 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
             created.append(ev.conn)
     shell.observers.append(remember)
     ctl_server: asyncio.AbstractServer | None = None
+    reporting: asyncio.Task[None] | None = None  # --interval
     shell.start()
     shell.stack.diag.t0 = shell.now()  # host-level findings: times since we started
     try:
@@ -561,6 +568,12 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
             shell.observers.append(events)
         if args.control:
             ctl_server = await control.serve(shell, args.control)
+        every = args.interval if args.interval is not None else (
+            2.0 if sys.stderr.isatty() and not args.json else 0.0)
+        if every > 0:
+            reporter = IntervalReporter(
+                lambda: [c for c in created if not c.sock.is_closed], shell.now, every)
+            reporting = asyncio.get_running_loop().create_task(reporter.run())
         source = payload_source(args, io.send, rng)
         if args.command == "connect":
             res = Result(started=time.monotonic())
@@ -611,6 +624,8 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
                 res.error = why
                 res.ended = res.ended or time.monotonic()
     finally:
+        if reporting is not None:
+            reporting.cancel()
         if ctl_server is not None:
             ctl_server.close()
             with contextlib.suppress(OSError):

@@ -16,8 +16,9 @@ die() { echo "install: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo $0)"
 
 # ip/ss/nstat (iproute2), nft, ethtool, modprobe (kmod), sysctl (procps), ping
-# (iputils-ping), setpriv (util-linux), tshark (an independent MPTCP decoder), venv.
-PKGS=(iproute2 nftables ethtool kmod procps iputils-ping util-linux tshark python3-venv)
+# (iputils-ping), setpriv (util-linux), tshark (an independent MPTCP decoder), tcpdump
+# (the captures `analyze` is tested on), venv.
+PKGS=(iproute2 nftables ethtool kmod procps iputils-ping util-linux tshark tcpdump python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
