@@ -965,7 +965,9 @@ class Stack:
                 opts.append(SackPermitted())
             opts.append(ts)
             now_ts = (int(now * 1000) + ts_off) & 0xFFFFFFFF
-            bits = ts_encode(ws.shift if ws is not None else None, sack)  # type: ignore[union-attr]
+            # (a shift over 14 is taken as 14, RFC 7323 2.3: keep what the engine uses)
+            shift = min(ws.shift, 14) if ws is not None else None  # type: ignore[union-attr]
+            bits = ts_encode(shift, sack)
             ts_off = (ts_off - ((now_ts - cookie_tsval(now_ts, bits)) & 0xFFFFFFFF)) \
                 & 0xFFFFFFFF
         opts += [o for o in hdr.options if type(o) not in (Mss, WindowScale, SackPermitted,

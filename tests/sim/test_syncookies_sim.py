@@ -165,3 +165,26 @@ def test_a_forged_ack_gets_an_rst_and_no_connection(syncookies: int) -> None:
     b.feed(packet, net.now)
     assert b.counters["SyncookiesFailed"] == 1 and b.counters["OutRsts"] == before + 1
     assert len({id(x) for x in b.conns.values()}) == len(conns)
+
+
+def test_a_window_scale_over_14_survives_the_cookie_as_14() -> None:
+    """RFC 7323 2.3: a shift over 14 is used as 14; the cookie keeps what the SYN/ACK's
+    connection used, so the rebuilt one scales the peer's window the same way."""
+    b = Stack([B1])
+    b.config.syncookies = 2
+    b.config.mptcp = None
+    b.listen(5000, mptcp=False)
+    syn = tcp.TcpHeader(40000, 5000, 1000, 0, tcp.SYN, 65535,
+                        [tcp.Mss(1460), tcp.WindowScale(15), tcp.SackPermitted(),
+                         tcp.Timestamps(777, 0)])
+    b.feed(tcp.emit_ipv4_segment(A1, B1, 1, 64, syn, b"")[0], 1.0)
+    (synack,) = b.poll_transmit(1.0)
+    sa, _ = tcp.parse(memoryview(synack.packet)[20:])
+    assert sa.flags == tcp.SYN | tcp.ACK and not b.conns
+    ts = sa.option(tcp.Timestamps)
+    ack = tcp.TcpHeader(40000, 5000, 1001, (sa.seq + 1) & 0xFFFFFFFF, tcp.ACK, 10,
+                        [tcp.Timestamps(778, ts.tsval)])  # type: ignore[union-attr]
+    b.feed(tcp.emit_ipv4_segment(A1, B1, 2, 64, ack, b"")[0], 1.01)
+    (conn,) = {id(c): c for c in b.conns.values()}.values()
+    assert conn.engine.state is State.ESTABLISHED and conn.engine.snd_wscale == 14
+    assert conn.engine.snd_wnd == 10 << 14
