@@ -102,8 +102,10 @@ class Scenario:
     # once either side has sent its DATA_FIN)
     kernel_pause: float | None = None
     # both sides stop sending after their first MB for this long, reading on (the
-    # script's speed=5 transfers, which last, with every window open): the connection
-    # stays up while the kernel's userspace PM is driven
+    # script's speed=5/10 transfers, which last, with every window open): the connection
+    # stays up while the kernel's userspace PM is driven or ADD_ADDRs are retried (a read
+    # pause instead shuts the window on data in flight: a join went stale, and our
+    # ADD_ADDR retries, which follow the RTO, spread past the end)
     idle: float | None = None
     # no transfer: ns2 opens an MP_CAPABLE connection to ns1's `signal port N` endpoint
     # (its first), which must refuse it at once (chk_mpc_endp_attempt: the connect fails,
