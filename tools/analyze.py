@@ -415,10 +415,10 @@ def ladder(an: Analysis, conn: Connection, out: TextIO, show_data: int) -> None:
     """The connection's packets through the `--trace` ladder, numbered as in the file."""
     tracer = LadderTracer(out, show_data=show_data)
     cap = an.capture
-    client_host = {conn.initial.client[0]}
-    for f, who in zip(conn.joins, conn.join_dirs, strict=True):
-        client_host.add(f.client[0] if who == "client" else f.server[0])
-    frames = sorted(i for f in conn.subflows for i in f.frames)
+    # frame -> (its subflow, whether that subflow's SYN came from the client's host)
+    owner = {i: (f, who == "client") for f, who in
+             zip(conn.subflows, ["client", *conn.join_dirs], strict=True) for i in f.frames}
+    frames = sorted(owner)
     t0 = cap.frames[frames[0]].time if frames else 0.0
     out.write("(us = the client's host, the MP_CAPABLE SYN's sender; peer = the server's)\n")
     for i in frames:
@@ -431,14 +431,8 @@ def ladder(an: Analysis, conn: Connection, out: TextIO, show_data: int) -> None:
         if got is None:
             continue
         src, _, hdr, _, _ = got
-        flow = next(f for f in conn.subflows if i in f.frames)
-        sender = (src, hdr.src_port)
-        if flow in conn.joins:
-            who = conn.join_dirs[conn.joins.index(flow)]
-            opener = flow.client
-            from_client = (sender == opener) == (who == "client")
-        else:
-            from_client = sender == flow.client
+        flow, opened_by_client = owner[i]
+        from_client = ((src, hdr.src_port) == flow.client) == opened_by_client
         tracer(("out" if from_client else "in"), fr.packet, fr.time - t0, frame=fr.number)
     tracer.flush()
 
