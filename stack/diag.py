@@ -42,6 +42,7 @@ class Code(StrEnum):
     FASTCLOSE = "fastclose"
     WINDOW_STALL = "window-stall"
     FALLBACK = "fallback"
+    VALUE_MISMATCH = "value-mismatch"  # offline (analyze): a derived value did not check
 
 
 @unique

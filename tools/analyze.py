@@ -31,10 +31,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stack.addr import fmt, ip, ntoa
+from stack.diag import Diagnosis
 from stack.mptcp import crypto
 from stack.wire import MalformedPacket, ipv4, ipv6, tcp
-from stack.wire.mptcp import Dss, MpCapable, MpJoinSyn, parse_body
+from stack.wire.mptcp import (
+    AddAddr,
+    Dss,
+    MpCapable,
+    MpFail,
+    MpFastclose,
+    MpJoinSyn,
+    MpPrio,
+    MpTcpRst,
+    RemoveAddr,
+    parse_body,
+)
 from stack.wire.tcp import ACK, FIN, OPT_MPTCP, RST, SYN
+from tools.findings import Derived, diagnose
 from tools.trace import LadderTracer
 
 # link types (https://www.tcpdump.org/linktypes.html) and where their IP packet starts
@@ -168,11 +181,24 @@ class Flow:
     bytes: dict[str, int] = field(default_factory=lambda: {"c2s": 0, "s2c": 0})
     retrans: dict[str, int] = field(default_factory=lambda: {"c2s": 0, "s2c": 0})
     high: dict[str, int] = field(default_factory=dict)  # highest seq end seen, per way
-    maps: list[tuple[str, int, int]] = field(default_factory=list)  # (way, dsn, length)
-    map_set: set[tuple[str, int, int]] = field(default_factory=set)
+    # (way, dsn, length, ssn, frame) of each mapping, in the order first seen
+    maps: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    map_set: set[tuple[str, int, int, int]] = field(default_factory=set)
     first: float = 0.0
     last: float = 0.0
+    established: float | None = None  # the client's first ACK after the SYN/ACK
+    ended: float | None = None        # its first FIN or RST
     end: str = "open at the end of the capture"
+    # what the offline diagnosis (tools/findings.py) reads, frames as indexes:
+    syns: list[tuple[int, bool]] = field(default_factory=list)  # (frame, MP_CAPABLE?)
+    synack: int | None = None
+    signals: list[tuple[int, str, object]] = field(default_factory=list)  # (frame, way, opt)
+    rst: tuple[int, str, int | None] | None = None  # (frame, way, MP_TCPRST reason)
+    resent: dict[str, dict[int, list[int]]] = field(
+        default_factory=lambda: {"c2s": {}, "s2c": {}})  # way -> seq -> [frame, times]
+    acked: dict[str, int] = field(default_factory=dict)  # way -> the other's highest ACK
+    zero: dict[str, tuple[int, float]] = field(default_factory=dict)  # way -> 0 window since
+    stalls: list[tuple[int, str, float]] = field(default_factory=list)  # (frame, way, s)
 
     @property
     def is_join(self) -> bool:
@@ -240,6 +266,10 @@ def _segment(packet: bytes) -> tuple[str, str, tcp.TcpHeader, int, memoryview] |
     return ntoa(src), ntoa(dst), hdr, len(seg) - doff, seg[doff:]
 
 
+STALL = 1.0  # seconds a receive window stays 0 before the diagnosis reports it
+_SIGNALS = (AddAddr, RemoveAddr, MpPrio, MpFastclose, MpFail)
+
+
 def analyse(cap: Capture) -> Analysis:
     flows: dict[frozenset[Endpoint], Flow] = {}
     order: list[Flow] = []
@@ -267,12 +297,16 @@ def analyse(cap: Capture) -> Analysis:
         flow.frames.append(i)
         flow.last = fr.time
         way = "c2s" if a == flow.client else "s2c"
-        _account(flow, way, hdr, plen)
         mopts = [o for o in hdr.options
                  if type(o) is tcp.UnknownOption and o.kind == OPT_MPTCP]
         if syn_only:
             flow.syn_seen = True
             flow.client, flow.server = a, b
+            way = "c2s"
+            flow.syns.append((i, any(_is_mpc(o) for o in mopts)))
+        _account(flow, way, hdr, plen, i)
+        _watch(flow, way, hdr, i, fr.time)
+        reason = None
         for o in mopts:
             try:
                 m = parse_body(o.data, bool(hdr.flags & SYN), bool(hdr.flags & ACK),
@@ -280,15 +314,50 @@ def analyse(cap: Capture) -> Analysis:
             except MalformedPacket:
                 malformed += 1
                 continue
-            _take_option(flow, way, hdr, m)
-        if hdr.flags & SYN and hdr.flags & ACK and way == "s2c" and flow.mpc_syn \
-                and flow.mpc_synack is None:
-            flow.mpc_synack = any(_is_mpc(o) for o in mopts)
+            _take_option(flow, way, hdr, m, i, plen)
+            if isinstance(m, _SIGNALS):
+                flow.signals.append((i, way, m))
+            elif type(m) is MpTcpRst:
+                reason = m.reason
+        if hdr.flags & SYN and hdr.flags & ACK and way == "s2c":
+            flow.synack = i if flow.synack is None else flow.synack
+            if flow.mpc_syn and flow.mpc_synack is None:
+                flow.mpc_synack = any(_is_mpc(o) for o in mopts)
+        elif (flow.established is None and flow.synack is not None and way == "c2s"
+              and hdr.flags & (SYN | RST | ACK) == ACK):
+            flow.established = fr.time
+        by = "client" if way == "c2s" else "server"
         if hdr.flags & RST:
-            flow.end = f"reset by the {'client' if way == 'c2s' else 'server'} (frame {fr.number})"
-        elif hdr.flags & FIN and "reset" not in flow.end:
+            if flow.rst is None:
+                flow.rst = (i, way, reason)
+                flow.ended = fr.time
+            flow.end = f"reset by the {by} (frame {fr.number})"
+        elif hdr.flags & FIN and flow.rst is None:
+            flow.ended = fr.time if flow.ended is None else flow.ended
             flow.end = f"closed (FIN at frame {fr.number})"
+    for flow in order:  # a window still shut when the capture ends
+        for way, (i, since) in flow.zero.items():
+            if flow.last - since >= STALL:
+                flow.stalls.append((i, way, flow.last - since))
     return _group(cap, order, malformed)
+
+
+def _watch(flow: Flow, way: str, hdr: tcp.TcpHeader, i: int, now: float) -> None:
+    """The other way's highest ACK, and the runs of a zero receive window."""
+    if not hdr.flags & ACK or hdr.flags & (SYN | RST):
+        return
+    other = "s2c" if way == "c2s" else "c2s"
+    acked = flow.acked.get(other)
+    if acked is None or ((hdr.ack - acked) & 0xFFFFFFFF) < 0x80000000:
+        flow.acked[other] = hdr.ack
+    shut = flow.zero.get(way)
+    if hdr.window == 0:
+        if shut is None:
+            flow.zero[way] = (i, now)
+    elif shut is not None:
+        del flow.zero[way]
+        if now - shut[1] >= STALL:
+            flow.stalls.append((shut[0], way, now - shut[1]))
 
 
 def _new_isn(cap: Capture, flow: Flow, hdr: tcp.TcpHeader) -> bool:
@@ -305,19 +374,24 @@ def _is_mpc(o: tcp.UnknownOption) -> bool:
     return bool(o.data) and o.data[0] >> 4 == 0
 
 
-def _account(flow: Flow, way: str, hdr: tcp.TcpHeader, plen: int) -> None:
-    if not plen:
+def _account(flow: Flow, way: str, hdr: tcp.TcpHeader, plen: int, i: int) -> None:
+    """Payload bytes, and segments sent again (a FIN counts as its sequence number)."""
+    span = plen + (1 if hdr.flags & FIN else 0)
+    if not span or hdr.flags & (SYN | RST):
         return
     flow.bytes[way] += plen
-    end = (hdr.seq + plen) & 0xFFFFFFFF
+    end = (hdr.seq + span) & 0xFFFFFFFF
     high = flow.high.get(way)
     if high is not None and ((high - end) & 0xFFFFFFFF) < 0x80000000:
         flow.retrans[way] += 1  # ends at or below what was already sent: sent again
+        seen = flow.resent[way].setdefault(hdr.seq, [i, 0])
+        seen[1] += 1
     else:
         flow.high[way] = end
 
 
-def _take_option(flow: Flow, way: str, hdr: tcp.TcpHeader, m: object) -> None:
+def _take_option(flow: Flow, way: str, hdr: tcp.TcpHeader, m: object, i: int,
+                 plen: int) -> None:
     if type(m) is MpCapable:
         flow.version = m.version
         if hdr.flags & SYN and not hdr.flags & ACK:
@@ -332,11 +406,11 @@ def _take_option(flow: Flow, way: str, hdr: tcp.TcpHeader, m: object) -> None:
             flow.client_key, flow.server_key = c, s
     elif type(m) is MpJoinSyn and hdr.flags & SYN and not hdr.flags & ACK:
         flow.join_token = m.token
-    elif type(m) is Dss and m.dsn is not None and m.data_len:
-        mapping = (way, m.dsn, m.data_len)
+    elif type(m) is Dss and m.dsn is not None and m.data_len and plen:  # (not a bare DATA_FIN)
+        mapping = (way, m.dsn, m.data_len, m.ssn)
         if mapping not in flow.map_set:  # (every segment of a mapping repeats it)
             flow.map_set.add(mapping)
-            flow.maps.append(mapping)
+            flow.maps.append((*mapping, i))
 
 
 def _group(cap: Capture, order: list[Flow], malformed: int) -> Analysis:
@@ -411,9 +485,12 @@ def listing(an: Analysis, out: TextIO) -> None:
                   f"{_mb(f.bytes['s2c'])}; {f.end}\n")
 
 
-def ladder(an: Analysis, conn: Connection, out: TextIO, show_data: int) -> None:
-    """The connection's packets through the `--trace` ladder, numbered as in the file."""
-    tracer = LadderTracer(out, show_data=show_data)
+def ladder(an: Analysis, conn: Connection, out: TextIO, show_data: int,
+           derived: Derived | None = None) -> None:
+    """The connection's packets through the `--trace` ladder, numbered as in the file;
+    every derived value also goes to `derived` (the offline diagnosis reads them)."""
+    tracer = LadderTracer(out, show_data=show_data,
+                          on_derived=derived)
     cap = an.capture
     # frame -> (its subflow, whether that subflow's SYN came from the client's host)
     owner = {i: (f, who == "client") for f, who in
@@ -438,34 +515,53 @@ def ladder(an: Analysis, conn: Connection, out: TextIO, show_data: int) -> None:
 
 
 def stats(conn: Connection) -> list[dict[str, Any]]:
-    """Per subflow: bytes and share each way, retransmissions, reinjections."""
+    """Per subflow: bytes and share each way, TCP retransmissions, reinjections (a
+    mapping whose data-level range was first sent on another subflow), data-level
+    retransmissions (the same range sent again on the same subflow, under new subflow
+    sequence numbers), and when it started, was established and ended (seconds since
+    the connection's first packet), and how."""
     total = {w: sum(f.bytes[w] for f in conn.subflows) or 1 for w in ("c2s", "s2c")}
-    seen: dict[str, list[tuple[int, int, int]]] = {"c2s": [], "s2c": []}  # (dsn, end, sf)
-    rows = []
+    t0 = conn.initial.first
+    rows: list[dict[str, Any]] = []
     for n, f in enumerate(conn.subflows):
         rows.append({"subflow": f"sf{n + 1}", "client": _ep(f.client),
                      "server": _ep(f.server),
                      "bytes": dict(f.bytes),
                      "share": {w: round(100 * f.bytes[w] / total[w], 1) for w in total},
                      "retransmissions": dict(f.retrans), "reinjections": 0,
-                     "first": f.first, "last": f.last, "end": f.end})
-    maps = sorted((m[1], n, m[0], m[2]) for n, f in enumerate(conn.subflows) for m in f.maps)
-    for dsn, n, way, length in maps:
-        end = dsn + length
-        if any(s < end and dsn < e and sf != n for s, e, sf in seen[way]):
+                     "data_retransmissions": 0,
+                     "start": round(f.first - t0, 6),
+                     "established": None if f.established is None else
+                     round(f.established - t0, 6),
+                     "ended": None if f.ended is None else round(f.ended - t0, 6),
+                     "last": round(f.last - t0, 6), "end": f.end})
+    # (way, dsn, end) -> the subflows that sent it so far; overlaps found by a sweep
+    maps = sorted((m[0], m[1], m[4], m[1] + m[2], n) for n, f in enumerate(conn.subflows)
+                  for m in f.maps)
+    reach: dict[str, list[tuple[int, int]]] = {"c2s": [], "s2c": []}  # (end, subflow)
+    for way, dsn, _, end, n in maps:
+        earlier = [sf for e, sf in reach[way] if e > dsn]
+        if any(sf != n for sf in earlier):
             rows[n]["reinjections"] += 1
-        seen[way].append((dsn, end, n))
+        elif n in earlier:
+            rows[n]["data_retransmissions"] += 1
+        reach[way] = [(e, sf) for e, sf in reach[way] if e > dsn] + [(end, n)]
     return rows
 
 
 def write_stats(conn: Connection, rows: list[dict[str, Any]], out: TextIO) -> None:
-    out.write(f"\nconnection {conn.number}: per subflow (client > server | server > client)\n")
+    out.write(f"\nconnection {conn.number}: per subflow (client > server | server > client;"
+              f" times in s since its first packet)\n")
     for r in rows:
         b, s, rt = r["bytes"], r["share"], r["retransmissions"]
+        est = "never established" if r["established"] is None else \
+            f"established {r['established']:.3f}"
+        end = f"ended {r['ended']:.3f}" if r["ended"] is not None else "open"
         out.write(f"  {r['subflow']} {r['client']} > {r['server']}: {_mb(b['c2s'])} "
                   f"({s['c2s']}%) | {_mb(b['s2c'])} ({s['s2c']}%); retransmissions "
-                  f"{rt['c2s']} | {rt['s2c']}; reinjected mappings {r['reinjections']}; "
-                  f"{r['end']}\n")
+                  f"{rt['c2s']} | {rt['s2c']}; reinjected mappings {r['reinjections']}, "
+                  f"sent again on it {r['data_retransmissions']}\n"
+                  f"      started {r['start']:.3f}, {est}, {end}: {r['end']}\n")
 
 
 def to_json(an: Analysis, conn: Connection | None) -> dict[str, Any]:
@@ -489,6 +585,10 @@ def to_json(an: Analysis, conn: Connection | None) -> dict[str, Any]:
         "orphan_joins": [dict(flow(f), token=f"{f.join_token:08x}") for f in an.orphans]}
     if conn is not None:
         out["stats"] = {"connection": conn.number, "subflows": stats(conn)}
+        derived = Derived()
+        ladder(an, conn, io.StringIO(), 0, derived)
+        diag = diagnose(an, conn, derived)
+        out["findings"] = [f.as_dict(diag.t0) for f in diag.findings]
     return out
 
 
@@ -554,8 +654,20 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         out.write(json.dumps(to_json(an, conn)) + "\n")
         return 0
     listing(an, out)
+    if conn is None and len(an.connections) == 1:
+        conn = an.connections[0]  # the only one: no need to name it
     if conn is not None:
         out.write(f"\nconnection {conn.number}:\n")
-        ladder(an, conn, out, args.show_data)
+        derived = Derived()
+        ladder(an, conn, out, args.show_data, derived)
         write_stats(conn, stats(conn), out)
+        write_findings(conn, diagnose(an, conn, derived), out)
     return 0
+
+
+def write_findings(conn: Connection, diag: Diagnosis, out: TextIO) -> None:
+    n = len(diag.findings)
+    out.write(f"\nconnection {conn.number}: {n or 'no'} finding{'s' if n != 1 else ''}"
+              f"{' (sent / received: by the client host)' if n else ''}\n")
+    for f in diag.findings:
+        out.write(f"  {f.line(diag.t0)}\n")

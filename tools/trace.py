@@ -75,12 +75,14 @@ from stack.wire.mptcp import (
 from stack.wire.tcp import ACK, FIN, OPT_MPTCP, RST, SYN
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from stack.host import Stack
     from stack.mptcp.connection import MptcpConnection
 
 SHOW_DATA = 3  # data/ACK segments shown each way after the handshake
+SPREAD_MAX = 16  # mappings gathered at once per subflow and direction (a lost segment
+                 # leaves one incomplete: the oldest goes)
 WIDTH = 34
 FRAME_W, LABEL_W = 7, 4  # "#N" and "sfN" columns
 INDENT = " " * (2 + FRAME_W + 1 + 9 + 2 + LABEL_W + 1 + 3)  # derived-value lines, under the arrow
@@ -207,6 +209,35 @@ class _Flow:
     want_fallback_reason: bool = False
     ids: dict[str, int] = field(default_factory=dict)  # "out"/"in" -> MPTCP address id
     ids_told: bool = False  # both ids shown (in the header, or under the segment)
+    # DSS checksums of mappings spread over several segments: their payload gathered
+    # per direction until whole, then checked
+    spread: dict[str, dict[tuple[int, int, int], _Spread]] = field(
+        default_factory=lambda: {"in": {}, "out": {}})
+
+
+@dataclass(eq=False)
+class _Spread:
+    """A mapping's payload, gathered from the segments that carry it."""
+    dsn: int
+    ssn: int
+    data_len: int
+    checksum: int
+    buf: bytearray
+    have: bytearray  # 1 per byte already seen
+    missing: int
+    segments: int = 0
+
+    def add(self, rel: int, payload: memoryview) -> bool:
+        """The payload of a segment starting at relative sequence `rel`; True once the
+        mapping is whole."""
+        a = max(rel, self.ssn) - self.ssn
+        b = min(rel + len(payload), self.ssn + len(self.buf)) - self.ssn
+        if a < b:
+            self.segments += 1
+            self.missing -= self.have[a:b].count(0)
+            self.buf[a:b] = payload[a + self.ssn - rel:b + self.ssn - rel]
+            self.have[a:b] = b"\x01" * (b - a)
+        return self.missing == 0
 
 
 class LadderTracer:
@@ -215,10 +246,15 @@ class LadderTracer:
     `Stack`) to compare the wire with the stack's own state."""
 
     def __init__(self, out: TextIO | None = None, show_data: int = SHOW_DATA,
-                 stack: Stack | None = None) -> None:
+                 stack: Stack | None = None,
+                 on_derived: Callable[[int, str, tuple[bytes, int, bytes, int], str], None]
+                 | None = None) -> None:
         self.out = out or sys.stderr
         self.show_data = show_data
         self.stack = stack
+        # called with (frame, direction, subflow key, line) for every derived value,
+        # the packets the ladder only counts included (the offline diagnosis reads them)
+        self.on_derived = on_derived
         self.flows: dict[tuple[str, int, str, int], _Flow] = {}
         self.tokens: dict[int, tuple[_MpConn, str]] = {}  # token -> (connection, whose)
         self._pending: list[_Flow] = []  # stack comparisons waiting for an "in" packet
@@ -285,23 +321,36 @@ class LadderTracer:
         if hdr.flags & SYN:
             flow.isn[direction] = hdr.seq
         notable = bool(mopts) and self._notable(flow, direction, mopts)
+        shown = True
         if not control and not notable:
             if flow.shown[direction] >= self.show_data:
                 flow.hidden[direction] += 1
-                return
-            flow.shown[direction] += 1
+                shown = False
+                if self.on_derived is None:
+                    return
+            else:
+                flow.shown[direction] += 1
         decoded: list[tuple[MptcpOption | None, str]] = []
         if mopts:
             syn, ack = bool(hdr.flags & SYN), bool(hdr.flags & ACK)
             decoded = [_decode_mptcp(o, syn, ack, plen > 0) for o in mopts]
-        self._line(flow, direction, hdr, plen, now, iter([t for _, t in decoded]))
+        if shown:
+            self._line(flow, direction, hdr, plen, now, iter([t for _, t in decoded]))
         if mopts or flow.mp is not None:
             try:
                 lines = self._derive(flow, direction, hdr, seg[doff:],
                                      [m for m, _ in decoded if m is not None])
             except Exception as e:  # one line, never a crash
                 lines = [f"could not derive MPTCP values: {type(e).__name__}: {e}"]
-            self._write(lines)
+            if self.on_derived is not None:
+                for line in lines:
+                    self.on_derived(self.frames, direction, flow.bkey, line)
+            if not shown and any(MISMATCH in x for x in lines):  # never hide a mismatch
+                flow.hidden[direction] -= 1
+                shown = True
+                self._line(flow, direction, hdr, plen, now, iter([t for _, t in decoded]))
+            if shown:
+                self._write(lines)
         if hdr.flags & RST or (hdr.flags & FIN and direction == "in" and not flow.ended):
             if hdr.flags & RST:
                 flow.ended = True
@@ -485,6 +534,8 @@ class LadderTracer:
                                  f" {_whose(other)} key: {_mark(m.receiver_key == mp.key[other])}")
             elif isinstance(m, MpFail):
                 lines.append(f"MP_FAIL at DSN {self._rel(mp, other, m.dsn, True)}")
+        if payload and (flow.spread["in"] or flow.spread["out"]) and d in flow.isn:
+            lines += self._gather(flow, d, (hdr.seq - flow.isn[d]) & M32, payload)
         if self.stack is not None:
             lines += self._stack_lines(flow)
             if d == "in":  # the stack has not processed it yet: look again afterwards
@@ -606,15 +657,46 @@ class LadderTracer:
         plen = len(payload)
         rel = (hdr.seq - flow.isn[d]) & M32 if d in flow.isn else None
         starts = ssn == 0 or rel is None or rel == ssn
-        if not (starts and (plen == data_len or (data_fin and data_len == plen + 1))):
-            return [*lines, (f"checksum 0x{csum:04x} covers {data_len} bytes over several"
-                             f" segments: not checked here")]
         if dsn is None:
             return [*lines, f"checksum 0x{csum:04x}: the 64-bit DSN is unknown: not checked"]
+        if data_fin and data_len == 1:  # a DATA_FIN alone: no payload of its own
+            payload, plen = memoryview(b""), 0
+        elif not (starts and (plen == data_len or (data_fin and data_len == plen + 1))):
+            if rel is None or ssn == 0:
+                return [*lines, (f"checksum 0x{csum:04x} covers {data_len} bytes over"
+                                 " several segments: not checked (no SYN seen)")]
+            spread = flow.spread[d]
+            k = (dsn, ssn, data_len)
+            if k not in spread:
+                if len(spread) >= SPREAD_MAX:
+                    del spread[next(iter(spread))]
+                need = data_len - (1 if data_fin else 0)
+                spread[k] = _Spread(dsn, ssn, data_len, csum, bytearray(need),
+                                    bytearray(need), need)
+                lines.append(f"checksum 0x{csum:04x} covers {data_len} bytes over several"
+                             " segments: checked once they are all seen")
+            return lines
         calc = crypto.dss_checksum(dsn, ssn, data_len, payload)
         ok = crypto.dss_checksum_ok(dsn, ssn, data_len, payload, csum)
         lines.append(f"DSS checksum 0x{csum:04x} over DSN 0x{dsn:016x}, ssn {ssn}, len"
                      f" {data_len}, {plen} bytes: {_mark(ok, f'computed 0x{calc:04x}')}")
+        return lines
+
+    @staticmethod
+    def _gather(flow: _Flow, d: str, rel: int, payload: memoryview) -> list[str]:
+        """A segment's payload into the mappings it belongs to; the checksum of each
+        mapping it completes."""
+        lines = []
+        spread = flow.spread[d]
+        for k, m in list(spread.items()):
+            if m.add(rel, payload):
+                del spread[k]
+                ok = crypto.dss_checksum_ok(m.dsn, m.ssn, m.data_len, m.buf, m.checksum)
+                calc = crypto.dss_checksum(m.dsn, m.ssn, m.data_len, m.buf)
+                lines.append(f"DSS checksum 0x{m.checksum:04x} over DSN 0x{m.dsn:016x}, ssn"
+                             f" {m.ssn}, len {m.data_len}, {len(m.buf)} bytes from"
+                             f" {m.segments} segments:"
+                             f" {_mark(ok, f'computed 0x{calc:04x}')}")
         return lines
 
     def _ids_line(self, flow: _Flow) -> list[str]:
