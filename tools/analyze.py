@@ -328,10 +328,10 @@ def analyse(cap: Capture) -> Analysis:
             flow.established = fr.time
         by = "client" if way == "c2s" else "server"
         if hdr.flags & RST:
-            if flow.rst is None:
+            if flow.rst is None:  # the first: an answer to it says less
                 flow.rst = (i, way, reason)
                 flow.ended = fr.time
-            flow.end = f"reset by the {by} (frame {fr.number})"
+                flow.end = f"reset by the {by} (frame {fr.number})"
         elif hdr.flags & FIN and flow.rst is None:
             flow.ended = fr.time if flow.ended is None else flow.ended
             flow.end = f"closed (FIN at frame {fr.number})"

@@ -705,7 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return bench.run(args)
     if args.command == "analyze":
-        return analyze.run(args)
+        try:
+            return analyze.run(args)
+        except BrokenPipeError:  # `analyze ... | head`: the reader has gone, quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
     tune_malloc()
     if args.send and args.send_bytes is not None:
         print("mptcp-tun: --send and --send-bytes are exclusive", file=sys.stderr)

@@ -160,18 +160,23 @@ def _handshake(diag: Diagnosis, conn: Connection, f: Flow, ref: _Refs, label: st
         return
     i, way, reason = f.rst
     by = ref.host(way)
-    if way == "s2c":
-        when = "after the joiner's third ACK" if f.established is not None else \
-            "at its SYN" if f.synack is None else "after its SYN/ACK"
-        hint = ("reason 3 after the third ACK: the responder's subflow limit (Linux: "
-                "'ip mptcp limits' subflows, MPJoinRejected); reason 1 at the SYN: an "
-                "unknown token or a join it does not accept; a plain RST: no MPTCP "
-                "listener at that address and port" if reason != 1 or f.synack is None else
-                "reason 1 after the third ACK: the responder found its HMAC wrong "
-                "(Linux: MPJoinAckHMacFailure)")
-    else:
+    if way == "c2s":
         when = "after the responder's SYN/ACK"
         hint = "the joiner found the SYN/ACK's HMAC wrong, or gave the join up"
+    elif f.synack is None:
+        when = "at its SYN"
+        hint = ("an unknown token (the connection is gone there), or a join to an address "
+                "it does not accept (Linux: MPJoinNoTokenFound)" if reason is not None else
+                "no MPTCP listener at that address and port (a plain RST: a firewall's "
+                "reject, or a port nobody listens on)")
+    else:
+        when = "after the joiner's third ACK" if f.established is not None else \
+            "after its SYN/ACK"
+        hint = ("the responder found the third ACK's HMAC wrong (Linux: "
+                "MPJoinAckHMacFailure)" if reason == 1 else
+                "the responder's subflow limit (Linux: 'ip mptcp limits' subflows, "
+                "MPJoinRejected on its side)" if reason in (2, 3) else
+                "the reason code says why")
     diag.add(Code.JOIN_REFUSED, Severity.ERROR,
              f"{label}: join {_flow_text(f)} refused: the {by} reset it {when} with "
              f"{_rst_text(reason)}", ref(i, way), hint=hint, key=ref.key)

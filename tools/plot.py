@@ -183,7 +183,7 @@ def draw(an: Analysis, conn: Connection, path: str, kind: str = "dsn") -> None:
             ax.scatter([p[0] for p in s.reinjected], [p[1] / 1e6 for p in s.reinjected],
                        s=30, marker="x", color="purple", label="reinjection")
         ax.set_ylabel("data sequence number, MB since the first byte")
-    for t, what in s.events:
+    for t, what in _merged(s.events):
         ax.axvline(t, color="grey", linestyle=":", linewidth=0.8)
         ax.annotate(what, (t, 1.0), xycoords=("data", "axes fraction"), rotation=90,
                     fontsize=7, va="top", ha="right", color="grey")
@@ -194,3 +194,20 @@ def draw(an: Analysis, conn: Connection, path: str, kind: str = "dsn") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _merged(events: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """Events closer than 1% of the time axis share one line and one label (their
+    names joined), so that simultaneous ones (joins opened at once) stay readable."""
+    if not events:
+        return []
+    ev = sorted(events)
+    gap = max((ev[-1][0] - ev[0][0]) * 0.01, 1e-6)
+    out: list[tuple[float, list[str]]] = []
+    for t, what in ev:
+        if out and t - out[-1][0] <= gap:
+            if what not in out[-1][1]:
+                out[-1][1].append(what)
+        else:
+            out.append((t, [what]))
+    return [(t, ", ".join(names)) for t, names in out]
