@@ -589,10 +589,17 @@ class MptcpConnection:
             self.reset_error = why
 
     def _check_stale(self, sf: Subflow) -> None:
-        """A subflow whose RTO fired STALE_RTOS times in a row (its path is probably
-        down) stops being scheduled and its unacked data is reinjected elsewhere
-        (Linux marks it stale after net.mptcp.stale_loss_cnt); an ACK revives it."""
-        if sf.state is _SF.ACTIVE and sf.engine.rto_retries >= STALE_RTOS \
+        """A subflow whose RTO fired STALE_RTOS times in a row with nothing at all
+        received since the first (its path is probably down) stops being scheduled and
+        its unacked data is reinjected elsewhere; an ACK revives it. (Linux
+        `mptcp_pm_subflow_chk_stale`: retransmission periods in which the subflow's
+        rcv_tstamp did not move, net.mptcp.stale_loss_cnt of them. A peer that shut
+        its window on our data in flight still answers each retransmission with an
+        ACK: not stale, and the engine's RTO does not count those anyway.)"""
+        eng = sf.engine
+        since = eng.rto_streak_since
+        if sf.state is _SF.ACTIVE and eng.rto_retries >= STALE_RTOS \
+                and since is not None and eng.rcv_tstamp < since \
                 and len(self.subflows) > 1:
             sf.set_state(_SF.STALE)
             self._path_failed(sf)

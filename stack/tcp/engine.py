@@ -309,6 +309,10 @@ class TcpEngine:
         self._rtt_seq: int | None = None  # Karn: end of the one timed segment
         self._rtt_time = 0.0
         self._retries = 0                # consecutive RTO expiries
+        # when the current run of RTO expiries began, and when an acceptable segment
+        # last came in (Linux tp->rcv_tstamp): MPTCP's stale rule reads both
+        self.rto_streak_since: float | None = None
+        self.rcv_tstamp = 0.0
         # when SND.UNA last moved (or data left with nothing in flight): how long the
         # peer has been silent about our data (MPTCP's head-of-line reinjection)
         self.una_moved_at = 0.0
@@ -818,12 +822,23 @@ class TcpEngine:
             return
         if self._nxt == self._una or st not in _CAN_SEND_DATA:
             return
-        self._retries += 1
-        if self._retries > c.data_retries:
-            self.counters[Mib.TCPAbortOnTimeout] += 1
-            self._terminate(CloseError.TIMEOUT)
-            return
-        self.counters[Mib.TCPTimeouts] += 1
+        if self._snd_wnd == 0:
+            # the peer shut its window on data in flight (Linux: "Receiver dastardly
+            # shrinks window"): this retransmission is a zero-window probe, and no
+            # count towards giving up unless nothing at all came back for rto_max
+            if now - self.rcv_tstamp > c.rto_max:
+                self.counters[Mib.TCPAbortOnTimeout] += 1
+                self._terminate(CloseError.TIMEOUT)
+                return
+        else:
+            self._retries += 1
+            if self._retries == 1:
+                self.rto_streak_since = now
+            if self._retries > c.data_retries:
+                self.counters[Mib.TCPAbortOnTimeout] += 1
+                self._terminate(CloseError.TIMEOUT)
+                return
+            self.counters[Mib.TCPTimeouts] += 1
         flight = self._nxt - self._una
         self._cc.on_rto(flight, now, first=self._recovery != RECOV_LOSS)
         self._rtt.on_timeout()
@@ -1112,6 +1127,7 @@ class TcpEngine:
             self._ts_recent_stamp = now
 
         self._probes_out = 0  # the peer is alive (zero-window probes unanswered: 0)
+        self.rcv_tstamp = now
         if self.config.keepalive_idle is not None:
             self._ka_probes = 0
             self._arm_keepalive(now)
@@ -1134,6 +1150,7 @@ class TcpEngine:
             self._lost_upto = self._high_rxt = self._recover = a
             self._t_rtx = None
             self._retries = 0
+            self.rcv_tstamp = now
             self._rtt.reset_backoff()
             self._syn_pending = False
             self._establish()

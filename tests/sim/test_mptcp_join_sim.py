@@ -167,3 +167,40 @@ def test_a_silent_subflow_holding_the_data_level_head_is_reinjected_before_it_go
     assert seen["cut"] < seen["HolReinjections"] < seen["cut"] + 0.2 < seen["SubflowStale"], seen
     # the stale marking found the data reinjected already: not a second time
     assert c["Reinjected"] <= 1_000_000, c["Reinjected"]
+
+
+def test_a_subflow_that_hears_acks_between_its_rtos_is_not_stale() -> None:
+    # path 1 loses the client's data only (a one-way blackhole; the server's data and
+    # ACKs still come back on it). Linux's stale rule counts retransmission periods in
+    # which nothing at all was received (rcv_tstamp): the master keeps hearing, so it
+    # is never stale; the data it holds reaches the server by the data-level RTO on
+    # the join, and every byte arrives both ways
+    cut = [False]
+
+    def client_data_on_path1(pkt: bytes) -> bool:
+        h, end = ipv4.parse(pkt, verify_checksum=False)
+        if not cut[0] or h.src != A1:
+            return False
+        _, doff = tcp.parse(memoryview(pkt)[h.header_len:end])
+        if end - h.header_len - doff > 0:
+            dropped.append(len(pkt))
+            return True
+        return False
+
+    dropped: list[int] = []
+    data = random.Random(8).randbytes(3_000_000)
+    back = random.Random(9).randbytes(12_000_000)  # still coming when the client is done
+    a, b, net = two_path_pair(seed=8, profile=LinkProfile(
+        delay=0.003, rate_bps=100e6, drop_filter=client_data_on_path1))
+
+    def cut_once_the_join_carries_data(sa: object, sb: object) -> None:
+        if not cut[0] and len(sb.got) > 100_000:  # type: ignore[attr-defined]
+            cut[0] = True
+
+    sa, sb = bulk(a, b, net, data, back, join_from=[(A2, False)], max_time=300,
+                  on_step=cut_once_the_join_carries_data)
+    assert cut[0] and bytes(sb.got) == data and bytes(sa.got) == back
+    ca = a.all_counters()
+    # the master's RTO fired again and again (the old rule, 2 RTOs, made it stale)
+    assert dropped and ca["TCPTimeouts"] >= 4, ca
+    assert ca["SubflowStale"] == 0 and ca["MPTCPRetrans"] > 0, ca

@@ -144,6 +144,39 @@ def test_tcp_zero_window_since_only_for_a_zero_window() -> None:
     assert e.peer_zero_window_since is None
 
 
+def test_tcp_a_window_shut_on_data_in_flight_is_probed_by_the_rto_without_counting() -> None:
+    """Linux `tcp_retransmit_timer` ("Receiver dastardly shrinks window"): the peer
+    dropped our data in flight and answers with a zero window (a kernel whose receive
+    memory ran out does). Each RTO resends the head as a probe, backing off, but is no
+    retransmission timeout: `rto_retries` stays 0 (MPTCP's stale rule reads it) and
+    data_retries does not end the connection while the peer answers; rto_max of
+    silence does."""
+    for answers in (True, False):
+        e = established(peer_window=8000, data_retries=3, rto_max=20.0)
+        e.send(b"w" * 4000)
+        e.poll_transmit(1.0)
+        e.on_segment(seg(IRS + 1, ISS + 1, ACK, 0), b"", 1.05)  # window shut, 4000 out
+        t = 1.05
+        for _ in range(8):
+            nxt = e.poll_timeout()
+            assert nxt is not None
+            t = nxt
+            e.handle_timeout(t)
+            if e.is_closed:
+                break
+            out = e.poll_transmit(t)
+            check(out[0], ISS + 1, IRS + 1, ACK, payload=1460)  # the head again
+            if answers:
+                e.on_segment(seg(IRS + 1, ISS + 1, ACK, 0), b"", t + 0.01)
+            assert e.rto_retries == 0 and e.counters["TCPTimeouts"] == 0
+        if answers:
+            assert not e.is_closed and t > 20  # 8 probes, backed off, and on
+            assert e.rcv_tstamp == t + 0.01
+        else:
+            assert e.is_closed and e.counters["TCPAbortOnTimeout"] == 1
+            assert t - 1.05 > 20  # rto_max after the last thing heard
+
+
 # ==== MPTCP: the data-level window probe (packet traces) ==================================
 
 def _dss(t: Trace, off: int, ssn: int, data: bytes, csum: bool) -> Dss:
