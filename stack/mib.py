@@ -134,12 +134,14 @@ class Mib(StrEnum):
     DataAckBeyondSent = "DataAckBeyondSent"  # ours: a data ACK for data never sent
     OFOQueue = "OFOQueue"
     OFODrop = "OFODrop"
+    NoDSSInWindow = "NoDSSInWindow"  # data mapped beyond our data-level receive window
     DuplicateData = "DuplicateData"
     AddAddr = "AddAddr"
     AddAddrTx = "AddAddrTx"
     AddAddrTxDrop = "AddAddrTxDrop"
     EchoAddTxDrop = "EchoAddTxDrop"
     AddAddrHMacFailure = "AddAddrHMacFailure"  # ours (the kernel ignores them silently)
+    AddAddrWrongVersion = "AddAddrWrongVersion"  # ours: a v0 ADD_ADDR on v1, or v1 on v0
     AddAddrRepeated = "AddAddrRepeated"        # ours: an ADD_ADDR we had already echoed
     AddAddrNotAccepted = "AddAddrNotAccepted"  # ours: over add_addr_accepted_max
     EchoAdd = "EchoAdd"

@@ -317,6 +317,11 @@ def deliver(msk: MptcpConnection, off: int, data: bytes | bytearray | memoryview
     if end <= msk.ack_off:
         msk.counters[Mib.DuplicateData] += 1
         return
+    if end > msk.ack_off + msk.config.rcv_buf:
+        # beyond any window we can have advertised: a peer (or a forger) mapping data
+        # far ahead would hold our buffer with it (Linux `mptcp_data_queue_ofo`)
+        msk.counters[Mib.NoDSSInWindow] += 1
+        return
     if off < msk.ack_off:
         data = memoryview(data)[msk.ack_off - off:]
         off = msk.ack_off

@@ -1117,6 +1117,20 @@ class TcpEngine:
             self._drop(DropReason.NO_ACK)
             return
 
+        a = unwrap32(self._una, hdr.ack)
+        if st is not State.SYN_RECEIVED:
+            # RFC 5961 5.2: ACK must lie in [SND.UNA - MAX.SND.WND, SND.NXT]; checked
+            # before the ULP reads the options, as Linux calls mptcp_incoming_options
+            # only once tcp_ack() took the segment (a blind REMOVE_ADDR or MP_PRIO in
+            # the window but with a made-up ACK changes nothing)
+            if a > self._nxt:
+                self._drop(DropReason.ACK_UNSENT)
+                self._challenge_ack(now, Mib.TCPChallengeACK)
+                return
+            if a < self._una - self._max_snd_wnd:
+                self._drop(DropReason.ACK_TOO_OLD)
+                return
+
         if self._ulp is not None and not self._ulp.on_options(hdr, plen):
             self._drop(DropReason.ULP)
             return
@@ -1132,7 +1146,6 @@ class TcpEngine:
             self._ka_probes = 0
             self._arm_keepalive(now)
 
-        a = unwrap32(self._una, hdr.ack)
         if st is State.SYN_RECEIVED:
             if not self._una < a <= self._nxt:
                 # RFC 9293: bad ACK in SYN-RECEIVED -> <SEQ=SEG.ACK><CTL=RST>
@@ -1156,14 +1169,6 @@ class TcpEngine:
             self._establish()
             st = self._state
         else:
-            # RFC 5961 5.2: ACK must lie in [SND.UNA - MAX.SND.WND, SND.NXT]
-            if a > self._nxt:
-                self._drop(DropReason.ACK_UNSENT)
-                self._challenge_ack(now, Mib.TCPChallengeACK)
-                return
-            if a < self._una - self._max_snd_wnd:
-                self._drop(DropReason.ACK_TOO_OLD)
-                return
             if self._on_ack(a, seq, hdr.window, plen, flags, ts_ecr, sack, now):
                 return
             st = self._state
