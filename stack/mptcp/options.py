@@ -933,6 +933,11 @@ def _add_addr_rx(msk: MptcpConnection, ro: ReceivedOptions) -> None:
     a = ro.addr
     if a is None:
         return
+    if a.version != msk.version:
+        # the other dialect's layout (RFC 6824's carries no HMAC): on a v1 connection
+        # an announcement without one, which the kernel's parser refuses too
+        msk.counters[Mib.AddAddrWrongVersion] += 1
+        return
     if ro.echo:
         msk.pm.add_addr_echoed(a.addr_id, a.port)
         return
