@@ -254,8 +254,9 @@ class PathManager:
         msk.counters[Mib.AddAddr] += 1
         if a.port:
             msk.counters[Mib.PortAdd] += 1
-        self.echo_queue.append(wm.AddAddr(a.addr_id, a.addr, a.port, None, True, a.version))
-        msk.signal_soon()
+        if a.version == 1:  # (RFC 6824's ADD_ADDR is never echoed)
+            self.echo_queue.append(wm.AddAddr(a.addr_id, a.addr, a.port, None, True, 1))
+            msk.signal_soon()
         a = replace(a, addr=unmap(a.addr))
         if self.remote_addrs.get(a.addr_id) == (a.addr, a.port):
             msk.counters[Mib.AddAddrRepeated] += 1  # our echo was late: echo again, no more
@@ -603,6 +604,8 @@ class PathManager:
         if self._announcement_due() and msk.remote_key is not None:
             addr_id, addr = self.add_addr_queue[0]
             port = self.announced.get(addr_id, (addr, None))[1]
+            if msk.version == 0:  # RFC 6824 3.4.1: no HMAC, the nibble is IPVer
+                return wm.AddAddr(addr_id, addr, port, None, False, 0)
             hmac = crypto.add_addr_hmac(msk.local_key, msk.remote_key, addr_id, addr, port)
             return wm.AddAddr(addr_id, addr, port, hmac, False, 1)
         return None
@@ -629,11 +632,13 @@ class PathManager:
         addr_id, addr = self.add_addr_queue.pop(0)
         msk = self.msk
         self.add_addr_last[addr_id] = msk.diag.packet_out(msk.now, on, msk.tx_index)
+        self.msk.counters[Mib.AddAddrTx] += 1
+        if a.version == 0:
+            return  # RFC 6824 has no echo: nothing to wait for, nothing to repeat
         prev = self.add_addr_sent.get(addr_id)
         tries = (prev.tries if prev is not None else 0) + 1
         timeout = self._add_addr_timeout() * (1 << (tries - 1))
         self.add_addr_sent[addr_id] = _Sent(addr, now + timeout, tries)
-        self.msk.counters[Mib.AddAddrTx] += 1
 
     def _add_addr_timeout(self) -> float:
         """`mptcp_adjust_add_addr_timeout`: the largest RTO of the open subflows, at

@@ -67,6 +67,9 @@ def forged(b: Stack, which: str) -> bytes | None:
             return seg(rnxt, una, ACK, [opt(wm.MpFastclose(KEY))])
         case "add_addr with a wrong hmac":
             return seg(rnxt, una, ACK, [opt(wm.AddAddr(9, ip("10.0.9.9"), None, KEY))])
+        case "add_addr without an hmac (rfc 6824's layout)":
+            return seg(rnxt, una, ACK, [opt(wm.AddAddr(9, ip("10.0.9.9"), None, None,
+                                                       False, 0))])
         case "remove_addr outside the window":
             return seg(rnxt + far, una, ACK, [opt(wm.RemoveAddr((1,)))])
         case "remove_addr inside the window, bad ack":
@@ -100,6 +103,7 @@ CASES = {
     "data inside the window, ack too old": "Drop:ack-too-old",
     "mp_fastclose with a wrong key": "MPFastcloseBadKey",
     "add_addr with a wrong hmac": "AddAddrHMacFailure",
+    "add_addr without an hmac (rfc 6824's layout)": "AddAddrWrongVersion",
     "remove_addr outside the window": "Drop:out-of-window",
     "remove_addr inside the window, bad ack": "Drop:ack-unsent",
     "mp_prio outside the window": "Drop:out-of-window",

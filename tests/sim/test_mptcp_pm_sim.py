@@ -413,3 +413,41 @@ def test_changing_the_fullmesh_flag_closes_the_join_and_opens_it_again() -> None
     ca, cb = a.all_counters(), b.all_counters()
     assert ca["RmSubflow"] == 2 and ca["RmAddr"] == 0 and cb["RmAddr"] == 0
     assert cb["MPPrioRx"] == 1 and cb["MPJoinSynBackupRx"] == 2 and cb["MPJoinAckRx"] == 3
+
+
+def test_a_v0_announcement_goes_in_rfc_6824s_layout_and_is_joined_not_echoed() -> None:
+    """RFC 6824 3.4.1 (the seed's v0 dialect): ADD_ADDR has no HMAC and no echo, its
+    nibble is the IP version. Our server announces its second address on a v0
+    connection; our client joins it, echoes nothing, and the server does not repeat
+    it waiting for an echo (before: the server sent the v1 layout with an HMAC, and a
+    v0 announcement received was 'echoed' in a layout v0 lacks, which raised)."""
+    from stack.wire import ipv4, tcp
+    from stack.wire import mptcp as wm
+
+    seen: list[wm.AddAddr] = []
+
+    def watch(pkt: bytes) -> bytes:
+        h, end = ipv4.parse(pkt, verify_checksum=False)
+        hdr, _ = tcp.parse(memoryview(pkt)[h.header_len:end])
+        for o in hdr.options:
+            if isinstance(o, tcp.UnknownOption) and o.kind == tcp.OPT_MPTCP and o.data \
+                    and o.data[0] >> 4 == 3:
+                m = wm.parse_body(o.data, False, True, False)
+                assert isinstance(m, wm.AddAddr)
+                seen.append(m)
+        return pkt
+
+    v0 = MptcpConfig(version=0)
+    a, b, net = multipath_pair(seed=41, profile=LinkProfile(delay=0.002, mangle=watch),
+                               cfg_a=v0, cfg_b=v0)
+    data = random.Random(41).randbytes(500_000)
+    sa, sb = bulk(a, b, net, data, data[::-1], announce=[ip("10.0.2.1")])
+    assert bytes(sb.got) == data and bytes(sa.got) == data[::-1]
+    assert sa.error is None and sb.error is None
+    (ann,) = seen  # once: no echo, no repetition
+    assert ann.version == 0 and ann.hmac is None and not ann.echo
+    assert ann.addr == ip("10.0.2.1")
+    msk = sa.conn.msk
+    assert len(msk.subflows) == 2 and msk.subflows[1].key[2] == ip("10.0.2.1")
+    cb = b.all_counters()
+    assert cb["AddAddrTx"] == 1 and cb["EchoAdd"] == 0 and a.all_counters()["AddAddr"] == 1
