@@ -139,6 +139,7 @@ class Mib(StrEnum):
     AddAddr = "AddAddr"
     AddAddrTx = "AddAddrTx"
     AddAddrTxDrop = "AddAddrTxDrop"
+    AddAddrDrop = "AddAddrDrop"  # an ADD_ADDR received while too many echoes wait
     EchoAddTxDrop = "EchoAddTxDrop"
     AddAddrHMacFailure = "AddAddrHMacFailure"  # ours (the kernel ignores them silently)
     AddAddrWrongVersion = "AddAddrWrongVersion"  # ours: a v0 ADD_ADDR on v1, or v1 on v0

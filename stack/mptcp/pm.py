@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Addr = bytes
+# echoes waiting for a pure ACK; an ADD_ADDR beyond them is dropped (AddAddrDrop)
+ECHO_QUEUE_MAX = 8
 # announcements of one address before giving up (AddAddrTxDrop): the first and the
 # kernel's ADD_ADDR_RETRANS_MAX (3) retransmissions
 ADD_ADDR_TRIES = 4
@@ -251,6 +253,12 @@ class PathManager:
         (the address as it came), remember the address (ANNOUNCED; a v4-mapped one as
         the IPv4 address it is), and let the policy decide whether to join."""
         msk = self.msk
+        if len(self.echo_queue) >= ECHO_QUEUE_MAX:
+            # a peer announcing faster than our ACKs can echo: dropped, not queued
+            # without bound (Linux drops one that arrives while its PM still handles
+            # the last: AddAddrDrop); unechoed, a real announcement comes again
+            msk.counters[Mib.AddAddrDrop] += 1
+            return
         msk.counters[Mib.AddAddr] += 1
         if a.port:
             msk.counters[Mib.PortAdd] += 1
