@@ -162,7 +162,9 @@ def _handshake(diag: Diagnosis, conn: Connection, f: Flow, ref: _Refs, label: st
     by = ref.host(way)
     if way == "c2s":
         when = "after the responder's SYN/ACK"
-        hint = "the joiner found the SYN/ACK's HMAC wrong, or gave the join up"
+        hint = ("the joiner found the SYN/ACK's HMAC wrong (MP_TCPRST reason 1), or gave "
+                "the join up: Linux does (a plain RST) when its connection is no longer "
+                "established, the other side's DATA_FIN having come first")
     elif f.synack is None:
         when = "at its SYN"
         hint = ("an unknown token (the connection is gone there), or a join to an address "

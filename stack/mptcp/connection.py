@@ -622,6 +622,11 @@ class MptcpConnection:
             if sf.reset_code == wm.MPTCP_RST_EMPTCP:  # Linux 6.18: its limit is reason 3
                 hint = ("the peer found our third ACK's HMAC wrong (Linux: reason 1, "
                         "MPJoinAckHMacFailure on its side)")
+            elif self.data_fin_queued and self.snd_nxt == self.write_off:
+                hint = ("we had closed our side (our DATA_FIN was out): Linux takes a "
+                        "join only while its connection is ESTABLISHED and refuses it "
+                        "with reason 3 (MPJoinRejected), as for its subflow limit; open "
+                        "the join before closing")
             packet = "in"
         else:
             text = "the peer answered our MP_JOIN SYN" + rst
