@@ -622,7 +622,7 @@ class MptcpConnection:
             if sf.reset_code == wm.MPTCP_RST_EMPTCP:  # Linux 6.18: its limit is reason 3
                 hint = ("the peer found our third ACK's HMAC wrong (Linux: reason 1, "
                         "MPJoinAckHMacFailure on its side)")
-            elif self.data_fin_queued and self.snd_nxt == self.write_off:
+            elif self.data_fin_out:
                 hint = ("we had closed our side (our DATA_FIN was out): Linux takes a "
                         "join only while its connection is ESTABLISHED and refuses it "
                         "with reason 3 (MPJoinRejected), as for its subflow limit; open "
@@ -870,6 +870,12 @@ class MptcpConnection:
         if type(ev) is DataReadable:
             self.readable_pending = False
         return ev
+
+    @property
+    def data_fin_out(self) -> bool:
+        """Our DATA_FIN is on the wire: the application closed and every byte before
+        it is mapped (a Linux peer takes no join once it has it)."""
+        return self.data_fin_queued and self.snd_nxt >= self.write_off
 
     def rcv_space(self) -> int:
         return self.config.rcv_buf - len(self.rcvbuf) - self.ooo.buffered

@@ -103,7 +103,7 @@ CASES = {
     "data inside the window, ack too old": "Drop:ack-too-old",
     "mp_fastclose with a wrong key": "MPFastcloseBadKey",
     "add_addr with a wrong hmac": "AddAddrHMacFailure",
-    "add_addr without an hmac (rfc 6824's layout)": "AddAddrWrongVersion",
+    "add_addr without an hmac (rfc 6824's layout)": "OptionIgnored:mptcp-add-addr-v0",
     "remove_addr outside the window": "Drop:out-of-window",
     "remove_addr inside the window, bad ack": "Drop:ack-unsent",
     "mp_prio outside the window": "Drop:out-of-window",
