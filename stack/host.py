@@ -455,6 +455,7 @@ class Stack:
                 if self.tap is not None:
                     self.tap("in", bytes(pkt), now)
                 self.counters[Mib.TCPAckCoalesced] += 1
+                self.counters[_IN_DELIVERS] += 1  # (taken: what it says, the last says)
                 continue
             self.feed(pkt, now, ok)
 
@@ -979,9 +980,10 @@ class Stack:
     def _send_cookie_synack(self, key: Key, segs: list[OutSegment],
                             counters: Counter[str], now: float) -> None:
         """Out with a cookie SYN/ACK; what building it counted goes to the host (Linux
-        counts the SYN and the SYN/ACK; PassiveOpens waits for the ACK)."""
-        counters.pop(Mib.PassiveOpens, None)
+        counts the SYN and the SYN/ACK; PassiveOpens waits for the ACK). The SYN is
+        delivered: answered, though nothing of it is kept."""
         self.counters.update(counters)
+        self.counters[Mib.InDelivers] += 1
         self.counters[Mib.SyncookiesSent] += 1
         self._cookie_sent_at = now
         for seg in segs:
@@ -1110,8 +1112,7 @@ class Stack:
         msk = conn.msk
         eng.poll_transmit(now)
         eng.synack_untimed()
-        eng.counters.clear()
-        eng.counters[Mib.PassiveOpens] += 1
+        eng.counters.clear()  # (PassiveOpens comes with the ACK, as for any SYN)
         if msk is not None:
             msk.counters.clear()
             if msk_counters is not None:

@@ -539,7 +539,6 @@ class TcpEngine:
         self._passive = True
         self._state = State.LISTEN
         self.counters[_IN_SEGS] += 1
-        self.counters[Mib.PassiveOpens] += 1
         if ulp is not None:
             ulp.on_options(hdr, 0)
         self._take_syn(hdr, now)
@@ -993,6 +992,10 @@ class TcpEngine:
             self._rtt_seq = None
 
     def _establish(self) -> None:
+        if self._passive:
+            # at the ACK, as Linux counts it (`tcp_create_openreq_child`): a SYN that
+            # never completes (a spoofed one) opens nothing
+            self.counters[Mib.PassiveOpens] += 1
         self._set_state(State.ESTABLISHED)
         self._events.append(Connected())
         if self._fin_queued:

@@ -188,3 +188,18 @@ def test_a_window_scale_over_14_survives_the_cookie_as_14() -> None:
     (conn,) = {id(c): c for c in b.conns.values()}.values()
     assert conn.engine.state is State.ESTABLISHED and conn.engine.snd_wscale == 14
     assert conn.engine.snd_wnd == 10 << 14
+
+
+def test_every_syn_answered_with_a_cookie_is_counted_as_delivered() -> None:
+    """The host's accounting holds under cookies: InReceives = InDelivers + drops
+    (a SYN answered by a cookie SYN/ACK is delivered; before, it was neither)."""
+    from tests.sim.test_forgeries_sim import segment
+    _, b, _ = cookie_pair(syncookies=2)
+    b.listen(6000)
+    for i in range(50):
+        b.feed(segment(A1, B1, 20000 + i, 6000, 1000 * i, 0, tcp.SYN, [tcp.Mss(1460)]),
+               0.1 + i * 1e-3)
+    c = b.counters
+    drops = sum(v for k, v in c.items() if k.startswith("Drop:"))
+    assert c["SyncookiesSent"] == 50
+    assert c["InReceives"] == c["InDelivers"] + drops == 50
