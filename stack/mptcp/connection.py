@@ -490,6 +490,8 @@ class MptcpConnection:
         buffer takes them; then its FIN if the application closed."""
         eng = self.master.engine
         q = self._fallback_tx
+        if q and not eng.can_send:
+            return  # its subflow closed under the fallback: the close will say so
         while q:
             head = q[0]
             n = eng.send(head)
@@ -811,7 +813,10 @@ class MptcpConnection:
         if self.fallback:
             if self._fallback_tx:  # bytes from before the fallback go first
                 self._drain_fallback()
-            n = self.master.engine.send(data) if not self._fallback_tx else 0
+            eng = self.master.engine
+            # (its subflow may be closing under us: the peer closed it before the
+            # fallback; nothing more goes, and the Closed event says how it ended)
+            n = eng.send(data) if not self._fallback_tx and eng.can_send else 0
             if n < len(data):
                 self._want_writable = True
             self.write_off += n
@@ -980,6 +985,10 @@ class MptcpConnection:
             # an RST: the peer's MP_TCPRST reason says more, if it gave one
             why = (sf.reset_why or self.reset_error) if error is CloseError.RESET else None
             self._emit_closed(error, why or closed.detail)
+        elif self.fallback and self._fallback_tx_len:
+            self._emit_closed(CloseError.INCOMPLETE,
+                              f"{self._fallback_tx_len} bytes never sent: the subflow "
+                              "closed under the fallback")
         elif self.fallback:
             self._emit_closed(None)
         else:

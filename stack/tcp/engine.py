@@ -592,6 +592,11 @@ class TcpEngine:
         self._ooo.limit = c.rcv_buf
 
     # ------------------------------------------------------------------ app calls
+    @property
+    def can_send(self) -> bool:
+        """`send` would take data (not closed for sending)."""
+        return self._state in _SEND_OK and not self._fin_queued and not self._closed_emitted
+
     def send(self, data: bytes | bytearray | memoryview) -> int:
         if self._state not in _SEND_OK or self._fin_queued or self._closed_emitted:
             raise TcpError(f"send() in state {self._state.value}"

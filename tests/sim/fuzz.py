@@ -421,7 +421,7 @@ def _guard(rep: Report, where: str, frame: bytes, call: Callable[[], object]) ->
         call()
     except Exception as e:  # the finding: whatever escapes is a bug to report
         rep.exceptions.append({"where": where, "error": f"{type(e).__name__}: {e}",
-                               "traceback": traceback.format_exc(limit=8),
+                               "traceback": traceback.format_exc(limit=-14),
                                "frame": frame.hex()})
 
 
