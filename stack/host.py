@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import heapq
+import itertools
 import logging
 import random
 import struct
@@ -199,7 +201,7 @@ class Connection:
     `app` is free for the layer above (the asyncio API keeps its stream state there)."""
 
     __slots__ = ("app", "diag_t0", "engine", "engines", "final_counters", "findings", "key",
-                 "listener", "msk")
+                 "listener", "msk", "timer_at")
 
     def __init__(self, key: Key, engine: TcpEngine, listener: Listener | None,
                  msk: MptcpConnection | None = None, now: float = 0.0) -> None:
@@ -212,6 +214,7 @@ class Connection:
         self.app: object = None
         self.findings: list[Finding] = []  # a plain TCP connection's (MPTCP: msk.diag)
         self.final_counters: Counter[str] | None = None  # `counters()` once forgotten
+        self.timer_at: float | None = None  # its deadline as the host's timer heap has it
 
     def counters(self) -> Counter[str]:
         """This connection's own counters: its subflows' TCP ones and its MPTCP ones,
@@ -341,6 +344,12 @@ class Stack:
         self._events: deque[HostEvent] = deque()
         self._out: list[Datagram] = []  # host-generated packets (RST, ICMP replies)
         self._dirty: set[Connection] = set()  # engines that may have something to send
+        # every connection's next deadline, in a heap: (deadline, tie, connection). An
+        # entry whose deadline is no longer the connection's `timer_at` (or whose
+        # connection is forgotten) is stale and skipped, so a timer costs O(log n)
+        # whatever the number of connections (10,000 idle ones cost nothing per packet)
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._timer_tie = itertools.count()
         self.tap: Tap | None = None
         # every packet in and out counted, as the tap sees them: frame numbers for the
         # diagnosis (stack.diag), equal to those of a --pcap written from the tap
@@ -1238,6 +1247,7 @@ class Stack:
                 for seg in conn.engine.poll_transmit(now):
                     out.append(self._serialise(conn.key[0], conn.key[2], seg))
             self._collect_events(conn)
+            self._rearm(conn)
         if self.tap is not None:
             for d in out:
                 self.tap("out", d.packet, now)
@@ -1303,20 +1313,49 @@ class Stack:
     def poll_event(self) -> HostEvent | None:
         return self._events.popleft() if self._events else None
 
+    def _rearm(self, conn: Connection) -> None:
+        """Put `conn`'s deadline in the timer heap if it moved (the old entry goes
+        stale); a forgotten connection has none."""
+        t = conn.sock.poll_timeout() if self.conns.get(conn.key) is conn else None
+        if t != conn.timer_at:
+            conn.timer_at = t
+            if t is not None:
+                heapq.heappush(self._timers, (t, next(self._timer_tie), conn))
+
+    def _live_top(self) -> tuple[float, int, Connection] | None:
+        """The earliest entry that is not stale (stale ones above it dropped)."""
+        for conn in self._dirty:  # their deadlines may have moved since
+            self._rearm(conn)
+        heap = self._timers
+        if len(heap) > 4096 and len(heap) > 4 * len(self.conns):
+            heap[:] = [e for e in heap if e[2].timer_at == e[0]]  # shed the stale
+            heapq.heapify(heap)
+        while heap:
+            t, _, conn = top = heap[0]
+            if conn.timer_at == t and self.conns.get(conn.key) is conn:
+                if conn.sock.poll_timeout() == t:
+                    return top
+                # moved with nobody telling us (a connection changed outside the
+                # host's calls): take its deadline as it is now
+                heapq.heappop(heap)
+                conn.timer_at = None
+                self._rearm(conn)
+                continue
+            heapq.heappop(heap)
+        return None
+
     def poll_timeout(self) -> float | None:
-        deadline: float | None = None
-        for conn in self._unique_conns():
-            t = conn.sock.poll_timeout()
-            if t is not None and (deadline is None or t < deadline):
-                deadline = t
-        return deadline
+        top = self._live_top()
+        return None if top is None else top[0]
 
     def handle_timeout(self, now: float) -> None:
-        for conn in self._unique_conns():
-            t = conn.sock.poll_timeout()
-            if t is not None and t <= now:
-                conn.sock.handle_timeout(now)
-                self._dirty.add(conn)
+        while (top := self._live_top()) is not None and top[0] <= now:
+            conn = top[2]
+            heapq.heappop(self._timers)
+            conn.timer_at = None
+            conn.sock.handle_timeout(now)
+            self._dirty.add(conn)
+            self._rearm(conn)
 
     def _for_family(self, cfg: TcpConfig, local: Addr) -> TcpConfig:
         """`cfg` for a connection from `local`: over IPv6 the MSS we advertise is 20

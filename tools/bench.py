@@ -30,6 +30,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -357,6 +358,125 @@ def print_multipath(res: dict[str, Any], nbytes: int) -> None:
           f", sha256: {res.get('kernel_to_ours_verified', 'not checked')}")
 
 
+# ---- --connections: connection rates, and many idle connections ------------------------
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _listener(topo: Topology, port: int, *args: str) -> subprocess.Popen[str]:
+    """Our listener (stdout, one summary per connection, to /dev/null)."""
+    p = subprocess.Popen(_ours(topo, "listen", str(port), *args), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _wait_said(p, "listening on")
+    return p
+
+
+def _stop(p: subprocess.Popen[str]) -> None:
+    p.send_signal(signal.SIGINT)
+    try:
+        p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def _run_json(argv: list[str], timeout: float) -> dict[str, Any]:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                         check=False)
+    return _last_json(out.stdout + "\n" + out.stderr)
+
+
+def measure_connections(topo: Topology, count: int, idle: int, nbytes: int,
+                        timeout: float) -> dict[str, Any]:
+    """Connection rates of short MPTCP connections (connect, 1000 bytes each way, close)
+    kernel -> kernel, kernel -> ours and ours -> kernel; then `idle` idle MPTCP
+    connections held open on our listener around a bulk transfer into it."""
+    peer, router, ours = ADDRS[False]
+    res: dict[str, Any] = {"count": count, "idle": idle, "bytes": nbytes}
+    # kernel -> kernel: a kernel echo server in the peer namespace, clients in the user one
+    srv = subprocess.Popen(_kpeer(topo, topo.peer, "server", "--port", "5400", "--mptcp",
+                                  "--echo", "--timeout", "30"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        _wait_listening(topo, topo.peer, 5400)
+        k2k = _run_json(_kpeer(topo, topo.user, "crr", peer, "5400", "--mptcp", "--bind",
+                               router, "--count", str(count)), timeout)
+        # ours -> kernel: the same server
+        o2k = _run_json(_ours(topo, "connect", peer, "5400", "--repeat", str(count),
+                              "--send-bytes", "1000", "--json", "--no-sha256"), timeout)
+    finally:
+        srv.kill()
+        srv.wait()
+    # kernel -> ours: our echo listener, kernel clients in the peer namespace
+    lst = _listener(topo, 5401, "--echo", "--no-sha256")
+    try:
+        k2o = _run_json(_kpeer(topo, topo.peer, "crr", ours, "5401", "--mptcp", "--count",
+                               str(count)), timeout)
+    finally:
+        _stop(lst)
+    res["kernel_to_kernel_cps"] = k2k["rate_cps"]
+    res["kernel_to_ours_cps"] = k2o["rate_cps"]
+    res["ours_to_kernel_cps"] = o2k["rate_cps"]
+    res["rates_ok"] = bool(k2k["ok"] and k2o["ok"] and o2k["clean"] == o2k["repeat"])
+    res["ratio_kernel_to_ours"] = round(k2o["rate_cps"] / k2k["rate_cps"], 3)
+    res["ratio_ours_to_kernel"] = round(o2k["rate_cps"] / k2k["rate_cps"], 3)
+    # idle connections around a bulk transfer into our listener
+    lst = _listener(topo, 5402, "--no-sha256")
+    try:
+        def bulk() -> float:
+            r = _run_json(_kpeer(topo, topo.peer, "source", ours, "5402", "--mptcp",
+                                 "--bytes", str(nbytes)), timeout)
+            if not r["ok"]:
+                raise RuntimeError(f"bulk transfer failed: {r}")
+            return float(r["tx_mbps"])
+        res["rss_kib_start"] = _rss_kib(lst.pid)
+        res["bulk_alone_mbps"] = bulk()
+        res["rss_kib_before_idle"] = _rss_kib(lst.pid)
+        hold = subprocess.Popen(_kpeer(topo, topo.peer, "hold", ours, "5402", "--mptcp",
+                                       "--count", str(idle), "--timeout", "60"),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                cwd=ROOT)
+        try:
+            assert hold.stdout is not None
+            opened = json.loads(hold.stdout.readline())
+            res["idle_opened"], res["idle_open_seconds"] = opened["opened"], opened["seconds"]
+            time.sleep(1.0)
+            res["rss_kib_idle"] = _rss_kib(lst.pid)
+            res["bulk_with_idle_mbps"] = bulk()
+            res["rss_kib_after_bulk"] = _rss_kib(lst.pid)
+        finally:
+            hold.send_signal(signal.SIGTERM)
+            hold.wait(timeout=60)
+    finally:
+        _stop(lst)
+    res["bulk_ratio"] = round(res["bulk_with_idle_mbps"] / res["bulk_alone_mbps"], 3)
+    res["kib_per_idle_connection"] = round(
+        (res["rss_kib_idle"] - res["rss_kib_before_idle"]) / max(res["idle_opened"], 1), 2)
+    return res
+
+
+def print_connections(res: dict[str, Any]) -> None:
+    print(f"short MPTCP connections (connect, 1000 bytes each way, close), "
+          f"{res['count']} one after another, over path1:")
+    print(f"  kernel -> kernel   {res['kernel_to_kernel_cps']:8.1f} connections/s")
+    print(f"  kernel -> ours     {res['kernel_to_ours_cps']:8.1f} connections/s   "
+          f"{res['ratio_kernel_to_ours']:.3f} x kernel")
+    print(f"  ours   -> kernel   {res['ours_to_kernel_cps']:8.1f} connections/s   "
+          f"{res['ratio_ours_to_kernel']:.3f} x kernel   all clean: {res['rates_ok']}")
+    print(f"{res['idle_opened']} idle MPTCP connections on our listener (opened in "
+          f"{res['idle_open_seconds']} s), a {res['bytes']}-byte MPTCP transfer into it:")
+    print(f"  alone              {res['bulk_alone_mbps']:8.1f} Mbit/s")
+    print(f"  with them          {res['bulk_with_idle_mbps']:8.1f} Mbit/s   "
+          f"{res['bulk_ratio']:.3f} x alone")
+    print(f"  our RSS: {res['rss_kib_before_idle'] / 1024:.1f} MiB before, "
+          f"{res['rss_kib_idle'] / 1024:.1f} MiB with them "
+          f"({res['kib_per_idle_connection']} KiB each), "
+          f"{res['rss_kib_after_bulk'] / 1024:.1f} MiB after the transfer")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     """Make `p` the `mptcp-tun bench` command (tools/cli.py hands it its subparser)."""
     p.description = __doc__
@@ -390,6 +510,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(default 20 MB; 0: none). The timed runs hash nothing")
     p.add_argument("--ipv6", action="store_true",
                    help="over IPv6 (fd00:1::1 / fd00:1::2) instead of IPv4 (single path)")
+    p.add_argument("--connections", type=int, metavar="N", nargs="?", const=2000,
+                   help="instead of bulk goodput: the rate of N short MPTCP connections "
+                        "(default 2000) kernel->kernel, kernel->ours and ours->kernel, then "
+                        "--idle idle connections held on our listener around a --bytes "
+                        "transfer into it (goodput with them / alone, and our RSS)")
+    p.add_argument("--idle", type=int, default=10_000, metavar="N",
+                   help="with --connections: idle MPTCP connections (default 10000)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,6 +531,17 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("mptcp-tun bench: needs root (it builds network namespaces)", file=sys.stderr)
         return 3
+    if args.connections:
+        with Topology(args.prefix, args.keep) as topo:
+            pinned = set_pinning(topo, args.pin)
+            res = measure_connections(topo, args.connections, args.idle,
+                                      args.bytes or 100_000_000, args.timeout)
+        res["pinned"] = pinned
+        if args.json:
+            print(json.dumps(res))
+        else:
+            print_connections(res)
+        return 0 if res["rates_ok"] and res["idle_opened"] == args.idle else 1
     if args.paths == 2:
         rate = None if args.rate == "none" else args.rate
         nbytes = args.bytes or (60_000_000 if rate else 200_000_000)

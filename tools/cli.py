@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--send", metavar="FILE", help="send FILE, then close our side")
     g.add_argument("--send-bytes", metavar="N", type=parse_size,
                    help="send N pseudo-random bytes (10M, 1Gi, ...), then close our side")
+    g.add_argument("--send-seconds", metavar="S", type=float,
+                   help="send pseudo-random bytes for S seconds, then close our side (long "
+                        "runs; the summary's sent_sha256 is what the peer must have)")
     g.add_argument("--output", metavar="FILE", help="write what we receive to FILE ('-' = stdout)")
     g.add_argument("--join-pause", type=float, metavar="S",
                    help="send the first 100 bytes, then wait S seconds before the rest, so "
@@ -212,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--subflow", action="append", metavar="A", default=[],
                    help="open an MPTCP join from our address A once the connection is "
                         "fully established, like a kernel 'subflow' endpoint (repeatable)")
+    c.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="N connections one after another, each sending what --send-bytes "
+                        "or --send says and reading until the peer closes; one summary: "
+                        "how many ended cleanly and the rate (connections/s), as a "
+                        "connection-rate benchmark (bench --connections) runs it")
     lp = sub.add_parser("listen", parents=[common], help="passive open on PORT",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     lp.add_argument("port", type=int)
@@ -367,17 +375,20 @@ def payload_source(args: argparse.Namespace, send: BinaryIO | None,
     """A function returning the next chunk to send (b"" at the end), or None."""
     if send is not None:
         return lambda: send.read(CHUNK)
-    if args.send_bytes is not None:
+    if args.send_bytes is not None or args.send_seconds is not None:
         # Pseudo-random bytes without a per-byte cost: one random pool, each chunk cut
         # from it at a shifting offset (consecutive chunks differ, so a sha256 still
         # catches lost, duplicated or reordered data). randbytes per chunk cost more
         # CPU than the stack itself in the bench.
         pool = rng.randbytes(POOL)
         view = memoryview(pool)
-        left = [args.send_bytes]
+        left = [args.send_bytes if args.send_bytes is not None else 1 << 62]
         count = [0]
+        until = None if args.send_seconds is None else time.monotonic() + args.send_seconds
 
         def nxt() -> bytes | memoryview:
+            if until is not None and time.monotonic() >= until:
+                left[0] = 0
             n = min(CHUNK, left[0])
             left[0] -= n
             count[0] += 1
@@ -576,18 +587,23 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
             reporting = asyncio.get_running_loop().create_task(reporter.run())
         source = payload_source(args, io.send, rng)
         if args.command == "connect":
-            res = Result(started=time.monotonic())
-            results.append(res)
-            try:
-                reader, writer = await open_connection(args.host, args.port, shell=shell,
-                                                       local_port=args.local_port,
-                                                       subflows=_joins_from(args))
-            except OSError as e:
-                res.error, res.ended = str(e), time.monotonic()
-            else:
-                res.connected = time.monotonic()
-                await run_connection(reader, writer, res, source, sink, False, args.sha256,
-                                     _pauses(args))
+            for i in range(max(args.repeat, 1)):
+                if i:  # the same bytes each time
+                    if io.send is not None:
+                        io.send.seek(0)
+                    source = payload_source(args, io.send, random.Random(args.seed))
+                res = Result(started=time.monotonic())
+                results.append(res)
+                try:
+                    reader, writer = await open_connection(
+                        args.host, args.port, shell=shell, local_port=args.local_port,
+                        subflows=_joins_from(args))
+                except OSError as e:
+                    res.error, res.ended = str(e), time.monotonic()
+                else:
+                    res.connected = time.monotonic()
+                    await run_connection(reader, writer, res, source, sink, False,
+                                         args.sha256, _pauses(args))
         else:
             done = asyncio.Event()
 
@@ -642,6 +658,8 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
             results[0].remote = fmt(ip(args.host), args.port)
         except OSError:
             results[0].remote = f"{args.host}:{args.port}"
+    if args.command == "connect" and args.repeat > 1:
+        return _report_repeat(results, args)
     if args.command == "connect" or args.once or interrupted or timed_out[0]:
         for res in results:
             res.mptcp = res.mptcp or not args.no_mptcp
@@ -662,6 +680,26 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
     if any(r.unmet for r in results) or any(f.unmet for f in host):
         return EXIT_UNMET
     return EXIT_OK
+
+
+def _report_repeat(results: list[Result], args: argparse.Namespace) -> int:
+    """`connect --repeat N`: one summary for the N connections."""
+    clean = [r for r in results if r.clean]
+    secs = max((results[-1].ended or time.monotonic()) - results[0].started, 1e-9) \
+        if results else 0.0
+    errors = sorted({r.error or "not clean" for r in results if not r.clean})
+    rec = {"repeat": len(results), "clean": len(clean), "seconds": round(secs, 3),
+           "rate_cps": round(len(clean) / secs, 1) if secs else 0.0,
+           "written": sum(r.written for r in results),
+           "received": sum(r.received for r in results),
+           "errors": errors[:5]}
+    if args.json:
+        print(json.dumps(rec), flush=True)
+    else:
+        print(f"{rec['repeat']} connections to {args.host}:{args.port}, {rec['clean']} "
+              f"clean, in {secs:.3f} s: {rec['rate_cps']} connections/s"
+              + (f"; errors: {', '.join(errors[:5])}" if errors else ""), flush=True)
+    return EXIT_OK if len(clean) == len(results) else EXIT_CONN
 
 
 def _joins_from(args: argparse.Namespace) -> list[str]:
@@ -711,8 +749,10 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 128 + signal.SIGPIPE
     tune_malloc()
-    if args.send and args.send_bytes is not None:
-        print("mptcp-tun: --send and --send-bytes are exclusive", file=sys.stderr)
+    if sum(x is not None and x is not False for x in
+           (args.send, args.send_bytes, args.send_seconds)) > 1:
+        print("mptcp-tun: --send, --send-bytes and --send-seconds are exclusive",
+              file=sys.stderr)
         return EXIT_USAGE
     if any(n < 0 for n in args.limits):
         print("mptcp-tun: --limits takes two numbers >= 0", file=sys.stderr)

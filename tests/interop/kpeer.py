@@ -363,6 +363,63 @@ def do_connect(opts: argparse.Namespace, mode: str) -> int:
     return 0 if rec["ok"] else 1
 
 
+def do_crr(opts: argparse.Namespace) -> int:
+    """`crr`: connect, send --size bytes, shut down the write side, read until EOF,
+    close; --count times, one after another. One JSON line: the rate."""
+    data = bytes(opts.size)
+    ok = 0
+    errors: dict[str, int] = {}
+    t0 = time.monotonic()
+    for _ in range(opts.count):
+        s = new_socket(opts)
+        s.settimeout(opts.timeout)
+        try:
+            s.connect((opts.host, opts.port))
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            got = 0
+            while chunk := s.recv(RECV_SIZE):
+                got += len(chunk)
+            ok += 1
+        except OSError as e:
+            errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+        finally:
+            s.close()
+    secs = time.monotonic() - t0
+    report({"mode": "crr", "connections": opts.count, "ok_count": ok,
+            "seconds": round(secs, 3), "rate_cps": round(ok / secs, 1) if secs else 0.0,
+            "errors": errors, "ok": ok == opts.count})
+    return 0 if ok == opts.count else 1
+
+
+def do_hold(opts: argparse.Namespace) -> int:
+    """`hold`: open --count connections (nothing sent), report, keep them open until
+    SIGINT or SIGTERM, then close them all."""
+    import signal
+    socks = []
+    t0 = time.monotonic()
+    failed = 0
+    for _ in range(opts.count):
+        s = new_socket(opts)
+        s.settimeout(opts.timeout)
+        try:
+            s.connect((opts.host, opts.port))
+            socks.append(s)
+        except OSError:
+            failed += 1
+            s.close()
+    report({"mode": "hold", "opened": len(socks), "failed": failed,
+            "seconds": round(time.monotonic() - t0, 3), "ok": failed == 0})
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.is_set():
+        time.sleep(0.2)
+    for s in socks:
+        s.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kpeer.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,6 +467,21 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("port", type=int)
     sp.add_argument("--echo-check", action="store_true")
 
+    sp = sub.add_parser("crr", help="connection rate: N connections one after another, "
+                                    "each sends --size bytes, reads until EOF, closes")
+    common(sp)
+    sp.add_argument("host")
+    sp.add_argument("port", type=int)
+    sp.add_argument("--count", type=int, default=1000)
+    sp.add_argument("--size", type=int, default=1000)
+
+    sp = sub.add_parser("hold", help="open N idle connections, report, keep them until "
+                                     "SIGINT/SIGTERM")
+    common(sp)
+    sp.add_argument("host")
+    sp.add_argument("port", type=int)
+    sp.add_argument("--count", type=int, default=1000)
+
     for name in ("sink", "source"):
         sp = sub.add_parser(name, help=f"benchmark {name}: --port P listens, HOST PORT connects")
         common(sp)
@@ -423,6 +495,10 @@ def main(argv: list[str] | None = None) -> int:
             g.add_argument("--seconds", type=float)
 
     o = p.parse_args(argv)
+    if o.cmd == "crr":
+        return do_crr(o)
+    if o.cmd == "hold":
+        return do_hold(o)
     if o.cmd == "server":
         return do_listen(o, "server")
     if o.cmd == "client":
