@@ -26,14 +26,17 @@ Needs root (it builds its own namespaces with netns-setup.sh --prefix and remove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import queue
 import select
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -366,11 +369,23 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _listener(topo: Topology, port: int, *args: str) -> subprocess.Popen[str]:
-    """Our listener (stdout, one summary per connection, to /dev/null)."""
-    p = subprocess.Popen(_ours(topo, "listen", str(port), *args), stdout=subprocess.DEVNULL,
+def _listener(topo: Topology, port: int, *args: str,
+              summaries: queue.Queue[dict[str, Any]] | None = None) -> subprocess.Popen[str]:
+    """Our listener; its per-connection summaries (`--json`) into `summaries`, else to
+    /dev/null; its stderr drained once it listens."""
+    p = subprocess.Popen(_ours(topo, "listen", str(port), *args),
+                         stdout=subprocess.PIPE if summaries is not None else subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, cwd=ROOT)
     _wait_said(p, "listening on")
+
+    def drain(stream: Any, into: queue.Queue[dict[str, Any]] | None) -> None:
+        for line in stream:
+            if into is not None and line.startswith("{"):
+                with contextlib.suppress(ValueError):  # (a summary cut by the exit)
+                    into.put(json.loads(line))
+    threading.Thread(target=drain, args=(p.stderr, None), daemon=True).start()
+    if summaries is not None:
+        threading.Thread(target=drain, args=(p.stdout, summaries), daemon=True).start()
     return p
 
 
@@ -424,14 +439,19 @@ def measure_connections(topo: Topology, count: int, idle: int, nbytes: int,
     res["ratio_kernel_to_ours"] = round(k2o["rate_cps"] / k2k["rate_cps"], 3)
     res["ratio_ours_to_kernel"] = round(o2k["rate_cps"] / k2k["rate_cps"], 3)
     # idle connections around a bulk transfer into our listener
-    lst = _listener(topo, 5402, "--no-sha256")
+    done: queue.Queue[dict[str, Any]] = queue.Queue()
+    lst = _listener(topo, 5402, "--no-sha256", "--json", summaries=done)
     try:
         def bulk() -> float:
+            """A kernel source into our listener: the goodput our side received."""
             r = _run_json(_kpeer(topo, topo.peer, "source", ours, "5402", "--mptcp",
                                  "--bytes", str(nbytes)), timeout)
             if not r["ok"]:
                 raise RuntimeError(f"bulk transfer failed: {r}")
-            return float(r["tx_mbps"])
+            while True:
+                rec = done.get(timeout=timeout)
+                if rec.get("received") == nbytes:
+                    return float(rec["goodput_mbps"])
         res["rss_kib_start"] = _rss_kib(lst.pid)
         res["bulk_alone_mbps"] = bulk()
         res["rss_kib_before_idle"] = _rss_kib(lst.pid)

@@ -371,8 +371,11 @@ class Result:
 
 
 def payload_source(args: argparse.Namespace, send: BinaryIO | None,
-                   rng: random.Random) -> Callable[[], bytes | memoryview] | None:
-    """A function returning the next chunk to send (b"" at the end), or None."""
+                   rng: random.Random, pool: bytes | None = None,
+                   ) -> Callable[[], bytes | memoryview] | None:
+    """A function returning the next chunk to send (b"" at the end), or None. `pool`:
+    the random bytes to cut chunks from (default: new ones from `rng`; making them
+    costs 10 ms, which `connect --repeat` pays once)."""
     if send is not None:
         return lambda: send.read(CHUNK)
     if args.send_bytes is not None or args.send_seconds is not None:
@@ -380,8 +383,7 @@ def payload_source(args: argparse.Namespace, send: BinaryIO | None,
         # from it at a shifting offset (consecutive chunks differ, so a sha256 still
         # catches lost, duplicated or reordered data). randbytes per chunk cost more
         # CPU than the stack itself in the bench.
-        pool = rng.randbytes(POOL)
-        view = memoryview(pool)
+        view = memoryview(pool if pool is not None else rng.randbytes(POOL))
         left = [args.send_bytes if args.send_bytes is not None else 1 << 62]
         count = [0]
         until = None if args.send_seconds is None else time.monotonic() + args.send_seconds
@@ -587,11 +589,12 @@ async def amain(args: argparse.Namespace, io: Outputs, timed_out: list[bool]) ->
             reporting = asyncio.get_running_loop().create_task(reporter.run())
         source = payload_source(args, io.send, rng)
         if args.command == "connect":
+            pool = random.Random(args.seed).randbytes(POOL) if args.repeat > 1 else None
             for i in range(max(args.repeat, 1)):
                 if i:  # the same bytes each time
                     if io.send is not None:
                         io.send.seek(0)
-                    source = payload_source(args, io.send, random.Random(args.seed))
+                    source = payload_source(args, io.send, rng, pool)
                 res = Result(started=time.monotonic())
                 results.append(res)
                 try:

@@ -1,7 +1,8 @@
 """`python -m tools.longrun`: a long MPTCP run through a hostile network, and whether
 every byte arrived and our memory stayed flat.
 
-Our stack (`connect --subflow 10.0.2.2 --send-seconds S`) sends to a kernel MPTCP sink
+Our stack (`connect --subflow 10.0.2.2 --send-seconds S --no-offload`: MTU-sized frames,
+so that a drop is one segment) sends to a kernel MPTCP sink
 over two paths of a private topology (netns-setup.sh --prefix), while:
   - nftables in the user namespace drops --loss percent of the packets each way on
     each path, at random (`numgen random`);
@@ -51,8 +52,8 @@ def _loss(topo: Topology, pct: float) -> None:
     rules = "".join(f"  {d}ifname \"path{i}\" numgen random mod 1000 < {int(pct * 10)} "
                     f"counter drop\n" for i in (1, 2) for d in ("i", "o"))
     subprocess.run(topo.cmd(topo.user, "nft", "-f", "-"), check=True, text=True,
-                   input=("table inet longrun {\n chain fwd {\n  type filter hook forward "
-                          "priority 0;\n" + rules + " }\n}\n"))
+                   input=("table inet longrun {\n chain lossy_forward {\n  type filter hook "
+                          "forward priority 0;\n" + rules + " }\n}\n"))
 
 
 def _dropped(topo: Topology) -> int:
@@ -74,6 +75,7 @@ def run(minutes: float, loss: float, flap: float, prefix: str, keep: bool = Fals
         _wait_listening(topo, topo.peer, PORT)
         me = subprocess.Popen(_ours(topo, "connect", "10.0.1.1", str(PORT), "--subflow",
                                     "10.0.2.2", "--send-seconds", str(seconds), "--json",
+                                    "--no-offload",  # MTU-sized frames: a drop is a segment
                                     "--timeout", str(seconds + 600)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               cwd=ROOT)
@@ -84,7 +86,7 @@ def run(minutes: float, loss: float, flap: float, prefix: str, keep: bool = Fals
             now = time.monotonic()
             if now >= next_rss:
                 r = _rss_mib(me.pid)
-                if r is not None:
+                if r:  # (0 or None: not started yet, or gone)
                     rss.append((round(now - t0, 1), round(r, 1)))
                 next_rss += 5.0
                 if progress:
