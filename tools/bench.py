@@ -404,6 +404,9 @@ def _run_json(argv: list[str], timeout: float) -> dict[str, Any]:
     return _last_json(out.stdout + "\n" + out.stderr)
 
 
+BULK_RUNS = 3  # each way of the idle comparison: the median (runs vary by 30%)
+
+
 def measure_connections(topo: Topology, count: int, idle: int, nbytes: int,
                         timeout: float) -> dict[str, Any]:
     """Connection rates of short MPTCP connections (connect, 1000 bytes each way, close)
@@ -453,7 +456,8 @@ def measure_connections(topo: Topology, count: int, idle: int, nbytes: int,
                 if rec.get("received") == nbytes:
                     return float(rec["goodput_mbps"])
         res["rss_kib_start"] = _rss_kib(lst.pid)
-        res["bulk_alone_mbps"] = bulk()
+        res["bulk_alone_runs"] = [bulk() for _ in range(BULK_RUNS)]
+        res["bulk_alone_mbps"] = statistics.median(res["bulk_alone_runs"])
         res["rss_kib_before_idle"] = _rss_kib(lst.pid)
         hold = subprocess.Popen(_kpeer(topo, topo.peer, "hold", ours, "5402", "--mptcp",
                                        "--count", str(idle), "--timeout", "60"),
@@ -465,7 +469,8 @@ def measure_connections(topo: Topology, count: int, idle: int, nbytes: int,
             res["idle_opened"], res["idle_open_seconds"] = opened["opened"], opened["seconds"]
             time.sleep(1.0)
             res["rss_kib_idle"] = _rss_kib(lst.pid)
-            res["bulk_with_idle_mbps"] = bulk()
+            res["bulk_with_idle_runs"] = [bulk() for _ in range(BULK_RUNS)]
+            res["bulk_with_idle_mbps"] = statistics.median(res["bulk_with_idle_runs"])
             res["rss_kib_after_bulk"] = _rss_kib(lst.pid)
         finally:
             hold.send_signal(signal.SIGTERM)
@@ -488,9 +493,12 @@ def print_connections(res: dict[str, Any]) -> None:
           f"{res['ratio_ours_to_kernel']:.3f} x kernel   all clean: {res['rates_ok']}")
     print(f"{res['idle_opened']} idle MPTCP connections on our listener (opened in "
           f"{res['idle_open_seconds']} s), a {res['bytes']}-byte MPTCP transfer into it:")
-    print(f"  alone              {res['bulk_alone_mbps']:8.1f} Mbit/s")
+    runs = {k: " ".join(f"{x:.0f}" for x in res[k]) for k in
+            ("bulk_alone_runs", "bulk_with_idle_runs")}
+    print(f"  alone              {res['bulk_alone_mbps']:8.1f} Mbit/s   (median of "
+          f"{runs['bulk_alone_runs']})")
     print(f"  with them          {res['bulk_with_idle_mbps']:8.1f} Mbit/s   "
-          f"{res['bulk_ratio']:.3f} x alone")
+          f"{res['bulk_ratio']:.3f} x alone   (median of {runs['bulk_with_idle_runs']})")
     print(f"  our RSS: {res['rss_kib_before_idle'] / 1024:.1f} MiB before, "
           f"{res['rss_kib_idle'] / 1024:.1f} MiB with them "
           f"({res['kib_per_idle_connection']} KiB each), "
