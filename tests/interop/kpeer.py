@@ -363,6 +363,18 @@ def do_connect(opts: argparse.Namespace, mode: str) -> int:
     return 0 if rec["ok"] else 1
 
 
+def _connected(opts: argparse.Namespace) -> socket.socket:
+    """A new socket connected to --host/--port (closed again if that fails)."""
+    s = new_socket(opts)
+    s.settimeout(opts.timeout)
+    try:
+        s.connect((opts.host, opts.port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 def do_crr(opts: argparse.Namespace) -> int:
     """`crr`: connect, send --size bytes, shut down the write side, read until EOF,
     close; --count times, one after another. One JSON line: the rate."""
@@ -371,10 +383,12 @@ def do_crr(opts: argparse.Namespace) -> int:
     errors: dict[str, int] = {}
     t0 = time.monotonic()
     for _ in range(opts.count):
-        s = new_socket(opts)
-        s.settimeout(opts.timeout)
         try:
-            s.connect((opts.host, opts.port))
+            s = _connected(opts)
+        except OSError as e:
+            errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+            continue
+        try:
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             got = 0
@@ -400,14 +414,10 @@ def do_hold(opts: argparse.Namespace) -> int:
     t0 = time.monotonic()
     failed = 0
     for _ in range(opts.count):
-        s = new_socket(opts)
-        s.settimeout(opts.timeout)
         try:
-            s.connect((opts.host, opts.port))
-            socks.append(s)
+            socks.append(_connected(opts))
         except OSError:
             failed += 1
-            s.close()
     report({"mode": "hold", "opened": len(socks), "failed": failed,
             "seconds": round(time.monotonic() - t0, 3), "ok": failed == 0})
     stop = threading.Event()

@@ -88,13 +88,7 @@ def test_joins_beyond_the_subflow_limit_are_refused() -> None:
 def test_memory_per_idle_mptcp_connection_is_measured_and_small() -> None:
     """200 idle MPTCP connections on one listener: what each costs the server, in
     Python heap (tracemalloc). Measured 2026-11-30: see the printed figure."""
-    a, b, net = multipath_pair(seed=24, profile=LinkProfile(delay=0.001))
-    b.listen(5000)
-    first = a.connect(B1, 5000, 0.0)
-    first.sock.send(b"hi")
-    a.touch(first)
-    net.run(0.2)
-    assert first.msk is not None and first.msk.fully_established
+    a, _, net, _ = _live(24)
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     conns = []
