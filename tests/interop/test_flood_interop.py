@@ -99,3 +99,60 @@ def test_a_syn_flood_at_our_listener_while_a_transfer_runs(topology: Topology) -
     assert counts["InReceives"] == counts["InDelivers"] + drops, counts
     assert counts["InReceives"] == handed, (counts["InReceives"], handed)
     assert handed + queue_drops >= 0.95 * fl["sent"], (handed, queue_drops, fl)
+
+
+FORGE = Path(__file__).with_name("forge.py")
+# forgery -> our counter that must rise by (at least) the number of copies sent
+FORGED = {"rst outside the window": "Drop:rst-out-of-window",
+          "rst inside the window": "TCPChallengeACK",
+          "syn inside the window": "TCPSYNChallenge",
+          "data outside the window": "Drop:out-of-window",
+          "data with an ack never sent": "Drop:ack-unsent",
+          "mp_fastclose with a wrong key": "MPFastcloseBadKey",
+          "add_addr with a wrong hmac": "AddAddrHMacFailure",
+          "remove_addr outside the window": "Drop:out-of-window",
+          "mp_prio outside the window": "Drop:out-of-window",
+          "mp_tcprst outside the window": "Drop:rst-out-of-window"}
+
+
+def test_forged_segments_from_the_peer_namespace_change_nothing(topology: Topology) -> None:
+    """A kernel client echoes 6 MB through our listener, pausing 4 s after the first
+    MB; in the pause tests/interop/forge.py, in the peer namespace, learns the
+    connection's sequence numbers from the wire and sends each forgery three times as
+    the kernel (raw socket). Each is counted on our side under its reason; the transfer
+    goes on with every byte echoed, and neither side reset anything."""
+    from tests.interop.harness import nstat_diff
+
+    port = 7810
+    lst = ours.start_listener(topology, port, "--echo", "--once", "--json", "--stats")
+    before = topology.nstat_peer()
+    forger = topology.popen_peer(sys.executable, str(FORGE), "--dev", topology.path_dev(1),
+                                 "--ours", topology.our_addr(1), "--port", port,
+                                 "--times", 3)
+    time.sleep(0.5)  # (its packet socket open)
+    cli = topology.popen_peer(*topology.kpeer("client", topology.our_addr(1), port,
+                                              "--mptcp", "--send-bytes", 6 * MB,
+                                              "--pause-after", MB, "--pause", 4,
+                                              "--echo-check", "--timeout", 60))
+    fout, ferr = forger.communicate(timeout=60)
+    assert forger.returncode == 0, ferr
+    sent = json.loads(fout.strip().splitlines()[-1])["sent"]
+    got = topology.kpeer_result(cli, timeout=120)
+    me = ours.result(lst, timeout=60)
+    counts = {m.group(1): int(m.group(2))
+              for m in re.finditer(r"^([\w:-]+)\s+(\d+)$", me["stderr"], re.MULTILINE)}
+    assert got["ok"] and got["rx_bytes"] == 6 * MB, got
+    assert me["returncode"] == 0 and me["clean"], me["stderr"][-1500:]
+    # one finding, the forged MP_FASTCLOSE, reported and ignored
+    assert [(f["code"], "not ours" in f["text"]) for f in me["diagnosis"]] == \
+        [("fastclose", True)], me["diagnosis"]
+    want: dict[str, int] = {}
+    for name, counter in FORGED.items():
+        want[counter] = want.get(counter, 0) + sent[name]
+    short = {c: (counts.get(c, 0), n) for c, n in want.items() if counts.get(c, 0) < n}
+    assert short == {}, (short, counts)
+    diff = nstat_diff(before, topology.nstat_peer())
+    resets = {k: v for k, v in diff.items() if k in (
+        "MPTcpExtMPRstRx", "MPTcpExtMPRstTx", "MPTcpExtMPFastcloseRx",
+        "MPTcpExtMPFastcloseTx", "TcpExtTCPAbortOnData", "MPTcpExtRmAddr")}
+    assert resets == {}, resets
