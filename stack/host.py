@@ -1322,10 +1322,12 @@ class Stack:
             if t is not None:
                 heapq.heappush(self._timers, (t, next(self._timer_tie), conn))
 
-    def _live_top(self) -> tuple[float, int, Connection] | None:
-        """The earliest entry that is not stale (stale ones above it dropped)."""
-        for conn in self._dirty:  # their deadlines may have moved since
-            self._rearm(conn)
+    def _live_top(self, refresh: bool = True) -> tuple[float, int, Connection] | None:
+        """The earliest entry that is not stale (stale ones above it dropped);
+        `refresh`: first take the deadlines of the connections touched since."""
+        if refresh:
+            for conn in self._dirty:  # their deadlines may have moved since
+                self._rearm(conn)
         heap = self._timers
         if len(heap) > 4096 and len(heap) > 4 * len(self.conns):
             heap[:] = [e for e in heap if e[2].timer_at == e[0]]  # shed the stale
@@ -1349,7 +1351,9 @@ class Stack:
         return None if top is None else top[0]
 
     def handle_timeout(self, now: float) -> None:
-        while (top := self._live_top()) is not None and top[0] <= now:
+        refresh = True  # once: each connection fired is rearmed as it goes
+        while (top := self._live_top(refresh)) is not None and top[0] <= now:
+            refresh = False
             conn = top[2]
             heapq.heappop(self._timers)
             conn.timer_at = None
