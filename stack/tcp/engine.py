@@ -598,7 +598,7 @@ class TcpEngine:
         return self._state in _SEND_OK and not self._fin_queued and not self._closed_emitted
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
-        if self._state not in _SEND_OK or self._fin_queued or self._closed_emitted:
+        if not self.can_send:
             raise TcpError(f"send() in state {self._state.value}"
                            + (" after close()" if self._fin_queued else ""))
         room = self.config.snd_buf - len(self._buf)
@@ -967,6 +967,7 @@ class TcpEngine:
             self._lost_upto = self._high_rxt = self._recover = a
             self._t_rtx = None
             self._retries = 0
+            self.rcv_tstamp = now
             self._rtt.reset_backoff()
             self._establish()
             self._ack_now = True
@@ -1171,7 +1172,6 @@ class TcpEngine:
             self._lost_upto = self._high_rxt = self._recover = a
             self._t_rtx = None
             self._retries = 0
-            self.rcv_tstamp = now
             self._rtt.reset_backoff()
             self._syn_pending = False
             self._establish()
